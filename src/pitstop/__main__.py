@@ -1,0 +1,3 @@
+from pitstop.cli import main
+
+main()

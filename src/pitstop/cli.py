@@ -1,0 +1,196 @@
+"""The ``pitstop`` command: one verb per stage."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import click
+
+from pitstop import __version__
+from pitstop.config import Settings, describe_settings, load_settings
+from pitstop.errors import PitstopError
+
+log = logging.getLogger("pitstop")
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    logging.getLogger("pitstop").setLevel(logging.DEBUG if verbose else logging.INFO)
+    for noisy in ("alembic", "mlflow", "httpx"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _settings(ctx: click.Context, **overrides: Any) -> Settings:
+    obj = ctx.ensure_object(dict)
+    return load_settings(obj.get("config"), **overrides)
+
+
+@contextmanager
+def _errors() -> Iterator[None]:
+    """Our errors print as one clear line and exit non-zero; no traceback for expected failures."""
+    try:
+        yield
+    except PitstopError as exc:
+        click.echo(f"error [{exc.code}]: {exc.message}", err=True)
+        sys.exit(2)
+
+
+def _progress_bar(label: str) -> tuple[Callable[[str, int, int], None], Callable[[], None]]:
+    state: dict[str, Any] = {}
+
+    def update(stage: str, done: int, total: int) -> None:
+        bar = state.get("bar")
+        if bar is None:
+            bar = click.progressbar(length=total, label=label, show_eta=False, item_show_func=lambda s: s)
+            bar.__enter__()
+            state["bar"] = bar
+            state["done"] = 0
+        bar.update(done - state["done"], stage)
+        state["done"] = done
+
+    def close() -> None:
+        if "bar" in state:
+            state["bar"].__exit__(None, None, None)
+
+    return update, close
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "auto_envvar_prefix": "PITSTOP"})
+@click.version_option(__version__, prog_name="pitstop")
+@click.option("--config", type=click.Path(dir_okay=False, path_type=Path), help="TOML settings file.")
+@click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
+@click.pass_context
+def cli(ctx: click.Context, config: Path | None, verbose: bool) -> None:
+    """Pitstop: predictive maintenance for machine fleets."""
+    _setup_logging(verbose)
+    ctx.ensure_object(dict)["config"] = config
+
+
+data_dir_option = click.option(
+    "--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+    help="Data directory (default ./pitstop-data).",
+)
+
+
+@cli.command()
+@data_dir_option
+@click.option("--port", type=int, default=None, help="HTTP port (default 8000).")
+@click.option("--host", default=None, help="HTTP address (default 127.0.0.1).")
+@click.option("--speed", type=float, default=1.0, show_default=True,
+              help="Replay speed: readings per second per machine.")
+@click.option("--for", "duration", type=float, default=None, metavar="SECONDS",
+              help="Stop after this many seconds of serving, then print a summary.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON line.")
+@click.pass_context
+def demo(ctx: click.Context, data_dir: Path | None, port: int | None, host: str | None, speed: float,
+         duration: float | None, as_json: bool) -> None:
+    """Run the whole loop on one machine: seed, train, serve, replay a live fleet.
+
+    Last season (C-MAPSS FD001 training engines, run to failure) seeds the lake; a LightGBM RUL
+    model is trained if there is no champion; then the API, dashboard and processor start and the
+    FD001 test engines replay as the live fleet through the ingest endpoint.
+    """
+    from pitstop.demo import run_demo
+    from pitstop.platform import Platform
+
+    with _errors():
+        if speed <= 0:
+            raise click.BadParameter("must be positive", param_hint="--speed")
+        settings = _settings(ctx, data_dir=data_dir, port=port, host=host)
+        click.echo(f"pitstop {__version__}: data dir {settings.data_dir.resolve()}")
+        platform = Platform.open(settings)
+        update, close = _progress_bar("training")
+        try:
+            summary = run_demo(platform, speed=speed, duration=duration, echo=click.echo,
+                               progress=_closing(update, close))
+        finally:
+            close()
+            platform.close()
+        click.echo("stopped. summary:")
+        for line in summary.lines():
+            click.echo(f"  {line}")
+        if as_json:
+            click.echo(json.dumps(summary.__dict__, default=str))
+
+
+def _closing(update: Callable[[str, int, int], None], close: Callable[[], None]) -> Callable[[str, int, int], None]:
+    def progress(stage: str, done: int, total: int) -> None:
+        update(stage, done, total)
+        if done >= total:
+            close()
+
+    return progress
+
+
+@cli.command()
+@data_dir_option
+@click.option("--lake-version", type=int, default=None, help="Telemetry table version (default newest).")
+@click.option("--alias", default="champion", show_default=True, help="Alias to point at the new version ('' for none).")
+@click.pass_context
+def train(ctx: click.Context, data_dir: Path | None, lake_version: int | None, alias: str) -> None:
+    """Train a RUL model on a lake version, log it to MLflow and register it."""
+    from pitstop.platform import Platform
+    from pitstop.training import train_and_register
+
+    with _errors():
+        platform = Platform.open(_settings(ctx, data_dir=data_dir))
+        update, close = _progress_bar("training")
+        try:
+            result = train_and_register(platform, alias=alias or None, lake_version=lake_version, progress=update)
+        finally:
+            close()
+            platform.close()
+        click.echo(json.dumps({"version": result.version, "alias": alias or None, "lake_version": result.lake_version,
+                               "seconds": round(result.seconds, 2), **result.bundle.metrics}))
+
+
+@cli.command()
+@data_dir_option
+@click.option("--port", type=int, default=None, help="HTTP port (default 8000).")
+@click.option("--host", default=None, help="HTTP address (default 127.0.0.1).")
+@click.pass_context
+def serve(ctx: click.Context, data_dir: Path | None, port: int | None, host: str | None) -> None:
+    """Serve the API, dashboard and processor over an existing data directory (no replay)."""
+    import uvicorn
+
+    from pitstop.demo import check_port
+    from pitstop.platform import Platform
+    from pitstop.processor import Processor
+    from pitstop.web import create_app
+
+    with _errors():
+        settings = _settings(ctx, data_dir=data_dir, port=port, host=host)
+        check_port(settings.host, settings.port)
+        platform = Platform.open(settings)
+        processor = Processor(platform)
+        processor.start()
+        click.echo(f"serving http://{settings.host}:{settings.port}  (Ctrl-C to stop)")
+        try:
+            uvicorn.run(create_app(platform, processor), host=settings.host, port=settings.port, log_level="warning")
+        finally:
+            processor.stop(drain=True)
+            platform.close()
+
+
+@cli.command("settings")
+def settings_cmd() -> None:
+    """List every setting: name, type, default, and what it does."""
+    for name, kind, default, help_text in describe_settings():
+        click.echo(f"{name:28} {kind:8} {default:24} {help_text}  [PITSTOP_{name.upper()}]")
+
+
+def main() -> None:
+    cli(prog_name="pitstop")
+
+
+if __name__ == "__main__":
+    main()

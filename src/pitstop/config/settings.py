@@ -1,0 +1,99 @@
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from pitstop.errors import ConfigError
+
+
+class Settings(BaseSettings):
+    """Every knob of Pitstop. Environment variables are ``PITSTOP_<NAME>``."""
+
+    model_config = SettingsConfigDict(env_prefix="PITSTOP_", extra="forbid", frozen=True)
+
+    data_dir: Path = Field(Path("pitstop-data"), description="Folder for the ops DB, lake, bus and MLflow store.")
+    host: str = Field("127.0.0.1", description="Address the HTTP API listens on.")
+    port: int = Field(8000, ge=0, le=65535, description="Port the HTTP API listens on.")
+    model_name: str = Field("pitstop-rul", description="Registered model name in MLflow.")
+    rul_cap: int = Field(125, gt=0, description="Cap on the RUL training target (piecewise-linear degradation).")
+    train_seed: int = Field(42, description="Seed for training and cross-validation folds.")
+    train_folds: int = Field(5, ge=2, description="Grouped folds used for the interval and CV metrics.")
+    interval_coverage: float = Field(0.8, gt=0, lt=1, description="Nominal coverage of the RUL interval.")
+    work_order_rul_threshold: float = Field(
+        30.0, gt=0, description="Open a work order when predicted RUL falls below this (fleet time units)."
+    )
+    max_batch_readings: int = Field(5000, gt=0, description="Most readings accepted in one request.")
+    max_body_bytes: int = Field(8 * 1024 * 1024, gt=0, description="Largest request body accepted.")
+    max_future_skew_s: float = Field(300.0, ge=0, description="How far in the future a reading's ts may be.")
+    processor_poll_s: float = Field(0.5, gt=0, description="Processor wait between empty polls of the bus.")
+    processor_max_messages: int = Field(500, gt=0, description="Bus messages per processor micro-batch.")
+
+    @field_validator("data_dir")
+    @classmethod
+    def _expand(cls, value: Path) -> Path:
+        return value.expanduser()
+
+    # Paths derived from data_dir, in one place.
+    @property
+    def ops_db_url(self) -> str:
+        return f"sqlite:///{(self.data_dir / 'ops.db').resolve()}"
+
+    @property
+    def bus_path(self) -> Path:
+        return self.data_dir / "bus.db"
+
+    @property
+    def lake_dir(self) -> Path:
+        return self.data_dir / "lake"
+
+    @property
+    def mlflow_uri(self) -> str:
+        return f"sqlite:///{(self.data_dir / 'mlflow.db').resolve()}"
+
+    @property
+    def mlflow_artifacts_dir(self) -> Path:
+        return (self.data_dir / "mlartifacts").resolve()
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Build settings from (lowest first) defaults, a TOML file, the environment, then overrides.
+
+    Errors name the setting, the bad value and how to fix it.
+    """
+    values: dict[str, Any] = {}
+    if config_file is not None:
+        try:
+            values.update(tomllib.loads(Path(config_file).read_text()))
+        except FileNotFoundError:
+            raise ConfigError(f"config file {config_file} does not exist: check the --config path") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {config_file} is not valid TOML: {exc}") from None
+    try:
+        from_env = Settings()  # type: ignore[call-arg]  # defaults + PITSTOP_* variables
+        values.update({name: getattr(from_env, name) for name in from_env.model_fields_set})
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return Settings(**values)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            name = ".".join(str(p) for p in err["loc"]) or "settings"
+            field = Settings.model_fields.get(name)
+            help_text = f" ({field.description})" if field and field.description else ""
+            problems.append(
+                f"{name}: {err['msg']}{help_text}; fix it in the config file, "
+                f"in PITSTOP_{name.upper()}, or on the command line"
+            )
+        raise ConfigError("invalid settings:\n  " + "\n  ".join(problems)) from None
+
+
+def describe_settings() -> list[tuple[str, str, str, str]]:
+    """(name, type, default, help) for each setting: feeds docs and ``pitstop settings``."""
+    rows = []
+    for name, field in Settings.model_fields.items():
+        annotation = getattr(field.annotation, "__name__", str(field.annotation))
+        rows.append((name, annotation, repr(field.default), field.description or ""))
+    return rows

@@ -1,0 +1,233 @@
+"""``pitstop demo``: the whole loop in one process on the shipped C-MAPSS FD001 data.
+
+Last season (the FD001 training engines, run to failure) seeds the lake; the FD001 test engines
+are the live fleet, replayed through the real ingest endpoint with one device token each.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import polars as pl
+import pyarrow as pa
+from sqlalchemy import func, select
+
+from pitstop.errors import ConfigError
+from pitstop.ingest import DeviceRegistry
+from pitstop.platform import Platform
+from pitstop.processor import Processor
+from pitstop.schema import TURBOFAN
+from pitstop.sim import MachineFeed, Replay, shipped
+from pitstop.store import Machine, MachineState, WorkOrder, utcnow
+from pitstop.training import train_and_register
+
+log = logging.getLogger(__name__)
+
+SEASON_START = datetime(2026, 1, 1, tzinfo=UTC)
+CYCLE = timedelta(hours=1)
+SEED_APP = "seed-last-season"
+TOKENS_FILE = "demo-devices.json"
+
+Echo = Callable[[str], None]
+
+
+def history_id(unit: int) -> str:
+    return f"hist-{unit:03d}"
+
+
+def live_id(unit: int) -> str:
+    return f"eng-{unit:03d}"
+
+
+def seed_last_season(platform: Platform, echo: Echo) -> bool:
+    """Write last season's run-to-failure engines to the lake (once). Returns whether it wrote."""
+    lake = platform.lake
+    if lake.committed_position(SEED_APP, "telemetry") >= 1:
+        return False
+    train = shipped("fd001_train")
+    echo(f"seeding the lake with last season: {train['unit'].n_unique()} engines run to failure, "
+         f"{train.height:,} readings")
+    frame = train.with_columns(
+        pl.col("unit").map_elements(history_id, return_dtype=pl.String).alias("machine_id"),
+        pl.col("cycle").alias("seq"),
+        (pl.lit(SEASON_START) + pl.duration(hours=pl.col("cycle"))).dt.cast_time_unit("us").alias("ts"),
+    ).with_columns(pl.col("ts").dt.date().alias("day"), pl.lit(None, pl.Int64).alias("bus_position"))
+    lake.append("telemetry", frame.to_arrow(), app_id=SEED_APP, position=1)
+    failures = frame.group_by("machine_id").agg(pl.col("seq").max(), pl.col("ts").max())
+    events = pa.table(
+        {
+            "machine_id": failures["machine_id"].to_arrow(),
+            "ts": failures["ts"].to_arrow(),
+            "seq": failures["seq"].to_arrow(),
+            "kind": pa.array(["failure"] * failures.height),
+            "detail": pa.array(["run to failure (C-MAPSS FD001 training trajectory)"] * failures.height),
+        }
+    )
+    lake.append("events", events, app_id=SEED_APP, position=1)
+    with platform.db.session() as s:
+        for machine_id in failures["machine_id"].sort():
+            if s.get(Machine, machine_id) is None:
+                s.add(Machine(machine_id=machine_id, machine_type=TURBOFAN.name, status="retired",
+                              installed_at=SEASON_START, created_at=utcnow()))
+    platform.db.audit("demo", "seed_lake", rows=frame.height, machines=failures.height)
+    return True
+
+
+def ensure_live_fleet(platform: Platform) -> dict[str, str]:
+    """Register the live machines and one device each; tokens kept in the data dir (mode 600)."""
+    path = platform.settings.data_dir / TOKENS_FILE
+    tokens: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}
+    units = shipped("fd001_test")["unit"].unique().sort().to_list()
+    devices = DeviceRegistry(platform.db)
+    changed = False
+    for unit in units:
+        machine_id = live_id(unit)
+        with platform.db.session() as s:
+            if s.get(Machine, machine_id) is None:
+                s.add(Machine(machine_id=machine_id, machine_type=TURBOFAN.name, status="active",
+                              installed_at=utcnow(), created_at=utcnow()))
+        if machine_id not in tokens:
+            _, tokens[machine_id] = devices.add(machine_id)
+            changed = True
+    if changed:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            json.dump(tokens, fh, indent=1)
+    return tokens
+
+
+def live_feeds(tokens: dict[str, str]) -> list[MachineFeed]:
+    test = shipped("fd001_test").sort("unit", "cycle")
+    sensors = TURBOFAN.sensor_names
+    feeds = []
+    for (unit,), group in test.group_by("unit", maintain_order=True):
+        machine_id = live_id(int(str(unit)))
+        feeds.append(
+            MachineFeed(machine_id, tokens[machine_id], group["cycle"].to_list(), group.select(sensors).to_dicts())
+        )
+    return feeds
+
+
+def ensure_champion(platform: Platform, echo: Echo, progress: Any = None) -> str:
+    version = platform.registry.alias_version("champion")
+    if version is not None:
+        echo(f"champion model: {platform.settings.model_name} version {version}")
+        return version
+    echo("no champion model yet: training one on last season's lake data")
+    result = train_and_register(platform, alias="champion", progress=progress)
+    m = result.bundle.metrics
+    echo(
+        f"trained version {result.version} in {result.seconds:.1f}s on {result.rows:,} readings of "
+        f"{result.machines} machines: CV RMSE {m['cv_rmse']:.2f}, 80% interval coverage "
+        f"{m['cv_interval_coverage']:.0%}"
+    )
+    return result.version
+
+
+def check_port(host: str, port: int) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot listen on {host}:{port} ({exc.strerror}): stop what uses it or pass --port",
+                code="port_unavailable",
+            ) from None
+
+
+@dataclass
+class Summary:
+    readings_accepted: int
+    readings_in_lake: int
+    live_readings_in_lake: int
+    machines_scored: int
+    work_orders_open: int
+    model_version: str
+    replay: dict[str, Any]
+
+    def lines(self) -> list[str]:
+        return [
+            f"readings accepted:     {self.readings_accepted:,}",
+            f"readings in the lake:  {self.readings_in_lake:,} ({self.live_readings_in_lake:,} from the live fleet)",
+            f"machines scored:       {self.machines_scored}",
+            f"work orders open:      {self.work_orders_open}",
+            f"model version:         {self.model_version}",
+        ]
+
+
+def summarize(platform: Platform, replay: Replay | None) -> Summary:
+    with platform.db.session() as s:
+        active = list(s.scalars(select(Machine.machine_id).where(Machine.status == "active")))
+        scored = s.scalar(
+            select(func.count()).select_from(MachineState).where(
+                MachineState.machine_id.in_(active), MachineState.predicted_rul.is_not(None)
+            )
+        )
+        open_orders = s.scalar(
+            select(func.count()).select_from(WorkOrder).where(WorkOrder.status.in_(("open", "acknowledged", "in_progress")))
+        )
+    live = platform.lake.read("telemetry", columns=["seq"], machine_ids=active).height if active else 0
+    return Summary(
+        readings_accepted=int(platform.metrics.registry.get_sample_value("pitstop_readings_accepted_total") or 0),
+        readings_in_lake=platform.lake.count("telemetry"),
+        live_readings_in_lake=live,
+        machines_scored=int(scored or 0),
+        work_orders_open=int(open_orders or 0),
+        model_version=platform.scorer.model.version,
+        replay=replay.stats.to_dict() if replay else {},
+    )
+
+
+def run_demo(platform: Platform, *, speed: float, duration: float | None, echo: Echo, progress: Any = None) -> Summary:
+    """Prepare everything, then serve until Ctrl-C (or ``duration`` seconds), then stop cleanly."""
+    import uvicorn
+
+    from pitstop.web import create_app
+
+    s = platform.settings
+    check_port(s.host, s.port)
+    seed_last_season(platform, echo)
+    tokens = ensure_live_fleet(platform)
+    ensure_champion(platform, echo, progress)
+    processor = Processor(platform)
+    processor.start()
+    app = create_app(platform, processor=processor)
+    server = uvicorn.Server(uvicorn.Config(app, host=s.host, port=s.port, log_level="warning", access_log=False))
+    url = f"http://{s.host}:{s.port}"
+    replay = Replay(url, live_feeds(tokens), speed=speed)
+    with platform.db.session() as session:
+        seen = dict(session.execute(select(MachineState.machine_id, MachineState.last_seq)).tuples().all())
+    replay.skip_to({k: v for k, v in seen.items() if v is not None})
+    app.state.replay = replay
+    remaining = sum(len(f.seqs) - f.next_index for f in replay.feeds)
+
+    def after_start() -> None:
+        while not server.started and not server.should_exit:
+            threading.Event().wait(0.05)
+        if server.should_exit:
+            return
+        echo(f"serving {url}  (dashboard at {url}/ ; Ctrl-C to stop)")
+        if remaining:
+            echo(f"live fleet: {len(replay.feeds)} machines replaying {remaining:,} readings at {speed:g}/s each")
+            replay.start()
+        else:
+            echo("live fleet: the replay already finished in this data dir (use a new --data-dir to replay again)")
+        if duration is not None:
+            threading.Timer(duration, lambda: setattr(server, "should_exit", True)).start()
+
+    threading.Thread(target=after_start, name="pitstop-demo-start", daemon=True).start()
+    try:
+        server.run()
+    finally:
+        replay.stop()
+        processor.stop(drain=True)
+    return summarize(platform, replay)

@@ -1,0 +1,74 @@
+"""One exception tree. Every error carries a machine-readable code and an HTTP status."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class PitstopError(Exception):
+    """Base of every error Pitstop raises on purpose."""
+
+    code = "internal_error"
+    status = 500
+
+    def __init__(self, message: str, *, code: str | None = None, details: Any = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+        self.details = details
+
+    def to_dict(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.details is not None:
+            body["details"] = self.details
+        return {"error": body}
+
+
+class ConfigError(PitstopError):
+    code = "config_invalid"
+    status = 500
+
+
+class AuthError(PitstopError):
+    code = "unauthorized"
+    status = 401
+
+
+class ForbiddenError(PitstopError):
+    code = "forbidden"
+    status = 403
+
+
+class NotFoundError(PitstopError):
+    code = "not_found"
+    status = 404
+
+
+class ValidationError(PitstopError):
+    code = "invalid_request"
+    status = 422
+
+
+class PayloadTooLargeError(PitstopError):
+    code = "payload_too_large"
+    status = 413
+
+
+class BusError(PitstopError):
+    code = "bus_unavailable"
+    status = 503
+
+
+class LakeError(PitstopError):
+    code = "lake_error"
+    status = 500
+
+
+class ModelError(PitstopError):
+    code = "model_unavailable"
+    status = 503
+
+
+class ArtifactIntegrityError(ModelError):
+    code = "artifact_integrity"

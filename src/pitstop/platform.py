@@ -1,0 +1,59 @@
+"""Wires the rooms together from one ``Settings``: the explicit setup that importing never does."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+
+from pitstop.bus import SqliteBus
+from pitstop.config import Settings
+from pitstop.lake import Lake
+from pitstop.maintenance import RiskPolicy
+from pitstop.monitoring import Metrics
+from pitstop.registry import Registry
+from pitstop.schema import FleetSchema, default_fleet
+from pitstop.serving import Scorer
+from pitstop.store import Database
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Platform:
+    settings: Settings
+    fleet: FleetSchema
+    db: Database
+    bus: SqliteBus
+    lake: Lake
+    registry: Registry
+    scorer: Scorer
+    policy: RiskPolicy
+    metrics: Metrics = field(default_factory=Metrics)
+
+    @classmethod
+    def open(cls, settings: Settings, fleet: FleetSchema | None = None) -> Platform:
+        """Create (or reuse) the data directory: ops DB migrated, bus, lake tables, MLflow store."""
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+        fleet = fleet or default_fleet()
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        db = Database(settings.ops_db_url)
+        db.migrate()
+        lake = Lake(settings.lake_dir, fleet.sensors)
+        lake.ensure()
+        registry = Registry(settings.mlflow_uri, settings.mlflow_artifacts_dir, settings.model_name)
+        return cls(
+            settings=settings,
+            fleet=fleet,
+            db=db,
+            bus=SqliteBus(settings.bus_path),
+            lake=lake,
+            registry=registry,
+            scorer=Scorer(registry),
+            policy=RiskPolicy(settings.work_order_rul_threshold),
+        )
+
+    def close(self) -> None:
+        self.bus.close()
+        self.db.close()
+

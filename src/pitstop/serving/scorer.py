@@ -1,0 +1,95 @@
+from __future__ import annotations
+
+import math
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from pitstop.errors import ModelError, ValidationError
+from pitstop.registry import LoadedModel, Registry
+
+
+@dataclass(frozen=True)
+class Score:
+    rul: float
+    lower: float
+    upper: float
+    model_name: str
+    model_version: str
+    arm: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "rul": round(self.rul, 3),
+            "rul_lower": round(self.lower, 3),
+            "rul_upper": round(self.upper, 3),
+            "model": {"name": self.model_name, "version": self.model_version, "arm": self.arm},
+        }
+
+
+class Scorer:
+    """Holds the serving model (the registry's ``champion``) and scores feature matrices.
+
+    The model is swapped atomically by ``reload``; callers never see a half-loaded model.
+    """
+
+    def __init__(self, registry: Registry, alias: str = "champion") -> None:
+        self.registry = registry
+        self.alias = alias
+        self._model: LoadedModel | None = None
+        self._lock = threading.Lock()
+
+    def reload(self) -> LoadedModel:
+        model = self.registry.load(self.alias)
+        with self._lock:
+            self._model = model
+        return model
+
+    @property
+    def model(self) -> LoadedModel:
+        model = self._model
+        if model is None:
+            raise ModelError(f"no model is loaded: set the {self.alias!r} alias with `pitstop train`")
+        return model
+
+    @property
+    def feature_names(self) -> list[str]:
+        return self.model.bundle.feature_names
+
+    def score_matrix(self, features: np.ndarray) -> list[Score]:
+        model = self.model
+        rul, lower, upper = model.bundle.predict(features)
+        return [
+            Score(float(r), float(lo), float(hi), model.name, model.version, self.alias)
+            for r, lo, hi in zip(rul, lower, upper, strict=True)
+        ]
+
+    def matrix_from_rows(self, rows: list[dict[str, Any]]) -> np.ndarray:
+        """Build a feature matrix from ``{name: number}`` rows; a missing or non-finite value is a 422."""
+        names = self.feature_names
+        out = np.empty((len(rows), len(names)))
+        problems = []
+        for i, row in enumerate(rows):
+            missing = [n for n in names if n not in row]
+            unknown = sorted(set(row) - set(names))
+            bad = [
+                n
+                for n in names
+                if n in row
+                and (isinstance(row[n], bool) or not isinstance(row[n], int | float) or not math.isfinite(row[n]))
+            ]
+            if missing or unknown or bad:
+                problems.append(
+                    {"index": i, "missing": missing[:10], "missing_count": len(missing), "unknown": unknown, "invalid": bad}
+                )
+                continue
+            out[i] = [row[n] for n in names]
+        if problems:
+            raise ValidationError(
+                "feature rows do not match the model's inputs; GET /api/v1/models/serving lists them",
+                code="invalid_features",
+                details=problems,
+            )
+        return out

@@ -1,0 +1,24 @@
+"""Ops DB: machines, devices, predictions index, work orders, audit. SQLAlchemy + Alembic."""
+
+from pitstop.store.db import Database, utcnow
+from pitstop.store.models import (
+    AuditEntry,
+    Base,
+    Device,
+    Machine,
+    MachineState,
+    Prediction,
+    WorkOrder,
+)
+
+__all__ = [
+    "AuditEntry",
+    "Base",
+    "Database",
+    "Device",
+    "Machine",
+    "MachineState",
+    "Prediction",
+    "WorkOrder",
+    "utcnow",
+]

@@ -1,0 +1,111 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import DateTime, Dialect, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """Stored in UTC; always read back timezone-aware (SQLite forgets the zone)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Machine(Base):
+    __tablename__ = "machines"
+
+    machine_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    machine_type: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16), default="active")  # active | retired
+    installed_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class Device(Base):
+    __tablename__ = "devices"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    machine_id: Mapped[str] = mapped_column(ForeignKey("machines.machine_id"), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    disabled_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+
+
+class MachineState(Base):
+    """The processor's latest view of a machine: last reading and latest prediction."""
+
+    __tablename__ = "machine_state"
+
+    machine_id: Mapped[str] = mapped_column(ForeignKey("machines.machine_id"), primary_key=True)
+    last_ts: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    last_seq: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    readings: Mapped[int] = mapped_column(Integer, default=0)
+    predicted_rul: Mapped[float | None] = mapped_column(Float, nullable=True)
+    rul_lower: Mapped[float | None] = mapped_column(Float, nullable=True)
+    rul_upper: Mapped[float | None] = mapped_column(Float, nullable=True)
+    model_version: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    scored_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+
+
+class Prediction(Base):
+    __tablename__ = "predictions"
+    __table_args__ = (Index("ix_predictions_machine", "machine_id", "id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    machine_id: Mapped[str] = mapped_column(String(64))
+    ts: Mapped[datetime] = mapped_column(UtcDateTime())
+    seq: Mapped[int] = mapped_column(Integer)
+    rul: Mapped[float] = mapped_column(Float)
+    rul_lower: Mapped[float] = mapped_column(Float)
+    rul_upper: Mapped[float] = mapped_column(Float)
+    model_name: Mapped[str] = mapped_column(String(128))
+    model_version: Mapped[str] = mapped_column(String(32))
+    arm: Mapped[str] = mapped_column(String(16), default="champion")
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class WorkOrder(Base):
+    __tablename__ = "work_orders"
+    __table_args__ = (Index("ix_work_orders_machine_status", "machine_id", "status"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    machine_id: Mapped[str] = mapped_column(ForeignKey("machines.machine_id"))
+    status: Mapped[str] = mapped_column(String(16))
+    priority: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str] = mapped_column(Text)
+    predicted_rul: Mapped[float] = mapped_column(Float)
+    rul_lower: Mapped[float | None] = mapped_column(Float, nullable=True)
+    rul_upper: Mapped[float | None] = mapped_column(Float, nullable=True)
+    model_version: Mapped[str] = mapped_column(String(32))
+    opened_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    closed_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+
+
+class AuditEntry(Base):
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    ts: Mapped[datetime] = mapped_column(UtcDateTime())
+    actor: Mapped[str] = mapped_column(String(64))
+    action: Mapped[str] = mapped_column(String(64))
+    detail: Mapped[str] = mapped_column(Text, default="{}")

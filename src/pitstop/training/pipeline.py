@@ -1,0 +1,81 @@
+from __future__ import annotations
+
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pitstop import __version__
+from pitstop.features import FeatureSpec
+from pitstop.registry.bundle import ModelBundle
+from pitstop.training.train import Progress, train_rul_model
+
+if TYPE_CHECKING:
+    from pitstop.platform import Platform
+
+
+@dataclass
+class RegisteredModel:
+    version: str
+    bundle: ModelBundle
+    rows: int
+    machines: int
+    seconds: float
+    lake_version: int
+
+
+def default_spec(platform: Platform) -> FeatureSpec:
+    return FeatureSpec(tuple(platform.fleet.informative))
+
+
+def train_and_register(
+    platform: Platform,
+    *,
+    alias: str | None = "champion",
+    lake_version: int | None = None,
+    progress: Progress | None = None,
+) -> RegisteredModel:
+    """Train on a lake version (default: newest), log to MLflow, register, optionally set an alias."""
+    s = platform.settings
+    version = platform.lake.version("telemetry") if lake_version is None else lake_version
+    events_version = platform.lake.version("events")
+    spec = default_spec(platform)
+    telemetry = platform.lake.read("telemetry", version=version, columns=["machine_id", "ts", "seq", *spec.sensors])
+    events = platform.lake.read("events", version=events_version)
+    result = train_rul_model(
+        telemetry,
+        events,
+        spec,
+        rul_cap=s.rul_cap,
+        folds=s.train_folds,
+        coverage=s.interval_coverage,
+        seed=s.train_seed,
+        progress=progress,
+    )
+    lineage = {
+        "lake_table": "telemetry",
+        "lake_version": str(version),
+        "events_version": str(events_version),
+        "feature_spec_hash": spec.hash,
+        "code_revision": code_revision(),
+        "seed": str(s.train_seed),
+    }
+    model_version = platform.registry.log_and_register(result.bundle, lineage=lineage)
+    if alias:
+        platform.registry.set_alias(alias, model_version)
+    platform.db.audit(
+        "training", "model_registered", version=model_version, alias=alias, **lineage, metrics=result.bundle.metrics
+    )
+    return RegisteredModel(model_version, result.bundle, result.rows, result.machines, result.seconds, version)
+
+
+def code_revision() -> str:
+    """The git commit of the checkout Pitstop runs from, else the package version."""
+    here = Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5, check=True
+        )
+        return out.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return f"pitstop-{__version__}"

@@ -1,0 +1,237 @@
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+import polars as pl
+from fastapi import APIRouter, Query, Request
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import func, select
+
+from pitstop.errors import NotFoundError, ValidationError
+from pitstop.features import build_features
+from pitstop.maintenance import OPEN_STATES
+from pitstop.platform import Platform
+from pitstop.store import Machine, MachineState, Prediction, WorkOrder
+
+router = APIRouter(prefix="/api/v1", tags=["fleet"])
+
+
+def _platform(request: Request) -> Platform:
+    platform: Platform = request.app.state.platform
+    return platform
+
+
+def _iso(value: Any) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def _machine_json(platform: Platform, machine: Machine, state: MachineState | None, order_id: int | None) -> dict[str, Any]:
+    rul = state.predicted_rul if state else None
+    if machine.status == "retired":
+        status = "retired"
+    elif rul is None:
+        status = "no_data"
+    else:
+        status = "at_risk" if platform.policy.triggers(rul) else "ok"
+    return {
+        "machine_id": machine.machine_id,
+        "machine_type": machine.machine_type,
+        "lifecycle": machine.status,
+        "status": status,
+        "last_reading_ts": _iso(state.last_ts) if state else None,
+        "last_seq": state.last_seq if state else None,
+        "readings": state.readings if state else 0,
+        "predicted_rul": rul,
+        "rul_interval": [state.rul_lower, state.rul_upper] if state and rul is not None else None,
+        "model_version": state.model_version if state else None,
+        "scored_at": _iso(state.scored_at) if state else None,
+        "open_work_order_id": order_id,
+    }
+
+
+def _work_order_json(order: WorkOrder) -> dict[str, Any]:
+    return {
+        "id": order.id,
+        "machine_id": order.machine_id,
+        "status": order.status,
+        "priority": order.priority,
+        "reason": order.reason,
+        "predicted_rul": order.predicted_rul,
+        "rul_interval": [order.rul_lower, order.rul_upper],
+        "model_version": order.model_version,
+        "opened_at": _iso(order.opened_at),
+        "closed_at": _iso(order.closed_at),
+        "machine_url": f"/machines/{order.machine_id}",
+    }
+
+
+@router.get("/machines", summary="The fleet: last reading, predicted RUL, status, open work order")
+def list_machines(
+    request: Request, lifecycle: Literal["active", "retired", "all"] = "active"
+) -> dict[str, Any]:
+    platform = _platform(request)
+    with platform.db.session() as s:
+        query = select(Machine, MachineState).outerjoin(MachineState, MachineState.machine_id == Machine.machine_id)
+        if lifecycle != "all":
+            query = query.where(Machine.status == lifecycle)
+        rows = s.execute(query.order_by(Machine.machine_id)).all()
+        orders = dict(
+            s.execute(
+                select(WorkOrder.machine_id, func.max(WorkOrder.id))
+                .where(WorkOrder.status.in_(OPEN_STATES))
+                .group_by(WorkOrder.machine_id)
+            ).tuples().all()
+        )
+    machines = [_machine_json(platform, m, st, orders.get(m.machine_id)) for m, st in rows]
+    return {"machines": machines, "count": len(machines), "threshold": platform.policy.threshold}
+
+
+@router.get("/machines/{machine_id}", summary="One machine")
+def get_machine(request: Request, machine_id: str) -> dict[str, Any]:
+    platform = _platform(request)
+    with platform.db.session() as s:
+        machine = s.get(Machine, machine_id)
+        if machine is None:
+            raise NotFoundError(f"no machine {machine_id!r}; GET /api/v1/machines lists them", code="machine_not_found")
+        state = s.get(MachineState, machine_id)
+        orders = s.scalars(select(WorkOrder).where(WorkOrder.machine_id == machine_id).order_by(WorkOrder.id.desc())).all()
+    open_id = next((o.id for o in orders if o.status in OPEN_STATES), None)
+    body = _machine_json(platform, machine, state, open_id)
+    body["work_orders"] = [_work_order_json(o) for o in orders]
+    return body
+
+
+@router.get("/machines/{machine_id}/telemetry", summary="Recent readings of a machine, from the lake")
+def machine_telemetry(
+    request: Request,
+    machine_id: str,
+    sensors: Annotated[str | None, Query(description="comma-separated sensor names")] = None,
+    limit: Annotated[int, Query(ge=1, le=5000)] = 300,
+) -> dict[str, Any]:
+    platform = _platform(request)
+    known = platform.lake.sensors
+    wanted = [s.strip() for s in sensors.split(",") if s.strip()] if sensors else platform.fleet.informative[:6]
+    unknown = [s for s in wanted if s not in known]
+    if unknown:
+        raise ValidationError(f"unknown sensors {unknown}; known: {known}", code="unknown_sensor")
+    frame = platform.lake.read("telemetry", columns=["ts", "seq", *wanted], machine_ids=[machine_id])
+    frame = frame.sort("seq").tail(limit)
+    return {
+        "machine_id": machine_id,
+        "seq": frame["seq"].to_list(),
+        "ts": [t.isoformat() for t in frame["ts"].to_list()],
+        "values": {s: frame[s].to_list() for s in wanted},
+    }
+
+
+@router.get("/machines/{machine_id}/predictions", summary="Prediction history of a machine")
+def machine_predictions(
+    request: Request, machine_id: str, limit: Annotated[int, Query(ge=1, le=5000)] = 500
+) -> dict[str, Any]:
+    platform = _platform(request)
+    with platform.db.session() as s:
+        rows = s.scalars(
+            select(Prediction).where(Prediction.machine_id == machine_id).order_by(Prediction.id.desc()).limit(limit)
+        ).all()
+    rows = list(reversed(rows))
+    return {
+        "machine_id": machine_id,
+        "seq": [p.seq for p in rows],
+        "ts": [_iso(p.ts) for p in rows],
+        "rul": [p.rul for p in rows],
+        "rul_lower": [p.rul_lower for p in rows],
+        "rul_upper": [p.rul_upper for p in rows],
+        "model_version": [p.model_version for p in rows],
+    }
+
+
+@router.get("/work-orders", summary="Maintenance work orders, newest first")
+def list_work_orders(
+    request: Request,
+    status: Literal["open", "closed", "all"] = "all",
+    limit: Annotated[int, Query(ge=1, le=1000)] = 200,
+) -> dict[str, Any]:
+    platform = _platform(request)
+    with platform.db.session() as s:
+        query = select(WorkOrder)
+        if status == "open":
+            query = query.where(WorkOrder.status.in_(OPEN_STATES))
+        elif status == "closed":
+            query = query.where(WorkOrder.status.not_in(OPEN_STATES))
+        orders = s.scalars(query.order_by(WorkOrder.id.desc()).limit(limit)).all()
+    return {"work_orders": [_work_order_json(o) for o in orders], "count": len(orders)}
+
+
+class PredictRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    machine_ids: list[str] | None = Field(None, description="score these machines' current state")
+    rows: list[dict[str, Any]] | None = Field(None, description="feature rows: {feature name: number}")
+
+
+@router.post("/predict", summary="RUL for feature rows, or for machines' current state")
+def predict(request: Request, body: PredictRequest) -> dict[str, Any]:
+    platform = _platform(request)
+    scorer = platform.scorer
+    if (body.machine_ids is None) == (body.rows is None):
+        raise ValidationError("send exactly one of 'machine_ids' or 'rows'", code="invalid_request")
+    if body.rows is not None:
+        if not body.rows:
+            raise ValidationError("'rows' is empty", code="invalid_request")
+        scores = scorer.score_matrix(scorer.matrix_from_rows(body.rows))
+        return {"predictions": [s.to_dict() for s in scores]}
+    ids = list(dict.fromkeys(body.machine_ids or []))
+    if not ids:
+        raise ValidationError("'machine_ids' is empty", code="invalid_request")
+    spec = scorer.model.bundle.spec
+    history = platform.lake.read("telemetry", columns=["machine_id", "ts", "seq", *spec.sensors], machine_ids=ids)
+    missing = sorted(set(ids) - set(history["machine_id"].unique().to_list()))
+    if missing:
+        raise NotFoundError(f"no readings in the lake for {missing}", code="machine_not_found")
+    latest = build_features(history, spec).group_by("machine_id").agg(pl.all().sort_by("seq").last())
+    latest = latest.sort(pl.col("machine_id").replace_strict({m: i for i, m in enumerate(ids)}))
+    scores = scorer.score_matrix(latest.select(spec.names).to_numpy())
+    return {
+        "predictions": [
+            {"machine_id": m, "seq": seq, **s.to_dict()}
+            for m, seq, s in zip(latest["machine_id"], latest["seq"], scores, strict=True)
+        ]
+    }
+
+
+@router.get("/models", summary="Registered model versions and the serving model")
+def models(request: Request) -> dict[str, Any]:
+    platform = _platform(request)
+    serving = platform.scorer.model
+    bundle = serving.bundle
+    return {
+        "serving": {
+            "name": serving.name,
+            "version": serving.version,
+            "arm": platform.scorer.alias,
+            "feature_spec_hash": bundle.spec.hash,
+            "features": bundle.feature_names,
+            "metrics": bundle.metrics,
+            "interval": bundle.interval,
+        },
+        "versions": platform.registry.versions(),
+    }
+
+
+@router.get("/status", summary="Platform status: intake, bus, lake, replay, serving model")
+def status(request: Request) -> dict[str, Any]:
+    platform = _platform(request)
+    processor = request.app.state.processor
+    replay = request.app.state.replay
+    accepted = platform.metrics.registry.get_sample_value("pitstop_readings_accepted_total") or 0
+    with platform.db.session() as s:
+        open_orders = s.scalar(select(func.count()).select_from(WorkOrder).where(WorkOrder.status.in_(OPEN_STATES)))
+    model = platform.scorer.model
+    return {
+        "readings_accepted": int(accepted),
+        "bus": {"head": platform.bus.head(), "lag": processor.lag() if processor else None},
+        "lake": {"telemetry_version": platform.lake.version("telemetry")},
+        "work_orders_open": int(open_orders or 0),
+        "model": {"name": model.name, "version": model.version},
+        "replay": replay.stats.to_dict() if replay else None,
+    }

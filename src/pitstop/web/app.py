@@ -1,0 +1,52 @@
+from __future__ import annotations
+
+from importlib import resources
+from typing import TYPE_CHECKING
+
+from fastapi import FastAPI
+from fastapi.responses import FileResponse, Response
+from fastapi.staticfiles import StaticFiles
+
+from pitstop import __version__
+from pitstop.ingest import router as ingest_router
+from pitstop.web.api import router as api_router
+from pitstop.web.errors import install_error_handlers
+
+if TYPE_CHECKING:
+    from pitstop.platform import Platform
+    from pitstop.processor import Processor
+
+STATIC = resources.files("pitstop.web") / "static"
+
+
+def create_app(platform: Platform, processor: Processor | None = None) -> FastAPI:
+    """The HTTP app over a running platform. Serving the model needs ``platform.scorer`` loaded."""
+    app = FastAPI(title="Pitstop", version=__version__, docs_url="/docs", redoc_url=None)
+    app.state.platform = platform
+    app.state.processor = processor
+    app.state.replay = None
+    install_error_handlers(app)
+
+    @app.get("/healthz", tags=["ops"])
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/metrics", tags=["ops"], response_class=Response)
+    def metrics() -> Response:
+        if processor is not None:
+            platform.metrics.bus_lag.set(processor.lag())
+        return Response(platform.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    app.include_router(ingest_router)
+    app.include_router(api_router)
+
+    @app.get("/", include_in_schema=False)
+    def index() -> FileResponse:
+        return FileResponse(str(STATIC / "index.html"))
+
+    @app.get("/machines/{machine_id}", include_in_schema=False)
+    def machine_page(machine_id: str) -> FileResponse:
+        return FileResponse(str(STATIC / "machine.html"))
+
+    app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
+    return app
