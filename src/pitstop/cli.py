@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -20,6 +21,8 @@ log = logging.getLogger("pitstop")
 
 
 def _setup_logging(verbose: bool) -> None:
+    # MLflow configures its own loggers when first imported, from this variable.
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "DEBUG" if verbose else "WARNING")
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -76,7 +79,9 @@ def cli(ctx: click.Context, config: Path | None, verbose: bool) -> None:
 
 
 data_dir_option = click.option(
-    "--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
     help="Data directory (default ./pitstop-data).",
 )
 
@@ -85,14 +90,32 @@ data_dir_option = click.option(
 @data_dir_option
 @click.option("--port", type=int, default=None, help="HTTP port (default 8000).")
 @click.option("--host", default=None, help="HTTP address (default 127.0.0.1).")
-@click.option("--speed", type=float, default=1.0, show_default=True,
-              help="Replay speed: readings per second per machine.")
-@click.option("--for", "duration", type=float, default=None, metavar="SECONDS",
-              help="Stop after this many seconds of serving, then print a summary.")
+@click.option(
+    "--speed",
+    type=float,
+    default=1.0,
+    show_default=True,
+    help="Replay speed: readings per second per machine.",
+)
+@click.option(
+    "--for",
+    "duration",
+    type=float,
+    default=None,
+    metavar="SECONDS",
+    help="Stop after this many seconds of serving, then print a summary.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON line.")
 @click.pass_context
-def demo(ctx: click.Context, data_dir: Path | None, port: int | None, host: str | None, speed: float,
-         duration: float | None, as_json: bool) -> None:
+def demo(
+    ctx: click.Context,
+    data_dir: Path | None,
+    port: int | None,
+    host: str | None,
+    speed: float,
+    duration: float | None,
+    as_json: bool,
+) -> None:
     """Run the whole loop on one machine: seed, train, serve, replay a live fleet.
 
     Last season (C-MAPSS FD001 training engines, run to failure) seeds the lake; a LightGBM RUL
@@ -110,8 +133,13 @@ def demo(ctx: click.Context, data_dir: Path | None, port: int | None, host: str 
         platform = Platform.open(settings)
         update, close = _progress_bar("training")
         try:
-            summary = run_demo(platform, speed=speed, duration=duration, echo=click.echo,
-                               progress=_closing(update, close))
+            summary = run_demo(
+                platform,
+                speed=speed,
+                duration=duration,
+                echo=click.echo,
+                progress=_closing(update, close),
+            )
         finally:
             close()
             platform.close()
@@ -122,7 +150,9 @@ def demo(ctx: click.Context, data_dir: Path | None, port: int | None, host: str 
             click.echo(json.dumps(summary.__dict__, default=str))
 
 
-def _closing(update: Callable[[str, int, int], None], close: Callable[[], None]) -> Callable[[str, int, int], None]:
+def _closing(
+    update: Callable[[str, int, int], None], close: Callable[[], None]
+) -> Callable[[str, int, int], None]:
     def progress(stage: str, done: int, total: int) -> None:
         update(stage, done, total)
         if done >= total:
@@ -134,7 +164,12 @@ def _closing(update: Callable[[str, int, int], None], close: Callable[[], None])
 @cli.command()
 @data_dir_option
 @click.option("--lake-version", type=int, default=None, help="Telemetry table version (default newest).")
-@click.option("--alias", default="champion", show_default=True, help="Alias to point at the new version ('' for none).")
+@click.option(
+    "--alias",
+    default="champion",
+    show_default=True,
+    help="Alias to point at the new version ('' for none).",
+)
 @click.pass_context
 def train(ctx: click.Context, data_dir: Path | None, lake_version: int | None, alias: str) -> None:
     """Train a RUL model on a lake version, log it to MLflow and register it."""
@@ -145,12 +180,23 @@ def train(ctx: click.Context, data_dir: Path | None, lake_version: int | None, a
         platform = Platform.open(_settings(ctx, data_dir=data_dir))
         update, close = _progress_bar("training")
         try:
-            result = train_and_register(platform, alias=alias or None, lake_version=lake_version, progress=update)
+            result = train_and_register(
+                platform, alias=alias or None, lake_version=lake_version, progress=update
+            )
         finally:
             close()
             platform.close()
-        click.echo(json.dumps({"version": result.version, "alias": alias or None, "lake_version": result.lake_version,
-                               "seconds": round(result.seconds, 2), **result.bundle.metrics}))
+        click.echo(
+            json.dumps(
+                {
+                    "version": result.version,
+                    "alias": alias or None,
+                    "lake_version": result.lake_version,
+                    "seconds": round(result.seconds, 2),
+                    **result.bundle.metrics,
+                }
+            )
+        )
 
 
 @cli.command()
@@ -175,7 +221,12 @@ def serve(ctx: click.Context, data_dir: Path | None, port: int | None, host: str
         processor.start()
         click.echo(f"serving http://{settings.host}:{settings.port}  (Ctrl-C to stop)")
         try:
-            uvicorn.run(create_app(platform, processor), host=settings.host, port=settings.port, log_level="warning")
+            uvicorn.run(
+                create_app(platform, processor),
+                host=settings.host,
+                port=settings.port,
+                log_level="warning",
+            )
         finally:
             processor.stop(drain=True)
             platform.close()

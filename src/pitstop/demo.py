@@ -53,8 +53,10 @@ def seed_last_season(platform: Platform, echo: Echo) -> bool:
     if lake.committed_position(SEED_APP, "telemetry") >= 1:
         return False
     train = shipped("fd001_train")
-    echo(f"seeding the lake with last season: {train['unit'].n_unique()} engines run to failure, "
-         f"{train.height:,} readings")
+    echo(
+        f"seeding the lake with last season: {train['unit'].n_unique()} engines run to failure, "
+        f"{train.height:,} readings"
+    )
     frame = train.with_columns(
         pl.col("unit").map_elements(history_id, return_dtype=pl.String).alias("machine_id"),
         pl.col("cycle").alias("seq"),
@@ -75,8 +77,15 @@ def seed_last_season(platform: Platform, echo: Echo) -> bool:
     with platform.db.session() as s:
         for machine_id in failures["machine_id"].sort():
             if s.get(Machine, machine_id) is None:
-                s.add(Machine(machine_id=machine_id, machine_type=TURBOFAN.name, status="retired",
-                              installed_at=SEASON_START, created_at=utcnow()))
+                s.add(
+                    Machine(
+                        machine_id=machine_id,
+                        machine_type=TURBOFAN.name,
+                        status="retired",
+                        installed_at=SEASON_START,
+                        created_at=utcnow(),
+                    )
+                )
     platform.db.audit("demo", "seed_lake", rows=frame.height, machines=failures.height)
     return True
 
@@ -92,8 +101,15 @@ def ensure_live_fleet(platform: Platform) -> dict[str, str]:
         machine_id = live_id(unit)
         with platform.db.session() as s:
             if s.get(Machine, machine_id) is None:
-                s.add(Machine(machine_id=machine_id, machine_type=TURBOFAN.name, status="active",
-                              installed_at=utcnow(), created_at=utcnow()))
+                s.add(
+                    Machine(
+                        machine_id=machine_id,
+                        machine_type=TURBOFAN.name,
+                        status="active",
+                        installed_at=utcnow(),
+                        created_at=utcnow(),
+                    )
+                )
         if machine_id not in tokens:
             _, tokens[machine_id] = devices.add(machine_id)
             changed = True
@@ -111,7 +127,12 @@ def live_feeds(tokens: dict[str, str]) -> list[MachineFeed]:
     for (unit,), group in test.group_by("unit", maintain_order=True):
         machine_id = live_id(int(str(unit)))
         feeds.append(
-            MachineFeed(machine_id, tokens[machine_id], group["cycle"].to_list(), group.select(sensors).to_dicts())
+            MachineFeed(
+                machine_id,
+                tokens[machine_id],
+                group["cycle"].to_list(),
+                group.select(sensors).to_dicts(),
+            )
         )
     return feeds
 
@@ -157,7 +178,8 @@ class Summary:
     def lines(self) -> list[str]:
         return [
             f"readings accepted:     {self.readings_accepted:,}",
-            f"readings in the lake:  {self.readings_in_lake:,} ({self.live_readings_in_lake:,} from the live fleet)",
+            f"readings in the lake:  {self.readings_in_lake:,} "
+            f"({self.live_readings_in_lake:,} from the live fleet)",
             f"machines scored:       {self.machines_scored}",
             f"work orders open:      {self.work_orders_open}",
             f"model version:         {self.model_version}",
@@ -168,16 +190,20 @@ def summarize(platform: Platform, replay: Replay | None) -> Summary:
     with platform.db.session() as s:
         active = list(s.scalars(select(Machine.machine_id).where(Machine.status == "active")))
         scored = s.scalar(
-            select(func.count()).select_from(MachineState).where(
-                MachineState.machine_id.in_(active), MachineState.predicted_rul.is_not(None)
-            )
+            select(func.count())
+            .select_from(MachineState)
+            .where(MachineState.machine_id.in_(active), MachineState.predicted_rul.is_not(None))
         )
         open_orders = s.scalar(
-            select(func.count()).select_from(WorkOrder).where(WorkOrder.status.in_(("open", "acknowledged", "in_progress")))
+            select(func.count())
+            .select_from(WorkOrder)
+            .where(WorkOrder.status.in_(("open", "acknowledged", "in_progress")))
         )
     live = platform.lake.read("telemetry", columns=["seq"], machine_ids=active).height if active else 0
     return Summary(
-        readings_accepted=int(platform.metrics.registry.get_sample_value("pitstop_readings_accepted_total") or 0),
+        readings_accepted=int(
+            platform.metrics.registry.get_sample_value("pitstop_readings_accepted_total") or 0
+        ),
         readings_in_lake=platform.lake.count("telemetry"),
         live_readings_in_lake=live,
         machines_scored=int(scored or 0),
@@ -187,7 +213,9 @@ def summarize(platform: Platform, replay: Replay | None) -> Summary:
     )
 
 
-def run_demo(platform: Platform, *, speed: float, duration: float | None, echo: Echo, progress: Any = None) -> Summary:
+def run_demo(
+    platform: Platform, *, speed: float, duration: float | None, echo: Echo, progress: Any = None
+) -> Summary:
     """Prepare everything, then serve until Ctrl-C (or ``duration`` seconds), then stop cleanly."""
     import uvicorn
 
@@ -201,11 +229,13 @@ def run_demo(platform: Platform, *, speed: float, duration: float | None, echo: 
     processor = Processor(platform)
     processor.start()
     app = create_app(platform, processor=processor)
-    server = uvicorn.Server(uvicorn.Config(app, host=s.host, port=s.port, log_level="warning", access_log=False))
+    server = uvicorn.Server(
+        uvicorn.Config(app, host=s.host, port=s.port, log_level="warning", access_log=False)
+    )
     url = f"http://{s.host}:{s.port}"
     replay = Replay(url, live_feeds(tokens), speed=speed)
     with platform.db.session() as session:
-        seen = dict(session.execute(select(MachineState.machine_id, MachineState.last_seq)).tuples().all())
+        seen = dict(session.execute(select(MachineState.machine_id, MachineState.last_seq)).all())
     replay.skip_to({k: v for k, v in seen.items() if v is not None})
     app.state.replay = replay
     remaining = sum(len(f.seqs) - f.next_index for f in replay.feeds)
@@ -217,16 +247,24 @@ def run_demo(platform: Platform, *, speed: float, duration: float | None, echo: 
             return
         echo(f"serving {url}  (dashboard at {url}/ ; Ctrl-C to stop)")
         if remaining:
-            echo(f"live fleet: {len(replay.feeds)} machines replaying {remaining:,} readings at {speed:g}/s each")
+            echo(
+                f"live fleet: {len(replay.feeds)} machines replaying {remaining:,} readings "
+                f"at {speed:g}/s each"
+            )
             replay.start()
         else:
-            echo("live fleet: the replay already finished in this data dir (use a new --data-dir to replay again)")
+            echo(
+                "live fleet: the replay already finished in this data dir "
+                "(use a new --data-dir to replay again)"
+            )
         if duration is not None:
             threading.Timer(duration, lambda: setattr(server, "should_exit", True)).start()
 
     threading.Thread(target=after_start, name="pitstop-demo-start", daemon=True).start()
     try:
         server.run()
+    except KeyboardInterrupt:
+        pass  # uvicorn shut down gracefully, then re-raised the captured Ctrl-C
     finally:
         replay.stop()
         processor.stop(drain=True)

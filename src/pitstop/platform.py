@@ -56,4 +56,3 @@ class Platform:
     def close(self) -> None:
         self.bus.close()
         self.db.close()
-

@@ -77,9 +77,7 @@ class SqliteBus:
             )
 
     def position(self, consumer: str) -> int:
-        row = self._reader().execute(
-            "SELECT position FROM consumers WHERE name = ?", (consumer,)
-        ).fetchone()
+        row = self._reader().execute("SELECT position FROM consumers WHERE name = ?", (consumer,)).fetchone()
         return int(row[0]) if row else 0
 
     def head(self) -> int:

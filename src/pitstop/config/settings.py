@@ -15,16 +15,22 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="PITSTOP_", extra="forbid", frozen=True)
 
-    data_dir: Path = Field(Path("pitstop-data"), description="Folder for the ops DB, lake, bus and MLflow store.")
+    data_dir: Path = Field(
+        Path("pitstop-data"), description="Folder for the ops DB, lake, bus and MLflow store."
+    )
     host: str = Field("127.0.0.1", description="Address the HTTP API listens on.")
     port: int = Field(8000, ge=0, le=65535, description="Port the HTTP API listens on.")
     model_name: str = Field("pitstop-rul", description="Registered model name in MLflow.")
-    rul_cap: int = Field(125, gt=0, description="Cap on the RUL training target (piecewise-linear degradation).")
+    rul_cap: int = Field(
+        125, gt=0, description="Cap on the RUL training target (piecewise-linear degradation)."
+    )
     train_seed: int = Field(42, description="Seed for training and cross-validation folds.")
     train_folds: int = Field(5, ge=2, description="Grouped folds used for the interval and CV metrics.")
     interval_coverage: float = Field(0.8, gt=0, lt=1, description="Nominal coverage of the RUL interval.")
     work_order_rul_threshold: float = Field(
-        30.0, gt=0, description="Open a work order when predicted RUL falls below this (fleet time units)."
+        30.0,
+        gt=0,
+        description="Open a work order when predicted RUL falls below this (fleet time units).",
     )
     max_batch_readings: int = Field(5000, gt=0, description="Most readings accepted in one request.")
     max_body_bytes: int = Field(8 * 1024 * 1024, gt=0, description="Largest request body accepted.")
@@ -73,7 +79,7 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config file {config_file} is not valid TOML: {exc}") from None
     try:
-        from_env = Settings()  # type: ignore[call-arg]  # defaults + PITSTOP_* variables
+        from_env = Settings()  # defaults + PITSTOP_* variables
         values.update({name: getattr(from_env, name) for name in from_env.model_fields_set})
         values.update({k: v for k, v in overrides.items() if v is not None})
         return Settings(**values)

@@ -23,9 +23,7 @@ def build_features(telemetry: pl.DataFrame, spec: FeatureSpec) -> pl.DataFrame:
         for w in spec.mean_windows:
             exprs.append(x.rolling_mean(w, min_samples=1).over("machine_id").alias(f"{s}__mean_{w}"))
         for w in spec.std_windows:
-            exprs.append(
-                x.rolling_std(w, min_samples=1, ddof=0).over("machine_id").alias(f"{s}__std_{w}")
-            )
+            exprs.append(x.rolling_std(w, min_samples=1, ddof=0).over("machine_id").alias(f"{s}__std_{w}"))
         baseline = pl.when(idx < k).then(x).otherwise(0.0).cum_sum().over("machine_id") / (
             pl.min_horizontal(idx + 1, pl.lit(k)).cast(pl.Float64)
         )

@@ -24,7 +24,9 @@ _BODY_SCHEMA: dict[str, Any] = {
                         {"type": "array", "items": Reading.model_json_schema(), "minItems": 1},
                         {
                             "type": "object",
-                            "properties": {"readings": {"type": "array", "items": Reading.model_json_schema()}},
+                            "properties": {
+                                "readings": {"type": "array", "items": Reading.model_json_schema()}
+                            },
                             "required": ["readings"],
                         },
                     ]

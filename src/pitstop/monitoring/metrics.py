@@ -10,14 +10,21 @@ class Metrics:
         self.registry = CollectorRegistry()
         r = self.registry
         self.readings_accepted = Counter(
-            "pitstop_readings_accepted", "Readings acknowledged by ingest (durable in the bus)", registry=r
+            "pitstop_readings_accepted",
+            "Readings acknowledged by ingest (durable in the bus)",
+            registry=r,
         )
         self.readings_rejected = Counter(
-            "pitstop_readings_rejected", "Ingest requests rejected, by error code", ["code"], registry=r
+            "pitstop_readings_rejected",
+            "Ingest requests rejected, by error code",
+            ["code"],
+            registry=r,
         )
         self.lake_rows = Counter("pitstop_lake_rows_written", "Readings appended to the lake", registry=r)
         self.duplicates = Counter(
-            "pitstop_readings_duplicate", "Readings skipped as already seen (machine_id, seq)", registry=r
+            "pitstop_readings_duplicate",
+            "Readings skipped as already seen (machine_id, seq)",
+            registry=r,
         )
         self.bus_lag = Gauge("pitstop_bus_lag_messages", "Bus messages not yet processed", registry=r)
         self.batch_seconds = Histogram(
@@ -31,7 +38,10 @@ class Metrics:
         )
         self.work_orders_opened = Counter("pitstop_work_orders_opened", "Work orders opened", registry=r)
         self.model_info = Gauge(
-            "pitstop_serving_model_info", "Serving model version per arm", ["name", "version", "arm"], registry=r
+            "pitstop_serving_model_info",
+            "Serving model version per arm",
+            ["name", "version", "arm"],
+            registry=r,
         )
 
     def render(self) -> bytes:

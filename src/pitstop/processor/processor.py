@@ -120,9 +120,7 @@ class Processor:
         kept = {m: rows for m, rows in ((m, self._fresh(m, rows)) for m, rows in groups.items()) if rows}
         written = sum(len(rows) for rows in kept.values())
         if kept:
-            self.p.lake.append(
-                "telemetry", self._arrow(kept, position), app_id=CONSUMER, position=position
-            )
+            self.p.lake.append("telemetry", self._arrow(kept, position), app_id=CONSUMER, position=position)
         spec = self.online.spec
         for machine_id, rows in kept.items():
             values = np.array([[r.values.get(s, np.nan) for s in spec.sensors] for r in rows])
@@ -212,4 +210,3 @@ def _by_machine(readings: list[WireReading]) -> dict[str, list[WireReading]]:
 
 def _ts(ts_us: int) -> datetime:
     return _EPOCH + timedelta(microseconds=ts_us)
-

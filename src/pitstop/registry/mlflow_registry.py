@@ -61,10 +61,8 @@ class Registry:
                 manifest = bundle.save(Path(tmp))
                 self.client.log_artifacts(run_id, tmp, ARTIFACT_PATH)
             self.client.set_terminated(run_id)
-            try:
+            if not self.client.search_registered_models(f"name='{self.model_name}'"):
                 self.client.create_registered_model(self.model_name)
-            except MlflowException:
-                pass  # already registered
             version = self.client.create_model_version(
                 self.model_name,
                 source=f"{run.info.artifact_uri}/{ARTIFACT_PATH}",
@@ -109,7 +107,7 @@ class Registry:
             except MlflowException as exc:
                 raise ModelError(f"cannot fetch artifacts of version {mv.version}: {exc}") from exc
             bundle = ModelBundle.load(Path(local))
-        log.info("loaded %s version %s (%s)", self.model_name, mv.version, alias)
+        log.debug("loaded %s version %s (%s)", self.model_name, mv.version, alias)
         return LoadedModel(self.model_name, str(mv.version), bundle)
 
     def versions(self) -> list[dict[str, Any]]:

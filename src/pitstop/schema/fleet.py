@@ -80,7 +80,14 @@ TURBOFAN = MachineType(
     sensors=(
         _s("setting1", "", -0.1, 50.0, "operational setting 1 (altitude, kft)", informative=False),
         _s("setting2", "", -0.01, 1.0, "operational setting 2 (Mach number)", informative=False),
-        _s("setting3", "", 0.0, 120.0, "operational setting 3 (throttle resolver angle)", informative=False),
+        _s(
+            "setting3",
+            "",
+            0.0,
+            120.0,
+            "operational setting 3 (throttle resolver angle)",
+            informative=False,
+        ),
         _s("s1", "°R", 400, 700, "total temperature at fan inlet", informative=False),
         _s("s2", "°R", 500, 700, "total temperature at LPC outlet"),
         _s("s3", "°R", 1200, 1700, "total temperature at HPC outlet"),

@@ -78,11 +78,21 @@ class Scorer:
                 n
                 for n in names
                 if n in row
-                and (isinstance(row[n], bool) or not isinstance(row[n], int | float) or not math.isfinite(row[n]))
+                and (
+                    isinstance(row[n], bool)
+                    or not isinstance(row[n], int | float)
+                    or not math.isfinite(row[n])
+                )
             ]
             if missing or unknown or bad:
                 problems.append(
-                    {"index": i, "missing": missing[:10], "missing_count": len(missing), "unknown": unknown, "invalid": bad}
+                    {
+                        "index": i,
+                        "missing": missing[:10],
+                        "missing_count": len(missing),
+                        "unknown": unknown,
+                        "invalid": bad,
+                    }
                 )
                 continue
             out[i] = [row[n] for n in names]

@@ -22,8 +22,7 @@ def read_cmapss(path: str | Path) -> pl.DataFrame:
                 continue
             if len(parts) != len(COLUMNS):
                 raise ValueError(
-                    f"{path}:{lineno}: expected {len(COLUMNS)} columns in C-MAPSS format, "
-                    f"found {len(parts)}"
+                    f"{path}:{lineno}: expected {len(COLUMNS)} columns in C-MAPSS format, found {len(parts)}"
                 )
             rows.append([float(p) for p in parts])
     frame = pl.DataFrame(rows, schema=COLUMNS, orient="row")

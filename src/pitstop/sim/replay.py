@@ -57,7 +57,13 @@ class Replay:
     """
 
     def __init__(
-        self, base_url: str, feeds: list[MachineFeed], *, speed: float, tick: float = 0.5, max_retries: int = 8
+        self,
+        base_url: str,
+        feeds: list[MachineFeed],
+        *,
+        speed: float,
+        tick: float = 0.5,
+        max_retries: int = 8,
     ) -> None:
         if speed <= 0:
             raise ValueError("speed must be positive (readings per second per machine)")
@@ -78,7 +84,9 @@ class Replay:
                 feed.next_index = sum(1 for s in feed.seqs if s <= seen)
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=lambda: asyncio.run(self.run()), name="pitstop-replay", daemon=True)
+        self._thread = threading.Thread(
+            target=lambda: asyncio.run(self.run()), name="pitstop-replay", daemon=True
+        )
         self._thread.start()
 
     def stop(self, timeout: float = 30.0) -> None:

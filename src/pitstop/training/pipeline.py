@@ -40,7 +40,9 @@ def train_and_register(
     version = platform.lake.version("telemetry") if lake_version is None else lake_version
     events_version = platform.lake.version("events")
     spec = default_spec(platform)
-    telemetry = platform.lake.read("telemetry", version=version, columns=["machine_id", "ts", "seq", *spec.sensors])
+    telemetry = platform.lake.read(
+        "telemetry", version=version, columns=["machine_id", "ts", "seq", *spec.sensors]
+    )
     events = platform.lake.read("events", version=events_version)
     result = train_rul_model(
         telemetry,
@@ -64,9 +66,16 @@ def train_and_register(
     if alias:
         platform.registry.set_alias(alias, model_version)
     platform.db.audit(
-        "training", "model_registered", version=model_version, alias=alias, **lineage, metrics=result.bundle.metrics
+        "training",
+        "model_registered",
+        version=model_version,
+        alias=alias,
+        **lineage,
+        metrics=result.bundle.metrics,
     )
-    return RegisteredModel(model_version, result.bundle, result.rows, result.machines, result.seconds, version)
+    return RegisteredModel(
+        model_version, result.bundle, result.rows, result.machines, result.seconds, version
+    )
 
 
 def code_revision() -> str:
@@ -74,7 +83,12 @@ def code_revision() -> str:
     here = Path(__file__).resolve().parent
     try:
         out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5, check=True
+            ["git", "rev-parse", "HEAD"],
+            cwd=here,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
         )
         return out.stdout.strip()
     except (OSError, subprocess.SubprocessError):

@@ -64,7 +64,9 @@ def train_rul_model(
     machines = data["machine_id"].to_numpy()
     unique = np.unique(machines)
     if len(unique) < folds:
-        raise ValueError(f"need at least {folds} failed machines for {folds} grouped folds, have {len(unique)}")
+        raise ValueError(
+            f"need at least {folds} failed machines for {folds} grouped folds, have {len(unique)}"
+        )
     p = {**DEFAULT_PARAMS, **(params or {})}
     rounds = int(p.pop("num_boost_round"))
     lgb_params = {

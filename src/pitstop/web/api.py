@@ -25,7 +25,9 @@ def _iso(value: Any) -> str | None:
     return value.isoformat() if value is not None else None
 
 
-def _machine_json(platform: Platform, machine: Machine, state: MachineState | None, order_id: int | None) -> dict[str, Any]:
+def _machine_json(
+    platform: Platform, machine: Machine, state: MachineState | None, order_id: int | None
+) -> dict[str, Any]:
     rul = state.predicted_rul if state else None
     if machine.status == "retired":
         status = "retired"
@@ -71,7 +73,9 @@ def list_machines(
 ) -> dict[str, Any]:
     platform = _platform(request)
     with platform.db.session() as s:
-        query = select(Machine, MachineState).outerjoin(MachineState, MachineState.machine_id == Machine.machine_id)
+        query = select(Machine, MachineState).outerjoin(
+            MachineState, MachineState.machine_id == Machine.machine_id
+        )
         if lifecycle != "all":
             query = query.where(Machine.status == lifecycle)
         rows = s.execute(query.order_by(Machine.machine_id)).all()
@@ -80,7 +84,7 @@ def list_machines(
                 select(WorkOrder.machine_id, func.max(WorkOrder.id))
                 .where(WorkOrder.status.in_(OPEN_STATES))
                 .group_by(WorkOrder.machine_id)
-            ).tuples().all()
+            ).all()
         )
     machines = [_machine_json(platform, m, st, orders.get(m.machine_id)) for m, st in rows]
     return {"machines": machines, "count": len(machines), "threshold": platform.policy.threshold}
@@ -92,9 +96,14 @@ def get_machine(request: Request, machine_id: str) -> dict[str, Any]:
     with platform.db.session() as s:
         machine = s.get(Machine, machine_id)
         if machine is None:
-            raise NotFoundError(f"no machine {machine_id!r}; GET /api/v1/machines lists them", code="machine_not_found")
+            raise NotFoundError(
+                f"no machine {machine_id!r}; GET /api/v1/machines lists them",
+                code="machine_not_found",
+            )
         state = s.get(MachineState, machine_id)
-        orders = s.scalars(select(WorkOrder).where(WorkOrder.machine_id == machine_id).order_by(WorkOrder.id.desc())).all()
+        orders = s.scalars(
+            select(WorkOrder).where(WorkOrder.machine_id == machine_id).order_by(WorkOrder.id.desc())
+        ).all()
     open_id = next((o.id for o in orders if o.status in OPEN_STATES), None)
     body = _machine_json(platform, machine, state, open_id)
     body["work_orders"] = [_work_order_json(o) for o in orders]
@@ -110,7 +119,9 @@ def machine_telemetry(
 ) -> dict[str, Any]:
     platform = _platform(request)
     known = platform.lake.sensors
-    wanted = [s.strip() for s in sensors.split(",") if s.strip()] if sensors else platform.fleet.informative[:6]
+    wanted = (
+        [s.strip() for s in sensors.split(",") if s.strip()] if sensors else platform.fleet.informative[:6]
+    )
     unknown = [s for s in wanted if s not in known]
     if unknown:
         raise ValidationError(f"unknown sensors {unknown}; known: {known}", code="unknown_sensor")
@@ -131,7 +142,10 @@ def machine_predictions(
     platform = _platform(request)
     with platform.db.session() as s:
         rows = s.scalars(
-            select(Prediction).where(Prediction.machine_id == machine_id).order_by(Prediction.id.desc()).limit(limit)
+            select(Prediction)
+            .where(Prediction.machine_id == machine_id)
+            .order_by(Prediction.id.desc())
+            .limit(limit)
         ).all()
     rows = list(reversed(rows))
     return {
@@ -184,7 +198,9 @@ def predict(request: Request, body: PredictRequest) -> dict[str, Any]:
     if not ids:
         raise ValidationError("'machine_ids' is empty", code="invalid_request")
     spec = scorer.model.bundle.spec
-    history = platform.lake.read("telemetry", columns=["machine_id", "ts", "seq", *spec.sensors], machine_ids=ids)
+    history = platform.lake.read(
+        "telemetry", columns=["machine_id", "ts", "seq", *spec.sensors], machine_ids=ids
+    )
     missing = sorted(set(ids) - set(history["machine_id"].unique().to_list()))
     if missing:
         raise NotFoundError(f"no readings in the lake for {missing}", code="machine_not_found")
@@ -225,7 +241,9 @@ def status(request: Request) -> dict[str, Any]:
     replay = request.app.state.replay
     accepted = platform.metrics.registry.get_sample_value("pitstop_readings_accepted_total") or 0
     with platform.db.session() as s:
-        open_orders = s.scalar(select(func.count()).select_from(WorkOrder).where(WorkOrder.status.in_(OPEN_STATES)))
+        open_orders = s.scalar(
+            select(func.count()).select_from(WorkOrder).where(WorkOrder.status.in_(OPEN_STATES))
+        )
     model = platform.scorer.model
     return {
         "readings_accepted": int(accepted),

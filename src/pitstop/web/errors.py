@@ -42,7 +42,8 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
         details = [
-            {"loc": [str(p) for p in err.get("loc", ())], "message": err.get("msg", "")} for err in exc.errors()
+            {"loc": [str(p) for p in err.get("loc", ())], "message": err.get("msg", "")}
+            for err in exc.errors()
         ]
         return error_response(422, "invalid_request", "the request does not match the API schema", details)
 

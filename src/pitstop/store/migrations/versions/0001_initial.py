@@ -87,5 +87,12 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    for table in ("audit_log", "work_orders", "predictions", "machine_state", "devices", "machines"):
+    for table in (
+        "audit_log",
+        "work_orders",
+        "predictions",
+        "machine_state",
+        "devices",
+        "machines",
+    ):
         op.drop_table(table)

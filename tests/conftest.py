@@ -1,0 +1,56 @@
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pitstop.config import Settings, load_settings
+from pitstop.platform import Platform
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED = REPO.parent / "shared"
+
+
+def make_settings(data_dir: Path, **overrides: object) -> Settings:
+    return load_settings(None, data_dir=data_dir, **overrides)
+
+
+@pytest.fixture
+def platform(tmp_path: Path) -> Iterator[Platform]:
+    """A fresh, empty platform (no model) under a temporary folder."""
+    p = Platform.open(make_settings(tmp_path / "data"))
+    yield p
+    p.close()
+
+
+@pytest.fixture(scope="session")
+def trained_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A data dir with last season seeded, the live fleet registered and a champion trained (once)."""
+    from pitstop.demo import ensure_champion, ensure_live_fleet, seed_last_season
+
+    root = tmp_path_factory.mktemp("trained") / "data"
+    p = Platform.open(make_settings(root))
+    try:
+        seed_last_season(p, echo=lambda _: None)
+        ensure_live_fleet(p)
+        ensure_champion(p, echo=lambda _: None)
+    finally:
+        p.close()
+    return root
+
+
+@pytest.fixture
+def trained(trained_dir: Path, tmp_path: Path) -> Iterator[Platform]:
+    """A private copy of the trained data dir, opened, with the champion loaded."""
+    copy = tmp_path / "data"
+    shutil.copytree(trained_dir, copy)
+    p = Platform.open(make_settings(copy))
+    p.scorer.reload()
+    yield p
+    p.close()

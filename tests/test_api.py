@@ -1,0 +1,185 @@
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from pitstop.demo import TOKENS_FILE
+from pitstop.platform import Platform
+from pitstop.processor import Processor
+from pitstop.schema import TURBOFAN
+from pitstop.sim import shipped
+from pitstop.web import create_app
+
+MACHINE = "eng-001"
+
+
+@pytest.fixture
+def proc(trained: Platform) -> Processor:
+    p = Processor(trained)
+    p.bootstrap()
+    return p
+
+
+@pytest.fixture
+def client(trained: Platform, proc: Processor) -> Iterator[TestClient]:
+    with TestClient(create_app(trained, proc)) as c:
+        yield c
+
+
+@pytest.fixture
+def tokens(trained: Platform) -> dict[str, str]:
+    tokens: dict[str, str] = json.loads((trained.settings.data_dir / TOKENS_FILE).read_text())
+    return tokens
+
+
+def readings(machine: str, unit: int, start: int, n: int) -> list[dict[str, Any]]:
+    rows = shipped("fd001_test").filter(unit=unit).sort("cycle").slice(start, n)
+    now = datetime.now(UTC)
+    return [
+        {
+            "machine_id": machine,
+            "ts": (now - timedelta(seconds=n - i)).isoformat(),
+            "seq": int(r["cycle"]),
+            "values": {k: r[k] for k in TURBOFAN.sensor_names},
+        }
+        for i, r in enumerate(rows.to_dicts())
+    ]
+
+
+def post(client: TestClient, token: str | None, body: Any, **kw: Any) -> Any:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    if isinstance(body, bytes | str):
+        return client.post(
+            "/api/v1/readings", content=body, headers={**headers, "content-type": "application/json"}, **kw
+        )
+    return client.post("/api/v1/readings", json=body, headers=headers, **kw)
+
+
+def assert_error(response: Any, status: int, code: str) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert set(body) == {"error"} and body["error"]["code"] == code and body["error"]["message"]
+    err: dict[str, Any] = body["error"]
+    return err
+
+
+def test_health_metrics_dashboard(client: TestClient) -> None:
+    assert client.get("/healthz").json() == {"status": "ok"}
+    metrics = client.get("/metrics")
+    assert metrics.status_code == 200 and "pitstop_readings_accepted_total" in metrics.text
+    page = client.get("/")
+    assert page.status_code == 200 and "/static/app.js" in page.text
+    assert "http://" not in page.text and "https://" not in page.text  # no CDN
+    assert client.get(f"/machines/{MACHINE}").status_code == 200
+    assert client.get("/static/app.js").status_code == 200
+    assert_error(client.get("/nope"), 404, "not_found")
+
+
+def test_ingest_process_score(
+    client: TestClient, trained: Platform, proc: Processor, tokens: dict[str, str]
+) -> None:
+    batch = readings(MACHINE, 1, 0, 25)
+    r = post(client, tokens[MACHINE], batch)
+    assert r.status_code == 202 and r.json()["accepted"] == 25
+    # re-sending the same batch is acknowledged and stored once
+    assert post(client, tokens[MACHINE], {"readings": batch}).status_code == 202
+    lake_before = trained.lake.count("telemetry")
+    report = proc.run_once()
+    assert (report.readings, report.written, report.duplicates, report.scored) == (50, 25, 25, 1)
+    assert trained.lake.count("telemetry") == lake_before + 25
+    machine = client.get(f"/api/v1/machines/{MACHINE}").json()
+    assert machine["readings"] == 25 and machine["last_seq"] == batch[-1]["seq"]
+    assert machine["predicted_rul"] > 0 and machine["rul_interval"][0] <= machine["predicted_rul"]
+    assert machine["status"] in {"ok", "at_risk"}
+    fleet = client.get("/api/v1/machines").json()
+    assert fleet["count"] == 100 and all(m["lifecycle"] == "active" for m in fleet["machines"])
+    tel = client.get(f"/api/v1/machines/{MACHINE}/telemetry?sensors=s2,s3").json()
+    assert tel["seq"] == [b["seq"] for b in batch] and len(tel["values"]["s3"]) == 25
+    assert client.get(f"/api/v1/machines/{MACHINE}/predictions").json()["rul"] == [machine["predicted_rul"]]
+    # the REST prediction of the machine's current state equals the streaming score
+    pred = client.post("/api/v1/predict", json={"machine_ids": [MACHINE]}).json()["predictions"][0]
+    assert pred["rul"] == pytest.approx(machine["predicted_rul"], abs=1e-3)
+    assert pred["model"]["version"] == machine["model_version"]
+
+
+def test_work_order_opens_once(
+    client: TestClient, trained: Platform, proc: Processor, tokens: dict[str, str]
+) -> None:
+    # unit 31 of FD001's test set ends 8 cycles before failure: its late cycles are clearly at risk
+    machine = "eng-031"
+    rows = readings(machine, 31, 0, 10_000)
+    for i in range(0, len(rows), 50):
+        assert post(client, tokens[machine], rows[i : i + 50]).status_code == 202
+        proc.run_once()
+    orders = client.get("/api/v1/work-orders?status=open").json()["work_orders"]
+    assert [o["machine_id"] for o in orders] == [machine]
+    assert orders[0]["predicted_rul"] < trained.settings.work_order_rul_threshold
+    assert orders[0]["machine_url"] == f"/machines/{machine}"
+    assert client.get("/api/v1/machines").json()["machines"][30]["open_work_order_id"] == orders[0]["id"]
+
+
+@pytest.mark.parametrize(
+    ("mutate", "code"),
+    [
+        (lambda r: r.update(seq="7"), "invalid_reading"),
+        (lambda r: r["values"].update(s2="641.8"), "invalid_reading"),
+        (lambda r: r["values"].update(s2=True), "invalid_reading"),
+        (lambda r: r["values"].update(bogus=1.0), "unknown_sensor"),
+        (lambda r: r["values"].pop("s2"), "missing_sensor"),
+        (lambda r: r.update(ts=(datetime.now(UTC) + timedelta(days=1)).isoformat()), "future_timestamp"),
+        (lambda r: r.update(ts="2026-01-01T00:00:00"), "naive_timestamp"),
+        (lambda r: r.update(extra=1), "invalid_reading"),
+        (lambda r: r.update(machine_id=""), "invalid_reading"),
+    ],
+)
+def test_bad_readings_are_rejected_whole(
+    client: TestClient, trained: Platform, tokens: dict[str, str], mutate: Any, code: str
+) -> None:
+    batch = readings(MACHINE, 1, 0, 3)
+    mutate(batch[1])
+    head = trained.bus.head()
+    err = assert_error(post(client, tokens[MACHINE], batch), 422, "invalid_readings")
+    assert err["details"] == [{"index": 1, "code": code, "message": err["details"][0]["message"]}]
+    assert trained.bus.head() == head  # nothing stored
+
+
+def test_bad_requests_get_the_error_shape(
+    client: TestClient, trained: Platform, tokens: dict[str, str]
+) -> None:
+    token = tokens[MACHINE]
+    good = readings(MACHINE, 1, 0, 2)
+    head = trained.bus.head()
+    assert_error(post(client, None, good), 401, "missing_token")
+    assert_error(post(client, "pst_wrong", good), 401, "invalid_token")
+    assert_error(post(client, tokens["eng-002"], good), 403, "wrong_machine")
+    assert_error(post(client, token, b'[{"machine_id": "eng-001", "seq": NaN}]'), 422, "invalid_json")
+    assert_error(post(client, token, b"{not json"), 422, "invalid_json")
+    assert_error(post(client, token, []), 422, "invalid_batch")
+    assert_error(post(client, token, {"rows": []}), 422, "invalid_batch")
+    assert_error(post(client, token, b"x" * (trained.settings.max_body_bytes + 1)), 413, "payload_too_large")
+    big = readings(MACHINE, 1, 0, 1) * (trained.settings.max_batch_readings + 1)
+    assert_error(post(client, token, big), 422, "batch_too_large")
+    assert trained.bus.head() == head
+
+
+def test_predict_validates_features(client: TestClient, trained: Platform) -> None:
+    names = trained.scorer.feature_names
+    row = dict.fromkeys(names, 1.0)
+    ok = client.post("/api/v1/predict", json={"rows": [row, row]})
+    assert ok.status_code == 200 and len(ok.json()["predictions"]) == 2
+    missing = {k: v for k, v in row.items() if k != names[3]}
+    err = assert_error(client.post("/api/v1/predict", json={"rows": [missing]}), 422, "invalid_features")
+    assert err["details"][0]["missing"] == [names[3]]
+    assert_error(
+        client.post("/api/v1/predict", json={"rows": [{**row, "age": "x"}]}), 422, "invalid_features"
+    )
+    assert_error(client.post("/api/v1/predict", json={}), 422, "invalid_request")
+    assert_error(client.post("/api/v1/predict", json={"machine_ids": ["eng-404"]}), 404, "machine_not_found")
+    assert_error(client.get("/api/v1/machines/eng-404"), 404, "machine_not_found")
+    models = client.get("/api/v1/models").json()
+    assert models["serving"]["features"] == names and models["versions"][0]["aliases"] == ["champion"]

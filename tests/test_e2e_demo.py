@@ -1,0 +1,128 @@
+"""End to end: ``pitstop demo`` in a subprocess, driven and checked through real HTTP."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import polars as pl
+import pytest
+from deltalake import DeltaTable
+
+from pitstop.sim import shipped
+
+pytestmark = pytest.mark.slow
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_demo(data_dir: Path, port: int, *extra: str) -> subprocess.Popen[str]:
+    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "PYTHONUNBUFFERED": "1"}
+    cmd = [
+        sys.executable,
+        "-m",
+        "pitstop",
+        "demo",
+        "--data-dir",
+        str(data_dir),
+        "--port",
+        str(port),
+        "--json",
+        *extra,
+    ]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+
+
+def wait_for(predicate: Any, timeout: float, what: str, proc: subprocess.Popen[str]) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(
+                f"demo exited early ({proc.returncode}) waiting for {what}:\n{proc.stdout.read()}"
+            )  # type: ignore[union-attr]
+        try:
+            value = predicate()
+        except httpx.HTTPError:
+            value = None
+        if value:
+            return value
+        time.sleep(0.5)
+    proc.kill()
+    raise AssertionError(f"timed out waiting for {what}:\n{proc.communicate()[0]}")
+
+
+def finish(proc: subprocess.Popen[str], timeout: float) -> tuple[dict[str, Any], str]:
+    out, _ = proc.communicate(timeout=timeout)
+    assert proc.returncode == 0, out
+    summary = json.loads(out.strip().splitlines()[-1])
+    return summary, out
+
+
+def test_demo_end_to_end(tmp_path: Path) -> None:
+    data_dir = tmp_path / "pitstop-data"
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    live_total = shipped("fd001_test").height
+    proc = start_demo(data_dir, port, "--speed", "100", "--for", "30")
+    with httpx.Client(base_url=url, timeout=10) as http:
+        wait_for(lambda: http.get("/healthz").json() == {"status": "ok"}, 300, "healthz", proc)
+
+        def everything_scored() -> bool:
+            machines = http.get("/api/v1/machines").json()["machines"]
+            status = http.get("/api/v1/status").json()
+            return (
+                len(machines) == 100
+                and all(m["predicted_rul"] is not None for m in machines)
+                and status["replay"]["finished"]
+                and status["bus"]["lag"] == 0
+            )
+
+        wait_for(everything_scored, 60, "every live machine scored", proc)
+        assert "<table" in http.get("/").text
+        assert "machine.html" not in http.get("/machines/eng-001").text  # the page itself, not a listing
+        assert http.get("/api/v1/machines/eng-001/telemetry").json()["seq"]
+        assert http.get("/api/v1/machines/eng-001/predictions").json()["rul"]
+        orders = http.get("/api/v1/work-orders").json()
+        assert orders["count"] >= 1
+        metrics = http.get("/metrics").text
+        assert f"pitstop_readings_accepted_total {float(live_total)}" in metrics
+    summary, out = finish(proc, timeout=120)
+    assert "trained version 1" in out
+    assert summary["readings_accepted"] == live_total
+    assert summary["live_readings_in_lake"] == live_total
+    assert summary["machines_scored"] == 100
+    assert summary["work_orders_open"] >= 1
+    assert summary["replay"]["rejected"] == {}
+
+    # every accepted reading is in the lake exactly once
+    lake = pl.from_arrow(
+        DeltaTable(str(data_dir / "lake" / "telemetry")).to_pyarrow_table(columns=["machine_id", "seq"])
+    )
+    assert isinstance(lake, pl.DataFrame)
+    live = lake.filter(pl.col("machine_id").str.starts_with("eng-"))
+    assert live.height == live_total
+    assert live.unique(["machine_id", "seq"]).height == live_total
+    assert lake.height == live_total + shipped("fd001_train").height
+
+    # a second run reuses the data dir (no seeding, no training) and stops cleanly on Ctrl-C
+    proc = start_demo(data_dir, port)
+    with httpx.Client(base_url=url, timeout=10) as http:
+        wait_for(lambda: http.get("/healthz").status_code == 200, 120, "healthz (second run)", proc)
+        assert http.get("/api/v1/status").json()["model"]["version"] == "1"
+    proc.send_signal(signal.SIGINT)
+    summary, out = finish(proc, timeout=60)
+    assert "seeding" not in out and "training" not in out
+    assert "champion model: pitstop-rul version 1" in out
+    assert summary["readings_accepted"] == 0 and summary["live_readings_in_lake"] == live_total
