@@ -14,7 +14,7 @@ from typing import Any
 import click
 
 from pitstop import __version__
-from pitstop.config import Settings, describe_settings, load_settings
+from pitstop.config import Settings, describe_settings, load_settings, settings_markdown
 from pitstop.errors import PitstopError
 
 log = logging.getLogger("pitstop")
@@ -233,8 +233,12 @@ def serve(ctx: click.Context, data_dir: Path | None, port: int | None, host: str
 
 
 @cli.command("settings")
-def settings_cmd() -> None:
+@click.option("--markdown", is_flag=True, help="Print the table as Markdown (as in the README).")
+def settings_cmd(markdown: bool) -> None:
     """List every setting: name, type, default, and what it does."""
+    if markdown:
+        click.echo(settings_markdown())
+        return
     for name, kind, default, help_text in describe_settings():
         click.echo(f"{name:28} {kind:8} {default:24} {help_text}  [PITSTOP_{name.upper()}]")
 

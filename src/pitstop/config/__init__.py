@@ -1,5 +1,5 @@
 """One typed settings table: file + environment, validated at start with fix-it messages."""
 
-from pitstop.config.settings import Settings, describe_settings, load_settings
+from pitstop.config.settings import Settings, describe_settings, load_settings, settings_markdown
 
-__all__ = ["Settings", "describe_settings", "load_settings"]
+__all__ = ["Settings", "describe_settings", "load_settings", "settings_markdown"]

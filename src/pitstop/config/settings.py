@@ -101,5 +101,14 @@ def describe_settings() -> list[tuple[str, str, str, str]]:
     rows = []
     for name, field in Settings.model_fields.items():
         annotation = getattr(field.annotation, "__name__", str(field.annotation))
-        rows.append((name, annotation, repr(field.default), field.description or ""))
+        default = str(field.default) if isinstance(field.default, Path) else repr(field.default)
+        rows.append((name, annotation, default, field.description or ""))
     return rows
+
+
+def settings_markdown() -> str:
+    """The settings table for the README (a test keeps the README equal to this)."""
+    lines = ["| setting | environment | type | default | what it does |", "|---|---|---|---|---|"]
+    for name, kind, default, help_text in describe_settings():
+        lines.append(f"| `{name}` | `PITSTOP_{name.upper()}` | {kind} | `{default}` | {help_text} |")
+    return "\n".join(lines)
