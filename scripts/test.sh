@@ -16,8 +16,8 @@ echo "== installing pitstop[dev]"
 
 export OMP_WAIT_POLICY=PASSIVE
 echo "== ruff"
-"$VENV/bin/ruff" check src tests bench
-"$VENV/bin/ruff" format --check src tests bench
+"$VENV/bin/ruff" check .
+"$VENV/bin/ruff" format --check .
 echo "== mypy"
 "$VENV/bin/mypy"
 echo "== pytest"
