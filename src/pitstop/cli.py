@@ -232,6 +232,31 @@ def serve(ctx: click.Context, data_dir: Path | None, port: int | None, host: str
             platform.close()
 
 
+@cli.command()
+@data_dir_option
+@click.argument("question", nargs=-1, required=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the answer and sources as JSON.")
+@click.pass_context
+def ask(ctx: click.Context, data_dir: Path | None, question: tuple[str, ...], as_json: bool) -> None:
+    """Ask the maintenance assistant about the fleet or the manuals (answers cite sources)."""
+    from pitstop.assistant import Assistant, KnowledgeBase
+    from pitstop.platform import Platform
+
+    with _errors():
+        platform = Platform.open(_settings(ctx, data_dir=data_dir))
+        try:
+            knowledge = KnowledgeBase.shipped(platform.settings.data_dir / "manuals")
+            answer = Assistant(platform.db, platform.policy, knowledge).ask(" ".join(question))
+        finally:
+            platform.close()
+        if as_json:
+            click.echo(json.dumps(answer.to_dict()))
+            return
+        click.echo(answer.text)
+        if answer.sources:
+            click.echo("\nsources: " + ", ".join(f"{s['kind']}:{s['id']}" for s in answer.sources))
+
+
 @cli.command("settings")
 @click.option("--markdown", is_flag=True, help="Print the table as Markdown (as in the README).")
 def settings_cmd(markdown: bool) -> None:

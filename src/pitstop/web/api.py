@@ -215,6 +215,20 @@ def predict(request: Request, body: PredictRequest) -> dict[str, Any]:
     }
 
 
+class AskRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    question: str = Field(min_length=1, max_length=2000)
+
+
+@router.post(
+    "/assistant/ask", tags=["assistant"], summary="Ask the maintenance assistant; answers cite sources"
+)
+def ask(request: Request, body: AskRequest) -> dict[str, Any]:
+    answer: dict[str, Any] = request.app.state.assistant.ask(body.question).to_dict()
+    return answer
+
+
 @router.get("/models", summary="Registered model versions and the serving model")
 def models(request: Request) -> dict[str, Any]:
     platform = _platform(request)

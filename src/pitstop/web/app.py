@@ -8,6 +8,7 @@ from fastapi.responses import FileResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from pitstop import __version__
+from pitstop.assistant import Assistant, KnowledgeBase
 from pitstop.ingest import router as ingest_router
 from pitstop.web.api import router as api_router
 from pitstop.web.errors import install_error_handlers
@@ -25,6 +26,8 @@ def create_app(platform: Platform, processor: Processor | None = None) -> FastAP
     app.state.platform = platform
     app.state.processor = processor
     app.state.replay = None
+    knowledge = KnowledgeBase.shipped(platform.settings.data_dir / "manuals")
+    app.state.assistant = Assistant(platform.db, platform.policy, knowledge)
     install_error_handlers(app)
 
     @app.get("/healthz", tags=["ops"])

@@ -77,6 +77,20 @@
           <td class="num">${fmt(o.predicted_rul)}</td><td>${ago(o.opened_at)}</td></tr>`).join("") || `<tr><td colspan="5" class="muted">none</td></tr>`;
       } catch (e) { console.error(e); }
     }
+    $("ask-form").addEventListener("submit", async (ev) => {
+      ev.preventDefault();
+      const question = $("ask-q").value.trim();
+      if (!question) return;
+      $("ask-answer").textContent = "…";
+      const r = await fetch("/api/v1/assistant/ask", {
+        method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ question }),
+      });
+      const body = await r.json();
+      if (!r.ok) { $("ask-answer").textContent = body.error ? body.error.message : r.statusText; return; }
+      $("ask-answer").textContent = body.answer;
+      $("ask-sources").innerHTML = body.sources.length ? "Sources: " + body.sources.map((s) =>
+        s.url ? `<a href="${esc(s.url)}">${esc(s.kind)}:${esc(s.id)}</a>` : `${esc(s.kind)}:${esc(s.id)}`).join(", ") : "";
+    });
     await refresh();
     setInterval(refresh, 3000);
   }
