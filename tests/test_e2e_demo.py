@@ -120,7 +120,8 @@ def test_demo_end_to_end(tmp_path: Path) -> None:
     proc = start_demo(data_dir, port)
     with httpx.Client(base_url=url, timeout=10) as http:
         wait_for(lambda: http.get("/healthz").status_code == 200, 120, "healthz (second run)", proc)
-        assert http.get("/api/v1/status").json()["model"]["version"] == "1"
+        status = http.get("/api/v1/status").json()
+        assert status["model"]["version"] == "1" and status["readings_processed"] == live_total
     proc.send_signal(signal.SIGINT)
     summary, out = finish(proc, timeout=60)
     assert "seeding" not in out and "training" not in out

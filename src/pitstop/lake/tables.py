@@ -46,6 +46,7 @@ class Lake:
         self._lock = threading.Lock()
         self._schemas = {"telemetry": telemetry_schema(self.sensors), "events": EVENTS_SCHEMA}
         self._partitions = {"telemetry": ["day"], "events": None}
+        self._writers: dict[str, DeltaTable] = {}  # kept open for appends, refreshed incrementally
 
     def path(self, table: str) -> str:
         return str(self.root / table)
@@ -73,7 +74,20 @@ class Lake:
 
     def committed_position(self, app_id: str, name: str = "telemetry") -> int:
         """The last bus position an app committed to this table (0 if none)."""
-        return int(self.table(name).transaction_version(app_id) or 0)
+        with self._lock:
+            return int(self._writer(name).transaction_version(app_id) or 0)
+
+    def _writer(self, name: str) -> DeltaTable:
+        """The table for appends, brought up to date (reads only the commits since the last call)."""
+        dt = self._writers.get(name)
+        if dt is None:
+            dt = self._writers[name] = self.table(name)
+        else:
+            try:
+                dt.update_incremental()
+            except DeltaError as exc:
+                raise LakeError(f"cannot refresh lake table {name}: {exc}") from exc
+        return dt
 
     def append(
         self, name: str, data: pa.Table, *, app_id: str | None = None, position: int | None = None
@@ -83,13 +97,14 @@ class Lake:
         data = data.select(self._schemas[name].names).cast(self._schemas[name])
         props = None
         with self._lock:
+            dt = self._writer(name)
             if app_id is not None and position is not None:
-                if self.committed_position(app_id, name) >= position:
+                if (dt.transaction_version(app_id) or 0) >= position:
                     return False
                 props = CommitProperties(app_transactions=[Transaction(app_id, position)])
             try:
                 write_deltalake(
-                    self.path(name),
+                    dt,
                     data,
                     mode="append",
                     partition_by=self._partitions[name],

@@ -258,9 +258,11 @@ def status(request: Request) -> dict[str, Any]:
         open_orders = s.scalar(
             select(func.count()).select_from(WorkOrder).where(WorkOrder.status.in_(OPEN_STATES))
         )
+        processed = s.scalar(select(func.sum(MachineState.readings)))
     model = platform.scorer.model
     return {
         "readings_accepted": int(accepted),
+        "readings_processed": int(processed or 0),
         "bus": {"head": platform.bus.head(), "lag": processor.lag() if processor else None},
         "lake": {"telemetry_version": platform.lake.version("telemetry")},
         "work_orders_open": int(open_orders or 0),

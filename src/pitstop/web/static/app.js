@@ -64,7 +64,7 @@
         $("c-machines").textContent = ms.length;
         $("c-risk").textContent = ms.filter((m) => m.status === "at_risk").length;
         $("c-orders").textContent = orders.count;
-        if (st) { $("c-readings").textContent = st.readings_accepted.toLocaleString(); $("c-model").textContent = `v${st.model.version}`; }
+        if (st) { $("c-readings").textContent = st.readings_processed.toLocaleString(); $("c-model").textContent = `v${st.model.version}`; }
         $("fleet-note").textContent = `· work-order threshold RUL < ${fleet.threshold}`;
         document.querySelector("#fleet tbody").innerHTML = ms.map((m) => `<tr>
           <td><a href="/machines/${encodeURIComponent(m.machine_id)}">${esc(m.machine_id)}</a></td>
