@@ -165,36 +165,47 @@ class Processor:
         return pa.table(columns)
 
     def _record(self, kept: dict[str, list[WireReading]], scores: dict[str, Score]) -> int:
+        """Machine state, predictions and work orders in one transaction, one flush."""
+        assert self.online is not None
         now = utcnow()
+        predictions = []
         with self.p.db.session() as s:
+            states = {
+                st.machine_id: st
+                for st in s.scalars(select(MachineState).where(MachineState.machine_id.in_(list(kept))))
+            }
             for machine_id, rows in kept.items():
+                state = states.get(machine_id)
+                if state is None:
+                    state = MachineState(machine_id=machine_id, readings=0)
+                    s.add(state)
                 last = rows[-1]
-                state = s.get(MachineState, machine_id) or MachineState(machine_id=machine_id, readings=0)
                 state.last_ts = _ts(last.ts_us)
                 state.last_seq = last.seq
-                state.readings = self.online.count(machine_id) if self.online else state.readings
+                state.readings = self.online.count(machine_id)
                 score = scores.get(machine_id)
-                if score is not None:
-                    state.predicted_rul = score.rul
-                    state.rul_lower = score.lower
-                    state.rul_upper = score.upper
-                    state.model_version = score.model_version
-                    state.scored_at = now
-                    s.add(
-                        Prediction(
-                            machine_id=machine_id,
-                            ts=_ts(last.ts_us),
-                            seq=last.seq,
-                            rul=score.rul,
-                            rul_lower=score.lower,
-                            rul_upper=score.upper,
-                            model_name=score.model_name,
-                            model_version=score.model_version,
-                            arm=score.arm,
-                            created_at=now,
-                        )
+                if score is None:
+                    continue
+                state.predicted_rul = score.rul
+                state.rul_lower = score.lower
+                state.rul_upper = score.upper
+                state.model_version = score.model_version
+                state.scored_at = now
+                predictions.append(
+                    Prediction(
+                        machine_id=machine_id,
+                        ts=state.last_ts,
+                        seq=last.seq,
+                        rul=score.rul,
+                        rul_lower=score.lower,
+                        rul_upper=score.upper,
+                        model_name=score.model_name,
+                        model_version=score.model_version,
+                        arm=score.arm,
+                        created_at=now,
                     )
-                s.merge(state)
+                )
+            s.add_all(predictions)
             opened = apply_policy(s, self.p.policy, scores)
         return len(opened)
 
