@@ -51,13 +51,12 @@ def readings(machine: str, unit: int, start: int, n: int) -> list[dict[str, Any]
     ]
 
 
-def post(client: TestClient, token: str | None, body: Any, **kw: Any) -> Any:
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
+def post(client: TestClient, token: str | None, body: Any, headers: dict[str, str] | None = None) -> Any:
+    auth = {"Authorization": f"Bearer {token}"} if token else {}
     if isinstance(body, bytes | str):
-        return client.post(
-            "/api/v1/readings", content=body, headers={**headers, "content-type": "application/json"}, **kw
-        )
-    return client.post("/api/v1/readings", json=body, headers=headers, **kw)
+        extra = {"content-type": "application/json", **(headers or {})}
+        return client.post("/api/v1/readings", content=body, headers={**auth, **extra})
+    return client.post("/api/v1/readings", json=body, headers={**auth, **(headers or {})})
 
 
 def assert_error(response: Any, status: int, code: str) -> dict[str, Any]:
@@ -85,12 +84,18 @@ def test_ingest_process_score(
 ) -> None:
     batch = readings(MACHINE, 1, 0, 25)
     r = post(client, tokens[MACHINE], batch)
-    assert r.status_code == 202 and r.json()["accepted"] == 25
+    assert r.status_code == 202 and r.json() == {
+        "accepted": 25,
+        "quarantined": 0,
+        "duplicates": 0,
+        "position": 1,
+    }
     # re-sending the same batch is acknowledged and stored once
-    assert post(client, tokens[MACHINE], {"readings": batch}).status_code == 202
+    again = post(client, tokens[MACHINE], {"readings": batch})
+    assert again.status_code == 202 and again.json()["duplicates"] == 25 and again.json()["position"] is None
     lake_before = trained.lake.count("telemetry")
     report = proc.run_once()
-    assert (report.readings, report.written, report.duplicates, report.scored) == (50, 25, 25, 1)
+    assert (report.readings, report.written, report.duplicates, report.scored) == (25, 25, 0, 1)
     assert trained.lake.count("telemetry") == lake_before + 25
     machine = client.get(f"/api/v1/machines/{MACHINE}").json()
     assert machine["readings"] == 25 and machine["last_seq"] == batch[-1]["seq"]
@@ -126,15 +131,22 @@ def test_work_order_opens_once(
 @pytest.mark.parametrize(
     ("mutate", "code"),
     [
-        (lambda r: r.update(seq="7"), "invalid_reading"),
-        (lambda r: r["values"].update(s2="641.8"), "invalid_reading"),
-        (lambda r: r["values"].update(s2=True), "invalid_reading"),
+        (lambda r: r.update(seq="7"), "invalid_seq"),
+        (lambda r: r.update(seq=-1), "invalid_seq"),
+        (lambda r: r.update(seq=1), "non_increasing_seq"),
+        (lambda r: r["values"].update(s2="641.8"), "invalid_value"),
+        (lambda r: r["values"].update(s2=True), "invalid_value"),
+        (lambda r: r["values"].update(s2=None), "invalid_value"),
         (lambda r: r["values"].update(bogus=1.0), "unknown_sensor"),
         (lambda r: r["values"].pop("s2"), "missing_sensor"),
         (lambda r: r.update(ts=(datetime.now(UTC) + timedelta(days=1)).isoformat()), "future_timestamp"),
         (lambda r: r.update(ts="2026-01-01T00:00:00"), "naive_timestamp"),
+        (lambda r: r.update(ts="yesterday"), "invalid_timestamp"),
+        (lambda r: r.update(ts=1767225600), "invalid_timestamp"),
+        (lambda r: r.update(values=[1.0]), "invalid_reading"),
         (lambda r: r.update(extra=1), "invalid_reading"),
-        (lambda r: r.update(machine_id=""), "invalid_reading"),
+        (lambda r: r.pop("seq"), "invalid_reading"),
+        (lambda r: r.update(machine_id=""), "invalid_machine_id"),
     ],
 )
 def test_bad_readings_are_rejected_whole(
@@ -157,7 +169,13 @@ def test_bad_requests_get_the_error_shape(
     assert_error(post(client, None, good), 401, "missing_token")
     assert_error(post(client, "pst_wrong", good), 401, "invalid_token")
     assert_error(post(client, tokens["eng-002"], good), 403, "wrong_machine")
-    assert_error(post(client, token, b'[{"machine_id": "eng-001", "seq": NaN}]'), 422, "invalid_json")
+    nan = b'[{"machine_id": "eng-001", "ts": "2026-01-01T00:00:00Z", "seq": 1, "values": {"s2": NaN}}]'
+    err = assert_error(post(client, token, nan), 422, "invalid_readings")
+    assert err["details"][0]["code"] == "non_finite"
+    assert_error(post(client, token, b'[{"seq": NaN'), 422, "invalid_json")
+    assert_error(
+        post(client, token, b"[1]", headers={"content-type": "text/plain"}), 415, "unsupported_media_type"
+    )
     assert_error(post(client, token, b"{not json"), 422, "invalid_json")
     assert_error(post(client, token, []), 422, "invalid_batch")
     assert_error(post(client, token, {"rows": []}), 422, "invalid_batch")

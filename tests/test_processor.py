@@ -4,9 +4,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from pitstop.ingest.validate import validate_batch
 from pitstop.platform import Platform
 from pitstop.processor import Processor
-from pitstop.schema import TURBOFAN, Reading, encode_batch
+from pitstop.schema import TURBOFAN, Reading, encode_readings, encode_table
 from pitstop.sim import shipped
 
 
@@ -22,7 +23,7 @@ def publish(platform: Platform, machine: str, unit: int, start: int, n: int) -> 
         )
         for i, r in enumerate(rows)
     ]
-    platform.bus.publish(encode_batch(batch))
+    platform.bus.publish(encode_readings(batch, platform.lake.sensors))
 
 
 def live_rows(platform: Platform) -> int:
@@ -46,10 +47,11 @@ def test_crash_before_bus_commit_writes_nothing_twice(
     assert live_rows(trained) == 35  # the lake commit happened, the bus position did not
     monkeypatch.undo()
 
-    restarted = Processor(trained)  # a new process: state rebuilt from the lake
+    restarted = Processor(trained)  # a new process: state rebuilt from the lake up to the bus position
     restarted.bootstrap()
     report = restarted.run_once()
-    assert (report.readings, report.written, report.duplicates) == (35, 0, 35)
+    # the batch is processed again (features, scores) but the lake already has it: nothing written
+    assert (report.readings, report.written, report.duplicates, report.scored) == (35, 0, 0, 2)
     assert live_rows(trained) == 35
     assert restarted.lag() == 0
     assert restarted.online is not None and restarted.online.count("eng-001") == 20
@@ -76,3 +78,60 @@ def test_lake_commit_is_skipped_for_a_replayed_position(trained: Platform) -> No
     fresh.run_once()
     assert trained.lake.version("telemetry") == version
     assert live_rows(trained) == 10
+
+
+def test_out_of_range_goes_to_quarantine_once_even_across_a_crash(
+    trained: Platform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rows = shipped("fd001_test").filter(unit=3).sort("cycle").head(6).to_dicts()
+    now = datetime.now(UTC)
+    batch = []
+    for i, r in enumerate(rows):
+        values = {s: r[s] for s in TURBOFAN.sensor_names}
+        if i in (2, 4):
+            values["s3"] = 9999.0  # far outside the HPC outlet temperature range
+        batch.append(
+            Reading(machine_id="eng-003", ts=now - timedelta(seconds=10 - i), seq=i + 1, values=values)
+        )
+    # the ingest endpoint marks out-of-range readings; build the same message here
+    validated = validate_batch(
+        [
+            {"machine_id": b.machine_id, "ts": b.ts.isoformat(), "seq": b.seq, "values": b.values}
+            for b in batch
+        ],
+        TURBOFAN,
+        trained.lake.sensors,
+        machine_id="eng-003",
+        last_seq=-1,
+        max_readings=100,
+        horizon=now + timedelta(minutes=5),
+    )
+    assert (validated.accepted, validated.quarantined) == (4, 2)
+    assert validated.table is not None
+    trained.bus.publish(encode_table(validated.table))
+
+    proc = Processor(trained)
+    proc.bootstrap()
+    real_append = trained.lake.append
+
+    def append_then_die(table: str, *args: object, **kwargs: object) -> bool:
+        if table == "quarantine":
+            raise RuntimeError("killed between the two lake commits")
+        return real_append(table, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(trained.lake, "append", append_then_die)
+    with pytest.raises(RuntimeError):
+        proc.run_once()
+    monkeypatch.undo()
+
+    restarted = Processor(trained)
+    restarted.bootstrap()
+    report = restarted.run_once()
+    assert (report.written, report.quarantined) == (0, 2)  # telemetry already had its rows
+    clean = trained.lake.read("telemetry", machine_ids=["eng-003"])
+    held = trained.lake.read("quarantine", machine_ids=["eng-003"])
+    assert sorted(clean["seq"].to_list()) == [1, 2, 4, 6]
+    assert sorted(held["seq"].to_list()) == [3, 5]
+    assert all("s3=9999 outside [1200, 1700]" in reason for reason in held["reason"].to_list())
+    assert restarted.online is not None and restarted.online.last_seq("eng-003") == 6
+    assert restarted.online.count("eng-003") == 4  # quarantined values never reach the features

@@ -11,12 +11,20 @@ class PitstopError(Exception):
     code = "internal_error"
     status = 500
 
-    def __init__(self, message: str, *, code: str | None = None, details: Any = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        details: Any = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.message = message
         if code is not None:
             self.code = code
         self.details = details
+        self.headers = headers or {}
 
     def to_dict(self) -> dict[str, Any]:
         body: dict[str, Any] = {"code": self.code, "message": self.message}
@@ -53,6 +61,11 @@ class ValidationError(PitstopError):
 class PayloadTooLargeError(PitstopError):
     code = "payload_too_large"
     status = 413
+
+
+class RateLimitedError(PitstopError):
+    code = "rate_limited"
+    status = 429
 
 
 class BusError(PitstopError):

@@ -67,6 +67,14 @@ class OnlineFeatures:
         state.last_seq = int(seqs[keep][-1])
         return keep
 
+    def skip_to(self, machine_id: str, seq: int) -> None:
+        """Mark seqs up to ``seq`` as seen without adding values (e.g. quarantined readings)."""
+        state = self._machines.get(machine_id)
+        if state is None:
+            state = _MachineState(window=np.empty((0, self._n)), baseline_sum=np.zeros(self._n))
+            self._machines[machine_id] = state
+        state.last_seq = max(state.last_seq, seq)
+
     def get(self, machine_ids: list[str]) -> np.ndarray:
         """Feature matrix (len(machine_ids), len(spec.names)) at each machine's latest reading."""
         spec = self.spec

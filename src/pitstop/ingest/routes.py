@@ -2,18 +2,19 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from pitstop.errors import AuthError, ForbiddenError, PayloadTooLargeError, ValidationError
-from pitstop.ingest.devices import DeviceRegistry
-from pitstop.schema import Reading, parse_readings
-from pitstop.schema.wire import encode_batch
+from pitstop.errors import AuthError, PayloadTooLargeError, PitstopError
+from pitstop.ingest.intake import Intake
+from pitstop.ingest.validate import decode_body
+from pitstop.schema import Reading
 
 router = APIRouter(tags=["ingest"])
 
+_READING = Reading.model_json_schema()
+_ARRAY = {"type": "array", "items": _READING, "minItems": 1}
 _BODY_SCHEMA: dict[str, Any] = {
     "requestBody": {
         "required": True,
@@ -21,57 +22,61 @@ _BODY_SCHEMA: dict[str, Any] = {
             "application/json": {
                 "schema": {
                     "oneOf": [
-                        {"type": "array", "items": Reading.model_json_schema(), "minItems": 1},
+                        _ARRAY,
                         {
                             "type": "object",
-                            "properties": {
-                                "readings": {"type": "array", "items": Reading.model_json_schema()}
-                            },
+                            "properties": {"readings": _ARRAY},
                             "required": ["readings"],
+                            "additionalProperties": False,
                         },
                     ]
                 }
-            }
+            },
+            "application/x-ndjson": {"schema": {"type": "string", "description": "one reading per line"}},
         },
-    }
+    },
+    "responses": {
+        "202": {"description": "stored durably in the bus (or acknowledged as a re-send)"},
+        "401": {"description": "missing or unknown device token"},
+        "403": {"description": "a reading for another machine than the device's"},
+        "413": {"description": "body larger than max_body_bytes"},
+        "415": {"description": "not JSON or NDJSON"},
+        "422": {"description": "invalid readings; details lists each with its code"},
+        "429": {"description": "device over its rate limit; see Retry-After"},
+    },
 }
+
+
+class UnsupportedMediaType(PitstopError):
+    code = "unsupported_media_type"
+    status = 415
 
 
 @router.post(
     "/api/v1/readings",
     status_code=202,
     openapi_extra=_BODY_SCHEMA,
-    summary="Post a batch of readings (device token); 202 once durable in the bus",
+    summary="Post a batch of readings with a device token; 202 once durable in the bus",
 )
 async def post_readings(request: Request) -> JSONResponse:
-    platform = request.app.state.platform
-    metrics = platform.metrics
+    intake: Intake = request.app.state.intake
     try:
-        identity = await run_in_threadpool(DeviceRegistry(platform.db).authenticate, _bearer(request))
-        body = await _read_capped(request, platform.settings.max_body_bytes)
-        try:
-            payload = orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
-            raise ValidationError(f"body is not valid JSON: {exc}", code="invalid_json") from None
-        readings = parse_readings(
-            payload,
-            platform.fleet.type_of(identity.machine_type),
-            max_readings=platform.settings.max_batch_readings,
-            max_future_skew_s=platform.settings.max_future_skew_s,
-        )
-        foreign = sorted({r.machine_id for r in readings} - {identity.machine_id})
-        if foreign:
-            raise ForbiddenError(
-                f"this device may only post readings for machine {identity.machine_id!r}, "
-                f"not {', '.join(foreign)}",
-                code="wrong_machine",
+        identity = await run_in_threadpool(intake.authenticate, _bearer(request))
+        intake.admit(identity)
+        content_type = request.headers.get("content-type", "application/json").lower()
+        if "json" not in content_type:
+            raise UnsupportedMediaType(
+                f"content type {content_type!r} is not supported: "
+                "send application/json or application/x-ndjson"
             )
-    except (AuthError, ForbiddenError, ValidationError, PayloadTooLargeError) as exc:
-        metrics.readings_rejected.labels(exc.code).inc()
+        body = await _read_capped(request, intake.p.settings.max_body_bytes)
+        payload = decode_body(body, content_type)
+        result = await run_in_threadpool(intake.submit, identity, payload)
+    except PitstopError as exc:
+        if exc.status < 500:
+            intake.p.metrics.readings_rejected.labels(exc.code).inc()
         raise
-    position = await run_in_threadpool(platform.bus.publish, encode_batch(readings))
-    metrics.readings_accepted.inc(len(readings))
-    return JSONResponse({"accepted": len(readings), "position": position}, status_code=202)
+    return JSONResponse(result.to_dict(), status_code=202)
 
 
 def _bearer(request: Request) -> str:

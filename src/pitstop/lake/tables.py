@@ -37,6 +37,15 @@ def telemetry_schema(sensors: list[str]) -> pa.Schema:
     )
 
 
+def quarantine_schema(sensors: list[str]) -> pa.Schema:
+    """Readings accepted but held out of the clean lake, with the reason (e.g. out of range)."""
+    base = telemetry_schema(sensors)
+    return base.insert(4, pa.field("reason", pa.string(), nullable=False))
+
+
+TABLES = ("telemetry", "events", "quarantine")
+
+
 class Lake:
     """The lake's tables under one folder. Writes are serialised per process."""
 
@@ -44,8 +53,16 @@ class Lake:
         self.root = Path(root)
         self.sensors = list(sensors)
         self._lock = threading.Lock()
-        self._schemas = {"telemetry": telemetry_schema(self.sensors), "events": EVENTS_SCHEMA}
-        self._partitions = {"telemetry": ["day"], "events": None}
+        self._schemas = {
+            "telemetry": telemetry_schema(self.sensors),
+            "events": EVENTS_SCHEMA,
+            "quarantine": quarantine_schema(self.sensors),
+        }
+        self._partitions: dict[str, list[str] | None] = {
+            "telemetry": ["day"],
+            "events": None,
+            "quarantine": ["day"],
+        }
         self._writers: dict[str, DeltaTable] = {}  # kept open for appends, refreshed incrementally
 
     def path(self, table: str) -> str:

@@ -14,6 +14,11 @@ class Metrics:
             "Readings acknowledged by ingest (durable in the bus)",
             registry=r,
         )
+        self.readings_resent = Counter(
+            "pitstop_readings_resent",
+            "Readings acknowledged as re-sends of already accepted ones",
+            registry=r,
+        )
         self.readings_rejected = Counter(
             "pitstop_readings_rejected",
             "Ingest requests rejected, by error code",
@@ -21,6 +26,9 @@ class Metrics:
             registry=r,
         )
         self.lake_rows = Counter("pitstop_lake_rows_written", "Readings appended to the lake", registry=r)
+        self.quarantined = Counter(
+            "pitstop_readings_quarantined", "Readings held in quarantine (e.g. out of range)", registry=r
+        )
         self.duplicates = Counter(
             "pitstop_readings_duplicate",
             "Readings skipped as already seen (machine_id, seq)",

@@ -4,23 +4,21 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 
-import numpy as np
+import polars as pl
 import pyarrow as pa
 from sqlalchemy import select
 
 from pitstop.features import OnlineFeatures
 from pitstop.maintenance import apply_policy
 from pitstop.platform import Platform
-from pitstop.schema import WireReading, decode_batch
+from pitstop.schema import decode_table
 from pitstop.serving import Score
 from pitstop.store import Machine, MachineState, Prediction, utcnow
 
 log = logging.getLogger(__name__)
 
 CONSUMER = "processor"
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -28,6 +26,7 @@ class BatchReport:
     messages: int
     readings: int
     written: int
+    quarantined: int
     duplicates: int
     scored: int
     work_orders: int
@@ -36,14 +35,16 @@ class BatchReport:
 class Processor:
     """Consumes the bus in micro-batches. Per batch, in this order:
 
-    1. append the new readings to the lake, committed with the batch's last bus position as the
-       Delta transaction version, so a batch replayed after a crash is never written twice;
-    2. update each machine's online features and score the machines at their latest reading;
-    3. write machine state, predictions and work orders to the ops DB;
-    4. commit the bus position.
+    1. drop re-sent readings: a (machine_id, seq) at or below the machine's last processed seq;
+    2. append clean readings to ``telemetry`` and out-of-range ones to ``quarantine``. Each commit
+       carries the batch's last bus position as its Delta transaction version, and only rows past a
+       table's recorded position are written, so a batch replayed after a crash is never written twice;
+    3. update each machine's online features and score the machines at their latest reading;
+    4. write machine state, predictions and work orders to the ops DB;
+    5. commit the bus position.
 
-    A reading whose (machine_id, seq) is at or below the machine's last processed seq is a
-    duplicate (a re-sent batch) and is skipped; late readings fall under the same rule for now.
+    Late readings (a seq below the machine's last) count as re-sends; the ingest endpoint rejects
+    non-increasing seqs inside a batch, so they only arise from re-sent batches.
     """
 
     def __init__(self, platform: Platform) -> None:
@@ -55,7 +56,12 @@ class Processor:
 
     # -- lifecycle -------------------------------------------------------------------------
     def bootstrap(self) -> None:
-        """Load the serving model and rebuild online state from the lake for active machines."""
+        """Load the serving model and rebuild online state from the lake for active machines.
+
+        Only rows up to the processor's committed bus position are replayed into the state: both
+        lake tables were written before that commit. Rows past it belong to batches that will be
+        read from the bus again (and skipped per table by its Delta transaction version).
+        """
         model = self.p.scorer.reload()
         self.p.metrics.model_info.labels(model.name, model.version, self.p.scorer.alias).set(1)
         spec = model.bundle.spec
@@ -64,15 +70,22 @@ class Processor:
             active = list(s.scalars(select(Machine.machine_id).where(Machine.status == "active")))
         if not active:
             return
-        history = self.p.lake.read(
-            "telemetry", columns=["machine_id", "seq", *spec.sensors], machine_ids=active
-        )
-        for (machine_id,), group in history.sort("machine_id", "seq").group_by(
+        upto = self.p.bus.position(CONSUMER)
+        done = (pl.col("bus_position").is_null()) | (pl.col("bus_position") <= upto)
+        clean = self.p.lake.read(
+            "telemetry", columns=["machine_id", "seq", "bus_position", *spec.sensors], machine_ids=active
+        ).filter(done)
+        held = self.p.lake.read(
+            "quarantine", columns=["machine_id", "seq", "bus_position"], machine_ids=active
+        ).filter(done)
+        for (machine_id,), group in clean.sort("machine_id", "seq").group_by(
             "machine_id", maintain_order=True
         ):
             self.online.update(
                 str(machine_id), group["seq"].to_numpy(), group.select(spec.sensors).to_numpy()
             )
+        for machine_id, seq in held.group_by("machine_id").agg(pl.col("seq").max()).iter_rows():
+            self.online.skip_to(str(machine_id), int(seq))
 
     def start(self) -> None:
         self.bootstrap()
@@ -108,81 +121,103 @@ class Processor:
 
     # -- one micro-batch ---------------------------------------------------------------------
     def run_once(self) -> BatchReport:
-        assert self.online is not None, "call bootstrap() first"
+        online = self.online
+        assert online is not None, "call bootstrap() first"
         started = time.perf_counter()
         messages = self.p.bus.read(CONSUMER, self.p.settings.processor_max_messages)
         if not messages:
             self.p.metrics.bus_lag.set(0)
-            return BatchReport(0, 0, 0, 0, 0, 0)
+            return BatchReport(0, 0, 0, 0, 0, 0, 0)
         position = messages[-1].position
-        readings = [r for m in messages for r in decode_batch(m.payload)]
-        groups = _by_machine(readings)
-        kept = {m: rows for m, rows in ((m, self._fresh(m, rows)) for m, rows in groups.items()) if rows}
-        written = sum(len(rows) for rows in kept.values())
-        if kept:
-            self.p.lake.append("telemetry", self._arrow(kept, position), app_id=CONSUMER, position=position)
-        spec = self.online.spec
-        for machine_id, rows in kept.items():
-            values = np.array([[r.values.get(s, np.nan) for s in spec.sensors] for r in rows])
-            self.online.update(machine_id, np.array([r.seq for r in rows]), values)
-        scored_ids = sorted(kept)
+        tables = []
+        for m in messages:
+            t = decode_table(m.payload)
+            tables.append(t.append_column("bus_position", pa.array([m.position] * t.num_rows, pa.int64())))
+        frame = pl.from_arrow(pa.concat_tables(tables))
+        assert isinstance(frame, pl.DataFrame)
+        total = frame.height
+        fresh = self._fresh(frame)
+        clean = fresh.filter(pl.col("quarantine").is_null())
+        held = fresh.filter(pl.col("quarantine").is_not_null())
+        lake_frame = fresh.with_columns(pl.col("ts").dt.date().alias("day"))
+        written = 0
+        for table, rows in (
+            ("telemetry", lake_frame.filter(pl.col("quarantine").is_null()).drop("quarantine")),
+            (
+                "quarantine",
+                lake_frame.filter(pl.col("quarantine").is_not_null()).rename({"quarantine": "reason"}),
+            ),
+        ):
+            already = self.p.lake.committed_position(CONSUMER, table)
+            rows = rows.filter(pl.col("bus_position") > already)
+            if rows.height:
+                self.p.lake.append(table, rows.to_arrow(), app_id=CONSUMER, position=position)
+                written += rows.height if table == "telemetry" else 0
+
+        spec = online.spec
+        for (machine_id,), group in clean.group_by("machine_id", maintain_order=True):
+            online.update(str(machine_id), group["seq"].to_numpy(), group.select(spec.sensors).to_numpy())
+        for machine_id, seq in held.group_by("machine_id").agg(pl.col("seq").max()).iter_rows():
+            online.skip_to(str(machine_id), int(seq))
+
+        scored_ids = sorted(set(clean["machine_id"].to_list()))
         scores: dict[str, Score] = {}
         if scored_ids:
-            matrix = self.online.get(scored_ids)
-            scores = dict(zip(scored_ids, self.p.scorer.score_matrix(matrix), strict=True))
-        opened = self._record(kept, scores)
+            scores = dict(zip(scored_ids, self.p.scorer.score_matrix(online.get(scored_ids)), strict=True))
+        last = fresh.group_by("machine_id").agg(pl.col("seq").last(), pl.col("ts").last())
+        opened = self._record(last, scores)
         self.p.bus.commit(CONSUMER, position)
 
-        m = self.p.metrics
-        duplicates = len(readings) - written
-        m.lake_rows.inc(written)
-        m.duplicates.inc(duplicates)
+        metrics = self.p.metrics
+        metrics.lake_rows.inc(written)
+        metrics.quarantined.inc(held.height)
+        metrics.duplicates.inc(total - fresh.height)
         if scores:
             any_score = next(iter(scores.values()))
-            m.predictions.labels(any_score.model_version, any_score.arm).inc(len(scores))
-        m.work_orders_opened.inc(opened)
-        m.bus_lag.set(self.lag())
-        m.batch_seconds.observe(time.perf_counter() - started)
-        return BatchReport(len(messages), len(readings), written, duplicates, len(scores), opened)
+            metrics.predictions.labels(any_score.model_version, any_score.arm).inc(len(scores))
+        metrics.work_orders_opened.inc(opened)
+        metrics.bus_lag.set(self.lag())
+        metrics.batch_seconds.observe(time.perf_counter() - started)
+        return BatchReport(
+            len(messages), total, written, held.height, total - fresh.height, len(scores), opened
+        )
 
-    def _fresh(self, machine_id: str, rows: list[WireReading]) -> list[WireReading]:
+    def _fresh(self, frame: pl.DataFrame) -> pl.DataFrame:
+        """Rows above their machine's last processed seq, first of each (machine_id, seq), in order."""
         assert self.online is not None
-        mask = self.online.fresh(machine_id, np.array([r.seq for r in rows], dtype=np.int64))
-        return [r for r, keep in zip(rows, mask, strict=True) if keep]
+        ids = frame["machine_id"].unique().to_list()
+        last = pl.DataFrame(
+            {"machine_id": ids, "_last": [self.online.last_seq(m) for m in ids]},
+            schema={"machine_id": pl.String, "_last": pl.Int64},
+        )
+        return (
+            frame.join(last, on="machine_id", how="left")
+            .filter(pl.col("seq") > pl.col("_last"))
+            .drop("_last")
+            .unique(["machine_id", "seq"], keep="first", maintain_order=True)
+            .sort("machine_id", "seq", maintain_order=True)
+        )
 
-    def _arrow(self, kept: dict[str, list[WireReading]], position: int) -> pa.Table:
-        rows = [r for machine_rows in kept.values() for r in machine_rows]
-        ts = pa.array([r.ts_us for r in rows], pa.int64()).cast(pa.timestamp("us", tz="UTC"))
-        columns: dict[str, pa.Array] = {
-            "machine_id": pa.array([r.machine_id for r in rows], pa.string()),
-            "ts": ts,
-            "seq": pa.array([r.seq for r in rows], pa.int64()),
-            "day": ts.cast(pa.date32()),
-            "bus_position": pa.array([position] * len(rows), pa.int64()),
-        }
-        for sensor in self.p.lake.sensors:
-            columns[sensor] = pa.array([r.values.get(sensor) for r in rows], pa.float64())
-        return pa.table(columns)
-
-    def _record(self, kept: dict[str, list[WireReading]], scores: dict[str, Score]) -> int:
+    def _record(self, last: pl.DataFrame, scores: dict[str, Score]) -> int:
         """Machine state, predictions and work orders in one transaction, one flush."""
-        assert self.online is not None
+        online = self.online
+        assert online is not None
         now = utcnow()
         predictions = []
         with self.p.db.session() as s:
+            ids = last["machine_id"].to_list()
             states = {
                 st.machine_id: st
-                for st in s.scalars(select(MachineState).where(MachineState.machine_id.in_(list(kept))))
+                for st in s.scalars(select(MachineState).where(MachineState.machine_id.in_(ids)))
             }
-            for machine_id, rows in kept.items():
+            for machine_id, seq, ts in last.iter_rows():
                 state = states.get(machine_id)
                 if state is None:
                     state = MachineState(machine_id=machine_id, readings=0)
                     s.add(state)
-                last = rows[-1]
-                state.last_ts = _ts(last.ts_us)
-                state.last_seq = last.seq
-                state.readings = self.online.count(machine_id)
+                state.last_ts = ts
+                state.last_seq = seq
+                state.readings = online.count(machine_id)
                 score = scores.get(machine_id)
                 if score is None:
                     continue
@@ -194,8 +229,8 @@ class Processor:
                 predictions.append(
                     Prediction(
                         machine_id=machine_id,
-                        ts=state.last_ts,
-                        seq=last.seq,
+                        ts=ts,
+                        seq=seq,
                         rul=score.rul,
                         rul_lower=score.lower,
                         rul_upper=score.upper,
@@ -208,16 +243,3 @@ class Processor:
             s.add_all(predictions)
             opened = apply_policy(s, self.p.policy, scores)
         return len(opened)
-
-
-def _by_machine(readings: list[WireReading]) -> dict[str, list[WireReading]]:
-    groups: dict[str, list[WireReading]] = {}
-    for r in readings:
-        groups.setdefault(r.machine_id, []).append(r)
-    for rows in groups.values():
-        rows.sort(key=lambda r: r.seq)
-    return groups
-
-
-def _ts(ts_us: int) -> datetime:
-    return _EPOCH + timedelta(microseconds=ts_us)

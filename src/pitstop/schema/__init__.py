@@ -1,8 +1,8 @@
 """Fleet schema: machine types, sensors, units, valid ranges; the reading and event models."""
 
 from pitstop.schema.fleet import TURBOFAN, FleetSchema, MachineType, Sensor, default_fleet
-from pitstop.schema.readings import EVENT_KINDS, Reading, parse_readings
-from pitstop.schema.wire import WireReading, decode_batch, encode_batch
+from pitstop.schema.readings import EVENT_KINDS, Reading
+from pitstop.schema.wire import batch_schema, batch_table, decode_table, encode_readings, encode_table
 
 __all__ = [
     "EVENT_KINDS",
@@ -11,9 +11,10 @@ __all__ = [
     "MachineType",
     "Reading",
     "Sensor",
-    "WireReading",
-    "decode_batch",
+    "batch_schema",
+    "batch_table",
+    "decode_table",
     "default_fleet",
-    "encode_batch",
-    "parse_readings",
+    "encode_readings",
+    "encode_table",
 ]

@@ -1,35 +1,75 @@
-"""The bus message format for a batch of readings (versioned, compact JSON)."""
+"""The bus message format: one batch of one machine's readings as an Arrow IPC stream.
+
+Columns: ``machine_id``, ``ts`` (µs, UTC), ``seq``, ``quarantine`` (the reason a reading is out of
+range, else null), then one float64 column per fleet sensor (null where a machine type lacks it).
+Columnar on the wire, so the processor appends to the lake without touching readings one by one.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
-import orjson
+import numpy as np
+import pyarrow as pa
 
 from pitstop.schema.readings import Reading
 
-WIRE_VERSION = 1
+TS = pa.timestamp("us", tz="UTC")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _US = timedelta(microseconds=1)
 
 
-@dataclass(frozen=True)
-class WireReading:
-    machine_id: str
-    ts_us: int
-    seq: int
-    values: dict[str, float]
+def batch_schema(sensors: Sequence[str]) -> pa.Schema:
+    return pa.schema(
+        [
+            pa.field("machine_id", pa.string(), nullable=False),
+            pa.field("ts", TS, nullable=False),
+            pa.field("seq", pa.int64(), nullable=False),
+            pa.field("quarantine", pa.string()),
+            *[pa.field(s, pa.float64()) for s in sensors],
+        ]
+    )
 
 
-def encode_batch(readings: list[Reading]) -> bytes:
-    rows = [[r.machine_id, (r.ts - _EPOCH) // _US, r.seq, r.values] for r in readings]
-    return orjson.dumps({"v": WIRE_VERSION, "readings": rows})
+def batch_table(
+    machine_id: str,
+    ts_us: Sequence[int],
+    seqs: Sequence[int],
+    columns: dict[str, np.ndarray],
+    reasons: Sequence[str | None],
+) -> pa.Table:
+    n = len(seqs)
+    arrays = [
+        pa.array([machine_id] * n, pa.string()),
+        pa.array(ts_us, pa.int64()).cast(TS),
+        pa.array(seqs, pa.int64()),
+        pa.array(reasons, pa.string()),
+        *[pa.array(col, pa.float64(), from_pandas=True) for col in columns.values()],
+    ]
+    return pa.Table.from_arrays(arrays, schema=batch_schema(list(columns)))
 
 
-def decode_batch(payload: bytes) -> list[WireReading]:
-    data: dict[str, Any] = orjson.loads(payload)
-    if data.get("v") != WIRE_VERSION:
-        raise ValueError(f"unsupported bus message version {data.get('v')!r}")
-    return [WireReading(m, int(ts), int(seq), values) for m, ts, seq, values in data["readings"]]
+def encode_table(table: pa.Table) -> bytes:
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return bytes(sink.getvalue().to_pybytes())
+
+
+def decode_table(payload: bytes) -> pa.Table:
+    return pa.ipc.open_stream(pa.py_buffer(payload)).read_all()
+
+
+def encode_readings(readings: Sequence[Reading], sensors: Sequence[str]) -> bytes:
+    """Readings (of one or more machines) as a bus message; for tools and tests."""
+    columns = {s: np.array([r.values.get(s, np.nan) for r in readings], dtype=np.float64) for s in sensors}
+    ts = [(r.ts - _EPOCH) // _US for r in readings]
+    arrays = [
+        pa.array([r.machine_id for r in readings], pa.string()),
+        pa.array(ts, pa.int64()).cast(TS),
+        pa.array([r.seq for r in readings], pa.int64()),
+        pa.nulls(len(readings), pa.string()),
+        *[pa.array(col, pa.float64(), from_pandas=True) for col in columns.values()],
+    ]
+    return encode_table(pa.Table.from_arrays(arrays, schema=batch_schema(list(sensors))))

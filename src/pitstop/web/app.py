@@ -9,6 +9,7 @@ from fastapi.staticfiles import StaticFiles
 
 from pitstop import __version__
 from pitstop.assistant import Assistant, KnowledgeBase
+from pitstop.ingest import Intake
 from pitstop.ingest import router as ingest_router
 from pitstop.web.api import router as api_router
 from pitstop.web.errors import install_error_handlers
@@ -26,6 +27,7 @@ def create_app(platform: Platform, processor: Processor | None = None) -> FastAP
     app.state.platform = platform
     app.state.processor = processor
     app.state.replay = None
+    app.state.intake = Intake(platform)
     knowledge = KnowledgeBase.shipped(platform.settings.data_dir / "manuals")
     app.state.assistant = Assistant(platform.db, platform.policy, knowledge)
     install_error_handlers(app)

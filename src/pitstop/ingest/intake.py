@@ -1,0 +1,111 @@
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from pitstop.errors import RateLimitedError
+from pitstop.ingest.devices import DeviceIdentity, DeviceRegistry, hash_token
+from pitstop.ingest.limits import RateLimiter, retry_after
+from pitstop.ingest.validate import validate_batch
+from pitstop.platform import Platform
+from pitstop.schema import encode_table
+from pitstop.store import MachineState
+
+AUTH_CACHE_S = 5.0
+
+
+@dataclass(frozen=True)
+class IntakeResult:
+    accepted: int
+    quarantined: int
+    duplicates: int
+    position: int | None  # bus position of the batch; None when nothing new was stored
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "accepted": self.accepted,
+            "quarantined": self.quarantined,
+            "duplicates": self.duplicates,
+            "position": self.position,
+        }
+
+
+class Intake:
+    """Authenticate, rate-limit, validate and durably publish reading batches (any transport).
+
+    Tracks the highest seq accepted per machine so that a re-sent batch is acknowledged without
+    being stored again; one lock per machine keeps validation and publishing in order.
+    """
+
+    def __init__(self, platform: Platform) -> None:
+        self.p = platform
+        self.devices = DeviceRegistry(platform.db)
+        s = platform.settings
+        self.limiter = RateLimiter(s.device_rate_limit, s.device_rate_burst)
+        self._auth: dict[str, tuple[DeviceIdentity, float]] = {}
+        self._last_seq: dict[str, int] = {}
+        self._locks: dict[str, threading.Lock] = {}
+        self._guard = threading.Lock()
+
+    def authenticate(self, token: str) -> DeviceIdentity:
+        """A device by its token; cached for a few seconds (a disable takes effect within them)."""
+        key = hash_token(token)
+        hit = self._auth.get(key)
+        if hit is not None and hit[1] > time.monotonic():
+            return hit[0]
+        identity = self.devices.authenticate(token)
+        self._auth[key] = (identity, time.monotonic() + AUTH_CACHE_S)
+        return identity
+
+    def forget_devices(self) -> None:
+        """Drop cached identities (after a device is disabled or rotated in this process)."""
+        self._auth.clear()
+
+    def admit(self, identity: DeviceIdentity) -> None:
+        wait = self.limiter.acquire(identity.device_id)
+        if wait:
+            raise RateLimitedError(
+                f"device {identity.device_id} is over its rate limit; retry after {retry_after(wait)} s",
+                headers={"Retry-After": retry_after(wait)},
+            )
+
+    def submit(self, identity: DeviceIdentity, payload: list[Any]) -> IntakeResult:
+        s = self.p.settings
+        machine_id = identity.machine_id
+        with self._lock(machine_id):
+            batch = validate_batch(
+                payload,
+                self.p.fleet.type_of(identity.machine_type),
+                self.p.lake.sensors,
+                machine_id=machine_id,
+                last_seq=self._known_seq(machine_id),
+                max_readings=s.max_batch_readings,
+                horizon=datetime.now(UTC) + timedelta(seconds=s.max_future_skew_s),
+            )
+            position = None
+            if batch.table is not None:
+                position = self.p.bus.publish(encode_table(batch.table))
+                self._last_seq[machine_id] = batch.last_seq
+        m = self.p.metrics
+        m.readings_accepted.inc(batch.accepted + batch.quarantined)
+        m.readings_resent.inc(batch.duplicates)
+        return IntakeResult(batch.accepted, batch.quarantined, batch.duplicates, position)
+
+    def _lock(self, machine_id: str) -> threading.Lock:
+        with self._guard:
+            lock = self._locks.get(machine_id)
+            if lock is None:
+                lock = self._locks[machine_id] = threading.Lock()
+            return lock
+
+    def _known_seq(self, machine_id: str) -> int:
+        known = self._last_seq.get(machine_id)
+        if known is None:
+            with self.p.db.session() as session:
+                state = session.get(MachineState, machine_id)
+            known = state.last_seq if state is not None and state.last_seq is not None else -1
+            self._last_seq[machine_id] = known
+        return known
