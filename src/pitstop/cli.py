@@ -5,17 +5,15 @@ from __future__ import annotations
 import json
 import logging
 import os
-import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import click
 
 from pitstop import __version__
-from pitstop.config import Settings, describe_settings, load_settings, settings_markdown
-from pitstop.errors import PitstopError
+from pitstop.cli_common import _errors, _settings, data_dir_option
+from pitstop.config import describe_settings, settings_markdown
 
 log = logging.getLogger("pitstop")
 
@@ -30,21 +28,6 @@ def _setup_logging(verbose: bool) -> None:
     logging.getLogger("pitstop").setLevel(logging.DEBUG if verbose else logging.INFO)
     for noisy in ("alembic", "mlflow", "httpx"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-
-
-def _settings(ctx: click.Context, **overrides: Any) -> Settings:
-    obj = ctx.ensure_object(dict)
-    return load_settings(obj.get("config"), **overrides)
-
-
-@contextmanager
-def _errors() -> Iterator[None]:
-    """Our errors print as one clear line and exit non-zero; no traceback for expected failures."""
-    try:
-        yield
-    except PitstopError as exc:
-        click.echo(f"error [{exc.code}]: {exc.message}", err=True)
-        sys.exit(2)
 
 
 def _progress_bar(label: str) -> tuple[Callable[[str, int, int], None], Callable[[], None]]:
@@ -76,14 +59,6 @@ def cli(ctx: click.Context, config: Path | None, verbose: bool) -> None:
     """Pitstop: predictive maintenance for machine fleets."""
     _setup_logging(verbose)
     ctx.ensure_object(dict)["config"] = config
-
-
-data_dir_option = click.option(
-    "--data-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Data directory (default ./pitstop-data).",
-)
 
 
 @cli.command()
@@ -266,6 +241,16 @@ def settings_cmd(markdown: bool) -> None:
         return
     for name, kind, default, help_text in describe_settings():
         click.echo(f"{name:28} {kind:8} {default:24} {help_text}  [PITSTOP_{name.upper()}]")
+
+
+def _register() -> None:
+    from pitstop.cli_ops import devices, lake, quarantine
+
+    for group in (devices, quarantine, lake):
+        cli.add_command(group)
+
+
+_register()
 
 
 def main() -> None:

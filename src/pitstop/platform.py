@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 from dataclasses import dataclass, field
 
 from pitstop.bus import SqliteBus
@@ -52,6 +53,17 @@ class Platform:
             scorer=Scorer(registry),
             policy=RiskPolicy(settings.work_order_rul_threshold),
         )
+
+    def admin_token(self) -> str:
+        """The admin API token: the ``admin_token`` setting, else one generated once into the data dir."""
+        if self.settings.admin_token is not None:
+            return self.settings.admin_token.get_secret_value()
+        path = self.settings.data_dir / "admin-token"
+        if not path.exists():
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(secrets.token_urlsafe(32))
+        return path.read_text().strip()
 
     def close(self) -> None:
         self.bus.close()

@@ -4,7 +4,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from pitstop.errors import ConfigError
@@ -37,6 +37,9 @@ class Settings(BaseSettings):
     max_future_skew_s: float = Field(300.0, ge=0, description="How far in the future a reading's ts may be.")
     device_rate_limit: float = Field(20.0, gt=0, description="Requests per second a device may sustain.")
     device_rate_burst: int = Field(40, gt=0, description="Requests a device may send in a burst.")
+    admin_token: SecretStr | None = Field(
+        None, description="Bearer token for the admin API (default: generated into <data_dir>/admin-token)."
+    )
     processor_poll_s: float = Field(0.5, gt=0, description="Processor wait between empty polls of the bus.")
     processor_max_messages: int = Field(500, gt=0, description="Bus messages per processor micro-batch.")
 

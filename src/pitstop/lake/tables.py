@@ -1,7 +1,9 @@
 from __future__ import annotations
 
 import threading
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 import pyarrow as pa
@@ -136,10 +138,19 @@ class Lake:
         name: str,
         *,
         version: int | None = None,
+        as_of: datetime | None = None,
         columns: list[str] | None = None,
         machine_ids: list[str] | None = None,
     ) -> pl.DataFrame:
+        """Rows of a table, now or at a version or a point in time (time travel)."""
         dt = self.table(name, version)
+        if as_of is not None:
+            if version is not None:
+                raise LakeError("pass a version or a time, not both")
+            try:
+                dt.load_as_version(as_of)
+            except (DeltaError, ValueError) as exc:
+                raise LakeError(f"table {name} has no version at {as_of.isoformat()}: {exc}") from exc
         filters = [("machine_id", "in", list(machine_ids))] if machine_ids else None
         try:
             arrow = dt.to_pyarrow_table(columns=columns, filters=filters)
@@ -151,3 +162,51 @@ class Lake:
 
     def count(self, name: str, version: int | None = None) -> int:
         return int(self.table(name, version).count())
+
+    def history(self, name: str, limit: int | None = None) -> list[dict[str, Any]]:
+        """Commits of a table, newest first: version, time, operation, rows added."""
+        out = []
+        for entry in self.table(name).history(limit):
+            metrics = entry.get("operationMetrics") or {}
+            out.append(
+                {
+                    "version": entry.get("version"),
+                    "timestamp": datetime.fromtimestamp(entry["timestamp"] / 1000, tz=UTC).isoformat(),
+                    "operation": entry.get("operation"),
+                    "rows_added": metrics.get("num_added_rows"),
+                    "files_added": metrics.get("num_added_files"),
+                }
+            )
+        return out
+
+    def compact(self, name: str) -> dict[str, Any]:
+        """Rewrite small files into large ones (a new table version; old files stay until vacuum)."""
+        with self._lock:
+            try:
+                result = self._writer(name).optimize.compact()
+            except DeltaError as exc:
+                raise LakeError(f"compaction of {name} failed: {exc}") from exc
+        return {k: result.get(k) for k in ("numFilesAdded", "numFilesRemoved", "partitionsOptimized")}
+
+    def vacuum(self, name: str, retention_hours: int = 168, dry_run: bool = True) -> list[str]:
+        """Files no longer referenced by versions newer than the retention (deleted unless dry_run).
+
+        Time travel to versions older than the retention stops working once they are deleted.
+        """
+        with self._lock:
+            try:
+                return list(
+                    self._writer(name).vacuum(
+                        retention_hours=retention_hours, dry_run=dry_run, enforce_retention_duration=False
+                    )
+                )
+            except DeltaError as exc:
+                raise LakeError(f"vacuum of {name} failed: {exc}") from exc
+
+    def delete(self, name: str, predicate: str) -> int:
+        with self._lock:
+            try:
+                metrics = self._writer(name).delete(predicate)
+            except DeltaError as exc:
+                raise LakeError(f"delete from {name} failed: {exc}") from exc
+        return int(metrics.get("num_deleted_rows", 0) or 0)

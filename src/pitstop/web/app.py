@@ -11,6 +11,7 @@ from pitstop import __version__
 from pitstop.assistant import Assistant, KnowledgeBase
 from pitstop.ingest import Intake
 from pitstop.ingest import router as ingest_router
+from pitstop.ingest.admin import router as admin_router
 from pitstop.web.api import router as api_router
 from pitstop.web.errors import install_error_handlers
 
@@ -28,6 +29,7 @@ def create_app(platform: Platform, processor: Processor | None = None) -> FastAP
     app.state.processor = processor
     app.state.replay = None
     app.state.intake = Intake(platform)
+    app.state.admin_token = platform.admin_token()
     knowledge = KnowledgeBase.shipped(platform.settings.data_dir / "manuals")
     app.state.assistant = Assistant(platform.db, platform.policy, knowledge)
     install_error_handlers(app)
@@ -43,6 +45,7 @@ def create_app(platform: Platform, processor: Processor | None = None) -> FastAP
         return Response(platform.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     app.include_router(ingest_router)
+    app.include_router(admin_router)
     app.include_router(api_router)
 
     @app.get("/", include_in_schema=False)

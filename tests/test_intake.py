@@ -1,0 +1,176 @@
+"""Device registry (API and CLI), NDJSON, rate limits, quarantine and lake operations."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+import orjson
+import pytest
+from click.testing import CliRunner
+from fastapi.testclient import TestClient
+
+from pitstop.cli import cli
+from pitstop.config import load_settings
+from pitstop.platform import Platform
+from pitstop.processor import Processor
+from pitstop.web import create_app
+from tests.test_api import assert_error, post, readings
+
+
+@pytest.fixture
+def app_client(trained: Platform) -> Iterator[tuple[TestClient, Processor]]:
+    proc = Processor(trained)
+    proc.bootstrap()
+    with TestClient(create_app(trained, proc)) as client:
+        yield client, proc
+
+
+def admin(platform: Platform) -> dict[str, str]:
+    return {"Authorization": f"Bearer {platform.admin_token()}"}
+
+
+def test_admin_device_lifecycle(trained: Platform, app_client: tuple[TestClient, Processor]) -> None:
+    client, _ = app_client
+    assert_error(client.get("/api/v1/admin/devices"), 401, "missing_token")
+    assert_error(
+        client.get("/api/v1/admin/devices", headers={"Authorization": "Bearer nope"}), 403, "not_admin"
+    )
+    assert (trained.settings.data_dir / "admin-token").stat().st_mode & 0o777 == 0o600
+
+    created = client.post(
+        "/api/v1/admin/devices",
+        json={"machine_id": "harv-1", "machine_type": "turbofan"},
+        headers=admin(trained),
+    )
+    assert created.status_code == 201
+    device_id, token = created.json()["device_id"], created.json()["token"]
+    assert_error(
+        client.post("/api/v1/admin/devices", json={"machine_id": "harv-2"}, headers=admin(trained)),
+        404,
+        "machine_not_found",
+    )
+    assert_error(
+        client.post(
+            "/api/v1/admin/devices",
+            json={"machine_id": "harv-2", "machine_type": "tractor"},
+            headers=admin(trained),
+        ),
+        422,
+        "unknown_machine_type",
+    )
+    listed = client.get("/api/v1/admin/devices", headers=admin(trained)).json()["devices"]
+    assert {"device_id": device_id, "machine_id": "harv-1", "status": "active"}.items() <= listed[-1].items()
+
+    batch = readings("harv-1", 5, 0, 3)
+    assert post(client, token, batch).status_code == 202
+
+    rotated = client.post(f"/api/v1/admin/devices/{device_id}/rotate", headers=admin(trained)).json()["token"]
+    assert_error(
+        post(client, token, readings("harv-1", 5, 3, 1)), 401, "invalid_token"
+    )  # old token: gone at once
+    assert post(client, rotated, readings("harv-1", 5, 3, 1)).status_code == 202
+
+    assert (
+        client.post(f"/api/v1/admin/devices/{device_id}/disable", headers=admin(trained)).status_code == 200
+    )
+    assert_error(post(client, rotated, readings("harv-1", 5, 4, 1)), 401, "device_disabled")
+    assert_error(
+        client.post("/api/v1/admin/devices/9999/disable", headers=admin(trained)), 404, "device_not_found"
+    )
+
+
+def test_devices_cli(trained: Platform) -> None:
+    run = CliRunner().invoke
+    data = ["--data-dir", str(trained.settings.data_dir)]
+    out = run(cli, ["devices", "add", "harv-9", "--machine-type", "turbofan", *data])
+    assert out.exit_code == 0, out.output
+    device = json.loads(out.output)
+    assert device["token"].startswith("pst_") and device["token"] not in (
+        trained.settings.data_dir / "ops.db"
+    ).read_bytes().decode("latin-1")
+    assert "harv-9" in run(cli, ["devices", "list", *data]).output
+    rotated = json.loads(run(cli, ["devices", "rotate", str(device["device_id"]), *data]).output)
+    assert rotated["token"] != device["token"]
+    assert run(cli, ["devices", "disable", str(device["device_id"]), *data]).exit_code == 0
+    missing = run(cli, ["devices", "add", "harv-10", *data])
+    assert missing.exit_code == 2 and "machine_not_found" in missing.output
+
+
+def test_ndjson_and_quarantine(
+    trained: Platform, app_client: tuple[TestClient, Processor], tokens: dict[str, str]
+) -> None:
+    client, proc = app_client
+    batch = readings("eng-004", 4, 0, 5)
+    batch[2]["values"]["s3"] = 5000.0  # out of range: accepted into quarantine
+    body = b"\n".join(orjson.dumps(r) for r in batch) + b"\n"
+    r = post(client, tokens["eng-004"], body, headers={"content-type": "application/x-ndjson"})
+    assert r.status_code == 202 and (r.json()["accepted"], r.json()["quarantined"]) == (4, 1)
+    proc.run_once()
+    assert trained.lake.read("telemetry", machine_ids=["eng-004"]).height == 4
+    held = trained.lake.read("quarantine", machine_ids=["eng-004"])
+    assert held["seq"].to_list() == [batch[2]["seq"]] and "s3=5000" in held["reason"][0]
+
+    data = ["--data-dir", str(trained.settings.data_dir)]
+    listed = CliRunner().invoke(cli, ["quarantine", "list", *data])
+    assert "eng-004" in listed.output and "s3=5000" in listed.output
+    assert (
+        CliRunner().invoke(cli, ["quarantine", "release", *data]).exit_code == 2
+    )  # needs --machine or --all
+    released = CliRunner().invoke(cli, ["quarantine", "release", "--machine", "eng-004", *data])
+    assert "released 1" in released.output
+    assert trained.lake.read("telemetry", machine_ids=["eng-004"]).height == 5
+    assert trained.lake.read("quarantine", machine_ids=["eng-004"]).height == 0
+
+
+def test_rate_limit(trained: Platform) -> None:
+    limited = Platform.open(
+        load_settings(None, data_dir=trained.settings.data_dir, device_rate_limit=1, device_rate_burst=2)
+    )
+    try:
+        proc = Processor(limited)
+        proc.bootstrap()
+        tokens = json.loads((trained.settings.data_dir / "demo-devices.json").read_text())
+        with TestClient(create_app(limited, proc)) as client:
+            statuses = [
+                post(client, tokens["eng-005"], readings("eng-005", 5, i, 1)).status_code for i in range(3)
+            ]
+            assert statuses == [202, 202, 429]
+            r = post(client, tokens["eng-005"], readings("eng-005", 5, 3, 1))
+            assert_error(r, 429, "rate_limited")
+            assert int(r.headers["Retry-After"]) >= 1
+            assert (
+                post(client, tokens["eng-006"], readings("eng-006", 6, 0, 1)).status_code == 202
+            )  # per device
+    finally:
+        limited.close()
+
+
+def test_lake_versions_compact_and_time_travel(trained: Platform) -> None:
+    lake = trained.lake
+    before = lake.version()
+    rows_before = lake.count("telemetry")
+    time.sleep(0.05)
+    moment = datetime.now(UTC)
+    time.sleep(0.05)
+    frame = lake.read("telemetry", machine_ids=["hist-001"]).head(3)
+    lake.append("telemetry", frame.with_columns(frame["machine_id"].str.replace("hist", "copy")).to_arrow())
+    assert lake.count("telemetry") == rows_before + 3
+    assert lake.read("telemetry", version=before).height == rows_before
+    assert lake.read("telemetry", as_of=moment).height == rows_before
+    data = ["--data-dir", str(trained.settings.data_dir)]
+    versions = CliRunner().invoke(cli, ["lake", "versions", *data]).output
+    assert f"v{before + 1}" in versions and "WRITE" in versions
+    compacted = json.loads(CliRunner().invoke(cli, ["lake", "compact", *data]).output)
+    assert compacted["numFilesRemoved"] >= 1
+    assert lake.count("telemetry") == rows_before + 3
+    dry = CliRunner().invoke(cli, ["lake", "vacuum", "--retention-hours", "0", *data]).output
+    assert "would delete" in dry
+
+
+@pytest.fixture
+def tokens(trained: Platform) -> dict[str, str]:
+    tokens: dict[str, str] = json.loads((trained.settings.data_dir / "demo-devices.json").read_text())
+    return tokens
