@@ -174,3 +174,38 @@ def test_lake_versions_compact_and_time_travel(trained: Platform) -> None:
 def tokens(trained: Platform) -> dict[str, str]:
     tokens: dict[str, str] = json.loads((trained.settings.data_dir / "demo-devices.json").read_text())
     return tokens
+
+
+def test_fast_path_builds_the_same_batch_as_the_strict_path() -> None:
+    from datetime import timedelta
+
+    from pitstop.ingest.validate import may_hold_literals, validate_batch
+    from pitstop.schema import TURBOFAN, default_fleet
+
+    batch = readings("m-1", 7, 0, 40)
+    batch[5]["values"]["s4"] = 2000.0  # quarantined either way
+    del batch[9]["values"]["s1"]  # missing: the fast path must hand over to the strict one
+    body = orjson.dumps(batch)
+    assert not may_hold_literals(body) and may_hold_literals(b'{"a": true}') and may_hold_literals(b"[null]")
+    kw = {
+        "machine_id": "m-1",
+        "last_seq": 3,
+        "max_readings": 100,
+        "horizon": datetime.now(UTC) + timedelta(minutes=5),
+    }
+    from pitstop.errors import ValidationError
+
+    for check in (True, False):
+        with pytest.raises(ValidationError) as err:
+            validate_batch(orjson.loads(body), TURBOFAN, default_fleet().sensors, check_values=check, **kw)  # type: ignore[arg-type]
+        assert err.value.details == [{"index": 9, "code": "missing_sensor", "message": "missing sensors: s1"}]
+    del batch[9]
+    strict = validate_batch(batch, TURBOFAN, default_fleet().sensors, check_values=True, **kw)  # type: ignore[arg-type]
+    fast = validate_batch(batch, TURBOFAN, default_fleet().sensors, check_values=False, **kw)  # type: ignore[arg-type]
+    assert strict.table is not None and fast.table is not None
+    assert strict.table.equals(fast.table)
+    assert (
+        (fast.accepted, fast.quarantined, fast.duplicates)
+        == (strict.accepted, strict.quarantined, strict.duplicates)
+        == (35, 1, 3)
+    )

@@ -178,8 +178,16 @@ def train(ctx: click.Context, data_dir: Path | None, lake_version: int | None, a
 @data_dir_option
 @click.option("--port", type=int, default=None, help="HTTP port (default 8000).")
 @click.option("--host", default=None, help="HTTP address (default 127.0.0.1).")
+@click.option(
+    "--processor/--no-processor",
+    default=True,
+    show_default=True,
+    help="Run the stream processor in this process (else run `pitstop process` beside it).",
+)
 @click.pass_context
-def serve(ctx: click.Context, data_dir: Path | None, port: int | None, host: str | None) -> None:
+def serve(
+    ctx: click.Context, data_dir: Path | None, port: int | None, host: str | None, processor: bool
+) -> None:
     """Serve the API, dashboard and processor over an existing data directory (no replay)."""
     import uvicorn
 
@@ -192,18 +200,49 @@ def serve(ctx: click.Context, data_dir: Path | None, port: int | None, host: str
         settings = _settings(ctx, data_dir=data_dir, port=port, host=host)
         check_port(settings.host, settings.port)
         platform = Platform.open(settings)
-        processor = Processor(platform)
-        processor.start()
+        proc = Processor(platform) if processor else None
+        if proc is not None:
+            proc.start()
+        else:
+            platform.scorer.reload()
         click.echo(f"serving http://{settings.host}:{settings.port}  (Ctrl-C to stop)")
         try:
             uvicorn.run(
-                create_app(platform, processor),
-                host=settings.host,
-                port=settings.port,
-                log_level="warning",
+                create_app(platform, proc), host=settings.host, port=settings.port, log_level="warning"
             )
+        except KeyboardInterrupt:
+            pass  # graceful shutdown already happened
         finally:
-            processor.stop(drain=True)
+            if proc is not None:
+                proc.stop(drain=True)
+            platform.close()
+
+
+@cli.command()
+@data_dir_option
+@click.pass_context
+def process(ctx: click.Context, data_dir: Path | None) -> None:
+    """Run the stream processor alone: bus → lake → features → scores → work orders."""
+    import signal
+    import threading
+
+    from pitstop.platform import Platform
+    from pitstop.processor import Processor
+
+    with _errors():
+        platform = Platform.open(_settings(ctx, data_dir=data_dir))
+        proc = Processor(platform)
+        proc.start()
+        stop = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        click.echo(f"processing {platform.settings.bus_path} (Ctrl-C to stop)")
+        try:
+            while not stop.wait(1.0):
+                pass
+        except KeyboardInterrupt:
+            pass
+        finally:
+            proc.stop(drain=False)
             platform.close()
 
 

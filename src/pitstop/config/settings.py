@@ -41,6 +41,9 @@ class Settings(BaseSettings):
         None, description="Bearer token for the admin API (default: generated into <data_dir>/admin-token)."
     )
     processor_poll_s: float = Field(0.5, gt=0, description="Processor wait between empty polls of the bus.")
+    processor_batch_interval_s: float = Field(
+        0.5, ge=0, description="Least time between micro-batch starts, so each batch amortises its commits."
+    )
     processor_max_messages: int = Field(500, gt=0, description="Bus messages per processor micro-batch.")
 
     @field_validator("data_dir")

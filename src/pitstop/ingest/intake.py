@@ -72,7 +72,7 @@ class Intake:
                 headers={"Retry-After": retry_after(wait)},
             )
 
-    def submit(self, identity: DeviceIdentity, payload: list[Any]) -> IntakeResult:
+    def submit(self, identity: DeviceIdentity, payload: list[Any], check_values: bool = True) -> IntakeResult:
         s = self.p.settings
         machine_id = identity.machine_id
         with self._lock(machine_id):
@@ -84,6 +84,7 @@ class Intake:
                 last_seq=self._known_seq(machine_id),
                 max_readings=s.max_batch_readings,
                 horizon=datetime.now(UTC) + timedelta(seconds=s.max_future_skew_s),
+                check_values=check_values,
             )
             position = None
             if batch.table is not None:

@@ -24,6 +24,8 @@ from pitstop.schema import MachineType
 from pitstop.schema.wire import batch_table
 
 _MACHINE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
+# JSON literals numpy would quietly turn into numbers; a body without them may skip per-value checks
+_LITERALS = re.compile(rb"\btrue\b|\bfalse\b|\bnull\b")
 _KEYS = frozenset(("machine_id", "ts", "seq", "values"))
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -35,6 +37,11 @@ class ValidatedBatch:
     quarantined: int
     duplicates: int
     last_seq: int
+
+
+def may_hold_literals(body: bytes) -> bool:
+    """Whether a body may contain true/false/null (then every value is type-checked one by one)."""
+    return _LITERALS.search(body) is not None
 
 
 def decode_body(body: bytes, content_type: str) -> list[Any]:
@@ -94,9 +101,19 @@ def validate_batch(
     last_seq: int,
     max_readings: int,
     horizon: datetime,
+    check_values: bool = True,
 ) -> ValidatedBatch:
     """Validate readings for one device's machine. ``last_seq`` is the highest seq already accepted
-    for it: readings at or below it are re-sends, acknowledged but not stored again."""
+    for it: readings at or below it are re-sends, acknowledged but not stored again.
+
+    ``check_values=False`` is the fast path for bodies without true/false/null literals
+    (``may_hold_literals``): values are then numbers or strings, and a string shows up as a
+    non-numeric column, which sends the batch back through the strict path for its error codes.
+    """
+    if not check_values:
+        fast = _fast(payload, machine_type, sensors, machine_id, last_seq, max_readings, horizon)
+        if fast is not None:
+            return fast
     if len(payload) > max_readings:
         raise ValidationError(
             f"batch has {len(payload)} readings, the limit is {max_readings}: split it",
@@ -140,7 +157,7 @@ def validate_batch(
             problems.append(_problem(index, "invalid_reading", "values must be an object {sensor: number}"))
             continue
         bad_type = [k for k, v in vals.items() if type(v) is not float and type(v) is not int]
-        if bad_type:
+        if bad_type:  # bool is not int here: type() is exact
             problems.append(_problem(index, "invalid_value", f"not a number: {', '.join(sorted(bad_type))}"))
             continue
         unknown = vals.keys() - known
@@ -169,6 +186,19 @@ def validate_batch(
             _summary(len(problems), len(payload)), code="invalid_readings", details=problems
         )
 
+    return _assemble(machine_id, machine_type, sensors, ts_us, seqs, values, last_seq, None)
+
+
+def _assemble(
+    machine_id: str,
+    machine_type: MachineType,
+    sensors: list[str],
+    ts_us: list[int],
+    seqs: list[int],
+    values: list[dict[str, Any]],
+    last_seq: int,
+    columns: dict[str, np.ndarray] | None,
+) -> ValidatedBatch:
     fresh = [i for i, s in enumerate(seqs) if s > last_seq]
     duplicates = len(seqs) - len(fresh)
     if not fresh:
@@ -177,11 +207,58 @@ def validate_batch(
         ts_us = [ts_us[i] for i in fresh]
         seqs = [seqs[i] for i in fresh]
         values = [values[i] for i in fresh]
-    columns = {s: np.array([v.get(s, np.nan) for v in values], dtype=np.float64) for s in sensors}
+        columns = None if columns is None else {s: c[fresh] for s, c in columns.items()}
+    if columns is None:
+        columns = {s: np.array([v.get(s, np.nan) for v in values], dtype=np.float64) for s in sensors}
     reasons = _out_of_range(columns, machine_type, len(seqs))
     table = batch_table(machine_id, ts_us, seqs, columns, reasons)
     quarantined = sum(r is not None for r in reasons)
     return ValidatedBatch(table, len(seqs) - quarantined, quarantined, duplicates, seqs[-1])
+
+
+def _fast(
+    payload: list[Any],
+    machine_type: MachineType,
+    sensors: list[str],
+    machine_id: str,
+    last_seq: int,
+    max_readings: int,
+    horizon: datetime,
+) -> ValidatedBatch | None:
+    """The common case in few Python operations per reading; None means "use the strict path"."""
+    if len(payload) > max_readings:
+        return None
+    ts_us: list[int] = []
+    seqs: list[int] = []
+    values: list[dict[str, Any]] = []
+    previous = -1
+    keys: set[str] = set()
+    for raw in payload:
+        if type(raw) is not dict or raw.keys() != _KEYS or raw["machine_id"] != machine_id:
+            return None
+        seq, vals = raw["seq"], raw["values"]
+        if type(seq) is not int or seq <= previous or type(vals) is not dict:
+            return None
+        code, _, when = _timestamp(raw["ts"], horizon)
+        if code:
+            return None
+        previous = seq
+        keys.update(vals)
+        ts_us.append(when)
+        seqs.append(seq)
+        values.append(vals)
+    if not keys <= set(machine_type.sensor_names):
+        return None
+    columns = {}
+    for s in sensors:
+        col = np.array([v.get(s, np.nan) for v in values])
+        if col.dtype.kind not in "fi":
+            return None  # a string (or worse) among the numbers
+        columns[s] = col.astype(np.float64, copy=False)
+    for s in machine_type.required:
+        if np.isnan(columns[s]).any():
+            return None  # a required sensor is missing somewhere
+    return _assemble(machine_id, machine_type, sensors, ts_us, seqs, values, last_seq, columns)
 
 
 def _out_of_range(columns: dict[str, np.ndarray], machine_type: MachineType, n: int) -> list[str | None]:

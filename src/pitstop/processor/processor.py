@@ -108,7 +108,9 @@ class Processor:
         return self.p.bus.head() - self.p.bus.position(CONSUMER)
 
     def _run(self) -> None:
+        settings = self.p.settings
         while not self._stop.is_set():
+            started = time.monotonic()
             try:
                 report = self.run_once()
             except Exception:  # keep the loop alive; the batch is retried from the bus
@@ -117,7 +119,10 @@ class Processor:
                 self._stop.wait(1.0)
                 continue
             if report.messages == 0:
-                self._stop.wait(self.p.settings.processor_poll_s)
+                self._stop.wait(settings.processor_poll_s)
+            elif report.messages < settings.processor_max_messages:
+                # not behind: let readings gather so the fixed cost of each commit is shared
+                self._stop.wait(max(0.0, settings.processor_batch_interval_s - (time.monotonic() - started)))
 
     # -- one micro-batch ---------------------------------------------------------------------
     def run_once(self) -> BatchReport:
