@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import hmac
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Path, Request
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
@@ -33,6 +33,9 @@ class NewDevice(BaseModel):
     machine_type: str | None = Field(None, description="create the machine with this type if it is new")
 
 
+DeviceId = Annotated[int, Path(ge=1, le=2**63 - 1, description="device id from `devices list`")]
+
+
 def _intake(request: Request) -> Intake:
     intake: Intake = request.app.state.intake
     return intake
@@ -55,7 +58,7 @@ async def list_devices(request: Request) -> dict[str, Any]:
 
 
 @router.post("/devices/{device_id}/disable", summary="Disable a device; its token stops working")
-async def disable_device(request: Request, device_id: int) -> dict[str, Any]:
+async def disable_device(request: Request, device_id: DeviceId) -> dict[str, Any]:
     intake = _intake(request)
     await run_in_threadpool(intake.devices.disable, device_id)
     intake.forget_devices()
@@ -64,7 +67,7 @@ async def disable_device(request: Request, device_id: int) -> dict[str, Any]:
 
 
 @router.post("/devices/{device_id}/rotate", summary="Issue a new token; the old one stops working")
-async def rotate_device(request: Request, device_id: int) -> dict[str, Any]:
+async def rotate_device(request: Request, device_id: DeviceId) -> dict[str, Any]:
     intake = _intake(request)
     token = await run_in_threadpool(intake.devices.rotate, device_id)
     intake.forget_devices()

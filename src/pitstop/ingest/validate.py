@@ -26,6 +26,8 @@ from pitstop.schema.wire import batch_table
 _MACHINE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
 # JSON literals numpy would quietly turn into numbers; a body without them may skip per-value checks
 _LITERALS = re.compile(rb"\btrue\b|\bfalse\b|\bnull\b")
+_NON_FINITE = re.compile(rb"\bNaN\b|\bInfinity\b")
+_MAX_SEQ = 2**63 - 1
 _KEYS = frozenset(("machine_id", "ts", "seq", "values"))
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -70,6 +72,8 @@ def decode_body(body: bytes, content_type: str) -> list[Any]:
 def _non_finite_or_raise(body: bytes, ndjson: bool, exc: Exception) -> None:
     """orjson refuses NaN and Infinity; find which readings carry them to say so per reading."""
     payload: Any
+    if _NON_FINITE.search(body) is None:
+        raise ValidationError(f"body is not valid JSON: {exc}", code="invalid_json")
     try:
         text = body.decode()
         if ndjson:
@@ -78,7 +82,7 @@ def _non_finite_or_raise(body: bytes, ndjson: bool, exc: Exception) -> None:
             payload = json.loads(text)
             if isinstance(payload, dict):
                 payload = payload.get("readings")
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):
         raise ValidationError(f"body is not valid JSON: {exc}", code="invalid_json") from None
     problems = []
     for index, raw in enumerate(payload if isinstance(payload, list) else []):
@@ -140,8 +144,8 @@ def validate_batch(
         if mid != machine_id:
             foreign.add(mid)
             continue
-        if type(seq) is not int or seq < 0:
-            problems.append(_problem(index, "invalid_seq", "seq must be a non-negative integer"))
+        if type(seq) is not int or not 0 <= seq <= _MAX_SEQ:
+            problems.append(_problem(index, "invalid_seq", "seq must be an integer from 0 to 2^63-1"))
             continue
         if previous is not None and seq <= previous:
             problems.append(
@@ -237,7 +241,7 @@ def _fast(
         if type(raw) is not dict or raw.keys() != _KEYS or raw["machine_id"] != machine_id:
             return None
         seq, vals = raw["seq"], raw["values"]
-        if type(seq) is not int or seq <= previous or type(vals) is not dict:
+        if type(seq) is not int or seq <= previous or seq > _MAX_SEQ or type(vals) is not dict:
             return None
         code, _, when = _timestamp(raw["ts"], horizon)
         if code:
@@ -252,8 +256,8 @@ def _fast(
     columns = {}
     for s in sensors:
         col = np.array([v.get(s, np.nan) for v in values])
-        if col.dtype.kind not in "fi":
-            return None  # a string (or worse) among the numbers
+        if col.dtype.kind not in "fi" or col.ndim != 1:
+            return None  # a string, list or object among the numbers
         columns[s] = col.astype(np.float64, copy=False)
     for s in machine_type.required:
         if np.isnan(columns[s]).any():
