@@ -7,7 +7,7 @@ import os
 import secrets
 from dataclasses import dataclass, field
 
-from pitstop.bus import SqliteBus
+from pitstop.bus import Bus, SqliteBus
 from pitstop.config import Settings
 from pitstop.lake import Lake
 from pitstop.maintenance import RiskPolicy
@@ -20,12 +20,21 @@ from pitstop.store import Database
 log = logging.getLogger(__name__)
 
 
+def open_bus(settings: Settings) -> Bus:
+    """The bus the settings name; the processing code is the same for every backend."""
+    if settings.bus_backend == "nats":
+        from pitstop.bus.nats import NatsBus
+
+        return NatsBus(settings.nats_url, stream=settings.nats_stream)
+    return SqliteBus(settings.bus_path)
+
+
 @dataclass
 class Platform:
     settings: Settings
     fleet: FleetSchema
     db: Database
-    bus: SqliteBus
+    bus: Bus
     lake: Lake
     registry: Registry
     scorer: Scorer
@@ -47,7 +56,7 @@ class Platform:
             settings=settings,
             fleet=fleet,
             db=db,
-            bus=SqliteBus(settings.bus_path),
+            bus=open_bus(settings),
             lake=lake,
             registry=registry,
             scorer=Scorer(registry),

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -39,6 +39,13 @@ class Settings(BaseSettings):
     device_rate_burst: int = Field(40, gt=0, description="Requests a device may send in a burst.")
     admin_token: SecretStr | None = Field(
         None, description="Bearer token for the admin API (default: generated into <data_dir>/admin-token)."
+    )
+    bus_backend: Literal["sqlite", "nats"] = Field(
+        "sqlite", description="Bus backend: the embedded SQLite log, or NATS JetStream for scale-out."
+    )
+    nats_url: str = Field("nats://127.0.0.1:4222", description="NATS server for bus_backend = nats.")
+    nats_stream: str = Field(
+        "PITSTOP", pattern=r"^[A-Za-z0-9_-]+$", description="JetStream stream holding the reading batches."
     )
     processor_poll_s: float = Field(0.5, gt=0, description="Processor wait between empty polls of the bus.")
     processor_batch_interval_s: float = Field(
