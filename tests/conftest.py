@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -54,3 +55,26 @@ def trained(trained_dir: Path, tmp_path: Path) -> Iterator[Platform]:
     p.scorer.reload()
     yield p
     p.close()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int]]:
+    """A real nats-server: JetStream on file storage, sync_interval always, MQTT listener."""
+    from pitstop.bus.nats_server import start_server
+
+    port, mqtt_port = free_port(), free_port()
+    proc = start_server(tmp_path_factory.mktemp("nats"), port, mqtt_port=mqtt_port)
+    yield f"nats://127.0.0.1:{port}", mqtt_port
+    proc.terminate()
+    proc.wait(10)
+
+
+@pytest.fixture(scope="session")
+def nats_url(nats_server: tuple[str, int]) -> str:
+    return nats_server[0]

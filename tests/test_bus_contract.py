@@ -11,17 +11,6 @@ import pytest
 
 from pitstop.bus import Bus, SqliteBus
 from pitstop.bus.nats import NatsBus
-from pitstop.bus.nats_server import start_server
-from tests.test_e2e_demo import free_port
-
-
-@pytest.fixture(scope="session")
-def nats_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    port = free_port()
-    proc = start_server(tmp_path_factory.mktemp("nats"), port, mqtt_port=free_port())
-    yield f"nats://127.0.0.1:{port}"
-    proc.terminate()
-    proc.wait(10)
 
 
 @pytest.fixture(params=["sqlite", "nats"])

@@ -26,7 +26,7 @@ from pitstop.ingest import DeviceRegistry
 from pitstop.platform import Platform
 from pitstop.schema import TURBOFAN
 from pitstop.sim import shipped
-from tests.test_e2e_demo import free_port
+from tests.conftest import free_port
 
 pytestmark = pytest.mark.slow
 

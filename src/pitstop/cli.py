@@ -14,6 +14,7 @@ import click
 from pitstop import __version__
 from pitstop.cli_common import _errors, _settings, data_dir_option
 from pitstop.config import describe_settings, settings_markdown
+from pitstop.errors import ConfigError
 
 log = logging.getLogger("pitstop")
 
@@ -205,14 +206,24 @@ def serve(
             proc.start()
         else:
             platform.scorer.reload()
+        app = create_app(platform, proc)
+        mqtt = None
+        if settings.mqtt_intake:
+            if settings.bus_backend != "nats":
+                raise ConfigError("mqtt_intake needs bus_backend = nats (the NATS server is the MQTT broker)")
+            from pitstop.ingest.mqtt import MqttIntake
+
+            mqtt = MqttIntake(app.state.intake, settings.nats_url)
+            mqtt.start()
+            click.echo("MQTT intake: devices publish to pitstop/mqtt/<machine_id> (QoS 1)")
         click.echo(f"serving http://{settings.host}:{settings.port}  (Ctrl-C to stop)")
         try:
-            uvicorn.run(
-                create_app(platform, proc), host=settings.host, port=settings.port, log_level="warning"
-            )
+            uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")
         except KeyboardInterrupt:
             pass  # graceful shutdown already happened
         finally:
+            if mqtt is not None:
+                mqtt.stop()
             if proc is not None:
                 proc.stop(drain=True)
             platform.close()

@@ -47,6 +47,10 @@ class Settings(BaseSettings):
     nats_stream: str = Field(
         "PITSTOP", pattern=r"^[A-Za-z0-9_-]+$", description="JetStream stream holding the reading batches."
     )
+    mqtt_intake: bool = Field(
+        False,
+        description="With bus_backend = nats: take device readings over MQTT (pitstop/mqtt/<machine_id>).",
+    )
     processor_poll_s: float = Field(0.5, gt=0, description="Processor wait between empty polls of the bus.")
     processor_batch_interval_s: float = Field(
         0.5, ge=0, description="Least time between micro-batch starts, so each batch amortises its commits."
