@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import threading
 from pathlib import Path
@@ -19,6 +20,16 @@ CREATE TABLE IF NOT EXISTS consumers (
 """
 
 
+class _Slot:
+    __slots__ = ("done", "error", "payload", "position")
+
+    def __init__(self, payload: bytes) -> None:
+        self.payload = payload
+        self.position: int | None = None
+        self.error: sqlite3.Error | None = None
+        self.done = False
+
+
 class SqliteBus:
     """Embedded bus: an append-only SQLite table in WAL mode with ``synchronous=FULL``.
 
@@ -29,7 +40,9 @@ class SqliteBus:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the writer
+        self._queue_lock = threading.Lock()
+        self._queue: list[_Slot] = []
         self._local = threading.local()
         try:
             self._writer = self._connect()
@@ -51,14 +64,42 @@ class SqliteBus:
         return conn
 
     def publish(self, payload: bytes) -> int:
+        """Append one message; returns once it is committed (fsynced).
+
+        Group commit: publishers queue their payload, and whoever takes the writer lock commits
+        every queued payload in one transaction (one fsync), then hands each its position.
+        """
+        slot = _Slot(payload)
+        with self._queue_lock:
+            self._queue.append(slot)
+        with self._lock:
+            if not slot.done:
+                with self._queue_lock:
+                    batch, self._queue = self._queue, []
+                self._commit_batch(batch)
+        if slot.error is not None:
+            raise BusError(f"bus write failed: {slot.error}; the batch was not accepted, retry it")
+        assert slot.position is not None
+        return slot.position
+
+    def _commit_batch(self, batch: list[_Slot]) -> None:
         try:
-            with self._lock:
-                cur = self._writer.execute("INSERT INTO messages(payload) VALUES (?)", (payload,))
-                position = cur.lastrowid
+            self._writer.execute("BEGIN IMMEDIATE")
+            positions = []
+            for slot in batch:
+                cur = self._writer.execute("INSERT INTO messages(payload) VALUES (?)", (slot.payload,))
+                positions.append(cur.lastrowid)
+            self._writer.execute("COMMIT")
         except sqlite3.Error as exc:
-            raise BusError(f"bus write failed: {exc}; the batch was not accepted, retry it") from exc
-        assert position is not None
-        return position
+            with contextlib.suppress(sqlite3.Error):
+                self._writer.execute("ROLLBACK")
+            for slot in batch:
+                slot.error = exc
+                slot.done = True
+            return
+        for slot, position in zip(batch, positions, strict=True):
+            slot.position = position
+            slot.done = True
 
     def read(self, consumer: str, max_messages: int) -> list[Message]:
         after = self.position(consumer)
