@@ -246,6 +246,7 @@ def run_demo(
         if server.should_exit:
             return
         echo(f"serving {url}  (dashboard at {url}/ ; Ctrl-C to stop)")
+        echo(f"admin API token: {s.data_dir / 'admin-token'}  (or `pitstop devices --help`)")
         if remaining:
             echo(
                 f"live fleet: {len(replay.feeds)} machines replaying {remaining:,} readings "
