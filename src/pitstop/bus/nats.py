@@ -92,7 +92,7 @@ class NatsBus:
             sub = await self._reset(consumer)
         try:
             msgs = await sub.fetch(batch=max_messages, timeout=0.05)
-        except nats.errors.TimeoutError:
+        except (TimeoutError, nats.errors.TimeoutError):  # nats-py raises either when nothing is new
             return []
         pending = self._pending.setdefault(consumer, {})
         out = []

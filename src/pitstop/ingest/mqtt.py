@@ -87,10 +87,19 @@ class MqttIntake:
             while not self._stop.is_set():
                 try:
                     msgs = await sub.fetch(batch=self.batch, timeout=0.5)
-                except nats.errors.TimeoutError:
+                except (TimeoutError, nats.errors.TimeoutError):
+                    continue  # nothing waiting (nats-py raises either kind)
+                except Exception:
+                    log.exception("MQTT intake: fetch failed; retrying")
+                    await asyncio.sleep(0.5)
                     continue
                 for msg in msgs:
-                    await self._handle(nc, msg)
+                    try:
+                        await self._handle(nc, msg)
+                    except Exception:  # unacknowledged: JetStream redelivers it after ack_wait
+                        log.exception(
+                            "MQTT intake: message for %s failed; it will be redelivered", msg.subject
+                        )
         finally:
             with contextlib.suppress(Exception):
                 await nc.close()

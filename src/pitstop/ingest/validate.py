@@ -254,15 +254,23 @@ def _fast(
         values.append(vals)
     if not keys <= set(machine_type.sensor_names):
         return None
+    try:
+        table = pa.Table.from_pylist(values)  # C++ conversion: one pass over the dicts
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        return None  # mixed types in a column
     columns = {}
     for s in sensors:
-        col = np.array([v.get(s, np.nan) for v in values])
-        if col.dtype.kind not in "fi" or col.ndim != 1:
-            return None  # a string, list or object among the numbers
-        columns[s] = col.astype(np.float64, copy=False)
-    for s in machine_type.required:
-        if np.isnan(columns[s]).any():
+        if s not in keys:
+            columns[s] = np.full(len(values), np.nan)
+            continue
+        col = table.column(s)
+        if not (pa.types.is_floating(col.type) or pa.types.is_integer(col.type)):
+            return None  # strings, lists or objects among the numbers
+        if col.null_count and s in machine_type.required:
             return None  # a required sensor is missing somewhere
+        columns[s] = col.to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
+    if not keys >= machine_type.required:
+        return None
     return _assemble(machine_id, machine_type, sensors, ts_us, seqs, values, last_seq, columns)
 
 
