@@ -13,7 +13,7 @@ import socket
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import polars as pl
@@ -32,7 +32,6 @@ from pitstop.training import train_and_register
 log = logging.getLogger(__name__)
 
 SEASON_START = datetime(2026, 1, 1, tzinfo=UTC)
-CYCLE = timedelta(hours=1)
 SEED_APP = "seed-last-season"
 TOKENS_FILE = "demo-devices.json"
 

@@ -94,11 +94,6 @@ class Replay:
         if self._thread is not None:
             self._thread.join(timeout)
 
-    def wait(self, timeout: float | None = None) -> bool:
-        if self._thread is not None:
-            self._thread.join(timeout)
-        return self.stats.finished
-
     async def run(self) -> ReplayStats:
         limits = httpx.Limits(max_connections=16, max_keepalive_connections=16)
         async with httpx.AsyncClient(base_url=self.base_url, timeout=30.0, limits=limits) as client:
