@@ -186,7 +186,7 @@ def test_fast_path_builds_the_same_batch_as_the_strict_path() -> None:
     batch[5]["values"]["s4"] = 2000.0  # quarantined either way
     del batch[9]["values"]["s1"]  # missing: the fast path must hand over to the strict one
     body = orjson.dumps(batch)
-    assert not may_hold_literals(body) and may_hold_literals(b'{"a": true}') and may_hold_literals(b"[null]")
+    assert not may_hold_literals(body) and may_hold_literals(b'{"a": true}') and may_hold_literals(b"[false]")
     kw = {
         "machine_id": "m-1",
         "last_seq": 3,
@@ -200,6 +200,30 @@ def test_fast_path_builds_the_same_batch_as_the_strict_path() -> None:
             validate_batch(orjson.loads(body), TURBOFAN, default_fleet().sensors, check_values=check, **kw)  # type: ignore[arg-type]
         assert err.value.details == [{"index": 9, "code": "missing_sensor", "message": "missing sensors: s1"}]
     del batch[9]
+    # Timestamps in several RFC 3339 spellings (Arrow parses them on the fast path) and others
+    # that only datetime.fromisoformat reads (the strict path): the same instants either way.
+    batch[1]["ts"] = "2026-03-01T10:00:00.5+02:00"
+    batch[2]["ts"] = "2026-03-01T08:00:00.500001Z"
+    batch[3]["ts"] = "2026-03-01T08:00:00-05:30"
+    spaced = [dict(r) for r in batch]
+    spaced[4]["ts"] = "2026-03-01 08:00:00+00:00"
+    from pitstop.ingest.validate import _fast
+
+    fast_args = (TURBOFAN, default_fleet().sensors, "m-1", 3, 100, kw["horizon"])
+    assert _fast(batch, *fast_args) is not None  # type: ignore[arg-type]
+    assert _fast(spaced, *fast_args) is None  # type: ignore[arg-type]
+    for variant in (batch, spaced):
+        strict = validate_batch(variant, TURBOFAN, default_fleet().sensors, check_values=True, **kw)  # type: ignore[arg-type]
+        fast = validate_batch(variant, TURBOFAN, default_fleet().sensors, check_values=False, **kw)  # type: ignore[arg-type]
+        assert strict.table is not None and fast.table is not None
+        assert strict.table.equals(fast.table)
+    # A null value is refused with its code on both paths (the fast one hands over on the null).
+    nulled = [dict(r, values=dict(r["values"])) for r in batch]
+    nulled[6]["values"]["s2"] = None
+    for check in (True, False):
+        with pytest.raises(ValidationError) as err:
+            validate_batch(nulled, TURBOFAN, default_fleet().sensors, check_values=check, **kw)  # type: ignore[arg-type]
+        assert [d["code"] for d in err.value.details] == ["invalid_value"]
     strict = validate_batch(batch, TURBOFAN, default_fleet().sensors, check_values=True, **kw)  # type: ignore[arg-type]
     fast = validate_batch(batch, TURBOFAN, default_fleet().sensors, check_values=False, **kw)  # type: ignore[arg-type]
     assert strict.table is not None and fast.table is not None

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -9,7 +10,7 @@ from typing import Any
 from pitstop.errors import RateLimitedError
 from pitstop.ingest.devices import DeviceIdentity, DeviceRegistry, hash_token
 from pitstop.ingest.limits import RateLimiter, retry_after
-from pitstop.ingest.validate import validate_batch
+from pitstop.ingest.validate import decode_body, may_hold_literals, validate_batch
 from pitstop.platform import Platform
 from pitstop.schema import encode_table
 from pitstop.store import MachineState
@@ -49,6 +50,10 @@ class Intake:
         self._last_seq: dict[str, int] = {}
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
+        # Validation is pure CPU under the GIL: running it in one thread at a time instead of in
+        # every request's thread at once saves the interpreter's thread switching (measured: 8
+        # threads validating at once cost about 30% more CPU per reading than 2).
+        self._cpu = threading.Lock()
 
     def authenticate(self, token: str) -> DeviceIdentity:
         """A device by its token; cached for a few seconds (a disable takes effect within them)."""
@@ -73,22 +78,33 @@ class Intake:
             )
 
     def submit(self, identity: DeviceIdentity, payload: list[Any], check_values: bool = True) -> IntakeResult:
+        """Validate and durably publish a decoded batch (see ``submit_body`` for raw bodies)."""
+        return self._submit(identity, lambda: (payload, check_values))
+
+    def submit_body(self, identity: DeviceIdentity, body: bytes, content_type: str) -> IntakeResult:
+        """Decode, validate and durably publish a raw JSON or NDJSON body."""
+        return self._submit(identity, lambda: (decode_body(body, content_type), may_hold_literals(body)))
+
+    def _submit(self, identity: DeviceIdentity, decode: Callable[[], tuple[list[Any], bool]]) -> IntakeResult:
         s = self.p.settings
         machine_id = identity.machine_id
         with self._lock(machine_id):
-            batch = validate_batch(
-                payload,
-                self.p.fleet.type_of(identity.machine_type),
-                self.p.lake.sensors,
-                machine_id=machine_id,
-                last_seq=self._known_seq(machine_id),
-                max_readings=s.max_batch_readings,
-                horizon=datetime.now(UTC) + timedelta(seconds=s.max_future_skew_s),
-                check_values=check_values,
-            )
+            with self._cpu:
+                readings, check_values = decode()
+                batch = validate_batch(
+                    readings,
+                    self.p.fleet.type_of(identity.machine_type),
+                    self.p.lake.sensors,
+                    machine_id=machine_id,
+                    last_seq=self._known_seq(machine_id),
+                    max_readings=s.max_batch_readings,
+                    horizon=datetime.now(UTC) + timedelta(seconds=s.max_future_skew_s),
+                    check_values=check_values,
+                )
+                payload = None if batch.table is None else encode_table(batch.table)
             position = None
-            if batch.table is not None:
-                position = self.p.bus.publish(encode_table(batch.table))
+            if payload is not None:
+                position = self.p.bus.publish(payload)  # waits for the commit outside the CPU lock
                 self._last_seq[machine_id] = batch.last_seq
         m = self.p.metrics
         m.readings_accepted.inc(batch.accepted + batch.quarantined)

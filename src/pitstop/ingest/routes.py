@@ -8,7 +8,6 @@ from starlette.concurrency import run_in_threadpool
 
 from pitstop.errors import AuthError, PayloadTooLargeError, PitstopError
 from pitstop.ingest.intake import Intake, IntakeResult
-from pitstop.ingest.validate import decode_body, may_hold_literals
 from pitstop.schema import Reading
 
 router = APIRouter(tags=["ingest"])
@@ -81,8 +80,7 @@ def _handle(intake: Intake, token: str, body: bytes, content_type: str) -> Intak
     """Everything after the body arrives, in one worker thread: auth, limit, decode, validate, publish."""
     identity = intake.authenticate(token)
     intake.admit(identity)
-    payload = decode_body(body, content_type)
-    return intake.submit(identity, payload, check_values=may_hold_literals(body))
+    return intake.submit_body(identity, body, content_type)
 
 
 def _bearer(request: Request) -> str:

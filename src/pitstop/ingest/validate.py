@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -18,10 +19,11 @@ from typing import Any
 import numpy as np
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from pitstop.errors import ForbiddenError, ValidationError
 from pitstop.schema import MachineType
-from pitstop.schema.wire import batch_table
+from pitstop.schema.wire import TS, batch_table
 
 _MACHINE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
 _NON_FINITE = re.compile(rb"\bNaN\b|\bInfinity\b")
@@ -40,11 +42,14 @@ class ValidatedBatch:
 
 
 def may_hold_literals(body: bytes) -> bool:
-    """Whether a body may contain true/false/null (then every value is type-checked one by one).
+    """Whether a body may contain true or false (then every value is type-checked one by one).
 
-    A plain substring search (memchr-fast); a match inside a string only costs the fast path.
+    Arrow would read a boolean among numbers as 1.0 or 0.0, so the fast path needs to know there
+    are none. A memchr for a letter first ("r" and "f" are rare in readings), then a substring
+    search; a match inside a string only costs the fast path. A null needs no search: it shows up
+    as a null in the Arrow column, which sends the batch to the strict path.
     """
-    return b"true" in body or b"false" in body or b"null" in body
+    return (b"r" in body and b"true" in body) or (b"f" in body and b"false" in body)
 
 
 def decode_body(body: bytes, content_type: str) -> list[Any]:
@@ -198,7 +203,7 @@ def _assemble(
     machine_id: str,
     machine_type: MachineType,
     sensors: list[str],
-    ts_us: list[int],
+    ts_us: Sequence[int] | np.ndarray,
     seqs: list[int],
     values: list[dict[str, Any]],
     last_seq: int,
@@ -230,10 +235,15 @@ def _fast(
     max_readings: int,
     horizon: datetime,
 ) -> ValidatedBatch | None:
-    """The common case in few Python operations per reading; None means "use the strict path"."""
+    """The common case in few Python operations per reading; None means "use the strict path".
+
+    Values and timestamps are converted and checked by Arrow for the whole batch. Anything the
+    fast path does not fully vouch for (a null, a missing sensor, a timestamp outside the plain
+    RFC 3339 form, a string among numbers) hands the batch to the strict path, which finds the code.
+    """
     if len(payload) > max_readings:
         return None
-    ts_us: list[int] = []
+    stamps: list[Any] = []
     seqs: list[int] = []
     values: list[dict[str, Any]] = []
     previous = -1
@@ -244,34 +254,46 @@ def _fast(
         seq, vals = raw["seq"], raw["values"]
         if type(seq) is not int or seq <= previous or seq > _MAX_SEQ or type(vals) is not dict:
             return None
-        code, _, when = _timestamp(raw["ts"], horizon)
-        if code:
-            return None
         previous = seq
         keys.update(vals)
-        ts_us.append(when)
+        stamps.append(raw["ts"])
         seqs.append(seq)
         values.append(vals)
-    if not keys <= set(machine_type.sensor_names):
+    if not machine_type.required <= keys <= set(machine_type.sensor_names):
         return None
     try:
+        ts_us = _timestamps(stamps, horizon)
         table = pa.Table.from_pylist(values)  # C++ conversion: one pass over the dicts
-    except (pa.ArrowInvalid, pa.ArrowTypeError):
-        return None  # mixed types in a column
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+        return None  # a timestamp Arrow cannot parse, or mixed types in a column
+    if ts_us is None:
+        return None
     columns = {}
     for s in sensors:
         if s not in keys:
             columns[s] = np.full(len(values), np.nan)
             continue
         col = table.column(s)
-        if not (pa.types.is_floating(col.type) or pa.types.is_integer(col.type)):
-            return None  # strings, lists or objects among the numbers
-        if col.null_count and s in machine_type.required:
-            return None  # a required sensor is missing somewhere
-        columns[s] = col.to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
-    if not keys >= machine_type.required:
-        return None
+        if col.null_count or not (pa.types.is_floating(col.type) or pa.types.is_integer(col.type)):
+            return None  # a null or missing value, or strings, lists or objects among the numbers
+        columns[s] = col.to_numpy().astype(np.float64, copy=False)
     return _assemble(machine_id, machine_type, sensors, ts_us, seqs, values, last_seq, columns)
+
+
+# The plain RFC 3339 form with an explicit offset; others (a space separator, more than 6 digits
+# of fraction, an offset with seconds) go through datetime.fromisoformat on the strict path.
+_RFC3339 = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|[+-]\d{2}:\d{2})$"
+
+
+def _timestamps(stamps: list[Any], horizon: datetime) -> np.ndarray | None:
+    """µs since the epoch for a batch of RFC 3339 strings, or None if any needs the strict path."""
+    text = pa.array(stamps, pa.string())  # raises on a non-string
+    if text.null_count or not pc.all(pc.match_substring_regex(text, _RFC3339)).as_py():
+        return None
+    us = text.cast(TS).cast(pa.int64()).to_numpy()  # raises on an impossible date or time
+    if us.max() > (horizon - _EPOCH) // _US:
+        return None
+    return us
 
 
 def _out_of_range(columns: dict[str, np.ndarray], machine_type: MachineType, n: int) -> list[str | None]:

@@ -34,7 +34,7 @@ def batch_schema(sensors: Sequence[str]) -> pa.Schema:
 
 def batch_table(
     machine_id: str,
-    ts_us: Sequence[int],
+    ts_us: Sequence[int] | np.ndarray,
     seqs: Sequence[int],
     columns: dict[str, np.ndarray],
     reasons: Sequence[str | None],
