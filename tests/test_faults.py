@@ -4,6 +4,7 @@ reading must land in the lake exactly once."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import shutil
@@ -52,6 +53,7 @@ class Stack:
         }
         self.server: subprocess.Popen[bytes] | None = None
         self.processor: subprocess.Popen[bytes] | None = None
+        self.orphans: list[int] = []
 
     def _spawn(self, *args: str) -> subprocess.Popen[bytes]:
         cmd = [sys.executable, "-m", "pitstop", *args, "--data-dir", str(self.data_dir)]
@@ -75,6 +77,7 @@ class Stack:
 
     def kill(self, which: str) -> None:
         proc = getattr(self, which)
+        self.orphans.extend(children(proc.pid))  # the server's validation workers, for one
         proc.send_signal(signal.SIGKILL)
         proc.wait()
 
@@ -83,6 +86,23 @@ class Stack:
             if proc is not None and proc.poll() is None:
                 proc.terminate()
                 proc.wait(30)
+
+
+def children(pid: int) -> list[int]:
+    kids = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        with contextlib.suppress(OSError):
+            kids += [int(k) for k in (task / "children").read_text().split()]
+    return kids
+
+
+def running(pid: int) -> bool:
+    """Whether a process exists and is not a zombie (an exited child nobody has reaped yet)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[0] != "Z"
 
 
 @pytest.fixture
@@ -224,3 +244,9 @@ def test_sigkill_loses_and_duplicates_nothing(stack: Stack, victim: str) -> None
         stack.stop()
     assert len(kills) == KILLS, f"only {len(kills)} kills happened while there was work"
     check_exactly_once(rows, acked)
+    if victim == "server":  # its validation workers followed it, no orphans left behind
+        assert stack.orphans, "the server had no worker processes to check"
+        deadline = time.monotonic() + 10
+        while any(running(pid) for pid in stack.orphans) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not [pid for pid in stack.orphans if running(pid)]

@@ -233,3 +233,40 @@ def test_fast_path_builds_the_same_batch_as_the_strict_path() -> None:
         == (strict.accepted, strict.quarantined, strict.duplicates)
         == (35, 1, 3)
     )
+
+
+def test_validation_workers_answer_like_the_server_and_survive_a_dead_worker(
+    trained: Platform, app_client: tuple[TestClient, Processor], tokens: dict[str, str]
+) -> None:
+    import os
+    import signal
+
+    client, proc = app_client
+    workers = client.app.state.intake.workers  # type: ignore[attr-defined]
+    assert workers is not None and workers.processes == trained.settings.intake_workers >= 1
+    token = tokens["eng-006"]
+    batch = readings("eng-006", 6, 0, 20)
+    bad = [dict(r) for r in batch]
+    bad[3]["seq"] = bad[2]["seq"]  # a code per reading comes back from the worker process
+    err = assert_error(post(client, token, bad), 422, "invalid_readings")
+    assert err["details"] == [
+        {
+            "index": 3,
+            "code": "non_increasing_seq",
+            "message": f"seq {bad[3]['seq']} does not increase on {bad[3]['seq']}",
+        }
+    ]
+    assert post(client, token, batch[:10]).json()["accepted"] == 10
+
+    pool = workers.start()
+    for pid in list(pool._processes):  # a worker dies (OOM killer, a crash): the batch is refused
+        os.kill(pid, signal.SIGKILL)
+    refused = post(client, token, batch[10:])
+    err = assert_error(refused, 503, "intake_unavailable")
+    assert refused.headers["retry-after"] == "1"
+    resent = post(client, token, batch[10:])  # a fresh pool takes the retry
+    assert resent.status_code == 202 and resent.json()["accepted"] == 10
+    proc.run_once()
+    assert trained.lake.read("telemetry", machine_ids=["eng-006"])["seq"].to_list() == [
+        r["seq"] for r in batch
+    ]

@@ -35,6 +35,11 @@ class Settings(BaseSettings):
     max_batch_readings: int = Field(5000, gt=0, description="Most readings accepted in one request.")
     max_body_bytes: int = Field(8 * 1024 * 1024, gt=0, description="Largest request body accepted.")
     max_future_skew_s: float = Field(300.0, ge=0, description="How far in the future a reading's ts may be.")
+    intake_workers: int = Field(
+        2,
+        ge=0,
+        description="Processes that parse and validate reading batches beside the server (0: in the server).",
+    )
     device_rate_limit: float = Field(20.0, gt=0, description="Requests per second a device may sustain.")
     device_rate_burst: int = Field(40, gt=0, description="Requests a device may send in a burst.")
     admin_token: SecretStr | None = Field(

@@ -10,7 +10,8 @@ from typing import Any
 from pitstop.errors import RateLimitedError
 from pitstop.ingest.devices import DeviceIdentity, DeviceRegistry, hash_token
 from pitstop.ingest.limits import RateLimiter, retry_after
-from pitstop.ingest.validate import decode_body, may_hold_literals, validate_batch
+from pitstop.ingest.validate import validate_batch
+from pitstop.ingest.workers import Checked, ValidatorPool, check_body
 from pitstop.platform import Platform
 from pitstop.schema import encode_table
 from pitstop.store import MachineState
@@ -54,6 +55,11 @@ class Intake:
         # every request's thread at once saves the interpreter's thread switching (measured: 8
         # threads validating at once cost about 30% more CPU per reading than 2).
         self._cpu = threading.Lock()
+        self.workers = (
+            ValidatorPool(s.intake_workers, platform.fleet, platform.lake.sensors)
+            if s.intake_workers
+            else None
+        )
 
     def authenticate(self, token: str) -> DeviceIdentity:
         """A device by its token; cached for a few seconds (a disable takes effect within them)."""
@@ -79,37 +85,77 @@ class Intake:
 
     def submit(self, identity: DeviceIdentity, payload: list[Any], check_values: bool = True) -> IntakeResult:
         """Validate and durably publish a decoded batch (see ``submit_body`` for raw bodies)."""
-        return self._submit(identity, lambda: (payload, check_values))
+
+        def check(last_seq: int, horizon: datetime) -> Checked:
+            batch = validate_batch(
+                payload,
+                self.p.fleet.type_of(identity.machine_type),
+                self.p.lake.sensors,
+                machine_id=identity.machine_id,
+                last_seq=last_seq,
+                max_readings=self.p.settings.max_batch_readings,
+                horizon=horizon,
+                check_values=check_values,
+            )
+            message = None if batch.table is None else encode_table(batch.table)
+            return Checked(message, batch.accepted, batch.quarantined, batch.duplicates, batch.last_seq)
+
+        return self._submit(identity, check, in_process=True)
 
     def submit_body(self, identity: DeviceIdentity, body: bytes, content_type: str) -> IntakeResult:
-        """Decode, validate and durably publish a raw JSON or NDJSON body."""
-        return self._submit(identity, lambda: (decode_body(body, content_type), may_hold_literals(body)))
+        """Decode, validate and durably publish a raw JSON or NDJSON body (in a worker process
+        when ``intake_workers`` > 0)."""
+        machine_id, cap = identity.machine_id, self.p.settings.max_batch_readings
 
-    def _submit(self, identity: DeviceIdentity, decode: Callable[[], tuple[list[Any], bool]]) -> IntakeResult:
-        s = self.p.settings
-        machine_id = identity.machine_id
-        with self._lock(machine_id):
-            with self._cpu:
-                readings, check_values = decode()
-                batch = validate_batch(
-                    readings,
-                    self.p.fleet.type_of(identity.machine_type),
-                    self.p.lake.sensors,
+        def check(last_seq: int, horizon: datetime) -> Checked:
+            if self.workers is not None:
+                return self.workers.check(
+                    body,
+                    content_type,
+                    identity.machine_type,
                     machine_id=machine_id,
-                    last_seq=self._known_seq(machine_id),
-                    max_readings=s.max_batch_readings,
-                    horizon=datetime.now(UTC) + timedelta(seconds=s.max_future_skew_s),
-                    check_values=check_values,
+                    last_seq=last_seq,
+                    max_readings=cap,
+                    horizon=horizon,
                 )
-                payload = None if batch.table is None else encode_table(batch.table)
+            return check_body(
+                body,
+                content_type,
+                self.p.fleet.type_of(identity.machine_type),
+                self.p.lake.sensors,
+                machine_id=machine_id,
+                last_seq=last_seq,
+                max_readings=cap,
+                horizon=horizon,
+            )
+
+        return self._submit(identity, check, in_process=self.workers is None)
+
+    def _submit(
+        self, identity: DeviceIdentity, check: Callable[[int, datetime], Checked], *, in_process: bool
+    ) -> IntakeResult:
+        machine_id = identity.machine_id
+        horizon = datetime.now(UTC) + timedelta(seconds=self.p.settings.max_future_skew_s)
+        with self._lock(machine_id):
+            last_seq = self._known_seq(machine_id)
+            if in_process:
+                with self._cpu:
+                    checked = check(last_seq, horizon)
+            else:
+                checked = check(last_seq, horizon)
             position = None
-            if payload is not None:
-                position = self.p.bus.publish(payload)  # waits for the commit outside the CPU lock
-                self._last_seq[machine_id] = batch.last_seq
+            if checked.message is not None:
+                position = self.p.bus.publish(checked.message)  # waits for the commit
+                self._last_seq[machine_id] = checked.last_seq
         m = self.p.metrics
-        m.readings_accepted.inc(batch.accepted + batch.quarantined)
-        m.readings_resent.inc(batch.duplicates)
-        return IntakeResult(batch.accepted, batch.quarantined, batch.duplicates, position)
+        m.readings_accepted.inc(checked.accepted + checked.quarantined)
+        m.readings_resent.inc(checked.duplicates)
+        return IntakeResult(checked.accepted, checked.quarantined, checked.duplicates, position)
+
+    def close(self) -> None:
+        """Stop the validation workers, if any."""
+        if self.workers is not None:
+            self.workers.close()
 
     def _lock(self, machine_id: str) -> threading.Lock:
         with self._guard:

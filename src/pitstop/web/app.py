@@ -1,5 +1,9 @@
 from __future__ import annotations
 
+import asyncio
+import gc
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from importlib import resources
 from typing import TYPE_CHECKING
 
@@ -24,7 +28,19 @@ STATIC = resources.files("pitstop.web") / "static"
 
 def create_app(platform: Platform, processor: Processor | None = None) -> FastAPI:
     """The HTTP app over a running platform. Serving the model needs ``platform.scorer`` loaded."""
-    app = FastAPI(title="Pitstop", version=__version__, docs_url="/docs", redoc_url=None)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        intake: Intake = app.state.intake
+        if intake.workers is not None:
+            await asyncio.to_thread(intake.workers.start)  # spawn them now, not on the first batch
+        gc.freeze()  # what startup built lives as long as the server: keep it out of collections
+        try:
+            yield
+        finally:
+            await asyncio.to_thread(intake.close)
+
+    app = FastAPI(title="Pitstop", version=__version__, docs_url="/docs", redoc_url=None, lifespan=lifespan)
     app.state.platform = platform
     app.state.processor = processor
     app.state.replay = None
