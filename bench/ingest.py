@@ -4,7 +4,8 @@ Runs ``pitstop serve --no-processor`` and ``pitstop process`` as two processes o
 (seeded and trained as the demo does), drives the HTTP endpoint over loopback with batches of
 ``--batch`` readings from ``--machines`` devices for ``--seconds``, and watches the lake's committed
 bus position to time each batch's landing. The floor is measured in this process on the same
-bodies: orjson parse + Arrow table + SQLite (WAL, synchronous=FULL) commit.
+bodies: orjson parse + Arrow table + SQLite (WAL, synchronous=FULL) commit. The request bodies are
+built before the clock starts, so the load generator's CPU goes to sending them.
 
     python bench/ingest.py [--seconds 20] [--machines 100] [--batch 500] [--concurrency 8]
 
