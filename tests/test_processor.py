@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import numpy as np
 import pytest
 
 from pitstop.ingest.validate import validate_batch
@@ -54,7 +55,7 @@ def test_crash_before_bus_commit_writes_nothing_twice(
     assert (report.readings, report.written, report.duplicates, report.scored) == (35, 0, 0, 2)
     assert live_rows(trained) == 35
     assert restarted.lag() == 0
-    assert restarted.online is not None and restarted.online.count("eng-001") == 20
+    assert restarted.online is not None and restarted.online.readings("eng-001") == 20
 
     # the stream carries on where it stopped, with features continuing from the restored state
     publish(trained, "eng-001", 1, 20, 5)
@@ -75,6 +76,7 @@ def test_lake_commit_is_skipped_for_a_replayed_position(trained: Platform) -> No
     fresh.bootstrap()
     assert fresh.online is not None
     fresh.online = type(fresh.online)(fresh.online.spec)
+    fresh._last = {}  # and no memory of what was processed
     fresh.run_once()
     assert trained.lake.version("telemetry") == version
     assert live_rows(trained) == 10
@@ -133,5 +135,89 @@ def test_out_of_range_goes_to_quarantine_once_even_across_a_crash(
     assert sorted(clean["seq"].to_list()) == [1, 2, 4, 6]
     assert sorted(held["seq"].to_list()) == [3, 5]
     assert all("s3=9999 outside [1200, 1700]" in reason for reason in held["reason"].to_list())
-    assert restarted.online is not None and restarted.online.last_seq("eng-003") == 6
-    assert restarted.online.count("eng-003") == 4  # quarantined values never reach the features
+    assert restarted.online is not None and restarted._last["eng-003"] == 6
+    assert restarted.online.readings("eng-003") == 4  # quarantined values never reach the features
+
+
+def test_processor_features_equal_the_offline_build_and_survive_a_restart(trained: Platform) -> None:
+    """Replay FD001 test engines through the bus: after every micro-batch, the features the processor
+    holds for each machine it touched equal the offline build of the lake at that moment. A
+    maintenance event resets one machine on the way, and halfway the processor restarts from its
+    snapshot (reading only the lake rows past it)."""
+    import polars as pl
+    import pyarrow as pa
+
+    from pitstop.features import build_features
+
+    machines = {f"eng-{u:03d}": u for u in range(1, 9)}
+    start = datetime.now(UTC) - timedelta(days=2)
+    data = shipped("fd001_test").filter(pl.col("unit").is_in(list(machines.values())))
+    stamp = {c: start + timedelta(minutes=c) for c in range(1, 400)}
+
+    def publish_cycles(first: int, last: int) -> None:
+        for machine, unit in machines.items():
+            rows = data.filter((pl.col("unit") == unit) & pl.col("cycle").is_between(first, last)).sort(
+                "cycle"
+            )
+            if rows.height:
+                batch = [
+                    Reading(
+                        machine_id=machine,
+                        ts=stamp[int(r["cycle"])],
+                        seq=int(r["cycle"]),
+                        values={s: r[s] for s in TURBOFAN.sensor_names},
+                    )
+                    for r in rows.to_dicts()
+                ]
+                trained.bus.publish(encode_readings(batch, trained.lake.sensors))
+
+    def check(proc: Processor) -> int:
+        assert proc.online is not None
+        spec = proc.online.spec
+        lake = trained.lake.read(
+            "telemetry",
+            columns=["machine_id", "ts", "seq", "bus_position", *spec.inputs],
+            machine_ids=list(machines),
+        )
+        events = trained.lake.read("events", machine_ids=list(machines))
+        ids = sorted(m for m in machines if proc.online.readings(m) > 0)
+        latest = pl.DataFrame({"machine_id": ids, "seq": [proc.online.last_seen(m) for m in ids]})
+        for exact in (True, False):
+            offline = build_features(lake, spec, events, exact=exact)
+            want = latest.join(offline, on=["machine_id", "seq"], how="left").select(spec.names).to_numpy()
+            if exact:
+                np.testing.assert_allclose(proc.online.get(ids, exact=True), want, rtol=1e-9, atol=1e-9)
+            else:  # what the model scores: float32 steps, the same but for a rare last step
+                np.testing.assert_allclose(proc.online.get(ids), want, rtol=2.4e-7, atol=0)
+        return len(ids)
+
+    proc = Processor(trained)
+    proc.bootstrap()
+    compared = 0
+    for first in range(1, 61, 6):
+        publish_cycles(first, first + 5)
+        proc.run_once()
+        compared += check(proc)
+        if first == 25:  # eng-002 overhauled after its cycle 30 (the next batch's readings follow it)
+            event = pa.table(
+                {
+                    "machine_id": ["eng-002"],
+                    "ts": pa.array([stamp[30] + timedelta(seconds=1)], pa.timestamp("us", tz="UTC")),
+                    "seq": pa.array([None], pa.int64()),
+                    "kind": ["maintenance"],
+                    "detail": ["overhaul"],
+                }
+            )
+            trained.lake.append("events", event)
+    after = data.filter((pl.col("unit") == 2) & pl.col("cycle").is_between(31, 60)).height
+    assert proc.online is not None and proc.online.readings("eng-002") == after > 0  # reset at 31
+    proc.snapshot()
+
+    restarted = Processor(trained)
+    restarted.bootstrap()
+    assert restarted.restored_from == trained.bus.position("processor")
+    for first in range(61, 121, 6):
+        publish_cycles(first, first + 5)
+        restarted.run_once()
+        compared += check(restarted)
+    assert compared > 100

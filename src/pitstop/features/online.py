@@ -1,94 +1,302 @@
+"""Online features: per-machine incremental state, updated a micro-batch at a time.
+
+State lives in arrays indexed by a machine's slot (a ring buffer of its last readings, episode
+counters, baseline sums, EWMAs), so one ``update`` costs a handful of numpy operations over the
+whole batch whatever the number of machines, and ``get`` computes the features of many machines at
+once. ``snapshot``/``restore`` save and load the state so that a restarted processor resumes from
+it instead of rereading the lake. The semantics (and ``build_features``, their offline twin) are
+in ``pitstop.features.spec``.
+"""
+
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import io
+import itertools
+import json
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
-from pitstop.features.spec import FeatureSpec
+from pitstop.features.offline import assign_regimes
+from pitstop.features.spec import FeatureSpec, settle
 
-
-@dataclass
-class _MachineState:
-    window: np.ndarray  # (<= max_window, n_sensors), oldest first
-    count: int = 0
-    last_seq: int = -1
-    baseline_sum: np.ndarray = field(default_factory=lambda: np.zeros(0))
-    baseline_n: int = 0
+_US_PER_HOUR = 3_600_000_000
+_ARRAYS = ("count", "episode", "start", "last_seq", "last_ts", "first", "base_sum", "base_n", "ewma", "buf")
 
 
 class OnlineFeatures:
-    """Per-machine incremental state for a ``FeatureSpec``; equal to ``build_features`` at every step.
+    """Incremental features for a fleet; equal to ``build_features`` at every machine's latest reading."""
 
-    ``update`` takes a machine's new readings in seq order; ``get`` returns the features at each
-    machine's latest reading. Readings with a seq at or below the machine's last are duplicates
-    (already counted) and are skipped: ``update`` returns how many it kept.
-    """
-
-    def __init__(self, spec: FeatureSpec) -> None:
+    def __init__(self, spec: FeatureSpec, capacity: int = 64) -> None:
         self.spec = spec
-        self._n = len(spec.sensors)
-        self._machines: dict[str, _MachineState] = {}
+        self.window = spec.max_window
+        self._s = len(spec.sensors)
+        self._alphas = np.asarray(spec.ewma_alphas, dtype=np.float64)
+        self.slots: dict[str, int] = {}
+        self.pending: dict[str, list[int]] = {}  # reset events (µs) not yet reached by a reading
+        self._alloc(capacity)
+
+    # -- state -------------------------------------------------------------------------------
+    def _alloc(self, capacity: int) -> None:
+        s, a, w = self._s, len(self._alphas), self.window
+        self.count = np.zeros(capacity, np.int64)  # readings in the current episode
+        self.episode = np.zeros(capacity, np.int64)
+        self.start = np.full(capacity, -1, np.int64)  # µs the episode began; -1 until known
+        self.last_seq = np.full(capacity, -1, np.int64)
+        self.last_ts = np.zeros(capacity, np.int64)
+        self.first = np.zeros((capacity, s))  # the episode's first value, to centre on
+        self.base_sum = np.zeros((capacity, s))
+        self.base_n = np.zeros(capacity, np.int64)
+        self.ewma = np.zeros((capacity, s, a))
+        self.buf = np.zeros((capacity, w, s))
+
+    def _grow(self, needed: int) -> None:
+        capacity = len(self.count)
+        if needed <= capacity:
+            return
+        old = {name: getattr(self, name) for name in _ARRAYS}
+        self._alloc(max(needed, 2 * capacity))
+        for name, values in old.items():
+            getattr(self, name)[:capacity] = values
+
+    def _slot(self, machine_id: str) -> int:
+        slot = self.slots.get(machine_id)
+        if slot is None:
+            slot = self.slots[machine_id] = len(self.slots)
+            self._grow(slot + 1)
+        return slot
 
     def __contains__(self, machine_id: str) -> bool:
-        return machine_id in self._machines
+        return machine_id in self.slots
 
-    def last_seq(self, machine_id: str) -> int:
-        state = self._machines.get(machine_id)
-        return state.last_seq if state else -1
+    def __len__(self) -> int:
+        return len(self.slots)
 
-    def count(self, machine_id: str) -> int:
-        state = self._machines.get(machine_id)
-        return state.count if state else 0
+    def last_seen(self, machine_id: str) -> int:
+        """The highest seq used for the machine's features (-1 if none)."""
+        slot = self.slots.get(machine_id)
+        return -1 if slot is None else int(self.last_seq[slot])
 
-    def fresh(self, machine_id: str, seqs: np.ndarray) -> np.ndarray:
-        """Mask of the readings ``update`` would keep: seq above the last seen, increasing."""
-        keep = seqs > self.last_seq(machine_id)
-        if len(seqs) > 1:
-            keep[1:] &= np.diff(seqs) > 0
-        return keep
+    def readings(self, machine_id: str) -> int:
+        """Readings in the machine's current episode."""
+        slot = self.slots.get(machine_id)
+        return 0 if slot is None else int(self.count[slot])
 
-    def update(self, machine_id: str, seqs: np.ndarray, values: np.ndarray) -> np.ndarray:
-        """Add readings (``values`` shaped (n, sensors), in seq order). Returns the kept mask."""
-        keep = self.fresh(machine_id, seqs)
-        state = self._machines.get(machine_id)
-        if state is None:
-            state = _MachineState(window=np.empty((0, self._n)), baseline_sum=np.zeros(self._n))
-            self._machines[machine_id] = state
-        kept = values[keep]
-        if len(kept) == 0:
+    # -- updates -----------------------------------------------------------------------------
+    def reset(self, machine_id: str, ts_us: int) -> None:
+        """A reset event (maintenance, failure): its episode starts at the first reading after it."""
+        self._slot(machine_id)
+        pending = self.pending.setdefault(machine_id, [])
+        pending.append(int(ts_us))
+        pending.sort()
+
+    def update(
+        self,
+        machine_ids: Sequence[str] | np.ndarray,
+        seqs: np.ndarray,
+        ts_us: np.ndarray,
+        values: np.ndarray,
+    ) -> np.ndarray:
+        """Add a micro-batch: rows grouped by machine, in arrival order within each, ``values`` shaped
+        (rows, ``spec.inputs``). Returns the mask of rows used (the others were late)."""
+        ids = np.asarray(machine_ids, dtype=object)
+        seqs = np.asarray(seqs, np.int64)
+        ts_us = np.asarray(ts_us, np.int64)
+        n = len(ids)
+        keep = np.zeros(n, bool)
+        if n == 0:
             return keep
-        k = self.spec.baseline_readings
-        if state.baseline_n < k:
-            take = kept[: k - state.baseline_n]
-            state.baseline_sum = state.baseline_sum + take.sum(axis=0)
-            state.baseline_n += len(take)
-        state.window = np.concatenate([state.window, kept])[-self.spec.max_window :]
-        state.count += len(kept)
-        state.last_seq = int(seqs[keep][-1])
+        bounds = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1], True])
+        seg_starts, seg_ends = bounds[:-1], bounds[1:]
+        slot_of_seg = np.array([self._slot(str(ids[i])) for i in seg_starts], np.int64)
+        seg = np.repeat(np.arange(len(seg_starts)), seg_ends - seg_starts)
+        slot = slot_of_seg[seg]
+        # on time: above every seq seen before, for the machine (arrival order)
+        seen = np.maximum(self.last_seq[slot], _segment_cummax_before(seqs, seg))
+        keep = seqs > seen
+        if not keep.all():
+            ids, seqs, ts_us, values, slot = ids[keep], seqs[keep], ts_us[keep], values[keep], slot[keep]
+        if len(seqs) == 0:
+            return keep
+        x = self._normalise(np.asarray(values, np.float64))
+        rounds = self._rounds(ids, slot, ts_us)
+        for r in range(int(rounds.max()) + 1 if len(rounds) else 0):
+            if r > 0:
+                self._apply_resets(ids, slot, ts_us, rounds, r)
+            mask = rounds == r
+            if mask.any():
+                self._advance(slot[mask], seqs[mask], ts_us[mask], x[mask])
         return keep
 
-    def skip_to(self, machine_id: str, seq: int) -> None:
-        """Mark seqs up to ``seq`` as seen without adding values (e.g. quarantined readings)."""
-        state = self._machines.get(machine_id)
-        if state is None:
-            state = _MachineState(window=np.empty((0, self._n)), baseline_sum=np.zeros(self._n))
-            self._machines[machine_id] = state
-        state.last_seq = max(state.last_seq, seq)
+    def _normalise(self, values: np.ndarray) -> np.ndarray:
+        r = self.spec.regimes
+        sensors = values[:, : self._s]
+        if r is None:
+            return sensors
+        regime = assign_regimes(values[:, self._s :], np.asarray(r.centroids))
+        return np.asarray((sensors - np.asarray(r.mean)[regime]) / np.asarray(r.std)[regime])
 
-    def get(self, machine_ids: list[str]) -> np.ndarray:
-        """Feature matrix (len(machine_ids), len(spec.names)) at each machine's latest reading."""
+    def _rounds(self, ids: np.ndarray, slot: np.ndarray, ts_us: np.ndarray) -> np.ndarray:
+        """Per row: how many pending resets come before it in this batch (0 for almost every row)."""
+        rounds = np.zeros(len(ids), np.int64)
+        if not self.pending:
+            return rounds
+        for machine_id, resets in self.pending.items():
+            rows = np.flatnonzero(slot == self.slots[machine_id])
+            if len(rows):
+                # resets strictly before a reading's ts come before it (a reset takes effect after its ts)
+                rounds[rows] = np.searchsorted(np.asarray(resets), ts_us[rows], side="left")
+        # resets before a machine's first row in this batch: applied as round 1.. with its rows
+        return rounds
+
+    def _apply_resets(
+        self, ids: np.ndarray, slot: np.ndarray, ts_us: np.ndarray, rounds: np.ndarray, r: int
+    ) -> None:
+        for machine_id in list(self.pending):
+            s = self.slots[machine_id]
+            rows = slot == s
+            if not rows.any() or rounds[rows].max() < r:
+                continue
+            reset_ts = self.pending[machine_id][r - 1]
+            self.count[s] = 0
+            self.episode[s] += 1
+            self.start[s] = reset_ts
+            self.base_sum[s] = 0.0
+            self.base_n[s] = 0
+            if rounds[rows].max() == r:  # the last reset this batch reaches for the machine
+                self.pending[machine_id] = self.pending[machine_id][r:]
+                if not self.pending[machine_id]:
+                    del self.pending[machine_id]
+
+    def _advance(self, slot: np.ndarray, seqs: np.ndarray, ts_us: np.ndarray, x: np.ndarray) -> None:
+        """Rows grouped by machine (one contiguous segment each), in seq order."""
+        bounds = np.flatnonzero(np.r_[True, slot[1:] != slot[:-1], True])
+        starts, ends = bounds[:-1], bounds[1:]
+        lengths = ends - starts
+        sl = slot[starts]
+        seg = np.repeat(np.arange(len(starts)), lengths)
+        rank = np.arange(len(slot)) - starts[seg]
+        fresh = self.count[sl] == 0
+        if fresh.any():
+            self.first[sl[fresh]] = x[starts[fresh]]
+            unknown = fresh & (self.start[sl] < 0)
+            self.start[sl[unknown]] = ts_us[starts[unknown]]
+        index = self.count[sl][seg] + rank  # each row's index in its episode
+        centred = x - self.first[slot]
+
+        k = self.spec.baseline_readings
+        early = index < k
+        if early.any():
+            self.base_sum[sl] += np.add.reduceat(np.where(early[:, None], centred, 0.0), starts, axis=0)
+            self.base_n[sl] += np.add.reduceat(early.astype(np.int64), starts)
+
+        if len(self._alphas):
+            e0 = self.ewma[sl]  # (segments, sensors, alphas)
+            e0[fresh] = x[starts[fresh]][:, :, None]  # y = x at an episode's first reading
+            decay = 1.0 - self._alphas  # (alphas,)
+            power = (lengths[seg] - 1 - rank)[:, None]  # rows after this one in its segment
+            weights = self._alphas[None, :] * decay[None, :] ** power  # (rows, alphas)
+            summed = np.add.reduceat(x[:, :, None] * weights[:, None, :], starts, axis=0)
+            self.ewma[sl] = decay[None, None, :] ** lengths[:, None, None] * e0 + summed
+
+        w = self.window
+        tail = rank >= (lengths[seg] - w)  # only the last w rows of a segment stay in the ring
+        self.buf[slot[tail], index[tail] % w] = x[tail]
+        self.count[sl] += lengths
+        self.last_seq[sl] = seqs[ends - 1]
+        self.last_ts[sl] = ts_us[ends - 1]
+
+    # -- features ----------------------------------------------------------------------------
+    def get(self, machine_ids: Sequence[str], exact: bool = False) -> np.ndarray:
+        """Feature matrix (machines, ``spec.names``) at each machine's latest reading, settled as
+        models see it (``spec.settle``); ``exact`` skips that, for tests."""
         spec = self.spec
-        out = np.empty((len(machine_ids), len(spec.names)))
-        for row, machine_id in enumerate(machine_ids):
-            state = self._machines[machine_id]
-            win = state.window
-            baseline = state.baseline_sum / state.baseline_n
-            cols = [np.array([float(state.count)])]
-            last = win[-1]
-            means = {w: win[-w:].mean(axis=0) for w in spec.mean_windows}
-            stds = {w: win[-w:].std(axis=0) for w in spec.std_windows}
-            drift = win[-spec.drift_window :].mean(axis=0) - baseline
-            per_sensor = [last, *means.values(), *stds.values(), drift]
-            cols.append(np.stack(per_sensor, axis=1).reshape(-1))
-            out[row] = np.concatenate(cols)
-        return out
+        s = np.array([self.slots[m] for m in machine_ids], np.int64)
+        if len(s) and (self.count[s] < 1).any():
+            empty = [m for m, c in zip(machine_ids, self.count[s], strict=True) if c < 1]
+            raise KeyError(f"no readings yet in the current episode of {', '.join(empty[:5])}")
+        c = self.count[s]
+        w_all = self.window
+        offsets = c[:, None] - w_all + np.arange(w_all)[None, :]  # episode index of each ring column
+        valid = offsets >= 0
+        win = self.buf[s[:, None], offsets % w_all]  # (machines, window, sensors), oldest first
+        first = self.first[s]
+        cols: list[np.ndarray] = [c.astype(np.float64)[:, None]]
+        if spec.hours_since_reset:
+            cols.append(((self.last_ts[s] - self.start[s]) / _US_PER_HOUR)[:, None])
+        per: dict[str, np.ndarray] = {"last": win[:, -1]}
+        if spec.delta:
+            per["delta"] = np.where((c >= 2)[:, None], win[:, -1] - win[:, -2], 0.0)
+        for w in spec.windows:
+            sub, v = win[:, w_all - w :], valid[:, w_all - w :, None]
+            n = np.minimum(c, w).astype(np.float64)[:, None]
+            mean = np.where(v, sub, 0.0).sum(axis=1) / n
+            for stat in spec.stats:
+                if stat == "mean":
+                    per[f"mean_{w}"] = mean
+                elif stat == "std":
+                    per[f"std_{w}"] = np.sqrt((np.where(v, sub - mean[:, None], 0.0) ** 2).sum(axis=1) / n)
+                elif stat == "min":
+                    per[f"min_{w}"] = np.where(v, sub, np.inf).min(axis=1)
+                elif stat == "max":
+                    per[f"max_{w}"] = np.where(v, sub, -np.inf).max(axis=1)
+                elif stat == "slope":
+                    k = np.arange(w, dtype=np.float64)[None, :, None]
+                    k_mean = (w - 1) - (n[:, :, None] - 1) / 2  # the valid ones are the last n
+                    dk = np.where(v, k - k_mean, 0.0)
+                    sxx = (dk**2).sum(axis=1)
+                    centred = sub - first[:, None, :]
+                    sxy = (dk * np.where(v, centred, 0.0)).sum(axis=1)
+                    per[f"slope_{w}"] = np.where(sxx > 0, sxy / np.where(sxx > 0, sxx, 1.0), 0.0)
+        for i, a in enumerate(spec.ewma_alphas):
+            per[f"ewma_{a:g}"] = self.ewma[s, :, i]
+        d = spec.drift_window
+        sub, v = win[:, w_all - d :] - first[:, None, :], valid[:, w_all - d :, None]
+        recent = np.where(v, sub, 0.0).sum(axis=1) / np.minimum(c, d)[:, None]
+        per["drift"] = recent - self.base_sum[s] / self.base_n[s][:, None]
+        stacked = np.stack([per[f] for f in spec.per_sensor], axis=2)  # (machines, sensors, per-sensor)
+        cols.append(stacked.reshape(len(s), -1))
+        out = np.concatenate(cols, axis=1)
+        return out if exact else np.asarray(settle(out))
+
+    # -- snapshots ---------------------------------------------------------------------------
+    def snapshot(self, extra: dict[str, Any] | None = None) -> bytes:
+        """The whole state as bytes (numpy ``.npz``), tagged with the spec hash; ``extra`` (JSON)
+        travels with it."""
+        n = len(self.slots)
+        meta = {"spec": self.spec.hash, "machines": list(self.slots), "pending": self.pending, "extra": extra}
+        buffer = io.BytesIO()
+        arrays: dict[str, Any] = {name: getattr(self, name)[:n] for name in _ARRAYS}
+        np.savez(buffer, meta=np.frombuffer(json.dumps(meta).encode(), np.uint8), **arrays)
+        return buffer.getvalue()
+
+    @classmethod
+    def restore(cls, spec: FeatureSpec, data: bytes) -> tuple[OnlineFeatures, Any]:
+        """State saved by ``snapshot`` under the same spec (a different spec is a ``ValueError``),
+        and the ``extra`` saved with it."""
+        with np.load(io.BytesIO(data)) as npz:
+            meta = json.loads(npz["meta"].tobytes())
+            if meta["spec"] != spec.hash:
+                raise ValueError(f"snapshot is for feature spec {meta['spec']}, not {spec.hash}")
+            online = cls(spec, capacity=max(64, len(meta["machines"])))
+            for name in _ARRAYS:
+                values = npz[name]
+                getattr(online, name)[: len(values)] = values
+        online.slots = {m: i for i, m in enumerate(meta["machines"])}
+        online.pending = {m: list(v) for m, v in meta["pending"].items()}
+        return online, meta.get("extra")
+
+
+def _segment_cummax_before(seqs: np.ndarray, seg: np.ndarray) -> np.ndarray:
+    """For each row, the highest seq of the rows before it in its segment (-1 for the first)."""
+    before = np.r_[-1, seqs[:-1]]
+    heads = np.r_[True, seg[1:] != seg[:-1]]
+    before[heads] = -1
+    if (seqs[1:][~heads[1:]] > seqs[:-1][~heads[1:]]).all():
+        return before  # increasing within every segment (the usual case): the previous row's seq
+    out = before.copy()
+    bounds = np.r_[np.flatnonzero(heads), len(seqs)]
+    for a, b in itertools.pairwise(bounds):
+        out[a + 1 : b] = np.maximum.accumulate(seqs[a : b - 1])
+    return out

@@ -141,8 +141,10 @@ class Lake:
         as_of: datetime | None = None,
         columns: list[str] | None = None,
         machine_ids: list[str] | None = None,
+        after_position: int | None = None,
     ) -> pl.DataFrame:
-        """Rows of a table, now or at a version or a point in time (time travel)."""
+        """Rows of a table, now or at a version or a point in time (time travel); with
+        ``after_position``, only rows from bus positions past it (files are skipped by their stats)."""
         dt = self.table(name, version)
         if as_of is not None:
             if version is not None:
@@ -151,9 +153,11 @@ class Lake:
                 dt.load_as_version(as_of)
             except (DeltaError, ValueError) as exc:
                 raise LakeError(f"table {name} has no version at {as_of.isoformat()}: {exc}") from exc
-        filters = [("machine_id", "in", list(machine_ids))] if machine_ids else None
+        filters: list[tuple[str, str, Any]] = [("machine_id", "in", list(machine_ids))] if machine_ids else []
+        if after_position is not None:
+            filters.append(("bus_position", ">", after_position))
         try:
-            arrow = dt.to_pyarrow_table(columns=columns, filters=filters)
+            arrow = dt.to_pyarrow_table(columns=columns, filters=filters or None)
         except DeltaError as exc:
             raise LakeError(f"read of lake table {name} failed: {exc}") from exc
         frame = pl.from_arrow(arrow)

@@ -1,15 +1,17 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import polars as pl
 import pyarrow as pa
 from sqlalchemy import select
 
-from pitstop.features import OnlineFeatures
+from pitstop.features import FeatureSpec, OnlineFeatures
 from pitstop.maintenance import apply_policy
 from pitstop.platform import Platform
 from pitstop.schema import decode_table
@@ -43,8 +45,10 @@ class Processor:
     4. write machine state, predictions and work orders to the ops DB;
     5. commit the bus position.
 
-    Late readings (a seq below the machine's last) count as re-sends; the ingest endpoint rejects
-    non-increasing seqs inside a batch, so they only arise from re-sent batches.
+    Late readings (a seq at or below the highest its machine had before, in bus order) are
+    dropped as re-sends; the ingest endpoint rejects non-increasing seqs inside a batch and
+    acknowledges lower ones as re-sends, so they only arise from re-sent batches. Every
+    ``feature_snapshot_s`` the online state is saved after a commit, for a fast restart.
     """
 
     def __init__(self, platform: Platform) -> None:
@@ -53,39 +57,130 @@ class Processor:
         self._thread: threading.Thread | None = None
         self.online: OnlineFeatures | None = None
         self.errors = 0
+        self._last: dict[str, int] = {}  # highest seq processed per machine (clean or quarantined)
+        self._resets: set[tuple[str, int]] = set()  # reset events given to the online state
+        self._events_version: int | None = None
+        self._snapshot_at = time.monotonic()
+        self.restored_from: int | None = None  # the bus position of the snapshot bootstrap used
 
     # -- lifecycle -------------------------------------------------------------------------
     def bootstrap(self) -> None:
-        """Load the serving model and rebuild online state from the lake for active machines.
+        """Load the serving model and bring online feature state up to the committed bus position.
 
-        Only rows up to the processor's committed bus position are replayed into the state: both
-        lake tables were written before that commit. Rows past it belong to batches that will be
-        read from the bus again (and skipped per table by its Delta transaction version).
+        From the newest feature snapshot when there is one for the model's spec (then only lake rows
+        from bus positions past it are replayed), else from the lake for active machines. Only rows
+        up to the committed bus position are replayed: both lake tables were written before that
+        commit, and rows past it belong to batches that will be read from the bus again (and skipped
+        per table by its Delta transaction version).
         """
         model = self.p.scorer.reload()
         self.p.metrics.model_info.labels(model.name, model.version, self.p.scorer.alias).set(1)
         spec = model.bundle.spec
-        self.online = OnlineFeatures(spec)
+        upto = self.p.bus.position(CONSUMER)
+        restored = self.restored_from = self._load_snapshot(spec, upto)
+        if restored is None:
+            self.online = OnlineFeatures(spec)
+            self._last = {}
+            self._resets = set()
+            after = None
+        else:
+            after = restored
+        self._sync_resets()
         with self.p.db.session() as s:
             active = list(s.scalars(select(Machine.machine_id).where(Machine.status == "active")))
         if not active:
             return
-        upto = self.p.bus.position(CONSUMER)
         done = (pl.col("bus_position").is_null()) | (pl.col("bus_position") <= upto)
+        if after is not None:
+            done = pl.col("bus_position").is_not_null() & (pl.col("bus_position") <= upto)
+        cols = ["machine_id", "ts", "seq", "bus_position"]
         clean = self.p.lake.read(
-            "telemetry", columns=["machine_id", "seq", "bus_position", *spec.sensors], machine_ids=active
+            "telemetry", columns=[*cols, *spec.inputs], machine_ids=active, after_position=after
         ).filter(done)
-        held = self.p.lake.read(
-            "quarantine", columns=["machine_id", "seq", "bus_position"], machine_ids=active
-        ).filter(done)
-        for (machine_id,), group in clean.sort("machine_id", "seq").group_by(
-            "machine_id", maintain_order=True
+        held = self.p.lake.read("quarantine", columns=cols, machine_ids=active, after_position=after).filter(
+            done
+        )
+        clean = clean.sort("machine_id", "bus_position", "seq", nulls_last=False)
+        self._feed(clean)
+        for machine_id, seq in (
+            pl.concat([clean.select("machine_id", "seq"), held.select("machine_id", "seq")])
+            .group_by("machine_id")
+            .agg(pl.col("seq").max())
+            .iter_rows()
         ):
+            self._last[machine_id] = max(self._last.get(machine_id, -1), int(seq))
+
+    def _feed(self, clean: pl.DataFrame) -> None:
+        """Clean rows, grouped by machine in arrival order, into the online features."""
+        assert self.online is not None
+        if clean.height:
             self.online.update(
-                str(machine_id), group["seq"].to_numpy(), group.select(spec.sensors).to_numpy()
+                clean["machine_id"].to_numpy(),
+                clean["seq"].to_numpy(),
+                clean["ts"].dt.epoch("us").to_numpy(),
+                clean.select(self.online.spec.inputs).to_numpy(),
             )
-        for machine_id, seq in held.group_by("machine_id").agg(pl.col("seq").max()).iter_rows():
-            self.online.skip_to(str(machine_id), int(seq))
+
+    def _sync_resets(self) -> None:
+        """Register reset events (maintenance, failure) the online state has not seen yet."""
+        assert self.online is not None
+        version = self.p.lake.version("events")
+        if version == self._events_version:
+            return
+        events = self.p.lake.read("events", columns=["machine_id", "ts", "kind"])
+        kinds = list(self.online.spec.reset_events)
+        for machine_id, ts in (
+            events.filter(pl.col("kind").is_in(kinds))
+            .select("machine_id", pl.col("ts").dt.epoch("us"))
+            .sort("ts")
+            .iter_rows()
+        ):
+            if (machine_id, ts) not in self._resets:
+                self._resets.add((machine_id, ts))
+                self.online.reset(machine_id, ts)
+        self._events_version = version
+
+    # -- snapshots -----------------------------------------------------------------------------
+    def snapshot(self) -> Path:
+        """Save the online state at the committed bus position (atomically: a temp file renamed)."""
+        assert self.online is not None
+        position = self.p.bus.position(CONSUMER)
+        extra = {
+            "position": position,
+            "last": self._last,
+            "resets": sorted(self._resets),
+            "events_version": self._events_version,
+        }
+        path = self.p.settings.data_dir / "state" / "features.npz"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        with open(tmp, "wb") as f:
+            f.write(self.online.snapshot(extra))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        self._snapshot_at = time.monotonic()
+        return path
+
+    def _load_snapshot(self, spec: FeatureSpec, upto: int) -> int | None:
+        """Restore state from the snapshot if it matches the spec; returns its bus position."""
+        path = self.p.settings.data_dir / "state" / "features.npz"
+        if not path.exists():
+            return None
+        try:
+            online, extra = OnlineFeatures.restore(spec, path.read_bytes())
+        except (ValueError, OSError, KeyError) as exc:
+            log.warning("feature snapshot %s not used (%s); rebuilding from the lake", path, exc)
+            return None
+        position = int(extra["position"])
+        if position > upto:  # cannot happen with the commit-then-snapshot order; be safe
+            log.warning("feature snapshot is ahead of the bus; rebuilding from the lake")
+            return None
+        self.online = online
+        self._last = {m: int(v) for m, v in extra["last"].items()}
+        self._resets = {(m, int(ts)) for m, ts in extra["resets"]}
+        self._events_version = extra["events_version"]
+        return position
 
     def start(self) -> None:
         self.bootstrap()
@@ -159,19 +254,21 @@ class Processor:
                 self.p.lake.append(table, rows.to_arrow(), app_id=CONSUMER, position=position)
                 written += rows.height if table == "telemetry" else 0
 
-        spec = online.spec
-        for (machine_id,), group in clean.group_by("machine_id", maintain_order=True):
-            online.update(str(machine_id), group["seq"].to_numpy(), group.select(spec.sensors).to_numpy())
-        for machine_id, seq in held.group_by("machine_id").agg(pl.col("seq").max()).iter_rows():
-            online.skip_to(str(machine_id), int(seq))
+        self._sync_resets()
+        self._feed(clean)
+        for machine_id, seq in fresh.group_by("machine_id").agg(pl.col("seq").max()).iter_rows():
+            self._last[machine_id] = int(seq)
 
         scored_ids = sorted(set(clean["machine_id"].to_list()))
         scores: dict[str, Score] = {}
         if scored_ids:
             scores = dict(zip(scored_ids, self.p.scorer.score_matrix(online.get(scored_ids)), strict=True))
         last = fresh.group_by("machine_id").agg(pl.col("seq").last(), pl.col("ts").last())
-        opened = self._record(last, scores)
+        counts = dict(fresh.group_by("machine_id").len().iter_rows())
+        opened = self._record(last, scores, counts)
         self.p.bus.commit(CONSUMER, position)
+        if time.monotonic() - self._snapshot_at >= self.p.settings.feature_snapshot_s:
+            self.snapshot()
 
         metrics = self.p.metrics
         metrics.lake_rows.inc(written)
@@ -188,22 +285,22 @@ class Processor:
         )
 
     def _fresh(self, frame: pl.DataFrame) -> pl.DataFrame:
-        """Rows above their machine's last processed seq, first of each (machine_id, seq), in order."""
-        assert self.online is not None
+        """Rows above every seq their machine had before them (processed earlier, or earlier in this
+        batch in bus order), grouped by machine in bus order. The others are re-sends or late."""
         ids = frame["machine_id"].unique().to_list()
         last = pl.DataFrame(
-            {"machine_id": ids, "_last": [self.online.last_seq(m) for m in ids]},
+            {"machine_id": ids, "_last": [self._last.get(m, -1) for m in ids]},
             schema={"machine_id": pl.String, "_last": pl.Int64},
         )
+        before = pl.max_horizontal(pl.col("seq").cum_max().shift(1).over("machine_id"), pl.col("_last"))
         return (
             frame.join(last, on="machine_id", how="left")
-            .filter(pl.col("seq") > pl.col("_last"))
+            .sort("machine_id", maintain_order=True)
+            .filter(pl.col("seq") > before)
             .drop("_last")
-            .unique(["machine_id", "seq"], keep="first", maintain_order=True)
-            .sort("machine_id", "seq", maintain_order=True)
         )
 
-    def _record(self, last: pl.DataFrame, scores: dict[str, Score]) -> int:
+    def _record(self, last: pl.DataFrame, scores: dict[str, Score], counts: dict[str, int]) -> int:
         """Machine state, predictions and work orders in one transaction, one flush."""
         online = self.online
         assert online is not None
@@ -222,7 +319,7 @@ class Processor:
                     s.add(state)
                 state.last_ts = ts
                 state.last_seq = seq
-                state.readings = online.count(machine_id)
+                state.readings = (state.readings or 0) + counts.get(machine_id, 0)
                 score = scores.get(machine_id)
                 if score is None:
                     continue

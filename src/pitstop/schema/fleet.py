@@ -1,6 +1,8 @@
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+
+from pitstop.features.spec import FeatureSpec
 
 
 @dataclass(frozen=True)
@@ -23,6 +25,8 @@ class MachineType:
     time_unit: str
     sensors: tuple[Sensor, ...]
     description: str = ""
+    # The declarative feature spec; its sensors default to the informative ones.
+    features: FeatureSpec | None = None
 
     @property
     def sensor_names(self) -> list[str]:
@@ -35,6 +39,12 @@ class MachineType:
     @property
     def informative(self) -> list[str]:
         return [s.name for s in self.sensors if s.informative]
+
+    @property
+    def feature_spec(self) -> FeatureSpec:
+        if self.features is None:
+            return FeatureSpec(tuple(self.informative))
+        return self.features
 
     def sensor(self, name: str) -> Sensor:
         for s in self.sensors:
@@ -60,6 +70,14 @@ class FleetSchema:
     def informative(self) -> list[str]:
         names = {s for mt in self.machine_types.values() for s in mt.informative}
         return sorted(names, key=_natural)
+
+    @property
+    def feature_spec(self) -> FeatureSpec:
+        """The spec one fleet-wide model is trained with: the machine type's own when there is one
+        type, else the default windows over every informative sensor."""
+        if len(self.machine_types) == 1:
+            return next(iter(self.machine_types.values())).feature_spec
+        return FeatureSpec(tuple(self.informative))
 
 
 def _natural(name: str) -> tuple[str, int]:
@@ -109,6 +127,20 @@ TURBOFAN = MachineType(
         _s("s19", "", 50, 120, "demanded corrected fan speed", informative=False),
         _s("s20", "lbm/s", 5, 50, "HPT coolant bleed"),
         _s("s21", "lbm/s", 3, 30, "LPT coolant bleed"),
+    ),
+)
+# Every informative sensor over two windows; min and max add nothing on these smooth signals but
+# training time (measured on FD001: 141 features train in 25 s, CV RMSE 9.5; all 337 in 95 s,
+# CV RMSE 10.0). The operating settings define regimes for subsets that run in several (set
+# regime_count, e.g. 6 for C-MAPSS FD002/FD004).
+TURBOFAN = replace(
+    TURBOFAN,
+    features=FeatureSpec(
+        tuple(TURBOFAN.informative),
+        windows=(10, 30),
+        stats=("mean", "std", "slope"),
+        regime_settings=("setting1", "setting2", "setting3"),
+        regime_count=0,
     ),
 )
 

@@ -25,7 +25,7 @@ class RegisteredModel:
 
 
 def default_spec(platform: Platform) -> FeatureSpec:
-    return FeatureSpec(tuple(platform.fleet.informative))
+    return platform.fleet.feature_spec
 
 
 def train_and_register(
@@ -41,7 +41,7 @@ def train_and_register(
     events_version = platform.lake.version("events")
     spec = default_spec(platform)
     telemetry = platform.lake.read(
-        "telemetry", version=version, columns=["machine_id", "ts", "seq", *spec.sensors]
+        "telemetry", version=version, columns=["machine_id", "ts", "seq", "bus_position", *spec.inputs]
     )
     events = platform.lake.read("events", version=events_version)
     result = train_rul_model(
@@ -54,6 +54,7 @@ def train_and_register(
         seed=s.train_seed,
         progress=progress,
     )
+    spec = result.bundle.spec  # with its fitted regimes, if any
     lineage = {
         "lake_table": "telemetry",
         "lake_version": str(version),

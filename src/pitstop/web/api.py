@@ -199,12 +199,13 @@ def predict(request: Request, body: PredictRequest) -> dict[str, Any]:
         raise ValidationError("'machine_ids' is empty", code="invalid_request")
     spec = scorer.model.bundle.spec
     history = platform.lake.read(
-        "telemetry", columns=["machine_id", "ts", "seq", *spec.sensors], machine_ids=ids
+        "telemetry", columns=["machine_id", "ts", "seq", "bus_position", *spec.inputs], machine_ids=ids
     )
     missing = sorted(set(ids) - set(history["machine_id"].unique().to_list()))
     if missing:
         raise NotFoundError(f"no readings in the lake for {missing}", code="machine_not_found")
-    latest = build_features(history, spec).group_by("machine_id").agg(pl.all().sort_by("seq").last())
+    events = platform.lake.read("events", machine_ids=ids)
+    latest = build_features(history, spec, events).group_by("machine_id").agg(pl.all().sort_by("seq").last())
     latest = latest.sort(pl.col("machine_id").replace_strict({m: i for i, m in enumerate(ids)}))
     scores = scorer.score_matrix(latest.select(spec.names).to_numpy())
     return {
