@@ -82,11 +82,14 @@ def normalise(frame: pl.DataFrame, spec: FeatureSpec) -> pl.DataFrame:
     r = spec.regimes
     if r is None:
         return frame
-    settings = frame.select(r.settings).to_numpy()
-    regime = assign_regimes(settings, np.asarray(r.centroids))
-    mean, std = np.asarray(r.mean)[regime], np.asarray(r.std)[regime]
-    values = (frame.select(spec.sensors).to_numpy() - mean) / std
+    values = standardise(frame.select(spec.sensors).to_numpy(), frame.select(r.settings).to_numpy(), r)
     return frame.with_columns(pl.Series(s, values[:, i]) for i, s in enumerate(spec.sensors))
+
+
+def standardise(sensors: np.ndarray, settings: np.ndarray, regimes: Regimes) -> np.ndarray:
+    """Each row's sensors standardised by the mean and std of its nearest regime."""
+    regime = assign_regimes(settings, np.asarray(regimes.centroids))
+    return np.asarray((sensors - np.asarray(regimes.mean)[regime]) / np.asarray(regimes.std)[regime])
 
 
 def assign_regimes(settings: np.ndarray, centroids: np.ndarray) -> np.ndarray:

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from pitstop.features.offline import assign_regimes
+from pitstop.features.offline import standardise
 from pitstop.features.spec import FeatureSpec, settle
 
 _US_PER_HOUR = 3_600_000_000
@@ -116,14 +116,14 @@ class OnlineFeatures:
         seen = np.maximum(self.last_seq[slot], _segment_cummax_before(seqs, seg))
         keep = seqs > seen
         if not keep.all():
-            ids, seqs, ts_us, values, slot = ids[keep], seqs[keep], ts_us[keep], values[keep], slot[keep]
+            seqs, ts_us, values, slot = seqs[keep], ts_us[keep], values[keep], slot[keep]
         if len(seqs) == 0:
             return keep
         x = self._normalise(np.asarray(values, np.float64))
-        rounds = self._rounds(ids, slot, ts_us)
-        for r in range(int(rounds.max()) + 1 if len(rounds) else 0):
+        rounds = self._rounds(slot, ts_us)
+        for r in range(int(rounds.max()) + 1):
             if r > 0:
-                self._apply_resets(ids, slot, ts_us, rounds, r)
+                self._apply_resets(slot, rounds, r)
             mask = rounds == r
             if mask.any():
                 self._advance(slot[mask], seqs[mask], ts_us[mask], x[mask])
@@ -132,14 +132,11 @@ class OnlineFeatures:
     def _normalise(self, values: np.ndarray) -> np.ndarray:
         r = self.spec.regimes
         sensors = values[:, : self._s]
-        if r is None:
-            return sensors
-        regime = assign_regimes(values[:, self._s :], np.asarray(r.centroids))
-        return np.asarray((sensors - np.asarray(r.mean)[regime]) / np.asarray(r.std)[regime])
+        return sensors if r is None else standardise(sensors, values[:, self._s :], r)
 
-    def _rounds(self, ids: np.ndarray, slot: np.ndarray, ts_us: np.ndarray) -> np.ndarray:
+    def _rounds(self, slot: np.ndarray, ts_us: np.ndarray) -> np.ndarray:
         """Per row: how many pending resets come before it in this batch (0 for almost every row)."""
-        rounds = np.zeros(len(ids), np.int64)
+        rounds = np.zeros(len(slot), np.int64)
         if not self.pending:
             return rounds
         for machine_id, resets in self.pending.items():
@@ -147,12 +144,9 @@ class OnlineFeatures:
             if len(rows):
                 # resets strictly before a reading's ts come before it (a reset takes effect after its ts)
                 rounds[rows] = np.searchsorted(np.asarray(resets), ts_us[rows], side="left")
-        # resets before a machine's first row in this batch: applied as round 1.. with its rows
         return rounds
 
-    def _apply_resets(
-        self, ids: np.ndarray, slot: np.ndarray, ts_us: np.ndarray, rounds: np.ndarray, r: int
-    ) -> None:
+    def _apply_resets(self, slot: np.ndarray, rounds: np.ndarray, r: int) -> None:
         for machine_id in list(self.pending):
             s = self.slots[machine_id]
             rows = slot == s

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable
@@ -10,10 +11,8 @@ from typing import Any
 from pitstop.errors import RateLimitedError
 from pitstop.ingest.devices import DeviceIdentity, DeviceRegistry, hash_token
 from pitstop.ingest.limits import RateLimiter, retry_after
-from pitstop.ingest.validate import validate_batch
-from pitstop.ingest.workers import Checked, ValidatorPool, check_body
+from pitstop.ingest.workers import Checked, ValidatorPool, check_body, check_readings
 from pitstop.platform import Platform
-from pitstop.schema import encode_table
 from pitstop.store import MachineState
 
 AUTH_CACHE_S = 5.0
@@ -87,18 +86,16 @@ class Intake:
         """Validate and durably publish a decoded batch (see ``submit_body`` for raw bodies)."""
 
         def check(last_seq: int, horizon: datetime) -> Checked:
-            batch = validate_batch(
+            return check_readings(
                 payload,
+                check_values,
                 self.p.fleet.type_of(identity.machine_type),
                 self.p.lake.sensors,
                 machine_id=identity.machine_id,
                 last_seq=last_seq,
                 max_readings=self.p.settings.max_batch_readings,
                 horizon=horizon,
-                check_values=check_values,
             )
-            message = None if batch.table is None else encode_table(batch.table)
-            return Checked(message, batch.accepted, batch.quarantined, batch.duplicates, batch.last_seq)
 
         return self._submit(identity, check, in_process=True)
 
@@ -138,10 +135,7 @@ class Intake:
         horizon = datetime.now(UTC) + timedelta(seconds=self.p.settings.max_future_skew_s)
         with self._lock(machine_id):
             last_seq = self._known_seq(machine_id)
-            if in_process:
-                with self._cpu:
-                    checked = check(last_seq, horizon)
-            else:
+            with self._cpu if in_process else contextlib.nullcontext():
                 checked = check(last_seq, horizon)
             position = None
             if checked.message is not None:

@@ -21,6 +21,7 @@ from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from pitstop.errors import PitstopError
 from pitstop.ingest.validate import decode_body, may_hold_literals, validate_batch
@@ -43,6 +44,32 @@ class Checked:
     last_seq: int
 
 
+def check_readings(
+    payload: list[Any],
+    check_values: bool,
+    machine_type: MachineType,
+    sensors: list[str],
+    *,
+    machine_id: str,
+    last_seq: int,
+    max_readings: int,
+    horizon: datetime,
+) -> Checked:
+    """Validate and encode one device's decoded batch (see ``validate_batch`` for ``check_values``)."""
+    batch = validate_batch(
+        payload,
+        machine_type,
+        sensors,
+        machine_id=machine_id,
+        last_seq=last_seq,
+        max_readings=max_readings,
+        horizon=horizon,
+        check_values=check_values,
+    )
+    message = None if batch.table is None else encode_table(batch.table)
+    return Checked(message, batch.accepted, batch.quarantined, batch.duplicates, batch.last_seq)
+
+
 def check_body(
     body: bytes,
     content_type: str,
@@ -55,18 +82,16 @@ def check_body(
     horizon: datetime,
 ) -> Checked:
     """Decode, validate and encode one device's batch (the same code in the server or a worker)."""
-    batch = validate_batch(
+    return check_readings(
         decode_body(body, content_type),
+        may_hold_literals(body),
         machine_type,
         sensors,
         machine_id=machine_id,
         last_seq=last_seq,
         max_readings=max_readings,
         horizon=horizon,
-        check_values=may_hold_literals(body),
     )
-    message = None if batch.table is None else encode_table(batch.table)
-    return Checked(message, batch.accepted, batch.quarantined, batch.duplicates, batch.last_seq)
 
 
 _fleet: FleetSchema | None = None

@@ -89,7 +89,9 @@ class Lake:
             raise LakeError(f"cannot open lake table {name} at version {version}: {exc}") from exc
 
     def version(self, name: str = "telemetry") -> int:
-        return int(self.table(name).version())
+        """The newest version (from the kept-open table: reads only the commits since the last call)."""
+        with self._lock:
+            return int(self._writer(name).version())
 
     def committed_position(self, app_id: str, name: str = "telemetry") -> int:
         """The last bus position an app committed to this table (0 if none)."""
