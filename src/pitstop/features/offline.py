@@ -1,8 +1,11 @@
-"""The offline feature builder: every reading's features over a lake version, in Polars.
+"""The offline feature builder: every reading's features over a lake version.
 
 Point-in-time correct: a row's features use only its machine's readings at or before it (in seq
 order, within its episode), and the reset events stamped at or before it. The semantics are in
 ``pitstop.features.spec``; ``OnlineFeatures`` computes the same numbers incrementally.
+
+Polars does the relational work (late readings, episodes from reset events, regimes, ordering);
+the per-sensor window arithmetic runs in one compiled pass (``pitstop.features.kernels``).
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ def build_features(
     frame = _on_time(telemetry, spec).with_columns(pl.col("ts").cast(pl.Datetime("us", "UTC")))
     frame = _episodes(frame, spec, events)
     frame = normalise(frame, spec).sort("machine_id", "episode", "seq")
-    return frame.select("machine_id", "ts", "seq", "episode").with_columns(_features(frame, spec, exact))
+    return frame.select("machine_id", "ts", "seq", "episode").hstack(_features(frame, spec, exact))
 
 
 def _on_time(telemetry: pl.DataFrame, spec: FeatureSpec) -> pl.DataFrame:
@@ -133,121 +136,36 @@ def fit_regimes(
     return spec.with_regimes(Regimes(spec.regime_settings, rows(centroids), rows(mean), rows(std)))
 
 
-def _features(frame: pl.DataFrame, spec: FeatureSpec, exact: bool) -> list[pl.Series]:
-    """The feature columns of ``frame`` (sorted by machine, episode and seq).
+def _features(frame: pl.DataFrame, spec: FeatureSpec, exact: bool) -> pl.DataFrame:
+    """The feature columns (``spec.names``) of ``frame``, sorted by machine, episode and seq: the
+    per-sensor ones from the compiled kernel (``pitstop.features.kernels``), in one pass."""
+    from pitstop.features import kernels
 
-    Window stats run as Polars rolling expressions over whole columns, all in one parallel select;
-    a window then reaches into the previous (machine, episode) group only for a group's first
-    N-1 rows, and those few rows are recomputed from their group's head in numpy. Running
-    quantities (delta, baseline) are numpy; EWMAs are Polars per group.
-    """
     n = frame.height
     key = frame.select(pl.struct("machine_id", "episode").rle_id()).to_series().to_numpy()
     starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]]) if n else np.zeros(0, np.int64)
     lengths = np.diff(np.r_[starts, n])
-    group = np.repeat(np.arange(len(starts)), lengths)
-    idx = np.arange(n) - starts[group]  # index in the episode
-    i = idx.astype(np.float64)
-    first_row = starts[group]
+    idx = np.arange(n) - np.repeat(starts, lengths)  # index in the episode
 
-    work: dict[str, np.ndarray] = {}
-    exprs: list[pl.Expr] = []
-    windowed: list[tuple[str, str, str, int]] = []  # (output, source column, stat, window)
-    for s in spec.sensors:
-        x = frame[s].cast(pl.Float64).to_numpy()
-        c = x - x[first_row]  # centred on the episode's first value: small sums for slopes, drift
-        work[s], work[f"{s}|c"], work[f"{s}|ci"] = x, c, c * i
-        for w in spec.windows:
-            for stat in spec.stats:
-                if stat == "slope":
-                    windowed.append((f"{s}|six{w}", f"{s}|ci", "sum", w))
-                    if "mean" not in spec.stats:  # else Σc over the window comes from the mean
-                        windowed.append((f"{s}|mean{w}", s, "mean", w))
-                else:
-                    windowed.append((f"{s}|{stat}{w}", s, stat, w))
-        if spec.drift_window not in spec.windows or "mean" not in spec.stats:
-            windowed.append((f"{s}|mean{spec.drift_window}", s, "mean", spec.drift_window))
-        exprs += [
-            pl.col(s).ewm_mean(alpha=a, adjust=False).over("_g").alias(f"{s}|ewma{j}")
-            for j, a in enumerate(spec.ewma_alphas)
-        ]
-    for name, column, stat, w in windowed:
-        col = pl.col(column)
-        if stat == "mean":
-            expr = col.rolling_mean(w, min_samples=1)
-        elif stat == "std":
-            expr = col.rolling_std(w, min_samples=1, ddof=0)
-        elif stat == "min":
-            expr = col.rolling_min(w, min_samples=1)
-        elif stat == "max":
-            expr = col.rolling_max(w, min_samples=1)
-        else:
-            expr = col.rolling_sum(w, min_samples=1)
-        exprs.append(expr.alias(name))
-    rolled = pl.DataFrame({**work, "_g": group}).select(exprs) if exprs else pl.DataFrame()
-    res: dict[str, np.ndarray] = {}
-    for name, src, stat, w in windowed:
-        values = rolled[name].to_numpy().copy()
-        _redo_heads(values, work[src], starts, lengths, stat, w)
-        res[name] = values
-
-    out: list[pl.Series] = [pl.Series("age", i + 1)]
+    x = np.ascontiguousarray(frame.select(pl.col(spec.sensors).cast(pl.Float64)).to_numpy(order="fortran").T)
+    names = [f"{s}__{f}" for s in spec.sensors for f in spec.per_sensor]
+    out = np.empty((len(names), n))
+    if n:
+        kernels.window_features(
+            x,
+            starts.astype(np.int64),
+            lengths.astype(np.int64),
+            np.array([*spec.windows, spec.drift_window], np.int64),
+            np.array([kernels.STATS.index(stat) for stat in spec.stats], np.int64),
+            np.array(spec.ewma_alphas, np.float64),
+            spec.delta,
+            spec.baseline_readings,
+            not exact,
+            out,
+        )
+    columns = {"age": idx + 1.0}
     if spec.hours_since_reset:
         hours = (frame["ts"] - frame["_start"]).dt.total_microseconds().to_numpy() / _US_PER_HOUR
-        out.append(pl.Series("hours_since_reset", hours.astype(np.float64)))
-    k = spec.baseline_readings
-    for s in spec.sensors:
-        x, c = work[s], work[f"{s}|c"]
-        cols: dict[str, np.ndarray] = {"last": x}
-        if spec.delta:
-            delta = np.empty(n)
-            delta[1:] = x[1:] - x[:-1]
-            delta[idx == 0] = 0.0
-            cols["delta"] = delta
-        first = x[first_row]
-        for w in spec.windows:
-            for stat in spec.stats:
-                if stat == "slope":
-                    # Σ(i − ī)(c − c̄) = Σi·c − ī·Σc, with Σc = m·(mean − first)
-                    m = np.minimum(idx + 1, w).astype(np.float64)
-                    slope = res[f"{s}|mean{w}"] - first
-                    slope *= m
-                    slope *= i - (m - 1) / 2
-                    np.subtract(res[f"{s}|six{w}"], slope, out=slope)
-                    m2 = m * m - 1
-                    m2 *= m / 12
-                    np.divide(slope, m2, out=slope, where=m > 1)
-                    slope[m <= 1] = 0.0
-                    cols[f"slope_{w}"] = slope
-                else:
-                    cols[f"{stat}_{w}"] = res[f"{s}|{stat}{w}"]
-        for j, a in enumerate(spec.ewma_alphas):
-            cols[f"ewma_{a:g}"] = rolled[f"{s}|ewma{j}"].to_numpy()
-        early = np.where(idx < k, c, 0.0).cumsum()
-        before = np.r_[0.0, early][starts][group]  # the running sum up to the episode's start
-        recent = res[f"{s}|mean{spec.drift_window}"] - first
-        cols["drift"] = recent - (early - before) / np.minimum(idx + 1, k)
-        out += [pl.Series(f"{s}__{f}", cols[f] if exact else settle(cols[f])) for f in spec.per_sensor]
-    return out
-
-
-def _redo_heads(
-    out: np.ndarray, values: np.ndarray, starts: np.ndarray, lengths: np.ndarray, stat: str, w: int
-) -> None:
-    """Recompute, in place, a rolling stat for each group's first ``w - 1`` rows from the group's
-    own values only (the whole-column window reached into the group before)."""
-    for j in range(min(w - 1, int(lengths.max()) if len(lengths) else 0)):
-        has = lengths > j
-        rows = starts[has][:, None] + np.arange(j + 1)[None, :]  # each group's first j+1 values
-        head = values[rows]
-        if stat == "mean":
-            got = head.mean(axis=1)
-        elif stat == "std":
-            got = head.std(axis=1)
-        elif stat == "min":
-            got = head.min(axis=1)
-        elif stat == "max":
-            got = head.max(axis=1)
-        else:
-            got = head.sum(axis=1)
-        out[starts[has] + j] = got
+        columns["hours_since_reset"] = hours if exact else settle(hours)
+    columns |= {name: out[j] for j, name in enumerate(names)}
+    return pl.DataFrame(columns)
