@@ -23,6 +23,22 @@ def test_champion_has_lineage(trained: Platform) -> None:
     run = trained.registry.client.get_run(version["run_id"])
     assert run.data.metrics["cv_rmse"] < 20
     assert run.data.tags["pitstop.lake_version"] == tags["pitstop.lake_version"]
+    inputs = {d.dataset.name: d for d in run.inputs.dataset_inputs}
+    assert set(inputs) == {
+        f"telemetry@v{tags['pitstop.lake_version']}",
+        f"events@v{tags['pitstop.events_version']}",
+    }
+    telemetry = inputs[f"telemetry@v{tags['pitstop.lake_version']}"]
+    assert json.loads(telemetry.dataset.source)["version"] == int(tags["pitstop.lake_version"])
+    assert json.loads(telemetry.dataset.profile)["num_rows"] > 0
+    assert [t.value for t in telemetry.tags if t.key == "mlflow.data.context"] == ["training"]
+    card = trained.registry.client.get_model_version(
+        trained.registry.model_name, version["version"]
+    ).description
+    for section in ("## Data", "## Metrics", "## Interval", "## Limits", tags["pitstop.feature_spec_hash"]):
+        assert section in card
+    artifacts = {a.path for a in trained.registry.client.list_artifacts(version["run_id"])}
+    assert "model_card.md" in artifacts
 
 
 def test_bundle_round_trip(trained: Platform, tmp_path: Path) -> None:
@@ -34,10 +50,11 @@ def test_bundle_round_trip(trained: Platform, tmp_path: Path) -> None:
         np.testing.assert_array_equal(a, b)
 
 
-def test_tampered_artifact_is_refused(trained: Platform, tmp_path: Path) -> None:
+@pytest.mark.parametrize("artifact", ["model.txt", "model_fold2.txt", "model_meta.json"])
+def test_tampered_artifact_is_refused(trained: Platform, tmp_path: Path, artifact: str) -> None:
     bundle = trained.scorer.model.bundle
     bundle.save(tmp_path / "m")
-    model = tmp_path / "m" / "model.txt"
+    model = tmp_path / "m" / artifact
     data = bytearray(model.read_bytes())
     data[len(data) // 2] ^= 0x01  # flip one bit
     model.write_bytes(bytes(data))
@@ -51,7 +68,12 @@ def test_pickled_artifacts_are_refused(trained: Platform, tmp_path: Path) -> Non
     with pytest.raises(ArtifactIntegrityError, match="pickled"):
         ModelBundle.load(tmp_path / "m")
     manifest = json.loads((tmp_path / "m" / "manifest.json").read_text())
-    assert set(manifest) == {"model.txt", "feature_spec.json", "model_meta.json", "reference_stats.json"}
+    members = {f"model_fold{k}.txt" for k in range(1, len(trained.scorer.model.bundle.boosters))}
+    assert (
+        set(manifest)
+        == {"model.txt", "feature_spec.json", "model_meta.json", "reference_stats.json"} | members
+    )
+    assert members  # the fold models are members too
 
 
 def test_no_champion_is_a_clear_error(platform: Platform) -> None:

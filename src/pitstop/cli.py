@@ -7,12 +7,11 @@ import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import click
 
 from pitstop import __version__
-from pitstop.cli_common import _errors, _settings, data_dir_option
+from pitstop.cli_common import _errors, _progress_bar, _settings, data_dir_option, tune_option
 from pitstop.config import describe_settings, settings_markdown
 from pitstop.errors import ConfigError
 
@@ -29,26 +28,6 @@ def _setup_logging(verbose: bool) -> None:
     logging.getLogger("pitstop").setLevel(logging.DEBUG if verbose else logging.INFO)
     for noisy in ("alembic", "mlflow", "httpx"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-
-
-def _progress_bar(label: str) -> tuple[Callable[[str, int, int], None], Callable[[], None]]:
-    state: dict[str, Any] = {}
-
-    def update(stage: str, done: int, total: int) -> None:
-        bar = state.get("bar")
-        if bar is None:
-            bar = click.progressbar(length=total, label=label, show_eta=False, item_show_func=lambda s: s)
-            bar.__enter__()
-            state["bar"] = bar
-            state["done"] = 0
-        bar.update(done - state["done"], stage)
-        state["done"] = done
-
-    def close() -> None:
-        if "bar" in state:
-            state["bar"].__exit__(None, None, None)
-
-    return update, close
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "auto_envvar_prefix": "PITSTOP"})
@@ -146,8 +125,11 @@ def _closing(
     show_default=True,
     help="Alias to point at the new version ('' for none).",
 )
+@tune_option
 @click.pass_context
-def train(ctx: click.Context, data_dir: Path | None, lake_version: int | None, alias: str) -> None:
+def train(
+    ctx: click.Context, data_dir: Path | None, lake_version: int | None, alias: str, tune_trials: int
+) -> None:
     """Train a RUL model on a lake version, log it to MLflow and register it."""
     from pitstop.platform import Platform
     from pitstop.training import train_and_register
@@ -157,7 +139,11 @@ def train(ctx: click.Context, data_dir: Path | None, lake_version: int | None, a
         update, close = _progress_bar("training")
         try:
             result = train_and_register(
-                platform, alias=alias or None, lake_version=lake_version, progress=update
+                platform,
+                alias=alias or None,
+                lake_version=lake_version,
+                tune_trials=tune_trials,
+                progress=update,
             )
         finally:
             close()
@@ -294,9 +280,10 @@ def settings_cmd(markdown: bool) -> None:
 
 
 def _register() -> None:
+    from pitstop.cli_models import benchmark, evaluate
     from pitstop.cli_ops import devices, lake, quarantine
 
-    for group in (devices, quarantine, lake):
+    for group in (devices, quarantine, lake, evaluate, benchmark):
         cli.add_command(group)
 
 

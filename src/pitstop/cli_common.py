@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -35,3 +35,35 @@ data_dir_option = click.option(
     default=None,
     help="Data directory (default ./pitstop-data).",
 )
+
+tune_option = click.option(
+    "--tune",
+    "tune_trials",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Search LightGBM parameters with Optuna first: N trials, each a grouped cross-validation.",
+)
+
+
+def _progress_bar(label: str) -> tuple[Callable[[str, int, int], None], Callable[[], None]]:
+    """A progress callback ``(stage, done, total)`` drawing a bar; a new phase (another total)
+    starts a new bar."""
+    state: dict[str, Any] = {}
+
+    def close() -> None:
+        if "bar" in state:
+            state.pop("bar").__exit__(None, None, None)
+
+    def update(stage: str, done: int, total: int) -> None:
+        if state.get("total") != total:
+            close()
+        bar = state.get("bar")
+        if bar is None:
+            bar = click.progressbar(length=total, label=label, show_eta=False, item_show_func=lambda s: s)
+            bar.__enter__()
+            state.update(bar=bar, done=0, total=total)
+        bar.update(done - state["done"], stage)
+        state["done"] = done
+
+    return update, close

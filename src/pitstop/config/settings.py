@@ -27,6 +27,14 @@ class Settings(BaseSettings):
     train_seed: int = Field(42, description="Seed for training and cross-validation folds.")
     train_folds: int = Field(5, ge=2, description="Grouped folds used for the interval and CV metrics.")
     interval_coverage: float = Field(0.8, gt=0, lt=1, description="Nominal coverage of the RUL interval.")
+    interval_horizon: float = Field(
+        150.0,
+        gt=0,
+        description="The interval is calibrated on held-out readings this close to a failure (readings).",
+    )
+    failure_horizon: float = Field(
+        30.0, gt=0, description="Horizon of the failure-within-horizon label and its CV metrics (readings)."
+    )
     work_order_rul_threshold: float = Field(
         30.0,
         gt=0,

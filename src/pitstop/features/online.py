@@ -222,10 +222,17 @@ class OnlineFeatures:
         per: dict[str, np.ndarray] = {"last": win[:, -1]}
         if spec.delta:
             per["delta"] = np.where((c >= 2)[:, None], win[:, -1] - win[:, -2], 0.0)
+        # sums over the newest w values for every window at once: cumulative sums from the newest
+        centred = np.where(valid[:, :, None], win - first[:, None, :], 0.0)
+        newest = np.cumsum(centred[:, ::-1], axis=1)  # [:, j]: Σ c over the newest j + 1 values
+        place = np.arange(w_all, dtype=np.float64)[None, :, None]
+        if "slope" in spec.stats:
+            placed = np.cumsum((centred * place)[:, ::-1], axis=1)  # Σ q·c likewise, q the ring column
         for w in spec.windows:
             sub, v = win[:, w_all - w :], valid[:, w_all - w :, None]
             n = np.minimum(c, w).astype(np.float64)[:, None]
-            mean = np.where(v, sub, 0.0).sum(axis=1) / n
+            s1 = newest[:, w - 1]
+            mean = first + s1 / n
             for stat in spec.stats:
                 if stat == "mean":
                     per[f"mean_{w}"] = mean
@@ -236,18 +243,15 @@ class OnlineFeatures:
                 elif stat == "max":
                     per[f"max_{w}"] = np.where(v, sub, -np.inf).max(axis=1)
                 elif stat == "slope":
-                    k = np.arange(w, dtype=np.float64)[None, :, None]
-                    k_mean = (w - 1) - (n[:, :, None] - 1) / 2  # the valid ones are the last n
-                    dk = np.where(v, k - k_mean, 0.0)
-                    sxx = (dk**2).sum(axis=1)
-                    centred = sub - first[:, None, :]
-                    sxy = (dk * np.where(v, centred, 0.0)).sum(axis=1)
-                    per[f"slope_{w}"] = np.where(sxx > 0, sxy / np.where(sxx > 0, sxx, 1.0), 0.0)
+                    # Σ (q − q̄)(c − c̄) = Σ q·c − q̄·Σ c, the valid ones being the newest n columns
+                    q_mean = (w_all - 1) - (n - 1) / 2
+                    sxx = n * (n * n - 1) / 12
+                    sxy = placed[:, w - 1] - q_mean * s1
+                    per[f"slope_{w}"] = np.where(n > 1, sxy / np.where(n > 1, sxx, 1.0), 0.0)
         for i, a in enumerate(spec.ewma_alphas):
             per[f"ewma_{a:g}"] = self.ewma[s, :, i]
         d = spec.drift_window
-        sub, v = win[:, w_all - d :] - first[:, None, :], valid[:, w_all - d :, None]
-        recent = np.where(v, sub, 0.0).sum(axis=1) / np.minimum(c, d)[:, None]
+        recent = newest[:, d - 1] / np.minimum(c, d)[:, None]
         per["drift"] = recent - self.base_sum[s] / self.base_n[s][:, None]
         stacked = np.stack([per[f] for f in spec.per_sensor], axis=2)  # (machines, sensors, per-sensor)
         cols.append(stacked.reshape(len(s), -1))

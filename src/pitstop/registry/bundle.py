@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from pitstop.errors import ArtifactIntegrityError
 from pitstop.features.spec import FeatureSpec
 
 MODEL_FILE = "model.txt"
+MEMBER_FILE = "model_fold{}.txt"
 SPEC_FILE = "feature_spec.json"
 META_FILE = "model_meta.json"
 REFERENCE_FILE = "reference_stats.json"
@@ -25,17 +27,23 @@ _REFUSED_SUFFIXES = (".pkl", ".pickle", ".joblib", ".cloudpickle")
 class ModelBundle:
     """A trained RUL model and everything needed to use it, in plain text formats only.
 
-    ``interval`` holds the residual offsets (``lower``, ``upper``) added to the point prediction
-    for the nominal ``coverage``.
+    ``boosters`` are averaged: the model fit on all rows first, then the cross-validation fold
+    models. ``interval`` holds the offsets (``lower``, ``upper``, per band of prediction between
+    ``edges``) added to the point prediction for the nominal ``coverage``.
     """
 
-    booster: lgb.Booster
+    boosters: list[lgb.Booster]
     spec: FeatureSpec
-    interval: dict[str, float]
+    interval: dict[str, Any]
     metrics: dict[str, float] = field(default_factory=dict)
     params: dict[str, Any] = field(default_factory=dict)
     reference: dict[str, dict[str, float]] = field(default_factory=dict)
     rul_cap: float | None = None
+
+    @property
+    def booster(self) -> lgb.Booster:
+        """The model fit on every training row (the first member)."""
+        return self.boosters[0]
 
     @property
     def feature_names(self) -> list[str]:
@@ -43,15 +51,24 @@ class ModelBundle:
 
     def predict(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """RUL point estimate, lower and upper bound for each row of a feature matrix."""
-        rul = np.clip(self.booster.predict(features, num_threads=1), 0.0, None)
-        lower = np.clip(rul + self.interval["lower"], 0.0, None)
-        upper = rul + self.interval["upper"]
+        raw = np.asarray(self.boosters[0].predict(features, num_threads=1), np.float64)
+        for booster in self.boosters[1:]:
+            raw = raw + np.asarray(booster.predict(features, num_threads=1), np.float64)
+        rul = np.clip(raw / len(self.boosters), 0.0, None)
+        lower, upper = apply_interval(self.interval, rul)
         return rul, lower, upper
+
+    @property
+    def files(self) -> list[str]:
+        members = [MEMBER_FILE.format(k) for k in range(1, len(self.boosters))]
+        return [MODEL_FILE, *members, SPEC_FILE, META_FILE, REFERENCE_FILE]
 
     def save(self, folder: Path) -> dict[str, str]:
         """Write the bundle's files and a manifest of their sha256; returns the manifest."""
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / MODEL_FILE).write_text(self.booster.model_to_string())
+        (folder / MODEL_FILE).write_text(self.boosters[0].model_to_string())
+        for k, booster in enumerate(self.boosters[1:], 1):
+            (folder / MEMBER_FILE.format(k)).write_text(booster.model_to_string())
         (folder / SPEC_FILE).write_text(json.dumps(self.spec.to_dict(), indent=2, sort_keys=True))
         meta = {
             "interval": self.interval,
@@ -59,10 +76,11 @@ class ModelBundle:
             "params": self.params,
             "feature_names": self.feature_names,
             "rul_cap": self.rul_cap,
+            "members": len(self.boosters),
         }
         (folder / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True, default=str))
         (folder / REFERENCE_FILE).write_text(json.dumps(self.reference, indent=2, sort_keys=True))
-        manifest = {name: _sha256(folder / name) for name in _FILES}
+        manifest = {name: _sha256(folder / name) for name in self.files}
         (folder / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, sort_keys=True))
         return manifest
 
@@ -76,7 +94,9 @@ class ModelBundle:
             manifest = json.loads((folder / MANIFEST_FILE).read_text())
         except (FileNotFoundError, json.JSONDecodeError) as exc:
             raise ArtifactIntegrityError(f"model folder {folder} has no valid manifest: {exc}") from exc
-        for name in _FILES:
+        members = 1 + sum(1 for name in manifest if re.fullmatch(MEMBER_FILE.format(r"\d+"), name))
+        names = [MODEL_FILE, *(MEMBER_FILE.format(k) for k in range(1, members)), *_FILES[1:]]
+        for name in names:
             path = folder / name
             if not path.exists():
                 raise ArtifactIntegrityError(f"model artifact {name} is missing from {folder}")
@@ -87,12 +107,16 @@ class ModelBundle:
                     f"{str(manifest.get(name))[:12]}…: the artifact was altered; refusing to load it"
                 )
         meta = json.loads((folder / META_FILE).read_text())
+        if int(meta.get("members", 1)) != members:
+            raise ArtifactIntegrityError(
+                f"the manifest lists {members} model files, the metadata {meta.get('members')}"
+            )
         spec = FeatureSpec.from_dict(json.loads((folder / SPEC_FILE).read_text()))
-        booster = lgb.Booster(model_str=(folder / MODEL_FILE).read_text())
-        if booster.feature_name() != spec.names:
+        boosters = [lgb.Booster(model_str=(folder / name).read_text()) for name in names[:members]]
+        if any(b.feature_name() != spec.names for b in boosters):
             raise ArtifactIntegrityError("the model's features do not match its feature spec")
         return cls(
-            booster=booster,
+            boosters=boosters,
             spec=spec,
             interval=meta["interval"],
             metrics=meta.get("metrics", {}),
@@ -108,3 +132,12 @@ def _sha256(path: Path) -> str:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def apply_interval(interval: dict[str, Any], rul: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Lower and upper bounds around point predictions ``rul``: the offsets of each prediction's
+    band (one band, scalar offsets, in models from before bands)."""
+    lower = np.atleast_1d(np.asarray(interval["lower"], np.float64))
+    upper = np.atleast_1d(np.asarray(interval["upper"], np.float64))
+    band = np.searchsorted(np.asarray(interval.get("edges", []), np.float64), rul, side="right")
+    return np.clip(rul + lower[band], 0.0, None), rul + upper[band]

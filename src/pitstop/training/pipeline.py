@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -8,6 +9,7 @@ from typing import TYPE_CHECKING
 from pitstop import __version__
 from pitstop.features import FeatureSpec
 from pitstop.registry.bundle import ModelBundle
+from pitstop.registry.mlflow_registry import DatasetRef
 from pitstop.training.train import Progress, train_rul_model
 
 if TYPE_CHECKING:
@@ -33,6 +35,7 @@ def train_and_register(
     *,
     alias: str | None = "champion",
     lake_version: int | None = None,
+    tune_trials: int = 0,
     progress: Progress | None = None,
 ) -> RegisteredModel:
     """Train on a lake version (default: newest), log to MLflow, register, optionally set an alias."""
@@ -52,6 +55,9 @@ def train_and_register(
         folds=s.train_folds,
         coverage=s.interval_coverage,
         seed=s.train_seed,
+        tune_trials=tune_trials,
+        interval_horizon=s.interval_horizon,
+        failure_horizon=s.failure_horizon,
         progress=progress,
     )
     spec = result.bundle.spec  # with its fitted regimes, if any
@@ -63,7 +69,15 @@ def train_and_register(
         "code_revision": code_revision(),
         "seed": str(s.train_seed),
     }
-    model_version = platform.registry.log_and_register(result.bundle, lineage=lineage)
+    lake = platform.lake
+    datasets = [
+        DatasetRef("telemetry", lake.path("telemetry"), version, telemetry.height, telemetry.columns),
+        DatasetRef("events", lake.path("events"), events_version, events.height, events.columns),
+    ]
+    texts = {"tuning.json": json.dumps(result.tuning, indent=2)} if result.tuning else None
+    model_version = platform.registry.log_and_register(
+        result.bundle, lineage=lineage, datasets=datasets, texts=texts
+    )
     if alias:
         platform.registry.set_alias(alias, model_version)
     platform.db.audit(

@@ -1,3 +1,19 @@
+"""Train a RUL model: features and labels from a lake version, grouped cross-validation, an
+interval, optional Optuna tuning, and a bundle of plain-text artifacts.
+
+- Folds are by machine (every reading of a machine in the same fold), assigned by ``seed``.
+- The model is an ensemble: the model fit on every row plus the fold models, averaged. The fold
+  models are trained anyway for the out-of-fold predictions, and their average cuts the error
+  and its spread over seeds (FD001, five seeds: RMSE 10.74 ± 0.10 against 10.84 ± 0.21 alone).
+- The interval is split-conformal per band of predicted RUL (Mondrian): the out-of-fold
+  residuals against the true, uncapped RUL of rows within ``interval_horizon`` readings of a
+  failure, by equal-count band of prediction. Below the cap the bands are narrow (a degrading
+  machine's RUL is well determined); at the cap, where a machine looks healthy, they are wide.
+  Rows further from failure are left out: their true RUL (up to a whole life) is not what the
+  interval is for, and would make the healthy band's upper bound as long as a life.
+- Everything is seeded: the same data, spec, parameters and seed give the same model files.
+"""
+
 from __future__ import annotations
 
 import os
@@ -11,23 +27,36 @@ import numpy as np
 import polars as pl
 
 from pitstop.features import FeatureSpec, build_features, fit_regimes
-from pitstop.registry.bundle import ModelBundle
+from pitstop.registry.bundle import ModelBundle, apply_interval
 from pitstop.training.labels import rul_labels
 
 Progress = Callable[[str, int, int], None]
 
+# Small trees, many rounds: chosen with the turbofan spec by grouped cross-validation on FD001
+# (leaves 31/15/7/5 and 400/600 rounds compared; 7 and 600 best).
 DEFAULT_PARAMS: dict[str, Any] = {
     "objective": "regression",
     "learning_rate": 0.05,
-    "num_leaves": 31,
+    "num_leaves": 7,
     "min_data_in_leaf": 40,
     "feature_fraction": 0.5,
     "max_bin": 63,  # with feature_fraction 0.5: a third of the training time, same CV error
     "bagging_fraction": 0.8,
     "bagging_freq": 1,
     "lambda_l2": 1.0,
-    "num_boost_round": 400,
+    "num_boost_round": 600,
 }
+# what ``--tune`` searches: (low, high, log scale); ints for integer parameters
+SEARCH_SPACE: dict[str, tuple[float, float, bool]] = {
+    "learning_rate": (0.02, 0.2, True),
+    "num_leaves": (4, 63, True),
+    "min_data_in_leaf": (10, 200, True),
+    "feature_fraction": (0.3, 1.0, False),
+    "lambda_l2": (1e-3, 30.0, True),
+    "num_boost_round": (100, 1000, False),
+}
+INTERVAL_BANDS = 6
+MIN_BAND_ROWS = 30
 
 
 @dataclass
@@ -36,6 +65,19 @@ class TrainResult:
     rows: int
     machines: int
     seconds: float
+    censored_rows: int = 0
+    tuning: dict[str, Any] | None = None
+
+
+@dataclass
+class _Data:
+    spec: FeatureSpec
+    X: np.ndarray
+    y: np.ndarray  # capped RUL
+    uncapped: np.ndarray  # NaN where censored
+    fails_within: np.ndarray  # 1, 0, or NaN where unknown
+    machines: np.ndarray
+    fold: np.ndarray
 
 
 def train_rul_model(
@@ -48,30 +90,100 @@ def train_rul_model(
     coverage: float = 0.8,
     seed: int = 42,
     params: dict[str, Any] | None = None,
+    tune_trials: int = 0,
+    interval_horizon: float = 150,
+    failure_horizon: float = 30,
     progress: Progress | None = None,
 ) -> TrainResult:
-    """Train a LightGBM RUL regressor, grouped by machine.
+    """Train a LightGBM RUL regressor on ``telemetry`` labelled by ``events`` (see ``labels``).
 
-    Grouped K-fold out-of-fold residuals give the cross-validated metrics and the interval
-    (split-conformal style: empirical residual quantiles), then a final model is fit on all rows.
+    ``tune_trials`` > 0 first searches the LightGBM parameters with Optuna on the same grouped
+    folds (each trial a full cross-validation); the best set, with ``params`` on top, is used.
     """
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     started = time.perf_counter()
+    data = _prepare(telemetry, events, spec, rul_cap, failure_horizon, folds, seed)
+    p = {**DEFAULT_PARAMS, **(params or {})}
+    tuning = None
+    if tune_trials > 0:
+        tuning = tune(data, folds, seed, tune_trials, base=p, progress=progress)
+        p = {**p, **tuning["best_params"], **(params or {})}
+    rounds = int(p.pop("num_boost_round"))
+    lgb_params = _lgb_params(p, seed)
+
+    total = folds + 1
+    oof, members = _cross_validate(data, folds, lgb_params, rounds, progress, total)
+    if progress:
+        progress("final model", folds, total)
+    final = _fit(data.X, data.y, data.spec.names, lgb_params, rounds)
+    if progress:
+        progress("done", total, total)
+
+    interval = conformal_interval(oof, data.uncapped, coverage, interval_horizon)
+    metrics = _metrics(data, oof, interval, rul_cap, failure_horizon, interval_horizon)
+    if tuning:
+        metrics["tune_best_cv_rmse"] = tuning["best_cv_rmse"]
+        metrics["tune_trials"] = float(tune_trials)
+    bundle = ModelBundle(
+        boosters=[final, *members],
+        spec=data.spec,
+        interval=interval,
+        metrics=metrics,
+        params={
+            **lgb_params,
+            "num_boost_round": rounds,
+            "rul_cap": rul_cap,
+            "folds": folds,
+            "interval_horizon": interval_horizon,
+            "failure_horizon": failure_horizon,
+            "tuned": bool(tuning),
+        },
+        reference=_reference(data),
+        rul_cap=rul_cap,
+    )
+    return TrainResult(
+        bundle,
+        len(data.y),
+        len(np.unique(data.machines)),
+        time.perf_counter() - started,
+        censored_rows=int(np.isnan(data.uncapped).sum()),
+        tuning=tuning,
+    )
+
+
+def _prepare(
+    telemetry: pl.DataFrame,
+    events: pl.DataFrame,
+    spec: FeatureSpec,
+    rul_cap: float,
+    failure_horizon: float,
+    folds: int,
+    seed: int,
+) -> _Data:
     spec = fit_regimes(telemetry, spec, seed=seed)
-    data = rul_labels(build_features(telemetry, spec, events), events, rul_cap)
-    if data.height == 0:
-        raise ValueError("no labelled rows: training needs machines with a failure event")
-    X = data.select(spec.names).to_numpy()
-    y = data["rul"].to_numpy().astype(float)
-    machines = data["machine_id"].to_numpy()
+    labelled = rul_labels(build_features(telemetry, spec, events), events, rul_cap, failure_horizon)
+    failed = labelled.filter(~pl.col("censored"))["machine_id"].n_unique()
+    if failed == 0:
+        raise ValueError("no failures to learn from: training needs machines with a failure event")
+    machines = labelled["machine_id"].to_numpy()
     unique = np.unique(machines)
     if len(unique) < folds:
-        raise ValueError(
-            f"need at least {folds} failed machines for {folds} grouped folds, have {len(unique)}"
-        )
-    p = {**DEFAULT_PARAMS, **(params or {})}
-    rounds = int(p.pop("num_boost_round"))
-    lgb_params = {
+        raise ValueError(f"need at least {folds} machines for {folds} grouped folds, have {len(unique)}")
+    rng = np.random.default_rng(seed)
+    fold_of = dict(zip(rng.permutation(unique), np.arange(len(unique)) % folds, strict=True))
+    return _Data(
+        spec=spec,
+        X=labelled.select(spec.names).to_numpy(),
+        y=labelled["rul"].to_numpy().astype(np.float64),
+        uncapped=labelled["rul_uncapped"].to_numpy().astype(np.float64),
+        fails_within=labelled["fails_within"].cast(pl.Float64).to_numpy(),
+        machines=machines,
+        fold=np.array([fold_of[m] for m in machines]),
+    )
+
+
+def _lgb_params(p: dict[str, Any], seed: int) -> dict[str, Any]:
+    return {
         **p,
         "seed": seed,
         "deterministic": True,
@@ -79,38 +191,134 @@ def train_rul_model(
         "num_threads": min(2, os.cpu_count() or 1),
         "verbosity": -1,
     }
-    rng = np.random.default_rng(seed)
-    fold_of = dict(zip(rng.permutation(unique), np.arange(len(unique)) % folds, strict=True))
-    fold = np.array([fold_of[m] for m in machines])
-    oof = np.empty_like(y)
-    total = folds + 1
+
+
+def _cross_validate(
+    data: _Data,
+    folds: int,
+    lgb_params: dict[str, Any],
+    rounds: int,
+    progress: Progress | None = None,
+    total: int | None = None,
+) -> tuple[np.ndarray, list[lgb.Booster]]:
+    """Out-of-fold predictions for every row, and the fold models."""
+    oof = np.empty_like(data.y)
+    members = []
     for k in range(folds):
         if progress:
-            progress(f"fold {k + 1}/{folds}", k, total)
-        train, test = fold != k, fold == k
-        booster = _fit(X[train], y[train], spec.names, lgb_params, rounds)
-        oof[test] = np.clip(booster.predict(X[test], num_threads=1), 0.0, None)
+            progress(f"fold {k + 1}/{folds}", k, total or folds)
+        train, test = data.fold != k, data.fold == k
+        booster = _fit(data.X[train], data.y[train], data.spec.names, lgb_params, rounds)
+        oof[test] = np.clip(booster.predict(data.X[test], num_threads=1), 0.0, None)
+        members.append(booster)
+    return oof, members
+
+
+def tune(
+    data: _Data,
+    folds: int,
+    seed: int,
+    trials: int,
+    *,
+    base: dict[str, Any],
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """Optuna (TPE, seeded) over the LightGBM parameters; each trial's objective is the grouped
+    cross-validated RMSE on the same folds. Returns the best parameters and every trial."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+    def objective(trial: optuna.Trial) -> float:
+        if progress:
+            progress(f"tuning trial {trial.number + 1}/{trials}", trial.number, trials)
+        p = dict(base)
+        for name, (low, high, log) in SEARCH_SPACE.items():
+            if isinstance(low, int):
+                p[name] = trial.suggest_int(name, low, int(high), log=log)
+            else:
+                p[name] = trial.suggest_float(name, low, high, log=log)
+        rounds = int(p.pop("num_boost_round"))
+        oof, _ = _cross_validate(data, folds, _lgb_params(p, seed), rounds)
+        return float(np.sqrt(np.mean((data.y - oof) ** 2)))
+
+    study = optuna.create_study(direction="minimize", sampler=optuna.samplers.TPESampler(seed=seed))
+    first = {k: min(max(base[k], low), high) for k, (low, high, _) in SEARCH_SPACE.items() if k in base}
+    study.enqueue_trial(first)  # the defaults (within the ranges) are trial one
+    study.optimize(objective, n_trials=trials)
     if progress:
-        progress("final model", folds, total)
-    booster = _fit(X, y, spec.names, lgb_params, rounds)
-    if progress:
-        progress("done", total, total)
-    residual = y - oof
-    alpha = (1 - coverage) / 2
-    interval = {
-        "lower": float(np.quantile(residual, alpha)),
-        "upper": float(np.quantile(residual, 1 - alpha)),
-        "coverage": coverage,
+        progress("tuning done", trials, trials)
+    return {
+        "best_params": dict(study.best_params),
+        "best_cv_rmse": float(study.best_value),
+        "trials": [{"number": t.number, "value": t.value, "params": t.params} for t in study.trials],
     }
-    covered = (y >= np.clip(oof + interval["lower"], 0, None)) & (y <= oof + interval["upper"])
-    metrics = {
+
+
+def conformal_interval(
+    predicted: np.ndarray, truth: np.ndarray, coverage: float, horizon: float
+) -> dict[str, Any]:
+    """Mondrian split-conformal offsets: for each equal-count band of ``predicted`` (edges between
+    bands), the residual quantiles of ``truth - predicted`` over the rows whose truth is known and
+    within ``horizon``. Conservative finite-sample quantiles; one band when rows are few."""
+    known = ~np.isnan(truth) & (truth <= horizon)
+    p, r = predicted[known], truth[known] - predicted[known]
+    if len(r) == 0:
+        raise ValueError(f"no held-out rows within {horizon} readings of a failure to calibrate the interval")
+    bands = max(1, min(INTERVAL_BANDS, len(r) // MIN_BAND_ROWS))
+    edges = np.quantile(p, np.arange(1, bands) / bands) if bands > 1 else np.zeros(0)
+    band = np.searchsorted(edges, p, side="right")
+    alpha = (1 - coverage) / 2
+    lower, upper = [], []
+    for b in range(bands):
+        rb = r[band == b]
+        n = len(rb)
+        # the ceil((n + 1)(1 - a)) / n empirical quantile: at least the nominal share covered
+        lower.append(float(np.quantile(rb, max(0.0, 1 - np.ceil((n + 1) * (1 - alpha)) / n), method="lower")))
+        upper.append(float(np.quantile(rb, min(1.0, np.ceil((n + 1) * (1 - alpha)) / n), method="higher")))
+    return {
+        "method": "mondrian-split-conformal",
+        "coverage": coverage,
+        "horizon": horizon,
+        "edges": [float(e) for e in edges],
+        "lower": lower,
+        "upper": upper,
+    }
+
+
+def _metrics(
+    data: _Data,
+    oof: np.ndarray,
+    interval: dict[str, Any],
+    rul_cap: float,
+    failure_horizon: float,
+    interval_horizon: float,
+) -> dict[str, float]:
+    residual = data.y - oof
+    lower, upper = apply_interval(interval, oof)
+    known = ~np.isnan(data.uncapped) & (data.uncapped <= interval_horizon)
+    truth = data.uncapped[known]
+    covered = (truth >= lower[known]) & (truth <= upper[known])
+    labelled = ~np.isnan(data.fails_within)
+    actual = data.fails_within[labelled] == 1
+    flagged = oof[labelled] <= failure_horizon
+    return {
         "cv_rmse": float(np.sqrt(np.mean(residual**2))),
         "cv_mae": float(np.mean(np.abs(residual))),
+        "cv_rmse_near_failure": float(np.sqrt(np.mean((truth - oof[known]) ** 2))),
         "cv_interval_coverage": float(covered.mean()),
-        "train_rows": float(len(y)),
-        "train_machines": float(len(unique)),
+        "cv_interval_width": float(np.mean(upper[known] - lower[known])),
+        "cv_fails_within_recall": float((flagged & actual).sum() / max(1, actual.sum())),
+        "cv_fails_within_precision": float((flagged & actual).sum() / max(1, flagged.sum())),
+        "train_rows": float(len(data.y)),
+        "train_machines": float(len(np.unique(data.machines))),
+        "censored_rows": float(np.isnan(data.uncapped).sum()),
     }
-    reference = {
+
+
+def _reference(data: _Data) -> dict[str, dict[str, float]]:
+    X = data.X
+    return {
         name: {
             "mean": float(np.mean(X[:, i])),
             "std": float(np.std(X[:, i])),
@@ -118,18 +326,8 @@ def train_rul_model(
             "p50": float(np.quantile(X[:, i], 0.5)),
             "p99": float(np.quantile(X[:, i], 0.99)),
         }
-        for i, name in enumerate(spec.names)
+        for i, name in enumerate(data.spec.names)
     }
-    bundle = ModelBundle(
-        booster=booster,
-        spec=spec,
-        interval=interval,
-        metrics=metrics,
-        params={**lgb_params, "num_boost_round": rounds, "rul_cap": rul_cap, "folds": folds},
-        reference=reference,
-        rul_cap=rul_cap,
-    )
-    return TrainResult(bundle, len(y), len(unique), time.perf_counter() - started)
 
 
 def _fit(X: np.ndarray, y: np.ndarray, names: list[str], params: dict[str, Any], rounds: int) -> lgb.Booster:
