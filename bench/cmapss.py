@@ -34,7 +34,9 @@ HERE = Path(__file__).resolve().parent
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", type=Path, default=HERE.parent.parent / "shared" / "data" / "cmapss")
+    shared = [HERE.parent.parent / "shared", Path("/work/shared")]
+    default = next((r / "data" / "cmapss" for r in shared if (r / "data" / "cmapss").is_dir()), shared[0])
+    parser.add_argument("--data", type=Path, default=default, help="folder with train/test/RUL_FD00x.txt")
     parser.add_argument("--subset", default="FD001")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     args = parser.parse_args()

@@ -70,18 +70,23 @@ def pandas_features(frame: pd.DataFrame, spec: FeatureSpec) -> pd.DataFrame:
         cg = c.groupby(frame["machine_id"], sort=False)
         out[f"{s}__last"] = x
         out[f"{s}__delta"] = g[s].diff().fillna(0.0)
-        for w in spec.windows:
+        for w in spec.windows:  # only the stats the spec asks for
             roll = g[s].rolling(w, min_periods=1)
-            out[f"{s}__mean_{w}"] = roll.mean().reset_index(level=0, drop=True)
-            out[f"{s}__std_{w}"] = roll.std(ddof=0).reset_index(level=0, drop=True).fillna(0.0)
-            out[f"{s}__min_{w}"] = roll.min().reset_index(level=0, drop=True)
-            out[f"{s}__max_{w}"] = roll.max().reset_index(level=0, drop=True)
-            m = np.minimum(idx + 1, w)
-            sx = cg.rolling(w, min_periods=1).sum().reset_index(level=0, drop=True)
-            six = (c * idx).groupby(frame["machine_id"], sort=False).rolling(w, min_periods=1).sum()
-            six = six.reset_index(level=0, drop=True)
-            slope = (six - (idx - (m - 1) / 2) * sx) / (m * (m * m - 1) / 12)
-            out[f"{s}__slope_{w}"] = slope.where(m > 1, 0.0)
+            if "mean" in spec.stats:
+                out[f"{s}__mean_{w}"] = roll.mean().reset_index(level=0, drop=True)
+            if "std" in spec.stats:
+                out[f"{s}__std_{w}"] = roll.std(ddof=0).reset_index(level=0, drop=True).fillna(0.0)
+            if "min" in spec.stats:
+                out[f"{s}__min_{w}"] = roll.min().reset_index(level=0, drop=True)
+            if "max" in spec.stats:
+                out[f"{s}__max_{w}"] = roll.max().reset_index(level=0, drop=True)
+            if "slope" in spec.stats:
+                m = np.minimum(idx + 1, w)
+                sx = cg.rolling(w, min_periods=1).sum().reset_index(level=0, drop=True)
+                six = (c * idx).groupby(frame["machine_id"], sort=False).rolling(w, min_periods=1).sum()
+                six = six.reset_index(level=0, drop=True)
+                slope = (six - (idx - (m - 1) / 2) * sx) / (m * (m * m - 1) / 12)
+                out[f"{s}__slope_{w}"] = slope.where(m > 1, 0.0)
         for a in spec.ewma_alphas:
             out[f"{s}__ewma_{a:g}"] = g[s].transform(lambda v, a=a: v.ewm(alpha=a, adjust=False).mean())
         early = c.where(idx < k, 0.0).groupby(frame["machine_id"], sort=False).cumsum()

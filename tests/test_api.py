@@ -196,6 +196,14 @@ def test_predict_validates_features(client: TestClient, trained: Platform) -> No
     assert_error(
         client.post("/api/v1/predict", json={"rows": [{**row, "age": "x"}]}), 422, "invalid_features"
     )
+    # NaN and Infinity literals (not JSON, but what numpy writes) are named, never filled
+    body = json.dumps({"rows": [{**row, names[5]: float("nan")}, {**row, names[6]: float("inf")}]})
+    err = assert_error(
+        client.post("/api/v1/predict", content=body, headers={"content-type": "application/json"}),
+        422,
+        "invalid_features",
+    )
+    assert [d["invalid"] for d in err["details"]] == [[names[5]], [names[6]]]
     assert_error(client.post("/api/v1/predict", json={}), 422, "invalid_request")
     assert_error(client.post("/api/v1/predict", json={"machine_ids": ["eng-404"]}), 404, "machine_not_found")
     assert_error(client.get("/api/v1/machines/eng-404"), 404, "machine_not_found")

@@ -20,7 +20,14 @@ from pitstop.training import rul_labels, train_rul_model
 from pitstop.training.cmapss import failures, phm08_score, regimes, telemetry
 from pitstop.training.train import conformal_interval
 
-CMAPSS = Path(__file__).resolve().parents[2] / "shared" / "data" / "cmapss"
+CMAPSS = next(
+    (
+        root / "data" / "cmapss"
+        for root in (Path(__file__).resolve().parents[2] / "shared", Path("/work/shared"))
+        if (root / "data" / "cmapss" / "train_FD001.txt").exists()
+    ),
+    Path("shared-data-not-found"),
+)
 T0 = 1_767_225_600_000_000
 HOUR = 3_600_000_000
 FAST = {"num_boost_round": 60}

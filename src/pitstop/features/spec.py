@@ -31,6 +31,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass, replace
+from functools import cached_property
 from typing import Any
 
 STATS = ("mean", "std", "min", "max", "slope")
@@ -118,8 +119,12 @@ class FeatureSpec:
 
     @property
     def names(self) -> list[str]:
+        return list(self._names)
+
+    @cached_property
+    def _names(self) -> tuple[str, ...]:  # asked for on every prediction: built once
         head = ["age", *(["hours_since_reset"] if self.hours_since_reset else [])]
-        return head + [f"{s}__{f}" for s in self.sensors for f in self.per_sensor]
+        return (*head, *(f"{s}__{f}" for s in self.sensors for f in self.per_sensor))
 
     def with_regimes(self, regimes: Regimes | None) -> FeatureSpec:
         return replace(self, regimes=regimes)

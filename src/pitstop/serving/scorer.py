@@ -39,6 +39,7 @@ class Scorer:
         self.registry = registry
         self.alias = alias
         self._model: LoadedModel | None = None
+        self._names: tuple[LoadedModel, frozenset[str]] | None = None
         self._lock = threading.Lock()
 
     def reload(self) -> LoadedModel:
@@ -69,6 +70,24 @@ class Scorer:
     def matrix_from_rows(self, rows: list[dict[str, Any]]) -> np.ndarray:
         """Build a feature matrix from ``{name: number}`` rows; a missing or non-finite value is a 422."""
         names = self.feature_names
+        expected = self._names_set()
+        if all(row.keys() == expected for row in rows):  # the usual case, checked in bulk
+            values = [list(map(row.__getitem__, names)) for row in rows]
+            if {type(v) for vs in values for v in vs} <= {float, int}:  # no bools, strings, nulls
+                out = np.array(values, dtype=np.float64)
+                if np.isfinite(out).all():
+                    return out
+        return self._matrix_or_problems(rows, names)
+
+    def _names_set(self) -> frozenset[str]:
+        model = self.model
+        cached = self._names
+        if cached is None or cached[0] is not model:
+            cached = self._names = (model, frozenset(model.bundle.feature_names))
+        return cached[1]
+
+    def _matrix_or_problems(self, rows: list[dict[str, Any]], names: list[str]) -> np.ndarray:
+        """The row-by-row path: the matrix, or a 422 naming every problem."""
         out = np.empty((len(rows), len(names)))
         problems = []
         for i, row in enumerate(rows):
