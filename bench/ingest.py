@@ -35,6 +35,7 @@ import orjson
 import polars as pl
 import pyarrow as pa
 from deltalake import DeltaTable
+from loadgen import Connection
 
 from pitstop.config import load_settings
 from pitstop.demo import ensure_champion, seed_last_season
@@ -119,34 +120,6 @@ class LandingWatcher(threading.Thread):
         return None
 
 
-class Connection:
-    """A minimal keep-alive HTTP/1.1 client on asyncio streams: a load generator should cost the
-    machine as little CPU as possible (httpx spent about half a core here at 25k readings/s)."""
-
-    def __init__(self, host: str, port: int) -> None:
-        self.host, self.port = host, port
-        self.reader: asyncio.StreamReader | None = None
-        self.writer: asyncio.StreamWriter | None = None
-
-    async def post(self, path: str, body: bytes, token: str) -> tuple[int, bytes]:
-        if self.writer is None:
-            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
-        assert self.reader is not None
-        head = (
-            f"POST {path} HTTP/1.1\r\nHost: {self.host}\r\nAuthorization: Bearer {token}\r\n"
-            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
-        ).encode()
-        self.writer.write(head + body)
-        await self.writer.drain()
-        status = int((await self.reader.readline()).split()[1])
-        length = 0
-        while (line := await self.reader.readline()) not in (b"\r\n", b""):
-            name, _, value = line.partition(b":")
-            if name.strip().lower() == b"content-length":
-                length = int(value)
-        return status, await self.reader.readexactly(length)
-
-
 async def drive(
     url: str,
     tokens: dict[str, str],
@@ -191,8 +164,7 @@ async def drive(
             else:
                 print(f"rejected {status}: {reply[:200]!r}", file=sys.stderr)
             busy.discard(machine)
-        if conn.writer is not None:
-            conn.writer.close()
+        conn.close()
 
     await asyncio.gather(*(sender() for _ in range(concurrency)))
     return acks

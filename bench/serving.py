@@ -33,6 +33,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import httpx
 import numpy as np
 import orjson
+from loadgen import Connection
 
 from pitstop.config import load_settings
 from pitstop.features import build_features
@@ -51,44 +52,13 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-class Connection:
-    """A minimal keep-alive HTTP/1.1 client: the load generator should cost little CPU."""
-
-    def __init__(self, port: int) -> None:
-        self.port = port
-        self.reader: asyncio.StreamReader | None = None
-        self.writer: asyncio.StreamWriter | None = None
-
-    async def post(self, path: str, body: bytes) -> tuple[int, bytes]:
-        if self.writer is None:
-            self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
-        assert self.reader is not None
-        head = (
-            f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\n\r\n"
-        ).encode()
-        self.writer.write(head + body)
-        await self.writer.drain()
-        status = int((await self.reader.readline()).split()[1])
-        length = 0
-        while (line := await self.reader.readline()) not in (b"\r\n", b""):
-            name, _, value = line.partition(b":")
-            if name.strip().lower() == b"content-length":
-                length = int(value)
-        return status, await self.reader.readexactly(length)
-
-    def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-
-
 async def load(port: int, path: str, bodies: list[bytes], seconds: float, concurrency: int) -> list[float]:
     """Send ``bodies`` round-robin on ``concurrency`` connections for ``seconds``: request latencies."""
     latencies: list[float] = []
     deadline = time.perf_counter() + seconds
 
     async def worker(k: int) -> None:
-        conn = Connection(port)
+        conn = Connection("127.0.0.1", port)
         i = k
         try:
             while time.perf_counter() < deadline:
