@@ -280,10 +280,10 @@ def settings_cmd(markdown: bool) -> None:
 
 
 def _register() -> None:
-    from pitstop.cli_models import benchmark, evaluate
+    from pitstop.cli_models import benchmark, evaluate, promote, rollback
     from pitstop.cli_ops import devices, lake, quarantine
 
-    for group in (devices, quarantine, lake, evaluate, benchmark):
+    for group in (devices, quarantine, lake, evaluate, benchmark, promote, rollback):
         cli.add_command(group)
 
 

@@ -112,3 +112,37 @@ def benchmark_cmapss(
             err=True,
         )
         click.echo(json.dumps(result))
+
+
+@click.command()
+@data_dir_option
+@click.option("--version", default=None, help="Version to promote (default: the 'challenger' alias).")
+@click.pass_context
+def promote(ctx: click.Context, data_dir: Path | None, version: str | None) -> None:
+    """Make a version the champion (its artifacts verified first). Running processors switch to
+    it between two micro-batches, within ``serving_poll_s``."""
+    from pitstop.platform import Platform
+    from pitstop.serving.deploy import promote as run
+
+    with _errors():
+        platform = Platform.open(_settings(ctx, data_dir=data_dir))
+        try:
+            click.echo(json.dumps(run(platform, version)))
+        finally:
+            platform.close()
+
+
+@click.command()
+@data_dir_option
+@click.pass_context
+def rollback(ctx: click.Context, data_dir: Path | None) -> None:
+    """Make the champion before the last promotion the champion again."""
+    from pitstop.platform import Platform
+    from pitstop.serving.deploy import rollback as run
+
+    with _errors():
+        platform = Platform.open(_settings(ctx, data_dir=data_dir))
+        try:
+            click.echo(json.dumps(run(platform)))
+        finally:
+            platform.close()

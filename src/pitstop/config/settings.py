@@ -32,6 +32,9 @@ class Settings(BaseSettings):
         gt=0,
         description="The interval is calibrated on held-out readings this close to a failure (readings).",
     )
+    serving_poll_s: float = Field(
+        2.0, ge=0, description="How often the processor checks whether the champion alias moved."
+    )
     failure_horizon: float = Field(
         30.0, gt=0, description="Horizon of the failure-within-horizon label and its CV metrics (readings)."
     )

@@ -62,6 +62,8 @@ class Processor:
         self._events_version: int | None = None
         self._snapshot_at = time.monotonic()
         self.restored_from: int | None = None  # the bus position of the snapshot bootstrap used
+        self._serving_checked = time.monotonic()
+        self._serving_problem: str | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
     def bootstrap(self) -> None:
@@ -224,6 +226,7 @@ class Processor:
         online = self.online
         assert online is not None, "call bootstrap() first"
         started = time.perf_counter()
+        self._follow_serving_model()
         messages = self.p.bus.read(CONSUMER, self.p.settings.processor_max_messages)
         if not messages:
             self.p.metrics.bus_lag.set(0)
@@ -283,6 +286,30 @@ class Processor:
         return BatchReport(
             len(messages), total, written, held.height, total - fresh.height, len(scores), opened
         )
+
+    def _follow_serving_model(self) -> None:
+        """Every ``serving_poll_s``, between batches: serve the version the alias points at now
+        (``pitstop promote`` / ``rollback``). A version that cannot be loaded is refused, audited,
+        and the current model keeps serving."""
+        now = time.monotonic()
+        if now - self._serving_checked < self.p.settings.serving_poll_s:
+            return
+        self._serving_checked = now
+        scorer = self.p.scorer
+        before = scorer.model.version
+        problem = scorer.refresh()
+        after = scorer.model.version
+        if problem and problem != self._serving_problem:
+            log.warning("serving model unchanged (%s): %s", before, problem)
+            self.p.db.audit("processor", "model_refused", serving=before, reason=problem)
+        self._serving_problem = problem
+        if after != before:
+            log.info("now serving %s version %s (was %s)", scorer.model.name, after, before)
+            if self.online is not None and scorer.model.bundle.spec.hash != self.online.spec.hash:
+                self.bootstrap()  # another feature spec: rebuild the online state for it
+            self.p.metrics.model_info.labels(scorer.model.name, before, scorer.alias).set(0)
+            self.p.metrics.model_info.labels(scorer.model.name, after, scorer.alias).set(1)
+            self.p.db.audit("processor", "model_switched", from_version=before, to_version=after)
 
     def _fresh(self, frame: pl.DataFrame) -> pl.DataFrame:
         """Rows above every seq their machine had before them (processed earlier, or earlier in this

@@ -106,7 +106,6 @@ class Registry:
 
     def load(self, alias: str = "champion") -> LoadedModel:
         """Download and verify the version an alias points to."""
-        import mlflow.artifacts
         from mlflow.exceptions import MlflowException
 
         try:
@@ -115,6 +114,24 @@ class Registry:
             raise ModelError(
                 f"no {alias!r} version of model {self.model_name!r}: train one with `pitstop train`"
             ) from exc
+        return self._load(mv, alias)
+
+    def load_version(self, version: str) -> LoadedModel:
+        """Download and verify one version."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            mv = self.client.get_model_version(self.model_name, version)
+        except MlflowException as exc:
+            raise ModelError(
+                f"model {self.model_name!r} has no version {version}", code="model_not_found"
+            ) from exc
+        return self._load(mv, f"version {version}")
+
+    def _load(self, mv: Any, label: str) -> LoadedModel:
+        import mlflow.artifacts
+        from mlflow.exceptions import MlflowException
+
         with tempfile.TemporaryDirectory() as tmp:
             try:
                 local = mlflow.artifacts.download_artifacts(
@@ -123,7 +140,7 @@ class Registry:
             except MlflowException as exc:
                 raise ModelError(f"cannot fetch artifacts of version {mv.version}: {exc}") from exc
             bundle = ModelBundle.load(Path(local))
-        log.debug("loaded %s version %s (%s)", self.model_name, mv.version, alias)
+        log.debug("loaded %s version %s (%s)", self.model_name, mv.version, label)
         return LoadedModel(self.model_name, str(mv.version), bundle)
 
     def versions(self) -> list[dict[str, Any]]:

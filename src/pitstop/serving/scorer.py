@@ -40,6 +40,7 @@ class Scorer:
         self.alias = alias
         self._model: LoadedModel | None = None
         self._names: tuple[LoadedModel, frozenset[str]] | None = None
+        self._refused: str | None = None
         self._lock = threading.Lock()
 
     def reload(self) -> LoadedModel:
@@ -47,6 +48,29 @@ class Scorer:
         with self._lock:
             self._model = model
         return model
+
+    def refresh(self) -> str | None:
+        """Follow the alias if it moved: load the version it points at now. A version that cannot
+        be loaded (missing, altered) is refused and the current model keeps serving; the reason is
+        returned (and refused again on the next call only if the alias moves again)."""
+        current = self._model
+        try:
+            version = self.registry.alias_version(self.alias)
+        except Exception as exc:  # the registry is unreachable: keep serving what we have
+            return f"registry unreachable: {exc}"
+        if version is None or (current is not None and current.version == version):
+            return None
+        if version == self._refused:
+            return None
+        try:
+            model = self.registry.load_version(version)
+        except ModelError as exc:
+            self._refused = version
+            return f"version {version} refused: {exc.message}"
+        with self._lock:
+            self._model = LoadedModel(model.name, model.version, model.bundle)
+        self._refused = None
+        return None
 
     @property
     def model(self) -> LoadedModel:

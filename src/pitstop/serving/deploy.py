@@ -1,0 +1,55 @@
+"""Promote and roll back: move the ``champion`` alias, keeping the one before it.
+
+``promote`` verifies the new version's artifacts before it moves anything, so a tampered version is
+refused and the serving model stays. Running processors pick the move up by ``Scorer.refresh``
+between two micro-batches (every ``serving_poll_s``): each reading is scored once, by the model
+serving when its batch is processed.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from pitstop.errors import ModelError
+
+if TYPE_CHECKING:
+    from pitstop.platform import Platform
+
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+PREVIOUS = "previous-champion"
+
+
+def promote(platform: Platform, version: str | None = None, actor: str = "cli") -> dict[str, Any]:
+    """Point ``champion`` at ``version`` (default: the ``challenger``), after verifying it."""
+    registry = platform.registry
+    current = registry.alias_version(CHAMPION)
+    target = version or registry.alias_version(CHALLENGER)
+    if target is None:
+        raise ModelError(
+            "nothing to promote: no 'challenger' alias (train with --alias challenger) and no --version",
+            code="no_challenger",
+        )
+    if target == current:
+        raise ModelError(f"version {target} is already the champion", code="already_champion")
+    registry.load_version(target)  # refuses a missing or altered artifact before anything moves
+    if current is not None:
+        registry.set_alias(PREVIOUS, current)
+    registry.set_alias(CHAMPION, target)
+    platform.db.audit(actor, "model_promoted", from_version=current, to_version=target)
+    return {"champion": target, "previous": current}
+
+
+def rollback(platform: Platform, actor: str = "cli") -> dict[str, Any]:
+    """Point ``champion`` back at the version it had before the last promotion."""
+    registry = platform.registry
+    current = registry.alias_version(CHAMPION)
+    previous = registry.alias_version(PREVIOUS)
+    if previous is None or previous == current:
+        raise ModelError("nothing to roll back to: no earlier champion is recorded", code="no_previous")
+    registry.load_version(previous)
+    registry.set_alias(CHAMPION, previous)
+    if current is not None:
+        registry.set_alias(PREVIOUS, current)
+    platform.db.audit(actor, "model_rolled_back", from_version=current, to_version=previous)
+    return {"champion": previous, "previous": current}

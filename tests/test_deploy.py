@@ -1,0 +1,161 @@
+"""Promote and roll back in a running processor; a tampered version never serves."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+import polars as pl
+import pytest
+from sqlalchemy import select
+
+from pitstop.errors import ArtifactIntegrityError, ModelError
+from pitstop.platform import Platform
+from pitstop.processor import Processor
+from pitstop.serving.deploy import promote, rollback
+from pitstop.store import AuditEntry, Prediction
+from tests.conftest import make_settings
+from tests.test_processor import publish
+
+MACHINES = {"eng-003": 3, "eng-004": 4}  # FD001 test units with over 100 cycles
+
+
+@pytest.fixture
+def live(trained: Platform) -> Iterator[Platform]:
+    """The trained platform, reopened so the processor checks the alias before every batch."""
+    data_dir = trained.settings.data_dir
+    trained.close()
+    platform = Platform.open(make_settings(data_dir, serving_poll_s=0))
+    yield platform
+    platform.close()
+
+
+def second_version(platform: Platform) -> str:
+    """The champion's bundle registered again: a new version to promote."""
+    champion = platform.registry.load("champion")
+    version = platform.registry.log_and_register(champion.bundle, lineage={"lake_version": "test"})
+    platform.registry.set_alias("challenger", version)
+    return version
+
+
+def predictions(platform: Platform) -> pl.DataFrame:
+    with platform.db.session() as s:
+        rows = s.execute(
+            select(Prediction.machine_id, Prediction.seq, Prediction.model_version, Prediction.created_at)
+            .where(Prediction.machine_id.in_(list(MACHINES)))
+            .order_by(Prediction.id)
+        ).all()
+    return pl.DataFrame(rows, schema=["machine_id", "seq", "version", "batch"], orient="row")
+
+
+class Feed:
+    """Readings of MACHINES, one per machine per step, from a sender thread and from waiters."""
+
+    def __init__(self, platform: Platform, limit: int = 100) -> None:
+        self.platform, self.limit = platform, limit
+        self.sent = 0
+        self._lock = threading.Lock()
+
+    def step(self) -> None:
+        with self._lock:
+            cycle = self.sent // len(MACHINES)
+            if cycle >= self.limit:
+                return
+            for machine, unit in MACHINES.items():
+                publish(self.platform, machine, unit, cycle, 1)
+            self.sent += len(MACHINES)
+
+
+def wait_for_version(platform: Platform, feed: Feed, version: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if version in predictions(platform)["version"].to_list()[-2:]:
+            return
+        feed.step()  # keep readings coming even if the sender is done
+        time.sleep(0.1)
+    raise AssertionError(f"version {version} never served")
+
+
+def test_promote_and_rollback_under_load_score_every_reading_exactly_once(live: Platform) -> None:
+    v1 = live.registry.alias_version("champion")
+    v2 = second_version(live)
+    proc = Processor(live)
+    proc.start()
+    feed = Feed(live)
+    stop = threading.Event()
+
+    def load() -> None:  # readings keep arriving while the champion moves
+        while not stop.is_set():
+            feed.step()
+            time.sleep(0.1)
+
+    sender = threading.Thread(target=load)
+    sender.start()
+    try:
+        wait_for_version(live, feed, v1)
+        assert promote(live) == {"champion": v2, "previous": v1}
+        wait_for_version(live, feed, v2)
+        assert rollback(live) == {"champion": v1, "previous": v2}
+        wait_for_version(live, feed, v1)
+    finally:
+        stop.set()
+        sender.join()
+        proc.stop(drain=True)
+
+    lake = live.lake.read("telemetry", columns=["machine_id", "seq"], machine_ids=list(MACHINES))
+    assert lake.height == feed.sent > 0  # every reading landed once
+    got = predictions(live)
+    assert got.height == got.select("machine_id", "seq").n_unique()  # no reading scored twice
+    # one model per micro-batch, and the versions in the order the alias moved: v1, v2, v1
+    per_batch = got.group_by("batch", maintain_order=True).agg(pl.col("version").unique())
+    assert (per_batch["version"].list.len() == 1).all()
+    order = per_batch["version"].list.first().to_list()
+    runs = [v for i, v in enumerate(order) if i == 0 or v != order[i - 1]]
+    assert runs == [v1, v2, v1]
+    # each machine's latest reading was scored in the last batch that carried it
+    last = got.group_by("machine_id").agg(pl.col("seq").max())
+    assert dict(last.iter_rows()) == dict(lake.group_by("machine_id").agg(pl.col("seq").max()).iter_rows())
+    with live.db.session() as s:
+        actions = [a.action for a in s.scalars(select(AuditEntry).order_by(AuditEntry.id))]
+    assert actions.count("model_switched") == 2
+    assert {"model_promoted", "model_rolled_back"} <= set(actions)
+
+
+def test_a_tampered_version_is_refused_and_the_champion_keeps_serving(live: Platform) -> None:
+    v1 = live.registry.alias_version("champion")
+    v2 = second_version(live)
+    source = live.registry.client.get_model_version(live.registry.model_name, v2).source
+    model = Path(unquote(urlparse(source).path)) / "model.txt"
+    data = bytearray(model.read_bytes())
+    data[len(data) // 2] ^= 0x01  # one flipped bit
+    model.write_bytes(bytes(data))
+
+    with pytest.raises(ArtifactIntegrityError, match="altered"):
+        promote(live)
+    assert live.registry.alias_version("champion") == v1
+
+    # moved behind our back (say, in the MLflow UI): the processor refuses it as well
+    proc = Processor(live)
+    proc.bootstrap()
+    live.registry.set_alias("champion", v2)
+    publish(live, "eng-003", 3, 0, 5)
+    report = proc.run_once()
+    assert report.scored == 1
+    assert predictions(live)["version"].to_list() == [v1]
+    with live.db.session() as s:
+        refused = [
+            a.detail for a in s.scalars(select(AuditEntry).where(AuditEntry.action == "model_refused"))
+        ]
+    assert len(refused) == 1 and f"version {v2} refused" in refused[0]
+
+
+def test_promote_and_rollback_need_something_to_move_to(live: Platform) -> None:
+    with pytest.raises(ModelError, match="challenger"):
+        promote(live)
+    with pytest.raises(ModelError, match="roll back"):
+        rollback(live)
+    with pytest.raises(ModelError, match="no version"):
+        promote(live, "999")
