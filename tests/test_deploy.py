@@ -159,3 +159,42 @@ def test_promote_and_rollback_need_something_to_move_to(live: Platform) -> None:
         rollback(live)
     with pytest.raises(ModelError, match="no version"):
         promote(live, "999")
+
+
+def test_batch_scoring_writes_each_reading_once_per_model_and_matches_the_api(trained: Platform) -> None:
+    from fastapi.testclient import TestClient
+
+    from pitstop.serving.batch import score_lake
+    from pitstop.web import create_app
+
+    publish(trained, "eng-003", 3, 0, 40)
+    proc = Processor(trained)
+    proc.bootstrap()
+    proc.run_once()
+    version = trained.lake.version("telemetry")
+    readings = trained.lake.count("telemetry", version)
+
+    first = score_lake(trained)
+    assert first["rows"] == readings and first["lake_version"] == version
+    again = score_lake(trained)
+    assert again["rows"] == 0 and again["skipped"] == "already scored"
+    latest = score_lake(trained, latest=True)
+    assert (
+        latest["rows"]
+        == latest["machines"]
+        == trained.lake.read("telemetry", columns=["machine_id"])["machine_id"].n_unique()
+    )
+
+    table = trained.lake.read("predictions")
+    assert table.height == readings + latest["rows"]
+    assert table.select("machine_id", "seq").n_unique() == readings  # every reading, none twice
+    assert set(table["model_version"]) == {trained.scorer.model.version}
+    assert set(table["lake_version"]) == {version}
+    # the batch score of a machine's latest reading is what the API says for it now
+    row = table.filter((pl.col("machine_id") == "eng-003") & (pl.col("arm") == "batch:champion")).sort("seq")[
+        -1
+    ]
+    with TestClient(create_app(trained)) as client:
+        api = client.post("/api/v1/predict", json={"machine_ids": ["eng-003"]}).json()["predictions"][0]
+    assert api["seq"] == row["seq"][0] == 40
+    assert api["rul"] == pytest.approx(row["rul"][0], abs=1e-3)

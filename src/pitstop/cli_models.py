@@ -146,3 +146,31 @@ def rollback(ctx: click.Context, data_dir: Path | None) -> None:
             click.echo(json.dumps(run(platform)))
         finally:
             platform.close()
+
+
+@click.command()
+@data_dir_option
+@click.option("--lake-version", type=int, default=None, help="Telemetry table version (default newest).")
+@click.option("--alias", default="champion", show_default=True, help="Registered model alias to score with.")
+@click.option("--latest", is_flag=True, help="Only each machine's latest reading (default: every reading).")
+@click.pass_context
+def score(
+    ctx: click.Context, data_dir: Path | None, lake_version: int | None, alias: str, latest: bool
+) -> None:
+    """Score a lake version in batch into the lake's ``predictions`` table (each row records the
+    model name, version, arm and lake version). Running it again for the same version and model
+    writes nothing."""
+    from pitstop.platform import Platform
+    from pitstop.serving.batch import score_lake
+
+    with _errors():
+        platform = Platform.open(_settings(ctx, data_dir=data_dir))
+        update, close = _progress_bar("scoring")
+        try:
+            result = score_lake(
+                platform, lake_version=lake_version, alias=alias, latest=latest, progress=update
+            )
+        finally:
+            close()
+            platform.close()
+        click.echo(json.dumps(result))

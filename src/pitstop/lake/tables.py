@@ -45,7 +45,23 @@ def quarantine_schema(sensors: list[str]) -> pa.Schema:
     return base.insert(4, pa.field("reason", pa.string(), nullable=False))
 
 
-TABLES = ("telemetry", "events", "quarantine")
+PREDICTIONS_SCHEMA = pa.schema(
+    [
+        pa.field("machine_id", pa.string(), nullable=False),
+        pa.field("ts", TS, nullable=False),
+        pa.field("seq", pa.int64(), nullable=False),
+        pa.field("rul", pa.float64(), nullable=False),
+        pa.field("rul_lower", pa.float64(), nullable=False),
+        pa.field("rul_upper", pa.float64(), nullable=False),
+        pa.field("model_name", pa.string(), nullable=False),
+        pa.field("model_version", pa.string(), nullable=False),
+        pa.field("arm", pa.string(), nullable=False),
+        pa.field("lake_version", pa.int64(), nullable=False),
+        pa.field("scored_at", TS, nullable=False),
+    ]
+)
+
+TABLES = ("telemetry", "events", "quarantine", "predictions")
 
 
 class Lake:
@@ -59,11 +75,13 @@ class Lake:
             "telemetry": telemetry_schema(self.sensors),
             "events": EVENTS_SCHEMA,
             "quarantine": quarantine_schema(self.sensors),
+            "predictions": PREDICTIONS_SCHEMA,
         }
         self._partitions: dict[str, list[str] | None] = {
             "telemetry": ["day"],
             "events": None,
             "quarantine": ["day"],
+            "predictions": ["lake_version"],
         }
         self._writers: dict[str, DeltaTable] = {}  # kept open for appends, refreshed incrementally
 
