@@ -198,3 +198,84 @@ def test_batch_scoring_writes_each_reading_once_per_model_and_matches_the_api(tr
         api = client.post("/api/v1/predict", json={"machine_ids": ["eng-003"]}).json()["predictions"][0]
     assert api["seq"] == row["seq"][0] == 40
     assert api["rul"] == pytest.approx(row["rul"][0], abs=1e-3)
+
+
+def reopen(trained: Platform, **overrides: object) -> Platform:
+    data_dir = trained.settings.data_dir
+    trained.close()
+    return Platform.open(make_settings(data_dir, serving_poll_s=0, **overrides))
+
+
+FLEET = [f"eng-{u:03d}" for u in range(1, 11)]
+
+
+def stream(platform: Platform, proc: Processor, batches: int) -> None:
+    for b in range(batches):
+        for u, machine in enumerate(FLEET, 1):
+            publish(platform, machine, u, 3 * b, 3)
+        proc.run_once()
+
+
+def run_with_challenger(platform: Platform, batches: int) -> tuple[str, str]:
+    """Register a challenger, then stream ``batches`` micro-batches of FLEET through a processor."""
+    v1 = platform.registry.alias_version("champion")
+    assert v1 is not None
+    v2 = second_version(platform)
+    proc = Processor(platform)
+    proc.bootstrap()
+    stream(platform, proc, batches)
+    return v1, v2
+
+
+def test_shadow_scores_the_challenger_beside_the_champion_and_never_acts_on_it(trained: Platform) -> None:
+    from pitstop.store import MachineState, WorkOrder
+
+    platform = reopen(trained, deployment="shadow", work_order_rul_threshold=1000)  # every score acts
+    try:
+        v1, v2 = run_with_challenger(platform, batches=2)
+        with platform.db.session() as s:
+            rows = s.execute(
+                select(Prediction.machine_id, Prediction.seq, Prediction.model_version, Prediction.arm)
+            ).all()
+            orders = s.scalars(select(WorkOrder.model_version)).all()
+            states = s.scalars(
+                select(MachineState.model_version).where(MachineState.machine_id.in_(FLEET))
+            ).all()
+        got = pl.DataFrame(rows, schema=["machine_id", "seq", "version", "arm"], orient="row")
+        per_arm = dict(got.group_by("arm").agg(pl.len()).iter_rows())
+        assert per_arm == {"champion": 2 * len(FLEET), "shadow": 2 * len(FLEET)}
+        assert set(got.filter(pl.col("arm") == "shadow")["version"]) == {v2}
+        assert set(got.filter(pl.col("arm") == "champion")["version"]) == {v1}
+        assert set(orders) == {v1} and len(orders) == len(FLEET)  # work orders come from the champion only
+        assert set(states) == {v1}
+    finally:
+        platform.close()
+
+
+@pytest.mark.parametrize(("mode", "arms"), [("canary", ("canary", "champion")), ("ab", ("b", "a"))])
+def test_canary_and_ab_send_a_stable_share_of_machines_to_the_challenger(
+    trained: Platform, mode: str, arms: tuple[str, str]
+) -> None:
+    from pitstop.serving.scorer import bucket
+
+    platform = reopen(trained, deployment=mode, challenger_percent=50)
+    try:
+        v1, v2 = run_with_challenger(platform, batches=3)
+        got = predictions_of(platform, FLEET)
+        assert got.height == 3 * len(FLEET)  # one acting prediction per machine per batch
+        expected = {m: (arms[0], v2) if bucket(m) < 50 else (arms[1], v1) for m in FLEET}
+        for machine, arm, version in got.select("machine_id", "arm", "version").iter_rows():
+            assert (arm, version) == expected[machine]  # the same arm in every batch
+        assert 0 < sum(a == arms[0] for a, _ in expected.values()) < len(FLEET)
+    finally:
+        platform.close()
+
+
+def predictions_of(platform: Platform, machines: list[str]) -> pl.DataFrame:
+    with platform.db.session() as s:
+        rows = s.execute(
+            select(Prediction.machine_id, Prediction.arm, Prediction.model_version).where(
+                Prediction.machine_id.in_(machines)
+            )
+        ).all()
+    return pl.DataFrame(rows, schema=["machine_id", "arm", "version"], orient="row")

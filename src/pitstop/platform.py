@@ -39,6 +39,7 @@ class Platform:
     registry: Registry
     scorer: Scorer
     policy: RiskPolicy
+    challenger: Scorer | None = None
     metrics: Metrics = field(default_factory=Metrics)
 
     @classmethod
@@ -61,6 +62,7 @@ class Platform:
             registry=registry,
             scorer=Scorer(registry),
             policy=RiskPolicy(settings.work_order_rul_threshold),
+            challenger=Scorer(registry, alias="challenger") if settings.deployment != "champion" else None,
         )
 
     def admin_token(self) -> str:

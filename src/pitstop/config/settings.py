@@ -32,6 +32,16 @@ class Settings(BaseSettings):
         gt=0,
         description="The interval is calibrated on held-out readings this close to a failure (readings).",
     )
+    deployment: Literal["champion", "shadow", "canary", "ab"] = Field(
+        "champion",
+        description=(
+            "How the challenger alias serves: not at all, shadow (scored and logged, never acted on), "
+            "canary or ab (a stable hash of machine id sends challenger_percent of machines to it)."
+        ),
+    )
+    challenger_percent: int = Field(
+        10, ge=0, le=100, description="Share of machines the challenger serves under canary or ab."
+    )
     serving_poll_s: float = Field(
         2.0, ge=0, description="How often the processor checks whether the champion alias moved."
     )

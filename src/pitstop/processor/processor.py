@@ -5,17 +5,21 @@ import os
 import threading
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pyarrow as pa
 from sqlalchemy import select
 
+from pitstop.errors import ModelError
 from pitstop.features import FeatureSpec, OnlineFeatures
 from pitstop.maintenance import apply_policy
 from pitstop.platform import Platform
 from pitstop.schema import decode_table
-from pitstop.serving import Score
+from pitstop.serving import Score, Scorer
+from pitstop.serving.scorer import bucket
 from pitstop.store import Machine, MachineState, Prediction, utcnow
 
 log = logging.getLogger(__name__)
@@ -63,7 +67,7 @@ class Processor:
         self._snapshot_at = time.monotonic()
         self.restored_from: int | None = None  # the bus position of the snapshot bootstrap used
         self._serving_checked = time.monotonic()
-        self._serving_problem: str | None = None
+        self._serving_problem: dict[str, str | None] = {}
 
     # -- lifecycle -------------------------------------------------------------------------
     def bootstrap(self) -> None:
@@ -78,6 +82,7 @@ class Processor:
         model = self.p.scorer.reload()
         self.p.metrics.model_info.labels(model.name, model.version, self.p.scorer.alias).set(1)
         spec = model.bundle.spec
+        self._load_challenger()
         upto = self.p.bus.position(CONSUMER)
         restored = self.restored_from = self._load_snapshot(spec, upto)
         if restored is None:
@@ -264,11 +269,12 @@ class Processor:
 
         scored_ids = sorted(set(clean["machine_id"].to_list()))
         scores: dict[str, Score] = {}
+        shadow: dict[str, Score] = {}
         if scored_ids:
-            scores = dict(zip(scored_ids, self.p.scorer.score_matrix(online.get(scored_ids)), strict=True))
+            scores, shadow = self._score(scored_ids, online.get(scored_ids))
         last = fresh.group_by("machine_id").agg(pl.col("seq").last(), pl.col("ts").last())
         counts = dict(fresh.group_by("machine_id").len().iter_rows())
-        opened = self._record(last, scores, counts)
+        opened = self._record(last, scores, counts, shadow)
         self.p.bus.commit(CONSUMER, position)
         if time.monotonic() - self._snapshot_at >= self.p.settings.feature_snapshot_s:
             self.snapshot()
@@ -277,9 +283,8 @@ class Processor:
         metrics.lake_rows.inc(written)
         metrics.quarantined.inc(held.height)
         metrics.duplicates.inc(total - fresh.height)
-        if scores:
-            any_score = next(iter(scores.values()))
-            metrics.predictions.labels(any_score.model_version, any_score.arm).inc(len(scores))
+        for score in (*scores.values(), *shadow.values()):
+            metrics.predictions.labels(score.model_version, score.arm).inc()
         metrics.work_orders_opened.inc(opened)
         metrics.bus_lag.set(self.lag())
         metrics.batch_seconds.observe(time.perf_counter() - started)
@@ -288,7 +293,7 @@ class Processor:
         )
 
     def _follow_serving_model(self) -> None:
-        """Every ``serving_poll_s``, between batches: serve the version the alias points at now
+        """Every ``serving_poll_s``, between batches: serve the versions the aliases point at now
         (``pitstop promote`` / ``rollback``). A version that cannot be loaded is refused, audited,
         and the current model keeps serving."""
         now = time.monotonic()
@@ -297,19 +302,85 @@ class Processor:
         self._serving_checked = now
         scorer = self.p.scorer
         before = scorer.model.version
-        problem = scorer.refresh()
+        self._report(scorer, before, scorer.refresh())
+        moved = scorer.model.version != before
+        if moved and self.online is not None and scorer.model.bundle.spec.hash != self.online.spec.hash:
+            self.bootstrap()  # another feature spec: rebuild the online state for it
+        challenger = self.p.challenger
+        if challenger is not None:
+            if not challenger.loaded:
+                self._load_challenger()
+            else:
+                previous = challenger.model.version
+                self._report(challenger, previous, challenger.refresh())
+                self._check_challenger_spec()
+
+    def _report(self, scorer: Scorer, before: str, problem: str | None) -> None:
         after = scorer.model.version
-        if problem and problem != self._serving_problem:
-            log.warning("serving model unchanged (%s): %s", before, problem)
-            self.p.db.audit("processor", "model_refused", serving=before, reason=problem)
-        self._serving_problem = problem
+        if problem and problem != self._serving_problem.get(scorer.alias):
+            log.warning("%s unchanged (%s): %s", scorer.alias, before, problem)
+            self.p.db.audit("processor", "model_refused", alias=scorer.alias, serving=before, reason=problem)
+        self._serving_problem[scorer.alias] = problem
         if after != before:
-            log.info("now serving %s version %s (was %s)", scorer.model.name, after, before)
-            if self.online is not None and scorer.model.bundle.spec.hash != self.online.spec.hash:
-                self.bootstrap()  # another feature spec: rebuild the online state for it
+            log.info("%s now %s version %s (was %s)", scorer.alias, scorer.model.name, after, before)
             self.p.metrics.model_info.labels(scorer.model.name, before, scorer.alias).set(0)
             self.p.metrics.model_info.labels(scorer.model.name, after, scorer.alias).set(1)
-            self.p.db.audit("processor", "model_switched", from_version=before, to_version=after)
+            self.p.db.audit(
+                "processor", "model_switched", alias=scorer.alias, from_version=before, to_version=after
+            )
+
+    def _load_challenger(self) -> None:
+        """Load the ``challenger`` alias for a shadow, canary or A/B deployment, if there is one."""
+        challenger = self.p.challenger
+        if challenger is None:
+            return
+        try:
+            model = challenger.reload()
+        except ModelError as exc:
+            if self._serving_problem.get("challenger") != exc.message:
+                log.warning("%s deployment without a challenger: %s", self.p.settings.deployment, exc.message)
+            self._serving_problem["challenger"] = exc.message
+            return
+        self.p.metrics.model_info.labels(model.name, model.version, "challenger").set(1)
+        self._check_challenger_spec()
+
+    def _check_challenger_spec(self) -> None:
+        """The challenger is scored from the same online features: it must share the spec."""
+        challenger = self.p.challenger
+        if challenger is None or not challenger.loaded or self.online is None:
+            return
+        if challenger.model.bundle.spec.hash != self.online.spec.hash:
+            reason = (
+                f"challenger version {challenger.model.version} has feature spec "
+                f"{challenger.model.bundle.spec.hash}, the champion {self.online.spec.hash}"
+            )
+            log.warning("challenger not served: %s", reason)
+            self.p.db.audit("processor", "model_refused", alias="challenger", reason=reason)
+            challenger.unload()
+
+    def _score(self, ids: list[str], features: np.ndarray) -> tuple[dict[str, Score], dict[str, Score]]:
+        """Scores acted on (machine state, work orders) and shadow scores (logged only), by the
+        deployment: the champion for every machine, or the challenger for a stable share of them
+        (canary, ab), or beside it (shadow)."""
+        mode = self.p.settings.deployment
+        challenger = self.p.challenger
+        if mode == "champion" or challenger is None or not challenger.loaded:
+            return dict(zip(ids, self.p.scorer.score_matrix(features), strict=True)), {}
+        if mode == "shadow":
+            acting = dict(zip(ids, self.p.scorer.score_matrix(features), strict=True))
+            return acting, dict(zip(ids, challenger.score_matrix(features, arm="shadow"), strict=True))
+        share = self.p.settings.challenger_percent
+        to_challenger = np.array([bucket(m) < share for m in ids], dtype=bool)
+        arms = ("canary", "champion") if mode == "canary" else ("b", "a")
+        acting = {}
+        for scorer, rows, arm in (
+            (challenger, to_challenger, arms[0]),
+            (self.p.scorer, ~to_challenger, arms[1]),
+        ):
+            if rows.any():
+                chosen = [m for m, r in zip(ids, rows, strict=True) if r]
+                acting.update(zip(chosen, scorer.score_matrix(features[rows], arm=arm), strict=True))
+        return acting, {}
 
     def _fresh(self, frame: pl.DataFrame) -> pl.DataFrame:
         """Rows above every seq their machine had before them (processed earlier, or earlier in this
@@ -327,8 +398,15 @@ class Processor:
             .drop("_last")
         )
 
-    def _record(self, last: pl.DataFrame, scores: dict[str, Score], counts: dict[str, int]) -> int:
-        """Machine state, predictions and work orders in one transaction, one flush."""
+    def _record(
+        self,
+        last: pl.DataFrame,
+        scores: dict[str, Score],
+        counts: dict[str, int],
+        shadow: dict[str, Score] | None = None,
+    ) -> int:
+        """Machine state, predictions and work orders in one transaction, one flush. Shadow scores
+        are logged as predictions only."""
         online = self.online
         assert online is not None
         now = utcnow()
@@ -347,6 +425,8 @@ class Processor:
                 state.last_ts = ts
                 state.last_seq = seq
                 state.readings = (state.readings or 0) + counts.get(machine_id, 0)
+                if shadow and machine_id in shadow:
+                    predictions.append(_prediction(machine_id, ts, seq, shadow[machine_id], now))
                 score = scores.get(machine_id)
                 if score is None:
                     continue
@@ -355,20 +435,22 @@ class Processor:
                 state.rul_upper = score.upper
                 state.model_version = score.model_version
                 state.scored_at = now
-                predictions.append(
-                    Prediction(
-                        machine_id=machine_id,
-                        ts=ts,
-                        seq=seq,
-                        rul=score.rul,
-                        rul_lower=score.lower,
-                        rul_upper=score.upper,
-                        model_name=score.model_name,
-                        model_version=score.model_version,
-                        arm=score.arm,
-                        created_at=now,
-                    )
-                )
+                predictions.append(_prediction(machine_id, ts, seq, score, now))
             s.add_all(predictions)
             opened = apply_policy(s, self.p.policy, scores)
         return len(opened)
+
+
+def _prediction(machine_id: str, ts: datetime, seq: int, score: Score, now: datetime) -> Prediction:
+    return Prediction(
+        machine_id=machine_id,
+        ts=ts,
+        seq=seq,
+        rul=score.rul,
+        rul_lower=score.lower,
+        rul_upper=score.upper,
+        model_name=score.model_name,
+        model_version=score.model_version,
+        arm=score.arm,
+        created_at=now,
+    )

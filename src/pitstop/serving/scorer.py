@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import hashlib
 import math
 import threading
 from dataclasses import dataclass
@@ -83,13 +84,22 @@ class Scorer:
     def feature_names(self) -> list[str]:
         return self.model.bundle.feature_names
 
-    def score_matrix(self, features: np.ndarray) -> list[Score]:
+    def score_matrix(self, features: np.ndarray, arm: str | None = None) -> list[Score]:
         model = self.model
         rul, lower, upper = model.bundle.predict(features)
+        arm = arm or self.alias
         return [
-            Score(float(r), float(lo), float(hi), model.name, model.version, self.alias)
+            Score(float(r), float(lo), float(hi), model.name, model.version, arm)
             for r, lo, hi in zip(rul, lower, upper, strict=True)
         ]
+
+    @property
+    def loaded(self) -> bool:
+        return self._model is not None
+
+    def unload(self) -> None:
+        with self._lock:
+            self._model = None
 
     def matrix_from_rows(self, rows: list[dict[str, Any]]) -> np.ndarray:
         """Build a feature matrix from ``{name: number}`` rows; a missing or non-finite value is a 422."""
@@ -146,3 +156,8 @@ class Scorer:
                 details=problems,
             )
         return out
+
+
+def bucket(machine_id: str) -> int:
+    """A machine's stable bucket in 0..99 (sha256 of its id): the same in every process and run."""
+    return int(hashlib.sha256(machine_id.encode()).hexdigest()[:8], 16) % 100
