@@ -209,8 +209,8 @@ def reopen(trained: Platform, **overrides: object) -> Platform:
 FLEET = [f"eng-{u:03d}" for u in range(1, 11)]
 
 
-def stream(platform: Platform, proc: Processor, batches: int) -> None:
-    for b in range(batches):
+def stream(platform: Platform, proc: Processor, batches: int, first: int = 0) -> None:
+    for b in range(first, first + batches):
         for u, machine in enumerate(FLEET, 1):
             publish(platform, machine, u, 3 * b, 3)
         proc.run_once()
@@ -279,3 +279,54 @@ def predictions_of(platform: Platform, machines: list[str]) -> pl.DataFrame:
             )
         ).all()
     return pl.DataFrame(rows, schema=["machine_id", "arm", "version"], orient="row")
+
+
+def broken_version(platform: Platform) -> str:
+    """The champion with a broken interval (NaN upper bounds): registered and intact, but invalid."""
+    from dataclasses import replace
+
+    champion = platform.registry.load("champion").bundle
+    bad = replace(
+        champion, interval={**champion.interval, "upper": [float("nan")] * len(champion.interval["upper"])}
+    )
+    version = platform.registry.log_and_register(bad, lineage={"lake_version": "test"})
+    platform.registry.set_alias("challenger", version)
+    return version
+
+
+def audit_actions(platform: Platform) -> list[str]:
+    with platform.db.session() as s:
+        return [a.action for a in s.scalars(select(AuditEntry).order_by(AuditEntry.id))]
+
+
+def test_the_guard_withdraws_a_canary_that_gives_invalid_outputs(trained: Platform) -> None:
+    platform = reopen(trained, deployment="canary", challenger_percent=50)
+    try:
+        v1 = platform.registry.alias_version("champion")
+        broken_version(platform)
+        proc = Processor(platform)
+        proc.bootstrap()
+        stream(platform, proc, 3)
+        got = predictions_of(platform, FLEET)
+        assert got.height == 3 * len(FLEET)
+        assert set(got["arm"]) == {"champion"} and set(got["version"]) == {v1}  # all rescored by the champion
+        assert (
+            audit_actions(platform).count("challenger_withdrawn") == 1
+        )  # and not reloaded until the alias moves
+    finally:
+        platform.close()
+
+
+def test_the_guard_rolls_back_a_promoted_champion_that_gives_invalid_outputs(live: Platform) -> None:
+    v1 = live.registry.alias_version("champion")
+    bad = broken_version(live)
+    proc = Processor(live)
+    proc.bootstrap()
+    stream(live, proc, 1)
+    promote(live)  # its files are intact: only serving shows it is broken
+    stream(live, proc, 2, first=1)
+    assert live.registry.alias_version("champion") == v1
+    got = predictions_of(live, FLEET)
+    assert got.height == 3 * len(FLEET) and set(got["version"]) == {v1}  # no invalid output was kept
+    actions = audit_actions(live)
+    assert "champion_rolled_back" in actions and bad != v1

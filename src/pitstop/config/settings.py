@@ -42,6 +42,12 @@ class Settings(BaseSettings):
     challenger_percent: int = Field(
         10, ge=0, le=100, description="Share of machines the challenger serves under canary or ab."
     )
+    guard_invalid_share: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description="Share of an arm's outputs in a batch that may be invalid before it is withdrawn.",
+    )
     serving_poll_s: float = Field(
         2.0, ge=0, description="How often the processor checks whether the champion alias moved."
     )

@@ -68,6 +68,7 @@ class Processor:
         self.restored_from: int | None = None  # the bus position of the snapshot bootstrap used
         self._serving_checked = time.monotonic()
         self._serving_problem: dict[str, str | None] = {}
+        self._withdrawn: str | None = None  # the challenger version the guard took out
 
     # -- lifecycle -------------------------------------------------------------------------
     def bootstrap(self) -> None:
@@ -335,6 +336,11 @@ class Processor:
         if challenger is None:
             return
         try:
+            if (
+                self._withdrawn is not None
+                and challenger.registry.alias_version("challenger") == self._withdrawn
+            ):
+                return  # withdrawn by the guard: not again until the alias moves
             model = challenger.reload()
         except ModelError as exc:
             if self._serving_problem.get("challenger") != exc.message:
@@ -359,9 +365,56 @@ class Processor:
             challenger.unload()
 
     def _score(self, ids: list[str], features: np.ndarray) -> tuple[dict[str, Score], dict[str, Score]]:
-        """Scores acted on (machine state, work orders) and shadow scores (logged only), by the
-        deployment: the champion for every machine, or the challenger for a stable share of them
-        (canary, ab), or beside it (shadow)."""
+        """Scores acted on (machine state, work orders) and shadow scores (logged only), guarded:
+        an arm whose outputs are invalid (not finite, negative, outside their own interval) beyond
+        ``guard_invalid_share`` of a batch, or that fails, is withdrawn and the batch scored again.
+        A challenger is dropped; the champion is rolled back to the previous champion."""
+        for _ in range(3):
+            try:
+                acting, shadow = self._route(ids, features)
+            except Exception as exc:  # a failing challenger is withdrawn; a failing champion raises
+                if not self._withdraw_challenger(f"scoring failed: {exc}"):
+                    raise
+                continue
+            bad = _invalid_arms([*acting.values(), *shadow.values()], self.p.settings.guard_invalid_share)
+            if not bad:
+                return acting, shadow
+            reason = f"invalid outputs from arm(s) {', '.join(sorted(bad))}"
+            if bad & {"champion", "a"}:
+                self._roll_back(reason)
+            else:
+                self._withdraw_challenger(reason)
+        raise ModelError("no serving model gives valid outputs", code="serving_invalid")
+
+    def _withdraw_challenger(self, reason: str) -> bool:
+        challenger = self.p.challenger
+        if challenger is None or not challenger.loaded:
+            return False
+        version = self._withdrawn = challenger.model.version
+        challenger.unload()
+        self._serving_problem["challenger"] = reason
+        log.error("challenger version %s withdrawn: %s", version, reason)
+        self.p.db.audit("guard", "challenger_withdrawn", version=version, reason=reason)
+        return True
+
+    def _roll_back(self, reason: str) -> None:
+        from pitstop.serving.deploy import rollback
+
+        bad = self.p.scorer.model.version
+        log.error("champion version %s rolled back: %s", bad, reason)
+        rollback(self.p, actor="guard")  # raises when there is nothing to roll back to
+        self.p.scorer.reload()
+        self.p.db.audit(
+            "guard",
+            "champion_rolled_back",
+            from_version=bad,
+            to_version=self.p.scorer.model.version,
+            reason=reason,
+        )
+
+    def _route(self, ids: list[str], features: np.ndarray) -> tuple[dict[str, Score], dict[str, Score]]:
+        """By the deployment: the champion for every machine, or the challenger for a stable share
+        of them (canary, ab), or beside it (shadow)."""
         mode = self.p.settings.deployment
         challenger = self.p.challenger
         if mode == "champion" or challenger is None or not challenger.loaded:
@@ -454,3 +507,16 @@ def _prediction(machine_id: str, ts: datetime, seq: int, score: Score, now: date
         arm=score.arm,
         created_at=now,
     )
+
+
+def _invalid_arms(scores: list[Score], allowed_share: float) -> set[str]:
+    """Arms with more than ``allowed_share`` of invalid scores: not finite, negative, or outside
+    their own interval."""
+    totals: dict[str, int] = {}
+    invalid: dict[str, int] = {}
+    for sc in scores:
+        totals[sc.arm] = totals.get(sc.arm, 0) + 1
+        values = (sc.rul, sc.lower, sc.upper)
+        if not all(np.isfinite(values)) or sc.rul < 0 or not sc.lower <= sc.rul <= sc.upper:
+            invalid[sc.arm] = invalid.get(sc.arm, 0) + 1
+    return {arm for arm, n in invalid.items() if n / totals[arm] > allowed_share}
