@@ -330,3 +330,47 @@ def test_the_guard_rolls_back_a_promoted_champion_that_gives_invalid_outputs(liv
     assert got.height == 3 * len(FLEET) and set(got["version"]) == {v1}  # no invalid output was kept
     actions = audit_actions(live)
     assert "champion_rolled_back" in actions and bad != v1
+
+
+def test_with_the_registry_unreachable_the_cached_champion_serves_and_says_so(
+    trained: Platform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import mlflow.store.db.utils
+
+    from pitstop.store import Prediction as P
+
+    data_dir = trained.settings.data_dir
+    v1 = trained.scorer.model.version
+    trained.close()
+    store = data_dir / "mlflow.db"
+    store.rename(data_dir / "mlflow.db.away")
+    store.mkdir()  # the registry's database cannot be opened
+    monkeypatch.setattr(mlflow.store.db.utils, "MAX_RETRY_COUNT", 1)  # MLflow's own retries, shortened
+    # as in a new process: MLflow keeps its engines per URI, and theirs still hold the old file open
+    from mlflow.store.model_registry.sqlalchemy_store import SqlAlchemyStore as RegistryStore
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore as TrackingStore
+    from mlflow.tracking._model_registry.registry import ModelRegistryStoreRegistry
+    from mlflow.tracking._tracking_service.registry import TrackingStoreRegistry
+
+    for store_class in (RegistryStore, TrackingStore):
+        monkeypatch.setattr(store_class, "_engine_map", {})
+    for stores in (ModelRegistryStoreRegistry, TrackingStoreRegistry):
+        stores._get_store_with_resolved_uri.cache_clear()  # its stores, cached per URI
+    platform = Platform.open(make_settings(data_dir, serving_poll_s=0))
+    try:
+        proc = Processor(platform)
+        proc.bootstrap()  # the champion from the local cache, verified
+        assert platform.scorer.from_cache and platform.scorer.model.version == v1
+        publish(platform, "eng-003", 3, 0, 5)
+        proc.run_once()
+        store.rmdir()
+        (data_dir / "mlflow.db.away").rename(store)  # the registry is back
+        publish(platform, "eng-003", 3, 5, 5)
+        proc.run_once()
+        with platform.db.session() as s:
+            rows = s.execute(
+                select(P.seq, P.model_version, P.from_cache).where(P.machine_id == "eng-003")
+            ).all()
+        assert [tuple(r) for r in rows] == [(5, v1, True), (10, v1, False)]
+    finally:
+        platform.close()

@@ -60,7 +60,7 @@ class Platform:
             bus=open_bus(settings),
             lake=lake,
             registry=registry,
-            scorer=Scorer(registry),
+            scorer=Scorer(registry, cache_dir=settings.data_dir / "state" / "models"),
             policy=RiskPolicy(settings.work_order_rul_threshold),
             challenger=Scorer(registry, alias="challenger") if settings.deployment != "champion" else None,
         )

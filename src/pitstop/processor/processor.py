@@ -506,6 +506,7 @@ def _prediction(machine_id: str, ts: datetime, seq: int, score: Score, now: date
         model_version=score.model_version,
         arm=score.arm,
         created_at=now,
+        from_cache=score.from_cache,
     )
 
 

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,16 +28,26 @@ class LoadedModel:
 class Registry:
     """MLflow tracking + model registry with a SQLite store and local artifacts (or a server).
 
-    No global MLflow state is touched: every call goes through this instance's client.
+    No global MLflow state is touched: every call goes through this instance's client, which is
+    made on first use, so a platform opens (and serves a cached model) while the registry is down.
     """
 
     def __init__(self, tracking_uri: str, artifacts_dir: Path, model_name: str) -> None:
-        from mlflow.tracking import MlflowClient  # heavy import, kept off the import path
-
         self.tracking_uri = tracking_uri
         self.artifacts_dir = Path(artifacts_dir)
         self.model_name = model_name
-        self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+        self._client: Any = None
+        self._client_lock = threading.Lock()
+
+    @property
+    def client(self) -> Any:
+        """The ``MlflowClient`` (made on first use: it connects to the store)."""
+        with self._client_lock:
+            if self._client is None:
+                from mlflow.tracking import MlflowClient  # heavy import, kept off the import path
+
+                self._client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
+            return self._client
 
     def _experiment_id(self) -> str:
         exp = self.client.get_experiment_by_name(EXPERIMENT)

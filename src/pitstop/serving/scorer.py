@@ -1,15 +1,23 @@
 from __future__ import annotations
 
 import hashlib
+import json
+import logging
 import math
+import os
+import shutil
+import tempfile
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from pitstop.errors import ModelError, ValidationError
-from pitstop.registry import LoadedModel, Registry
+from pitstop.errors import ArtifactIntegrityError, ModelError, ValidationError
+from pitstop.registry import LoadedModel, ModelBundle, Registry
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -20,35 +28,85 @@ class Score:
     model_name: str
     model_version: str
     arm: str
+    from_cache: bool = False
 
     def to_dict(self) -> dict[str, Any]:
+        model = {"name": self.model_name, "version": self.model_version, "arm": self.arm}
         return {
             "rul": round(self.rul, 3),
             "rul_lower": round(self.lower, 3),
             "rul_upper": round(self.upper, 3),
-            "model": {"name": self.model_name, "version": self.model_version, "arm": self.arm},
+            "model": model | ({"from_cache": True} if self.from_cache else {}),
         }
 
 
 class Scorer:
     """Holds the serving model (the registry's ``champion``) and scores feature matrices.
 
-    The model is swapped atomically by ``reload``; callers never see a half-loaded model.
+    The model is swapped atomically by ``reload``; callers never see a half-loaded model. Every
+    version loaded from the registry is also kept, verified, under ``cache_dir``: when the
+    registry cannot be reached, ``reload`` serves the alias's last known version from there, and
+    its scores say ``from_cache`` until the registry confirms the alias again.
     """
 
-    def __init__(self, registry: Registry, alias: str = "champion") -> None:
+    def __init__(self, registry: Registry, alias: str = "champion", cache_dir: Path | None = None) -> None:
         self.registry = registry
         self.alias = alias
+        self.cache_dir = cache_dir
+        self.from_cache = False
         self._model: LoadedModel | None = None
         self._names: tuple[LoadedModel, frozenset[str]] | None = None
         self._refused: str | None = None
         self._lock = threading.Lock()
 
     def reload(self) -> LoadedModel:
-        model = self.registry.load(self.alias)
+        try:
+            model = self.registry.load(self.alias)
+        except ArtifactIntegrityError:
+            raise
+        except Exception as exc:
+            cached = self._cached()
+            if cached is None:
+                raise
+            log.warning(
+                "registry unavailable (%s): serving cached %s version %s", exc, self.alias, cached.version
+            )
+            with self._lock:
+                self._model, self.from_cache = cached, True
+            return cached
+        self._keep(model)
         with self._lock:
-            self._model = model
+            self._model, self.from_cache = model, False
         return model
+
+    def _keep(self, model: LoadedModel) -> None:
+        """Save a loaded version under the cache and point the alias at it (atomic renames)."""
+        if self.cache_dir is None:
+            return
+        folder = self.cache_dir / f"{model.name}-{model.version}"
+        if not (folder / "manifest.json").exists():
+            self.cache_dir.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(dir=self.cache_dir))
+            model.bundle.save(tmp)
+            shutil.rmtree(folder, ignore_errors=True)
+            os.replace(tmp, folder)
+        pointer = self.cache_dir / f"{self.alias}.json"
+        tmp_pointer = pointer.with_suffix(".tmp")
+        tmp_pointer.write_text(
+            json.dumps({"name": model.name, "version": model.version, "folder": folder.name})
+        )
+        os.replace(tmp_pointer, pointer)
+
+    def _cached(self) -> LoadedModel | None:
+        """The alias's last version from the cache (its files verified), if there is one."""
+        if self.cache_dir is None:
+            return None
+        pointer = self.cache_dir / f"{self.alias}.json"
+        if not pointer.exists():
+            return None
+        meta = json.loads(pointer.read_text())
+        bundle = ModelBundle.load(self.cache_dir / meta["folder"])  # refuses altered files
+        return LoadedModel(meta["name"], meta["version"], bundle)
 
     def refresh(self) -> str | None:
         """Follow the alias if it moved: load the version it points at now. A version that cannot
@@ -57,9 +115,13 @@ class Scorer:
         current = self._model
         try:
             version = self.registry.alias_version(self.alias)
-        except Exception as exc:  # the registry is unreachable: keep serving what we have
+        except Exception as exc:  # the registry is unreachable: keep serving what we have, tagged
+            self.from_cache = current is not None
             return f"registry unreachable: {exc}"
-        if version is None or (current is not None and current.version == version):
+        if version is None:
+            return None
+        if current is not None and current.version == version:
+            self.from_cache = False  # confirmed
             return None
         if version == self._refused:
             return None
@@ -68,8 +130,9 @@ class Scorer:
         except ModelError as exc:
             self._refused = version
             return f"version {version} refused: {exc.message}"
+        self._keep(model)
         with self._lock:
-            self._model = LoadedModel(model.name, model.version, model.bundle)
+            self._model, self.from_cache = LoadedModel(model.name, model.version, model.bundle), False
         self._refused = None
         return None
 
@@ -88,8 +151,9 @@ class Scorer:
         model = self.model
         rul, lower, upper = model.bundle.predict(features)
         arm = arm or self.alias
+        cached = self.from_cache
         return [
-            Score(float(r), float(lo), float(hi), model.name, model.version, arm)
+            Score(float(r), float(lo), float(hi), model.name, model.version, arm, cached)
             for r, lo, hi in zip(rul, lower, upper, strict=True)
         ]
 

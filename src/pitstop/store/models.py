@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import DateTime, Dialect, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import Boolean, DateTime, Dialect, Float, ForeignKey, Index, Integer, String, Text, false
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
@@ -82,6 +82,8 @@ class Prediction(Base):
     model_version: Mapped[str] = mapped_column(String(32))
     arm: Mapped[str] = mapped_column(String(16), default="champion")
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    # scored by a model loaded from the local cache while the registry was unreachable
+    from_cache: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class WorkOrder(Base):
