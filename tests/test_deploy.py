@@ -374,3 +374,27 @@ def test_with_the_registry_unreachable_the_cached_champion_serves_and_says_so(
         assert [tuple(r) for r in rows] == [(5, v1, True), (10, v1, False)]
     finally:
         platform.close()
+
+
+def test_an_api_without_a_processor_follows_a_promotion(live: Platform) -> None:
+    from fastapi.testclient import TestClient
+
+    from pitstop.web import create_app
+
+    v1 = live.registry.alias_version("champion")
+    v2 = second_version(live)
+    live.scorer.reload()
+    row = dict.fromkeys(live.scorer.feature_names, 1.0)
+
+    def serving(client: TestClient) -> str:
+        reply = client.post("/api/v1/predict", json={"rows": [row]})
+        assert reply.status_code == 200, reply.text
+        return str(reply.json()["predictions"][0]["model"]["version"])
+
+    with TestClient(create_app(live)) as client:
+        assert serving(client) == v1
+        promote(live)
+        deadline = time.monotonic() + 20
+        while serving(client) != v2:
+            assert time.monotonic() < deadline, "the API never followed the promotion"
+            time.sleep(0.1)

@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import logging
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib import resources
@@ -23,6 +25,8 @@ if TYPE_CHECKING:
     from pitstop.platform import Platform
     from pitstop.processor import Processor
 
+log = logging.getLogger(__name__)
+
 STATIC = resources.files("pitstop.web") / "static"
 
 
@@ -35,9 +39,12 @@ def create_app(platform: Platform, processor: Processor | None = None) -> FastAP
         if intake.workers is not None:
             await asyncio.to_thread(intake.workers.start)  # spawn them now, not on the first batch
         gc.freeze()  # what startup built lives as long as the server: keep it out of collections
+        follow = None if processor is not None else _follow_alias(platform)  # else the processor does
         try:
             yield
         finally:
+            if follow is not None:
+                follow.set()
             await asyncio.to_thread(intake.close)
 
     app = FastAPI(title="Pitstop", version=__version__, docs_url="/docs", redoc_url=None, lifespan=lifespan)
@@ -74,3 +81,25 @@ def create_app(platform: Platform, processor: Processor | None = None) -> FastAP
 
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
     return app
+
+
+def _follow_alias(platform: Platform) -> threading.Event:
+    """In a server without a processor: follow the champion alias from a background thread, every
+    ``serving_poll_s`` (registry calls can be slow; requests never wait on them). Set the
+    returned event to stop."""
+    stop = threading.Event()
+    scorer = platform.scorer
+    interval = max(0.1, platform.settings.serving_poll_s)
+
+    def run() -> None:
+        while not stop.wait(interval):
+            if scorer.loaded:
+                before = scorer.model.version
+                problem = scorer.refresh()
+                if problem:
+                    log.warning("serving model unchanged: %s", problem)
+                elif scorer.model.version != before:
+                    log.info("now serving version %s (was %s)", scorer.model.version, before)
+
+    threading.Thread(target=run, name="pitstop-follow-alias", daemon=True).start()
+    return stop
