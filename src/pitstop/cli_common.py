@@ -6,12 +6,15 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from pitstop.config import Settings, load_settings
 from pitstop.errors import PitstopError
+
+if TYPE_CHECKING:
+    from pitstop.platform import Platform
 
 
 def _settings(ctx: click.Context, **overrides: Any) -> Settings:
@@ -27,6 +30,19 @@ def _errors() -> Iterator[None]:
     except PitstopError as exc:
         click.echo(f"error [{exc.code}]: {exc.message}", err=True)
         sys.exit(2)
+
+
+@contextmanager
+def _platform(ctx: click.Context, data_dir: Path | None) -> Iterator[Platform]:
+    """The platform over the data dir, closed after; our errors print as one line."""
+    from pitstop.platform import Platform
+
+    with _errors():
+        platform = Platform.open(_settings(ctx, data_dir=data_dir))
+        try:
+            yield platform
+        finally:
+            platform.close()
 
 
 data_dir_option = click.option(

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from pitstop.cli_common import _errors, _progress_bar, _settings, data_dir_option, tune_option
+from pitstop.cli_common import _errors, _platform, _progress_bar, _settings, data_dir_option, tune_option
 from pitstop.errors import ValidationError
 
 _FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
@@ -29,20 +29,15 @@ def evaluate(ctx: click.Context, data_dir: Path | None, alias: str, test_path: P
     Prints one JSON object: rmse, phm08_score, mae, interval_coverage, interval_width, engines,
     and the model version.
     """
-    from pitstop.platform import Platform
     from pitstop.training.cmapss import evaluate as score
     from pitstop.training.cmapss import read_test
 
-    with _errors():
+    with _platform(ctx, data_dir) as platform:
         try:
             test, truth = read_test(test_path, rul_path)
         except ValueError as exc:
             raise ValidationError(str(exc), code="invalid_data") from exc
-        platform = Platform.open(_settings(ctx, data_dir=data_dir))
-        try:
-            model = platform.registry.load(alias)
-        finally:
-            platform.close()
+        model = platform.registry.load(alias)
         missing = [s for s in model.bundle.spec.inputs if s not in test.columns]
         if missing:
             raise ValidationError(
@@ -121,15 +116,10 @@ def benchmark_cmapss(
 def promote(ctx: click.Context, data_dir: Path | None, version: str | None) -> None:
     """Make a version the champion (its artifacts verified first). Running processors switch to
     it between two micro-batches, within ``serving_poll_s``."""
-    from pitstop.platform import Platform
     from pitstop.serving.deploy import promote as run
 
-    with _errors():
-        platform = Platform.open(_settings(ctx, data_dir=data_dir))
-        try:
-            click.echo(json.dumps(run(platform, version)))
-        finally:
-            platform.close()
+    with _platform(ctx, data_dir) as platform:
+        click.echo(json.dumps(run(platform, version)))
 
 
 @click.command()
@@ -137,15 +127,10 @@ def promote(ctx: click.Context, data_dir: Path | None, version: str | None) -> N
 @click.pass_context
 def rollback(ctx: click.Context, data_dir: Path | None) -> None:
     """Make the champion before the last promotion the champion again."""
-    from pitstop.platform import Platform
     from pitstop.serving.deploy import rollback as run
 
-    with _errors():
-        platform = Platform.open(_settings(ctx, data_dir=data_dir))
-        try:
-            click.echo(json.dumps(run(platform)))
-        finally:
-            platform.close()
+    with _platform(ctx, data_dir) as platform:
+        click.echo(json.dumps(run(platform)))
 
 
 @click.command()
@@ -160,11 +145,9 @@ def score(
     """Score a lake version in batch into the lake's ``predictions`` table (each row records the
     model name, version, arm and lake version). Running it again for the same version and model
     writes nothing."""
-    from pitstop.platform import Platform
     from pitstop.serving.batch import score_lake
 
-    with _errors():
-        platform = Platform.open(_settings(ctx, data_dir=data_dir))
+    with _platform(ctx, data_dir) as platform:
         update, close = _progress_bar("scoring")
         try:
             result = score_lake(
@@ -172,5 +155,4 @@ def score(
             )
         finally:
             close()
-            platform.close()
         click.echo(json.dumps(result))

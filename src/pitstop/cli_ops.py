@@ -3,26 +3,13 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
 import click
 
-from pitstop.cli_common import _errors, _settings, data_dir_option
+from pitstop.cli_common import _platform, data_dir_option
 from pitstop.lake import TABLES, list_quarantine, release
-from pitstop.platform import Platform
-
-
-@contextmanager
-def _platform(ctx: click.Context, data_dir: Path | None) -> Iterator[Platform]:
-    with _errors():
-        platform = Platform.open(_settings(ctx, data_dir=data_dir))
-        try:
-            yield platform
-        finally:
-            platform.close()
 
 
 @click.group()

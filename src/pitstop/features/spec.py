@@ -122,6 +122,11 @@ class FeatureSpec:
         return list(self._names)
 
     @cached_property
+    def name_set(self) -> frozenset[str]:
+        """``names`` as a set, for checking a row's keys at once."""
+        return frozenset(self._names)
+
+    @cached_property
     def _names(self) -> tuple[str, ...]:  # asked for on every prediction: built once
         head = ["age", *(["hours_since_reset"] if self.hours_since_reset else [])]
         return (*head, *(f"{s}__{f}" for s in self.sensors for f in self.per_sensor))

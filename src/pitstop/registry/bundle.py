@@ -19,7 +19,19 @@ SPEC_FILE = "feature_spec.json"
 META_FILE = "model_meta.json"
 REFERENCE_FILE = "reference_stats.json"
 MANIFEST_FILE = "manifest.json"
-_FILES = (MODEL_FILE, SPEC_FILE, META_FILE, REFERENCE_FILE)
+
+
+def _file_names(members: int) -> list[str]:
+    """A bundle's files: the first model, the other members, then the JSON files."""
+    return [
+        MODEL_FILE,
+        *(MEMBER_FILE.format(k) for k in range(1, members)),
+        SPEC_FILE,
+        META_FILE,
+        REFERENCE_FILE,
+    ]
+
+
 _REFUSED_SUFFIXES = (".pkl", ".pickle", ".joblib", ".cloudpickle")
 
 
@@ -60,8 +72,7 @@ class ModelBundle:
 
     @property
     def files(self) -> list[str]:
-        members = [MEMBER_FILE.format(k) for k in range(1, len(self.boosters))]
-        return [MODEL_FILE, *members, SPEC_FILE, META_FILE, REFERENCE_FILE]
+        return _file_names(len(self.boosters))
 
     def save(self, folder: Path) -> dict[str, str]:
         """Write the bundle's files and a manifest of their sha256; returns the manifest."""
@@ -95,7 +106,7 @@ class ModelBundle:
         except (FileNotFoundError, json.JSONDecodeError) as exc:
             raise ArtifactIntegrityError(f"model folder {folder} has no valid manifest: {exc}") from exc
         members = 1 + sum(1 for name in manifest if re.fullmatch(MEMBER_FILE.format(r"\d+"), name))
-        names = [MODEL_FILE, *(MEMBER_FILE.format(k) for k in range(1, members)), *_FILES[1:]]
+        names = _file_names(members)
         for name in names:
             path = folder / name
             if not path.exists():

@@ -55,7 +55,6 @@ class Scorer:
         self.cache_dir = cache_dir
         self.from_cache = False
         self._model: LoadedModel | None = None
-        self._names: tuple[LoadedModel, frozenset[str]] | None = None
         self._refused: str | None = None
         self._lock = threading.Lock()
 
@@ -167,8 +166,8 @@ class Scorer:
 
     def matrix_from_rows(self, rows: list[dict[str, Any]]) -> np.ndarray:
         """Build a feature matrix from ``{name: number}`` rows; a missing or non-finite value is a 422."""
-        names = self.feature_names
-        expected = self._names_set()
+        spec = self.model.bundle.spec  # once: the model may be swapped meanwhile
+        names, expected = spec.names, spec.name_set
         if all(row.keys() == expected for row in rows):  # the usual case, checked in bulk
             values = [list(map(row.__getitem__, names)) for row in rows]
             if {type(v) for vs in values for v in vs} <= {float, int}:  # no bools, strings, nulls
@@ -176,13 +175,6 @@ class Scorer:
                 if np.isfinite(out).all():
                     return out
         return self._matrix_or_problems(rows, names)
-
-    def _names_set(self) -> frozenset[str]:
-        model = self.model
-        cached = self._names
-        if cached is None or cached[0] is not model:
-            cached = self._names = (model, frozenset(model.bundle.feature_names))
-        return cached[1]
 
     def _matrix_or_problems(self, rows: list[dict[str, Any]], names: list[str]) -> np.ndarray:
         """The row-by-row path: the matrix, or a 422 naming every problem."""
