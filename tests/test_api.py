@@ -205,6 +205,20 @@ def test_predict_validates_features(client: TestClient, trained: Platform) -> No
     )
     assert [d["invalid"] for d in err["details"]] == [[names[5]], [names[6]]]
     assert_error(client.post("/api/v1/predict", json={}), 422, "invalid_request")
+    # the body is checked against the documented schema, as FastAPI would
+    err = assert_error(client.post("/api/v1/predict", json={"rows": [row], "x": 1}), 422, "invalid_request")
+    assert err["details"][0]["loc"] == ["body", "x"]
+    assert_error(client.post("/api/v1/predict", json={"machine_ids": "eng-001"}), 422, "invalid_request")
+    broken = client.post(
+        "/api/v1/predict", content=b'{"rows": [', headers={"content-type": "application/json"}
+    )
+    assert_error(broken, 422, "invalid_request")
+    schema = client.get("/openapi.json").json()["paths"]["/api/v1/predict"]["post"]["requestBody"]
+    assert set(schema["content"]["application/json"]["schema"]["properties"]) == {"machine_ids", "rows"}
+    # one row takes LightGBM's fast single-row path: the same numbers as the batch path
+    batch = client.post("/api/v1/predict", json={"rows": [row, {**row, names[0]: 2.0}]}).json()["predictions"]
+    single = client.post("/api/v1/predict", json={"rows": [{**row, names[0]: 2.0}]}).json()["predictions"]
+    assert single == batch[1:]
     assert_error(client.post("/api/v1/predict", json={"machine_ids": ["eng-404"]}), 404, "machine_not_found")
     assert_error(client.get("/api/v1/machines/eng-404"), 404, "machine_not_found")
     models = client.get("/api/v1/models").json()

@@ -14,7 +14,7 @@ from pitstop.features import build_features
 from pitstop.maintenance import OPEN_STATES
 from pitstop.platform import Platform
 from pitstop.store import Machine, MachineState, Prediction, WorkOrder
-from pitstop.web.routing import OrjsonRoute
+from pitstop.web.routing import OrjsonRoute, RequestRoute, body_schema, parse_body
 
 router = APIRouter(prefix="/api/v1", tags=["fleet"], route_class=OrjsonRoute)
 
@@ -186,14 +186,10 @@ class PredictRequest(BaseModel):
     rows: list[dict[str, Any]] | None = Field(None, description="feature rows: {feature name: number}")
 
 
-@router.post(
-    "/predict",
-    summary="RUL for feature rows, or for machines' current state",
-    response_model=dict[str, Any],
-)
-async def predict(request: Request, body: PredictRequest) -> Response:
+async def predict(request: Request) -> Response:
     """Feature rows are scored on the event loop (a fraction of a millisecond each, no I/O);
     machines' current state reads the lake, in a worker thread."""
+    body = await parse_body(request, PredictRequest)
     platform = _platform(request)
     scorer = platform.scorer
     if (body.machine_ids is None) == (body.rows is None):
@@ -206,6 +202,17 @@ async def predict(request: Request, body: PredictRequest) -> Response:
     else:
         result = await run_in_threadpool(_predict_machines, platform, body.machine_ids or [])
     return Response(orjson.dumps(result), media_type="application/json")
+
+
+router.add_api_route(
+    "/predict",
+    predict,
+    methods=["POST"],
+    summary="RUL for feature rows, or for machines' current state",
+    response_model=dict[str, Any],
+    route_class_override=RequestRoute,
+    openapi_extra=body_schema(PredictRequest),
+)
 
 
 def _predict_machines(platform: Platform, machine_ids: list[str]) -> dict[str, Any]:
