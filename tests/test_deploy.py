@@ -398,3 +398,42 @@ def test_an_api_without_a_processor_follows_a_promotion(live: Platform) -> None:
         while serving(client) != v2:
             assert time.monotonic() < deadline, "the API never followed the promotion"
             time.sleep(0.1)
+
+
+def test_a_hanging_registry_never_stalls_the_processor(
+    live: Platform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The aliases are polled on a thread of their own: while the registry does not answer (a
+    remote MLflow that hangs, simulated at MLflow's client), readings are still scored."""
+    from mlflow import MlflowClient
+
+    v1 = live.registry.alias_version("champion")
+    v2 = second_version(live)
+    answer, asked = threading.Event(), threading.Event()
+    original = MlflowClient.get_model_version_by_alias
+
+    def hanging(self: MlflowClient, name: str, alias: str) -> object:
+        if threading.current_thread() is not threading.main_thread():  # not promote, below
+            asked.set()
+            answer.wait(120)
+        return original(self, name, alias)
+
+    proc = Processor(live)
+    proc.start()
+    try:
+        monkeypatch.setattr(MlflowClient, "get_model_version_by_alias", hanging)
+        promote(live, version=v2)  # moves the alias; only the (hanging) poll would see it
+        assert asked.wait(10), "the processor never polled the registry"
+        publish(live, "eng-003", 3, 0, 5)
+        deadline = time.monotonic() + 30
+        while predictions(live).height == 0:
+            assert time.monotonic() < deadline, "the processor stalled behind the registry"
+            time.sleep(0.05)
+        assert predictions(live)["version"].to_list() == [v1]  # the poll has not answered yet
+        answer.set()  # the registry answers: the promotion is picked up between batches
+        feed = Feed(live)
+        feed.sent = 5 * len(MACHINES)  # from cycle 5, past the readings published above
+        wait_for_version(live, feed, v2)
+    finally:
+        answer.set()
+        proc.stop()

@@ -68,7 +68,7 @@ class Processor:
         self.restored_from: int | None = None  # the bus position of the snapshot bootstrap used
         self._serving_checked = time.monotonic()
         self._serving_problem: dict[str, str | None] = {}
-        self._withdrawn: str | None = None  # the challenger version the guard took out
+        self._watcher: threading.Thread | None = None  # polls the registry for the aliases
 
     # -- lifecycle -------------------------------------------------------------------------
     def bootstrap(self) -> None:
@@ -194,7 +194,9 @@ class Processor:
         self.bootstrap()
         self._stop.clear()
         self._thread = threading.Thread(target=self._run, name="pitstop-processor", daemon=True)
+        self._watcher = threading.Thread(target=self._watch, name="pitstop-follow-aliases", daemon=True)
         self._thread.start()
+        self._watcher.start()
 
     def stop(self, drain: bool = True, timeout: float = 60.0) -> None:
         """Stop the loop; with ``drain``, first process everything already on the bus."""
@@ -202,6 +204,9 @@ class Processor:
         if self._thread is not None:
             self._thread.join(timeout)
             self._thread = None
+        if self._watcher is not None:
+            self._watcher.join(timeout)
+            self._watcher = None
         if drain:
             deadline = time.monotonic() + timeout
             while self.lag() > 0 and time.monotonic() < deadline:
@@ -293,39 +298,55 @@ class Processor:
             len(messages), total, written, held.height, total - fresh.height, len(scores), opened
         )
 
-    def _follow_serving_model(self) -> None:
-        """Every ``serving_poll_s``, between batches: serve the versions the aliases point at now
-        (``pitstop promote`` / ``rollback``). A version that cannot be loaded is refused, audited,
-        and the current model keeps serving."""
-        now = time.monotonic()
-        if now - self._serving_checked < self.p.settings.serving_poll_s:
-            return
-        self._serving_checked = now
-        scorer = self.p.scorer
-        before = scorer.model.version
-        self._report(scorer, before, scorer.refresh())
-        moved = scorer.model.version != before
-        if moved and self.online is not None and scorer.model.bundle.spec.hash != self.online.spec.hash:
-            self.bootstrap()  # another feature spec: rebuild the online state for it
-        challenger = self.p.challenger
-        if challenger is not None:
-            if not challenger.loaded:
-                self._load_challenger()
-            else:
-                previous = challenger.model.version
-                self._report(challenger, previous, challenger.refresh())
-                self._check_challenger_spec()
+    def _watch(self) -> None:
+        """The registry side of following the aliases, off the processing loop: a slow or
+        unreachable registry (MLflow retries for minutes) never stalls a micro-batch."""
+        while not self._stop.wait(max(0.1, self.p.settings.serving_poll_s)):
+            try:
+                self._poll_registry()
+            except Exception:
+                log.exception("polling the registry failed")
 
-    def _report(self, scorer: Scorer, before: str, problem: str | None) -> None:
-        after = scorer.model.version
+    def _poll_registry(self) -> None:
+        self.p.scorer.poll()
+        if self.p.challenger is not None:
+            self.p.challenger.poll()
+
+    def _follow_serving_model(self) -> None:
+        """Between batches: serve the versions the aliases point at now (``pitstop promote`` /
+        ``rollback``), as found by the registry poll (the watcher thread's, every
+        ``serving_poll_s``; without one, as here when driven by ``run_once``, the poll runs here).
+        A version that cannot be loaded is refused, audited, and the current model keeps serving."""
+        if self._watcher is None:
+            now = time.monotonic()
+            if now - self._serving_checked >= self.p.settings.serving_poll_s:
+                self._serving_checked = now
+                self._poll_registry()
+        scorer = self.p.scorer
+        if scorer.has_pending:
+            before = scorer.model.version
+            self._report(scorer, before, scorer.adopt())
+            moved = scorer.model.version != before
+            if moved and self.online is not None and scorer.model.bundle.spec.hash != self.online.spec.hash:
+                self.bootstrap()  # another feature spec: rebuild the online state for it
+        challenger = self.p.challenger
+        if challenger is not None and challenger.has_pending:
+            previous = challenger.model.version if challenger.loaded else None
+            self._report(challenger, previous, challenger.adopt())
+            self._check_challenger_spec()
+
+    def _report(self, scorer: Scorer, before: str | None, problem: str | None) -> None:
+        after = scorer.model.version if scorer.loaded else None
         if problem and problem != self._serving_problem.get(scorer.alias):
             log.warning("%s unchanged (%s): %s", scorer.alias, before, problem)
             self.p.db.audit("processor", "model_refused", alias=scorer.alias, serving=before, reason=problem)
         self._serving_problem[scorer.alias] = problem
-        if after != before:
-            log.info("%s now %s version %s (was %s)", scorer.alias, scorer.model.name, after, before)
-            self.p.metrics.model_info.labels(scorer.model.name, before, scorer.alias).set(0)
-            self.p.metrics.model_info.labels(scorer.model.name, after, scorer.alias).set(1)
+        if after != before and after is not None:
+            name = scorer.model.name
+            log.info("%s now %s version %s (was %s)", scorer.alias, name, after, before)
+            if before is not None:
+                self.p.metrics.model_info.labels(name, before, scorer.alias).set(0)
+            self.p.metrics.model_info.labels(name, after, scorer.alias).set(1)
             self.p.db.audit(
                 "processor", "model_switched", alias=scorer.alias, from_version=before, to_version=after
             )
@@ -336,11 +357,6 @@ class Processor:
         if challenger is None:
             return
         try:
-            if (
-                self._withdrawn is not None
-                and challenger.registry.alias_version("challenger") == self._withdrawn
-            ):
-                return  # withdrawn by the guard: not again until the alias moves
             model = challenger.reload()
         except ModelError as exc:
             if self._serving_problem.get("challenger") != exc.message:
@@ -362,7 +378,7 @@ class Processor:
             )
             log.warning("challenger not served: %s", reason)
             self.p.db.audit("processor", "model_refused", alias="challenger", reason=reason)
-            challenger.unload()
+            challenger.withdraw()  # until the alias moves
 
     def _score(self, ids: list[str], features: np.ndarray) -> tuple[dict[str, Score], dict[str, Score]]:
         """Scores acted on (machine state, work orders) and shadow scores (logged only), guarded:
@@ -390,8 +406,7 @@ class Processor:
         challenger = self.p.challenger
         if challenger is None or not challenger.loaded:
             return False
-        version = self._withdrawn = challenger.model.version
-        challenger.unload()
+        version = challenger.withdraw()
         self._serving_problem["challenger"] = reason
         log.error("challenger version %s withdrawn: %s", version, reason)
         self.p.db.audit("guard", "challenger_withdrawn", version=version, reason=reason)

@@ -1,9 +1,9 @@
 """Promote and roll back: move the ``champion`` alias, keeping the one before it.
 
 ``promote`` verifies the new version's artifacts before it moves anything, so a tampered version is
-refused and the serving model stays. Running processors pick the move up by ``Scorer.refresh``
-between two micro-batches (every ``serving_poll_s``): each reading is scored once, by the model
-serving when its batch is processed.
+refused and the serving model stays. Running processors poll the registry every
+``serving_poll_s`` on a thread of their own (``Scorer.poll``) and switch between two micro-batches
+(``Scorer.adopt``): each reading is scored once, by the model serving when its batch is processed.
 """
 
 from __future__ import annotations

@@ -40,6 +40,16 @@ class Score:
         }
 
 
+@dataclass(frozen=True)
+class _Found:
+    """What ``Scorer.poll`` found, waiting for ``adopt``."""
+
+    model: LoadedModel | None = None
+    confirmed: bool = False
+    unreachable: bool = False
+    problem: str | None = None
+
+
 class Scorer:
     """Holds the serving model (the registry's ``champion``) and scores feature matrices.
 
@@ -55,7 +65,10 @@ class Scorer:
         self.cache_dir = cache_dir
         self.from_cache = False
         self._model: LoadedModel | None = None
-        self._refused: str | None = None
+        self._refused: str | None = None  # a version poll could not load
+        self._withdrawn: str | None = None  # a version the guard took out
+        self._pending: _Found | None = None
+        self._generation = 0  # bumped by reload, so a poll begun before it is dropped
         self._lock = threading.Lock()
 
     def reload(self) -> LoadedModel:
@@ -72,10 +85,12 @@ class Scorer:
             )
             with self._lock:
                 self._model, self.from_cache = cached, True
+                self._pending, self._generation = None, self._generation + 1
             return cached
         self._keep(model)
         with self._lock:
             self._model, self.from_cache = model, False
+            self._pending, self._generation = None, self._generation + 1
         return model
 
     def _keep(self, model: LoadedModel) -> None:
@@ -108,32 +123,68 @@ class Scorer:
         return LoadedModel(meta["name"], meta["version"], bundle)
 
     def refresh(self) -> str | None:
-        """Follow the alias if it moved: load the version it points at now. A version that cannot
-        be loaded (missing, altered) is refused and the current model keeps serving; the reason is
-        returned (and refused again on the next call only if the alias moves again)."""
-        current = self._model
+        """Follow the alias if it moved: ``poll`` then ``adopt``. Returns the problem, if any."""
+        self.poll()
+        return self.adopt()
+
+    def poll(self) -> None:
+        """The slow half of following the alias, safe on a background thread: ask the registry
+        where the alias points and, if it moved, load and verify that version. What it found
+        waits for ``adopt``. A version that cannot be loaded (missing, altered) is refused once,
+        and not tried again until the alias moves; so is a version the guard ``withdraw``-ed."""
+        current, generation = self._model, self._generation
         try:
             version = self.registry.alias_version(self.alias)
         except Exception as exc:  # the registry is unreachable: keep serving what we have, tagged
-            self.from_cache = current is not None
-            return f"registry unreachable: {exc}"
-        if version is None:
-            return None
+            self._found(generation, _Found(problem=f"registry unreachable: {exc}", unreachable=True))
+            return
+        if version is None or version in (self._refused, self._withdrawn):
+            return
         if current is not None and current.version == version:
-            self.from_cache = False  # confirmed
-            return None
-        if version == self._refused:
-            return None
+            self._found(generation, _Found(confirmed=True))
+            return
         try:
             model = self.registry.load_version(version)
         except ModelError as exc:
             self._refused = version
-            return f"version {version} refused: {exc.message}"
+            self._found(generation, _Found(problem=f"version {version} refused: {exc.message}"))
+            return
         self._keep(model)
+        self._found(generation, _Found(model=LoadedModel(model.name, model.version, model.bundle)))
+
+    def _found(self, generation: int, found: _Found) -> None:
         with self._lock:
-            self._model, self.from_cache = LoadedModel(model.name, model.version, model.bundle), False
-        self._refused = None
-        return None
+            if generation == self._generation:  # else a reload came between: this is stale
+                self._pending = found
+
+    @property
+    def has_pending(self) -> bool:
+        """Whether a ``poll`` found something that ``adopt`` has not applied yet."""
+        return self._pending is not None
+
+    def adopt(self) -> str | None:
+        """The fast half, between batches: apply what the last ``poll`` found (a new version, a
+        confirmation, or the registry being unreachable). Returns the problem, if any."""
+        with self._lock:
+            found, self._pending = self._pending, None
+            if found is None:
+                return None
+            if found.model is not None:
+                self._model, self.from_cache = found.model, False
+                self._refused = None
+            elif found.confirmed:
+                self.from_cache = False
+            elif found.unreachable:
+                self.from_cache = self._model is not None
+        return found.problem
+
+    def withdraw(self) -> str | None:
+        """Stop serving the current version (the guard's call): unloaded, and not loaded again by
+        ``poll`` until the alias points elsewhere. Returns the version withdrawn."""
+        with self._lock:
+            version = self._model.version if self._model is not None else None
+            self._model, self._withdrawn = None, version
+        return version
 
     @property
     def model(self) -> LoadedModel:
@@ -159,10 +210,6 @@ class Scorer:
     @property
     def loaded(self) -> bool:
         return self._model is not None
-
-    def unload(self) -> None:
-        with self._lock:
-            self._model = None
 
     def matrix_from_rows(self, rows: list[dict[str, Any]]) -> np.ndarray:
         """Build a feature matrix from ``{name: number}`` rows; a missing or non-finite value is a 422."""
