@@ -13,6 +13,7 @@ from pitstop.platform import Platform
 from pitstop.processor import Processor
 from pitstop.schema import TURBOFAN
 from pitstop.sim import shipped
+from pitstop.store import MachineState
 from pitstop.web import create_app
 
 MACHINE = "eng-001"
@@ -122,10 +123,52 @@ def test_work_order_opens_once(
         assert post(client, tokens[machine], rows[i : i + 50]).status_code == 202
         proc.run_once()
     orders = client.get("/api/v1/work-orders?status=open").json()["work_orders"]
-    assert [o["machine_id"] for o in orders] == [machine]
-    assert orders[0]["predicted_rul"] < trained.settings.work_order_rul_threshold
-    assert orders[0]["machine_url"] == f"/machines/{machine}"
-    assert client.get("/api/v1/machines").json()["machines"][30]["open_work_order_id"] == orders[0]["id"]
+    mine = [o for o in orders if o["machine_id"] == machine]
+    assert len(mine) == 1  # one open order, however many batches stay at risk
+    order = mine[0]
+    assert order["rul_interval"][0] < trained.settings.work_order_rul_threshold  # the lower bound fired
+    assert order["machine_url"] == f"/machines/{machine}"
+    assert client.get("/api/v1/machines").json()["machines"][30]["open_work_order_id"] == order["id"]
+    # why and what to do: the sensors that pushed the RUL down, the component, its procedure
+    top = order["explanation"]["top_sensors"]
+    assert top and all(t["contribution"] < 0 for t in top)
+    assert order["component"] == "high-pressure compressor (HPC)"  # FD001's failure mode
+    assert "P-" in order["procedure"] and order["priority"] in ("normal", "high", "urgent")
+    assert order["due_at"] > order["opened_at"][:10] and order["lead_time"] == trained.settings.lead_time
+
+    # the lifecycle: a technician acknowledges, starts, and closes it with a finding
+    def move(body: dict[str, object]) -> Any:
+        return client.post(f"/api/v1/work-orders/{order['id']}/transition", json=body)
+
+    assert_error(move({"status": "done", "finding": "fault_confirmed"}), 409, "invalid_transition")
+    assert move({"status": "acknowledged", "technician": "ana"}).json()["acknowledged_at"]
+    assert move({"status": "in_progress"}).json()["status"] == "in_progress"
+    assert_error(move({"status": "done"}), 422, "finding_required")
+    assert_error(move({"status": "done", "finding": "maybe"}), 422, "invalid_request")
+    events_before = trained.lake.read("events").height
+    done = move({"status": "done", "finding": "fault_confirmed", "note": "HPC blades eroded"}).json()
+    assert done["status"] == "done" and done["finding"] == "fault_confirmed" and done["closed_at"]
+    assert_error(move({"status": "cancelled"}), 409, "invalid_transition")  # closed is final
+    assert_error(
+        client.post("/api/v1/work-orders/999999/transition", json={"status": "acknowledged"}),
+        404,
+        "work_order_not_found",
+    )
+    # the repair is a maintenance event (the machine's baseline resets), carrying the finding
+    events = trained.lake.read("events")
+    assert events.height == events_before + 1
+    (event,) = [e for e in events.iter_rows(named=True) if e["machine_id"] == machine]
+    assert event["kind"] == "maintenance" and event["seq"] == rows[-1]["seq"]
+    assert json.loads(event["detail"]) == {
+        "work_order": order["id"],
+        "finding": "fault_confirmed",
+        "note": "HPC blades eroded",
+        "technician": "ana",
+    }
+    # a new episode: the risk policy is armed again for the machine
+    with trained.db.session() as session:
+        state = session.get(MachineState, machine)
+        assert state is not None and state.policy_armed and state.policy_rearm_seq is None
 
 
 @pytest.mark.parametrize(

@@ -85,3 +85,8 @@ class ModelError(PitstopError):
 
 class ArtifactIntegrityError(ModelError):
     code = "artifact_integrity"
+
+
+class ConflictError(PitstopError):
+    code = "conflict"
+    status = 409

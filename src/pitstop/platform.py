@@ -6,11 +6,12 @@ import logging
 import os
 import secrets
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from pitstop.bus import Bus, SqliteBus
 from pitstop.config import Settings
 from pitstop.lake import Lake
-from pitstop.maintenance import RiskPolicy
+from pitstop.maintenance import ComponentMap, Notifier, RiskPolicy
 from pitstop.monitoring import Metrics
 from pitstop.registry import Registry
 from pitstop.schema import FleetSchema, default_fleet
@@ -41,6 +42,8 @@ class Platform:
     policy: RiskPolicy
     challenger: Scorer | None = None
     metrics: Metrics = field(default_factory=Metrics)
+    components: ComponentMap = field(default_factory=ComponentMap.load)
+    notifier: Notifier | None = None
 
     @classmethod
     def open(cls, settings: Settings, fleet: FleetSchema | None = None) -> Platform:
@@ -53,7 +56,9 @@ class Platform:
         lake = Lake(settings.lake_dir, fleet.sensors)
         lake.ensure()
         registry = Registry(settings.mlflow_uri, settings.mlflow_artifacts_dir, settings.model_name)
-        return cls(
+        for machine_type in fleet.machine_types:  # a bad per-type policy fails at start, not on a batch
+            RiskPolicy.from_settings(settings, machine_type)
+        platform = cls(
             settings=settings,
             fleet=fleet,
             db=db,
@@ -61,21 +66,49 @@ class Platform:
             lake=lake,
             registry=registry,
             scorer=Scorer(registry, cache_dir=settings.data_dir / "state" / "models"),
-            policy=RiskPolicy(settings.work_order_rul_threshold),
+            policy=RiskPolicy.from_settings(settings),
             challenger=Scorer(registry, alias="challenger") if settings.deployment != "champion" else None,
+            components=ComponentMap.load(settings.component_map),
         )
+        if settings.webhook_urls:
+            platform.notifier = Notifier(
+                db, settings.webhook_urls, platform.webhook_secret(), settings.webhook_max_backoff_s
+            )
+        return platform
+
+    def policy_for(self, machine_type: str) -> RiskPolicy:
+        """The risk policy for a machine type: the fleet's, with the type's overrides."""
+        if not self.settings.maintenance_policies.get(machine_type):
+            return self.policy
+        return RiskPolicy.from_settings(self.settings, machine_type)
+
+    def webhook_secret(self) -> str:
+        """The webhook HMAC key: the ``webhook_secret`` setting, else one generated once into the data dir."""
+        if self.settings.webhook_secret is not None:
+            return self.settings.webhook_secret.get_secret_value()
+        return _generated_secret(self.settings.data_dir / "webhook-secret")
 
     def admin_token(self) -> str:
         """The admin API token: the ``admin_token`` setting, else one generated once into the data dir."""
         if self.settings.admin_token is not None:
             return self.settings.admin_token.get_secret_value()
-        path = self.settings.data_dir / "admin-token"
-        if not path.exists():
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as fh:
-                fh.write(secrets.token_urlsafe(32))
-        return path.read_text().strip()
+        return _generated_secret(self.settings.data_dir / "admin-token")
 
     def close(self) -> None:
+        if self.notifier is not None:
+            self.notifier.stop()
         self.bus.close()
         self.db.close()
+
+
+def _generated_secret(path: Path) -> str:
+    """A random secret generated once into ``path`` (mode 0600), then read from it."""
+    if not path.exists():
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            pass  # another process wrote it first
+        else:
+            with os.fdopen(fd, "w") as fh:
+                fh.write(secrets.token_urlsafe(32))
+    return path.read_text().strip()

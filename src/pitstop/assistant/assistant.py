@@ -89,11 +89,13 @@ class Assistant:
                 f"{machine_id} ({machine.machine_type}, {machine.status}) has no scored readings yet."
             )
             return
-        verdict = "below" if self.policy.triggers(state.predicted_rul) else "above"
+        lower = state.rul_lower if state.rul_lower is not None else state.predicted_rul
+        verdict = "below" if self.policy.at_risk(lower) else "above"
         text = (
             f"{machine_id} has a predicted remaining useful life of {state.predicted_rul:.0f} cycles "
-            f"(80% interval {state.rul_lower:.0f}–{state.rul_upper:.0f}), {verdict} the work-order "
-            f"threshold of {self.policy.threshold:g}, from model version {state.model_version} after "
+            f"(80% interval {state.rul_lower:.0f}–{state.rul_upper:.0f}); "
+            f"its lower bound is {verdict} the work-order threshold of {self.policy.threshold:g}, "
+            f"from model version {state.model_version} after "
             f"{state.readings} readings (last at seq {state.last_seq})."
         )
         if order is not None:

@@ -54,10 +54,51 @@ class Settings(BaseSettings):
     failure_horizon: float = Field(
         30.0, gt=0, description="Horizon of the failure-within-horizon label and its CV metrics (readings)."
     )
+    lead_time: float = Field(
+        20.0, ge=0, description="Time units the workshop needs between a work order and the repair."
+    )
     work_order_rul_threshold: float = Field(
-        30.0,
+        35.0,
         gt=0,
-        description="Open a work order when predicted RUL falls below this (fleet time units).",
+        description="Open a work order when the RUL interval's lower bound falls below this (time units).",
+    )
+    work_order_hysteresis: float = Field(
+        10.0,
+        ge=0,
+        description=(
+            "A machine gets another order in an episode only once its lower bound rose this far "
+            "above the threshold."
+        ),
+    )
+    recheck_after: float = Field(
+        20.0,
+        ge=0,
+        description="After an order closed 'no fault found', readings until the machine is watched again.",
+    )
+    time_unit_seconds: float = Field(3600.0, gt=0, description="Length of one time unit, for due dates.")
+    maintenance_policies: dict[str, dict[str, float]] = Field(
+        default_factory=dict,
+        description=(
+            "Per machine type overrides of the risk policy: lead_time, threshold, hysteresis, "
+            "recheck_after, unit_seconds."
+        ),
+    )
+    component_map: Path | None = Field(
+        None, description="TOML mapping sensors to components to procedures (default: the shipped one)."
+    )
+    webhook_urls: list[str] = Field(
+        default_factory=list, description="URLs that receive work-order events (POST, HMAC-signed)."
+    )
+    webhook_secret: SecretStr | None = Field(
+        None, description="HMAC key for webhooks (default: generated into <data_dir>/webhook-secret)."
+    )
+    webhook_max_backoff_s: float = Field(
+        300.0, gt=0, description="Longest wait between two attempts to deliver a webhook."
+    )
+    cost_failure: float = Field(10.0, ge=0, description="Cost of an unplanned failure (backtest).")
+    cost_repair: float = Field(2.0, ge=0, description="Cost of a planned repair (backtest).")
+    cost_inspection: float = Field(
+        0.5, ge=0, description="Cost of an inspection that finds no fault (backtest)."
     )
     max_batch_readings: int = Field(5000, gt=0, description="Most readings accepted in one request.")
     max_body_bytes: int = Field(8 * 1024 * 1024, gt=0, description="Largest request body accepted.")

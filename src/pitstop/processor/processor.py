@@ -15,7 +15,7 @@ from sqlalchemy import select
 
 from pitstop.errors import ModelError
 from pitstop.features import FeatureSpec, OnlineFeatures
-from pitstop.maintenance import apply_policy
+from pitstop.maintenance import Explanation, PolicyState, Reading, RiskPolicy, open_work_orders
 from pitstop.platform import Platform
 from pitstop.schema import decode_table
 from pitstop.serving import Score, Scorer
@@ -137,6 +137,7 @@ class Processor:
             return
         events = self.p.lake.read("events", columns=["machine_id", "ts", "kind"])
         kinds = list(self.online.spec.reset_events)
+        episodes = set()
         for machine_id, ts in (
             events.filter(pl.col("kind").is_in(kinds))
             .select("machine_id", pl.col("ts").dt.epoch("us"))
@@ -146,6 +147,15 @@ class Processor:
             if (machine_id, ts) not in self._resets:
                 self._resets.add((machine_id, ts))
                 self.online.reset(machine_id, ts)
+                episodes.add(machine_id)
+        if episodes:  # a new episode: the risk policy is armed again
+            with self.p.db.session() as s:
+                for state in s.scalars(
+                    select(MachineState).where(MachineState.machine_id.in_(sorted(episodes)))
+                ):
+                    memory = PolicyState(state.policy_armed, False, state.policy_rearm_seq)
+                    RiskPolicy.reset(memory)
+                    state.policy_armed, state.policy_rearm_seq = memory.armed, memory.rearm_seq
         self._events_version = version
 
     # -- snapshots -----------------------------------------------------------------------------
@@ -276,11 +286,14 @@ class Processor:
         scored_ids = sorted(set(clean["machine_id"].to_list()))
         scores: dict[str, Score] = {}
         shadow: dict[str, Score] = {}
+        features: dict[str, np.ndarray] = {}
         if scored_ids:
-            scores, shadow = self._score(scored_ids, online.get(scored_ids))
+            matrix = online.get(scored_ids)
+            scores, shadow = self._score(scored_ids, matrix)
+            features = dict(zip(scored_ids, matrix, strict=True))
         last = fresh.group_by("machine_id").agg(pl.col("seq").last(), pl.col("ts").last())
         counts = dict(fresh.group_by("machine_id").len().iter_rows())
-        opened = self._record(last, scores, counts, shadow)
+        opened = self._record(last, scores, counts, shadow, features)
         self.p.bus.commit(CONSUMER, position)
         if time.monotonic() - self._snapshot_at >= self.p.settings.feature_snapshot_s:
             self.snapshot()
@@ -472,6 +485,7 @@ class Processor:
         scores: dict[str, Score],
         counts: dict[str, int],
         shadow: dict[str, Score] | None = None,
+        features: dict[str, np.ndarray] | None = None,
     ) -> int:
         """Machine state, predictions and work orders in one transaction, one flush. Shadow scores
         are logged as predictions only."""
@@ -505,8 +519,37 @@ class Processor:
                 state.scored_at = now
                 predictions.append(_prediction(machine_id, ts, seq, score, now))
             s.add_all(predictions)
-            opened = apply_policy(s, self.p.policy, scores)
+            readings = {m: Reading(int(seq), ts) for m, seq, ts in last.iter_rows()}
+            opened = open_work_orders(
+                s,
+                self.p.policy_for,
+                scores,
+                readings,
+                states,
+                lambda machine_id, machine_type, score, priority: self._explain(
+                    machine_id, machine_type, score, priority, features or {}
+                ),
+                self.p.notifier,
+            )
         return len(opened)
+
+    def _explain(
+        self, machine_id: str, machine_type: str, score: Score, priority: str, features: dict[str, np.ndarray]
+    ) -> Explanation | None:
+        """Why the model that gave ``score`` predicts what it does for the machine (only asked when
+        a work order opens): the sensors that pushed the RUL down, the suspected component."""
+        row = features.get(machine_id)
+        if row is None:
+            return None
+        scorer = self.p.scorer
+        challenger = self.p.challenger
+        if challenger is not None and challenger.loaded and challenger.model.version == score.model_version:
+            scorer = challenger
+        try:
+            return self.p.components.explain(scorer.model.bundle, row, machine_type, priority)
+        except Exception:  # an explanation is a courtesy: the work order opens without one
+            log.exception("could not explain the prediction for %s", machine_id)
+            return None
 
 
 def _prediction(machine_id: str, ts: datetime, seq: int, score: Score, now: datetime) -> Prediction:

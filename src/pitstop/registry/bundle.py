@@ -156,6 +156,14 @@ class ModelBundle:
         lower, upper = apply_interval(self.interval, rul)
         return rul, lower, upper
 
+    def contributions(self, features: np.ndarray) -> np.ndarray:
+        """Each feature's contribution to each row's RUL (LightGBM's SHAP values, averaged over
+        the members): one column per feature, without the bias."""
+        total = np.zeros((features.shape[0], len(self.feature_names)))
+        for booster in self.boosters:
+            total += np.asarray(booster.predict(features, pred_contrib=True, num_threads=1))[:, :-1]
+        return total / len(self.boosters)
+
     @property
     def files(self) -> list[str]:
         return _file_names(len(self.boosters))

@@ -8,6 +8,7 @@ from pitstop.store.models import (
     Machine,
     MachineState,
     Prediction,
+    WebhookDelivery,
     WorkOrder,
 )
 
@@ -19,6 +20,7 @@ __all__ = [
     "Machine",
     "MachineState",
     "Prediction",
+    "WebhookDelivery",
     "WorkOrder",
     "utcnow",
 ]

@@ -3,7 +3,19 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Boolean, DateTime, Dialect, Float, ForeignKey, Index, Integer, String, Text, false
+from sqlalchemy import (
+    Boolean,
+    DateTime,
+    Dialect,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    false,
+    true,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
@@ -65,6 +77,9 @@ class MachineState(Base):
     rul_upper: Mapped[float | None] = mapped_column(Float, nullable=True)
     model_version: Mapped[str | None] = mapped_column(String(32), nullable=True)
     scored_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    # the risk policy's memory of the machine's episode (see maintenance.PolicyState)
+    policy_armed: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
+    policy_rearm_seq: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
 
 class Prediction(Base):
@@ -101,6 +116,35 @@ class WorkOrder(Base):
     model_version: Mapped[str] = mapped_column(String(32))
     opened_at: Mapped[datetime] = mapped_column(UtcDateTime())
     closed_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    seq: Mapped[int | None] = mapped_column(Integer, nullable=True)  # the reading that opened it
+    lead_time: Mapped[float | None] = mapped_column(Float, nullable=True)
+    due_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    explanation: Mapped[str] = mapped_column(Text, default="{}", server_default="{}")  # JSON
+    component: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    procedure: Mapped[str | None] = mapped_column(Text, nullable=True)
+    acknowledged_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    started_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    finding: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    note: Mapped[str | None] = mapped_column(Text, nullable=True)
+    technician: Mapped[str | None] = mapped_column(String(128), nullable=True)
+
+
+class WebhookDelivery(Base):
+    """One event for one webhook URL, kept until the receiver accepted it (the outbox)."""
+
+    __tablename__ = "webhook_outbox"
+    __table_args__ = (Index("ix_webhook_outbox_due", "delivered_at", "next_attempt_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    url: Mapped[str] = mapped_column(Text)
+    event: Mapped[str] = mapped_column(String(64))
+    payload: Mapped[str] = mapped_column(Text)
+    idempotency_key: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    next_attempt_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    delivered_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
 class AuditEntry(Base):

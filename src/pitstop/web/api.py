@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 
 from pitstop.errors import NotFoundError, ValidationError
 from pitstop.features import build_features
-from pitstop.maintenance import OPEN_STATES
+from pitstop.maintenance import FINDINGS, OPEN_STATES, transition, work_order_json
 from pitstop.platform import Platform
 from pitstop.store import Machine, MachineState, Prediction, WorkOrder
 from pitstop.web.routing import OrjsonRoute, RequestRoute, body_schema, parse_body
@@ -37,7 +37,8 @@ def _machine_json(
     elif rul is None:
         status = "no_data"
     else:
-        status = "at_risk" if platform.policy.triggers(rul) else "ok"
+        lower = state.rul_lower if state and state.rul_lower is not None else rul
+        status = "at_risk" if platform.policy_for(machine.machine_type).at_risk(lower) else "ok"
     return {
         "machine_id": machine.machine_id,
         "machine_type": machine.machine_type,
@@ -54,20 +55,7 @@ def _machine_json(
     }
 
 
-def _work_order_json(order: WorkOrder) -> dict[str, Any]:
-    return {
-        "id": order.id,
-        "machine_id": order.machine_id,
-        "status": order.status,
-        "priority": order.priority,
-        "reason": order.reason,
-        "predicted_rul": order.predicted_rul,
-        "rul_interval": [order.rul_lower, order.rul_upper],
-        "model_version": order.model_version,
-        "opened_at": _iso(order.opened_at),
-        "closed_at": _iso(order.closed_at),
-        "machine_url": f"/machines/{order.machine_id}",
-    }
+_work_order_json = work_order_json
 
 
 @router.get("/machines", summary="The fleet: last reading, predicted RUL, status, open work order")
@@ -177,6 +165,30 @@ def list_work_orders(
             query = query.where(WorkOrder.status.not_in(OPEN_STATES))
         orders = s.scalars(query.order_by(WorkOrder.id.desc()).limit(limit)).all()
     return {"work_orders": [_work_order_json(o) for o in orders], "count": len(orders)}
+
+
+class TransitionRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    status: Literal["acknowledged", "in_progress", "done", "cancelled"] = Field(
+        description="open → acknowledged → in_progress → done | cancelled (cancelled from any open state)"
+    )
+    finding: Literal[FINDINGS] | None = Field(  # type: ignore[valid-type]
+        None, description="the technician's finding; required for done"
+    )
+    note: str | None = Field(None, max_length=4000)
+    technician: str | None = Field(None, max_length=128)
+
+
+@router.post(
+    "/work-orders/{order_id}/transition",
+    summary="Move a work order through its lifecycle; closing it records the technician's finding",
+)
+def transition_work_order(request: Request, order_id: int, body: TransitionRequest) -> dict[str, Any]:
+    """``done`` with a repair writes a ``maintenance`` event (the machine's baseline resets);
+    ``done`` with ``no_fault_found`` an ``inspection`` event. Both carry the finding: feedback
+    for training and monitoring. Moves not in the lifecycle are a 409 ``invalid_transition``."""
+    return transition(_platform(request), order_id, body.status, body.finding, body.note, body.technician)
 
 
 class PredictRequest(BaseModel):

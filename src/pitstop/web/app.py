@@ -40,6 +40,8 @@ def create_app(platform: Platform, processor: Processor | None = None) -> FastAP
             await asyncio.to_thread(intake.workers.start)  # spawn them now, not on the first batch
         gc.freeze()  # what startup built lives as long as the server: keep it out of collections
         follow = None if processor is not None else _follow_alias(platform)  # else the processor does
+        if platform.notifier is not None:
+            platform.notifier.start()  # work-order webhooks, from the outbox
         try:
             yield
         finally:

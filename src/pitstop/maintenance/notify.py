@@ -1,0 +1,186 @@
+"""Webhooks for work-order events: written to an outbox in the same transaction as the change
+(so an event is never lost, even if the process dies before sending), then delivered by a
+background thread, signed with HMAC-SHA256, retried with capped exponential backoff until the
+receiver accepts it. Delivery is at least once; each delivery carries an ``Idempotency-Key`` that
+stays the same across retries, so a receiver can drop repeats.
+
+Headers of each POST:
+
+- ``Pitstop-Event``: the event, e.g. ``work_order.opened``
+- ``Idempotency-Key``: one per (event, URL), the same on every retry
+- ``Pitstop-Signature``: ``t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<body>" with the secret>``
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import random
+import threading
+import time
+import uuid
+from datetime import timedelta
+from typing import Any
+
+import httpx
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from pitstop.store import Database, WebhookDelivery, utcnow
+
+log = logging.getLogger(__name__)
+
+SIGNATURE_HEADER = "Pitstop-Signature"
+
+
+def sign(secret: str, timestamp: int, body: bytes) -> str:
+    """The ``Pitstop-Signature`` header value for ``body`` sent at ``timestamp``."""
+    mac = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
+    return f"t={timestamp},v1={mac}"
+
+
+def verify(secret: str, header: str, body: bytes, tolerance_s: float = 300.0) -> bool:
+    """Check a ``Pitstop-Signature`` header (for receivers): right key, body and a recent time."""
+    try:
+        parts = dict(item.split("=", 1) for item in header.split(","))
+        timestamp = int(parts["t"])
+    except (ValueError, KeyError):
+        return False
+    if abs(time.time() - timestamp) > tolerance_s:
+        return False
+    return hmac.compare_digest(sign(secret, timestamp, body), header)
+
+
+class Notifier:
+    """The outbox and its delivery thread. ``enqueue`` inside the caller's DB transaction."""
+
+    def __init__(
+        self,
+        db: Database,
+        urls: list[str],
+        secret: str,
+        max_backoff_s: float = 300.0,
+        base_backoff_s: float = 0.5,
+        timeout_s: float = 10.0,
+    ) -> None:
+        self.db = db
+        self.urls = list(urls)
+        self.secret = secret
+        self.max_backoff_s = max_backoff_s
+        self.base_backoff_s = base_backoff_s
+        self.timeout_s = timeout_s
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def enqueue(self, session: Session, event: str, payload: dict[str, Any]) -> None:
+        """Add the event for every configured URL to the outbox, in ``session``'s transaction."""
+        if not self.urls:
+            return
+        now = utcnow()
+        body = json.dumps({"event": event, "sent_for": now.isoformat(), "data": payload}, default=str)
+        for url in self.urls:
+            session.add(
+                WebhookDelivery(
+                    url=url,
+                    event=event,
+                    payload=body,
+                    idempotency_key=uuid.uuid4().hex,
+                    created_at=now,
+                    attempts=0,
+                    next_attempt_at=now,
+                )
+            )
+        self._wake.set()
+
+    def deliver_due(self, client: httpx.Client, limit: int = 100) -> int:
+        """One pass: try every delivery that is due. Returns how many were accepted."""
+        now = utcnow()
+        with self.db.session() as s:
+            due = list(
+                s.scalars(
+                    select(WebhookDelivery)
+                    .where(WebhookDelivery.delivered_at.is_(None), WebhookDelivery.next_attempt_at <= now)
+                    .order_by(WebhookDelivery.id)
+                    .limit(limit)
+                )
+            )
+            s.expunge_all()
+        accepted = 0
+        for delivery in due:
+            error = self._post(client, delivery)
+            with self.db.session() as s:
+                row = s.get(WebhookDelivery, delivery.id)
+                if row is None:
+                    continue
+                row.attempts += 1
+                if error is None:
+                    row.delivered_at, row.last_error = utcnow(), None
+                    accepted += 1
+                else:
+                    wait = min(self.max_backoff_s, self.base_backoff_s * 2 ** (row.attempts - 1))
+                    wait *= random.uniform(0.8, 1.0)  # jitter, so retries to one receiver spread out
+                    row.next_attempt_at = utcnow() + timedelta(seconds=wait)
+                    row.last_error = error
+                    log.warning(
+                        "webhook %s to %s failed (attempt %d): %s", row.event, row.url, row.attempts, error
+                    )
+        return accepted
+
+    def _post(self, client: httpx.Client, delivery: WebhookDelivery) -> str | None:
+        body = delivery.payload.encode()
+        headers = {
+            "content-type": "application/json",
+            "Pitstop-Event": delivery.event,
+            "Idempotency-Key": delivery.idempotency_key,
+            SIGNATURE_HEADER: sign(self.secret, int(time.time()), body),
+        }
+        try:
+            response = client.post(delivery.url, content=body, headers=headers, timeout=self.timeout_s)
+        except httpx.HTTPError as exc:
+            return f"{type(exc).__name__}: {exc}"
+        if 200 <= response.status_code < 300:
+            return None
+        return f"HTTP {response.status_code}"
+
+    def pending(self) -> int:
+        from sqlalchemy import func
+
+        with self.db.session() as s:
+            return int(
+                s.scalar(
+                    select(func.count())
+                    .select_from(WebhookDelivery)
+                    .where(WebhookDelivery.delivered_at.is_(None))
+                )
+                or 0
+            )
+
+    # -- the delivery thread -------------------------------------------------------------------
+    def start(self, poll_s: float = 1.0) -> None:
+        if self._thread is not None or not self.urls:
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(
+            target=self._run, args=(poll_s,), name="pitstop-webhooks", daemon=True
+        )
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+    def _run(self, poll_s: float) -> None:
+        with httpx.Client() as client:
+            while not self._stop.is_set():
+                try:
+                    self.deliver_due(client)
+                except Exception:
+                    log.exception("webhook delivery pass failed")
+                self._wake.wait(poll_s)
+                self._wake.clear()

@@ -1,0 +1,189 @@
+"""The risk policy's decisions, and webhook delivery that survives a receiver outage."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import httpx
+import pytest
+
+from pitstop.errors import ConfigError
+from pitstop.maintenance import ComponentMap, Notifier, PolicyState, RiskPolicy
+from pitstop.maintenance.notify import verify
+from pitstop.store import Database, WebhookDelivery
+
+
+def run(policy: RiskPolicy, state: PolicyState, lowers: list[float], start: int = 0) -> list[int]:
+    """The seqs at which the policy opens an order, over a sequence of lower bounds."""
+    return [seq for seq, lower in enumerate(lowers, start) if policy.step(state, lower, seq)]
+
+
+def test_the_policy_opens_one_order_and_does_not_flap() -> None:
+    policy = RiskPolicy(lead_time=20, threshold=30, hysteresis=10, recheck_after=15)
+    state = PolicyState()
+    # wobbling around the threshold: one order, however often it crosses
+    assert run(policy, state, [50, 40, 29, 31, 28, 33, 29, 25]) == [2]
+    assert state.open and not state.armed
+    # closed as a repair elsewhere ("other"): the same episode gets a new order only after the
+    # lower bound rose above threshold + hysteresis and fell again
+    policy.closed(state, "other", 8)
+    assert run(policy, state, [29, 35, 38, 29], start=9) == []
+    assert run(policy, state, [41, 29], start=13) == [14]
+    # closed "no fault found": watched again recheck_after readings later
+    policy.closed(state, "no_fault_found", 20)
+    assert state.rearm_seq == 35
+    assert run(policy, state, [25] * 20, start=21) == [35]
+    # a maintenance or failure event starts a new episode, armed
+    RiskPolicy.reset(state)
+    assert run(policy, state, [29], start=100) == [100]
+
+
+def test_priority_and_due_follow_the_lower_bound() -> None:
+    policy = RiskPolicy(lead_time=20, threshold=35)
+    assert [policy.priority(x) for x in (5, 15, 30)] == ["urgent", "high", "normal"]
+    assert policy.due_in(12.5) == 12.5 and policy.due_in(-3) == 0
+
+
+def test_policies_come_from_settings_per_machine_type(tmp_path: Path) -> None:
+    from tests.conftest import make_settings
+
+    settings = make_settings(
+        tmp_path,
+        lead_time=10,
+        work_order_rul_threshold=15,
+        maintenance_policies={"harvester": {"lead_time": 48, "threshold": 72}},
+    )
+    assert RiskPolicy.from_settings(settings).threshold == 15
+    harvester = RiskPolicy.from_settings(settings, "harvester")
+    assert (harvester.lead_time, harvester.threshold, harvester.hysteresis) == (
+        48,
+        72,
+        settings.work_order_hysteresis,
+    )
+    with pytest.raises(ConfigError, match="below the lead time"):
+        RiskPolicy(lead_time=30, threshold=20)
+    bad = make_settings(tmp_path, maintenance_policies={"harvester": {"leadtime": 5}})
+    with pytest.raises(ConfigError, match="unknown keys"):
+        RiskPolicy.from_settings(bad, "harvester")
+
+
+def test_a_component_map_must_name_sensors_and_procedures(tmp_path: Path) -> None:
+    shipped = ComponentMap.load()
+    assert {c.name for c in shipped.types["turbofan"]} >= {"high-pressure compressor (HPC)", "fan"}
+    broken = tmp_path / "map.toml"
+    broken.write_text('[[harvester.components]]\nname = "hydraulics"\n')
+    with pytest.raises(ConfigError, match="sensors"):
+        ComponentMap.load(broken)
+
+
+class Receiver:
+    """A webhook receiver on a real socket that can be down, and fails its first ``fail_first``
+    requests with a 503 when up. Repeats (same Idempotency-Key) are counted, then dropped."""
+
+    def __init__(self, secret: str, fail_first: int = 0) -> None:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = int(s.getsockname()[1])
+        self.secret, self.fail_first = secret, fail_first
+        self.requests = 0
+        self.accepted: dict[str, dict[str, object]] = {}
+        self.repeats = 0
+        self.bad_signatures = 0
+        self._server: ThreadingHTTPServer | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/hook"
+
+    def start(self) -> None:
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["content-length"]))
+                receiver.requests += 1
+                if receiver.requests <= receiver.fail_first:
+                    self.send_response(503)
+                elif not verify(receiver.secret, self.headers["Pitstop-Signature"], body):
+                    receiver.bad_signatures += 1
+                    self.send_response(401)
+                else:
+                    key = self.headers["Idempotency-Key"]
+                    if key in receiver.accepted:
+                        receiver.repeats += 1
+                    receiver.accepted.setdefault(key, json.loads(body))
+                    self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Iterator[Database]:
+    database = Database(f"sqlite:///{tmp_path / 'ops.db'}")
+    database.migrate()
+    yield database
+    database.close()
+
+
+def test_webhooks_reach_the_receiver_at_least_once_across_an_outage(db: Database) -> None:
+    secret = "s3cret"
+    receiver = Receiver(secret, fail_first=2)
+    notifier = Notifier(db, [receiver.url], secret, max_backoff_s=0.2, base_backoff_s=0.05, timeout_s=2)
+    with db.session() as s:  # the receiver is down while the first events are written
+        for i in range(5):
+            notifier.enqueue(s, "work_order.opened", {"id": i})
+    with httpx.Client() as client:
+        assert notifier.deliver_due(client) == 0  # connection refused: kept, retried later
+        assert notifier.pending() == 5
+    # the process stops here; a new one (a new Notifier over the same outbox) carries on
+    receiver.start()
+    try:
+        again = Notifier(db, [receiver.url], secret, max_backoff_s=0.2, base_backoff_s=0.05, timeout_s=2)
+        with db.session() as s:
+            again.enqueue(s, "work_order.done", {"id": 0, "finding": "fault_confirmed"})
+        again.start(poll_s=0.05)
+        deadline = time.monotonic() + 20
+        while again.pending():
+            assert time.monotonic() < deadline, "webhooks never delivered"
+            time.sleep(0.05)
+        again.stop()
+    finally:
+        receiver.stop()
+    # every event arrived, signed, with one key per event; the 503s were retried
+    assert sorted((p["event"], p["data"]["id"]) for p in receiver.accepted.values()) == sorted(
+        [("work_order.opened", i) for i in range(5)] + [("work_order.done", 0)]
+    )
+    assert receiver.bad_signatures == 0 and receiver.requests >= 6 + 2
+    with db.session() as s:
+        rows = list(s.query(WebhookDelivery))
+    assert all(r.delivered_at is not None for r in rows)
+    assert max(r.attempts for r in rows) >= 2 and len({r.idempotency_key for r in rows}) == 6
+
+
+def test_a_signature_binds_the_key_the_body_and_the_time() -> None:
+    from pitstop.maintenance.notify import sign
+
+    now = int(time.time())
+    header = sign("k", now, b'{"a": 1}')
+    assert verify("k", header, b'{"a": 1}')
+    assert not verify("other", header, b'{"a": 1}')
+    assert not verify("k", header, b'{"a": 2}')
+    assert not verify("k", sign("k", now - 3600, b"{}"), b"{}")  # replayed an hour later
+    assert not verify("k", "garbage", b"{}")
