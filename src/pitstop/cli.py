@@ -280,10 +280,10 @@ def settings_cmd(markdown: bool) -> None:
 
 
 def _register() -> None:
-    from pitstop.cli_models import benchmark, evaluate, promote, rollback, score
+    from pitstop.cli_models import backtest, benchmark, evaluate, promote, rollback, score
     from pitstop.cli_ops import devices, lake, quarantine
 
-    for group in (devices, quarantine, lake, evaluate, benchmark, promote, rollback, score):
+    for group in (devices, quarantine, lake, evaluate, benchmark, backtest, promote, rollback, score):
         cli.add_command(group)
 
 

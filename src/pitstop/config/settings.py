@@ -71,10 +71,11 @@ class Settings(BaseSettings):
         ),
     )
     recheck_after: float = Field(
-        20.0,
+        10.0,
         ge=0,
         description="After an order closed 'no fault found', readings until the machine is watched again.",
     )
+
     time_unit_seconds: float = Field(3600.0, gt=0, description="Length of one time unit, for due dates.")
     maintenance_policies: dict[str, dict[str, float]] = Field(
         default_factory=dict,

@@ -39,7 +39,7 @@ class RiskPolicy:
     lead_time: float = 20.0
     threshold: float = 35.0
     hysteresis: float = 10.0
-    recheck_after: float = 20.0
+    recheck_after: float = 10.0
     unit_seconds: float = 3600.0
 
     def __post_init__(self) -> None:

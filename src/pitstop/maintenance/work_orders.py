@@ -223,5 +223,7 @@ def transition(
             platform.notifier.enqueue(s, f"work_order.{status}", body)
     if event is not None:
         platform.lake.append("events", pa.Table.from_pylist([event]))
-    platform.db.audit(body["technician"] or "api", f"work_order_{status}", work_order=order_id, finding=finding)
+    platform.db.audit(
+        body["technician"] or "api", f"work_order_{status}", work_order=order_id, finding=finding
+    )
     return body
