@@ -16,6 +16,7 @@ import pytest
 from pitstop.errors import ConfigError
 from pitstop.maintenance import ComponentMap, Notifier, PolicyState, RiskPolicy
 from pitstop.maintenance.notify import verify
+from pitstop.platform import Platform
 from pitstop.store import Database, WebhookDelivery
 
 
@@ -187,3 +188,31 @@ def test_a_signature_binds_the_key_the_body_and_the_time() -> None:
     assert not verify("k", header, b'{"a": 2}')
     assert not verify("k", sign("k", now - 3600, b"{}"), b"{}")  # replayed an hour later
     assert not verify("k", "garbage", b"{}")
+
+
+def test_an_order_opened_by_the_processor_reaches_the_webhook_signed_and_explained(trained: Platform) -> None:
+    """End to end: readings → processor → risk policy → work order → outbox → receiver."""
+    from pitstop.processor import Processor
+    from tests.test_deploy import reopen
+    from tests.test_processor import publish
+
+    receiver = Receiver("hook-key")
+    receiver.start()
+    platform = reopen(trained, webhook_urls=[receiver.url], webhook_secret="hook-key")
+    try:
+        assert platform.notifier is not None
+        proc = Processor(platform)
+        proc.bootstrap()
+        for start in range(0, 200, 50):  # FD001 test unit 31 ends 8 cycles before its failure
+            publish(platform, "eng-031", 31, start, 50)
+            proc.run_once()
+        with httpx.Client() as client:
+            assert platform.notifier.deliver_due(client) >= 1
+        opened = [p for p in receiver.accepted.values() if p["event"] == "work_order.opened"]
+        assert receiver.bad_signatures == 0
+        (order,) = [p["data"] for p in opened if p["data"]["machine_id"] == "eng-031"]
+        assert order["component"] and order["explanation"]["top_sensors"] and order["due_at"]
+        assert order["machine_url"] == "/machines/eng-031"
+    finally:
+        platform.close()
+        receiver.stop()

@@ -96,6 +96,20 @@ class Settings(BaseSettings):
     webhook_max_backoff_s: float = Field(
         300.0, gt=0, description="Longest wait between two attempts to deliver a webhook."
     )
+    drift_window: int = Field(
+        500,
+        ge=50,
+        description="Scored readings per live window checked for drift (per fleet and machine type).",
+    )
+    drift_alpha: float = Field(
+        0.05, gt=0, lt=1, description="Family-wise significance of the per-feature KS drift tests."
+    )
+    drift_psi_threshold: float = Field(
+        0.2, ge=0, description="Least PSI for a significant shift to count as drift (0.2: a material shift)."
+    )
+    drift_correction: Literal["holm", "bonferroni", "bh"] = Field(
+        "holm", description="Correction of the KS p-values for the number of features tested."
+    )
     cost_failure: float = Field(10.0, ge=0, description="Cost of an unplanned failure (backtest).")
     cost_repair: float = Field(2.0, ge=0, description="Cost of a planned repair (backtest).")
     cost_inspection: float = Field(

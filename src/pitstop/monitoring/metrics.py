@@ -52,5 +52,28 @@ class Metrics:
             registry=r,
         )
 
+        self.scoring_seconds = Histogram(
+            "pitstop_scoring_seconds",
+            "Time to score one micro-batch's machines (all arms)",
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1),
+            registry=r,
+        )
+        self.drift_psi = Gauge(
+            "pitstop_drift_psi",
+            "PSI of the latest live window against the model's training profile",
+            ["scope", "feature"],
+            registry=r,
+        )
+        self.drift_alert = Gauge(
+            "pitstop_drift_alert",
+            "1 while a sensor's features (or the prediction) drift, per scope",
+            ["scope", "sensor"],
+            registry=r,
+        )
+        self.drift_checks = Counter(
+            "pitstop_drift_checks", "Live windows checked for drift", ["scope"], registry=r
+        )
+        self.work_orders = Gauge("pitstop_work_orders", "Work orders by state", ["state"], registry=r)
+
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -16,6 +16,7 @@ from sqlalchemy import select
 from pitstop.errors import ModelError
 from pitstop.features import FeatureSpec, OnlineFeatures
 from pitstop.maintenance import Explanation, PolicyState, Reading, RiskPolicy, open_work_orders
+from pitstop.monitoring.monitor import DriftMonitor, DriftReport
 from pitstop.platform import Platform
 from pitstop.schema import decode_table
 from pitstop.serving import Score, Scorer
@@ -69,6 +70,15 @@ class Processor:
         self._serving_checked = time.monotonic()
         self._serving_problem: dict[str, str | None] = {}
         self._watcher: threading.Thread | None = None  # polls the registry for the aliases
+        settings = platform.settings
+        self.drift = DriftMonitor(
+            settings.drift_window,
+            settings.drift_alpha,
+            settings.drift_psi_threshold,
+            settings.drift_correction,
+            on_report=self._drift_report,
+        )
+        self._types: dict[str, str] = {}  # machine types, for per-type drift
 
     # -- lifecycle -------------------------------------------------------------------------
     def bootstrap(self) -> None:
@@ -289,8 +299,11 @@ class Processor:
         features: dict[str, np.ndarray] = {}
         if scored_ids:
             matrix = online.get(scored_ids)
+            scoring_started = time.perf_counter()
             scores, shadow = self._score(scored_ids, matrix)
+            self.p.metrics.scoring_seconds.observe(time.perf_counter() - scoring_started)
             features = dict(zip(scored_ids, matrix, strict=True))
+            self._watch_drift(scored_ids, matrix, scores)
         last = fresh.group_by("machine_id").agg(pl.col("seq").last(), pl.col("ts").last())
         counts = dict(fresh.group_by("machine_id").len().iter_rows())
         opened = self._record(last, scores, counts, shadow, features)
@@ -532,6 +545,49 @@ class Processor:
                 self.p.notifier,
             )
         return len(opened)
+
+    def _watch_drift(self, ids: list[str], matrix: np.ndarray, scores: dict[str, Score]) -> None:
+        """The scored rows into the live drift windows (against the champion's training profile)."""
+        unknown = [m for m in ids if m not in self._types]
+        if unknown:
+            with self.p.db.session() as s:
+                query = select(Machine.machine_id, Machine.machine_type).where(
+                    Machine.machine_id.in_(unknown)
+                )
+                self._types.update({m: t for m, t in s.execute(query)})
+        bundle = self.p.scorer.model.bundle
+        predictions = np.array([scores[m].rul if m in scores else np.nan for m in ids])
+        try:
+            self.drift.observe(
+                bundle.reference,
+                bundle.spec.names,
+                matrix,
+                predictions,
+                [self._types.get(m, "") for m in ids],
+            )
+        except Exception:  # monitoring must never stop scoring
+            log.exception("drift check failed")
+
+    def _drift_report(self, report: DriftReport, raised: dict[str, list[str]], cleared: list[str]) -> None:
+        metrics = self.p.metrics
+        metrics.drift_checks.labels(report.scope).inc()
+        for f in report.features:
+            metrics.drift_psi.labels(report.scope, f.name).set(f.psi)
+        if report.prediction is not None:
+            metrics.drift_psi.labels(report.scope, report.prediction.name).set(report.prediction.psi)
+        for sensor, features in raised.items():
+            metrics.drift_alert.labels(report.scope, sensor).set(1)
+            self.p.db.audit(
+                "monitor",
+                "drift_alert",
+                scope=report.scope,
+                sensor=sensor,
+                features=features,
+                rows=report.rows,
+            )
+        for sensor in cleared:
+            metrics.drift_alert.labels(report.scope, sensor).set(0)
+            self.p.db.audit("monitor", "drift_cleared", scope=report.scope, sensor=sensor)
 
     def _explain(
         self, machine_id: str, machine_type: str, score: Score, priority: str, features: dict[str, np.ndarray]

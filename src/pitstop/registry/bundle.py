@@ -127,7 +127,7 @@ class ModelBundle:
     interval: dict[str, Any]
     metrics: dict[str, float] = field(default_factory=dict)
     params: dict[str, Any] = field(default_factory=dict)
-    reference: dict[str, dict[str, float]] = field(default_factory=dict)
+    reference: dict[str, dict[str, Any]] = field(default_factory=dict)  # training profile (drift)
     rul_cap: float | None = None
 
     _single_row: SingleRowPredictor | None = field(default=None, init=False, repr=False, compare=False)
@@ -184,7 +184,7 @@ class ModelBundle:
             "members": len(self.boosters),
         }
         (folder / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True, default=str))
-        (folder / REFERENCE_FILE).write_text(json.dumps(self.reference, indent=2, sort_keys=True))
+        (folder / REFERENCE_FILE).write_text(json.dumps(self.reference, sort_keys=True))
         manifest = {name: _sha256(folder / name) for name in self.files}
         (folder / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, sort_keys=True))
         return manifest

@@ -27,6 +27,7 @@ import numpy as np
 import polars as pl
 
 from pitstop.features import FeatureSpec, build_features, fit_regimes
+from pitstop.monitoring.drift import PREDICTION, reference_profile
 from pitstop.registry.bundle import ModelBundle, apply_interval
 from pitstop.training.labels import rul_labels
 
@@ -138,7 +139,7 @@ def train_rul_model(
             "failure_horizon": failure_horizon,
             "tuned": bool(tuning),
         },
-        reference=_reference(data),
+        reference=_reference(data, oof),
         rul_cap=rul_cap,
     )
     return TrainResult(
@@ -316,18 +317,12 @@ def _metrics(
     }
 
 
-def _reference(data: _Data) -> dict[str, dict[str, float]]:
-    X = data.X
-    return {
-        name: {
-            "mean": float(np.mean(X[:, i])),
-            "std": float(np.std(X[:, i])),
-            "p01": float(np.quantile(X[:, i], 0.01)),
-            "p50": float(np.quantile(X[:, i], 0.5)),
-            "p99": float(np.quantile(X[:, i], 0.99)),
-        }
-        for i, name in enumerate(data.spec.names)
-    }
+def _reference(data: _Data, predictions: np.ndarray) -> dict[str, dict[str, Any]]:
+    """The training profile drift is measured against: every feature's, and the model's own
+    (out-of-fold) predictions' under ``PREDICTION``."""
+    profile = reference_profile(data.X, data.spec.names)
+    profile |= reference_profile(np.clip(predictions, 0.0, None).reshape(-1, 1), [PREDICTION])
+    return profile
 
 
 def _fit(X: np.ndarray, y: np.ndarray, names: list[str], params: dict[str, Any], rounds: int) -> lgb.Booster:

@@ -4,6 +4,12 @@
   const $ = (id) => document.getElementById(id);
   const esc = (s) => String(s ?? "").replace(/[&<>"']/g, (c) => ({"&":"&amp;","<":"&lt;",">":"&gt;","\"":"&quot;","'":"&#39;"}[c]));
   const fmt = (x, d = 0) => (x === null || x === undefined ? "–" : Number(x).toFixed(d));
+  const due = (iso) => {
+    if (!iso) return "";
+    const h = (new Date(iso) - Date.now()) / 3.6e6;
+    const when = Math.abs(h) < 48 ? `${Math.round(Math.abs(h))} h` : `${Math.round(Math.abs(h) / 24)} d`;
+    return h >= 0 ? `due in ${when}` : `<span class="error">overdue ${when}</span>`;
+  };
   const ago = (iso) => {
     if (!iso) return "–";
     const s = Math.max(0, (Date.now() - new Date(iso).getTime()) / 1000);
@@ -65,7 +71,7 @@
         $("c-risk").textContent = ms.filter((m) => m.status === "at_risk").length;
         $("c-orders").textContent = orders.count;
         if (st) { $("c-readings").textContent = st.readings_processed.toLocaleString(); $("c-model").textContent = `v${st.model.version}`; }
-        $("fleet-note").textContent = `· work-order threshold RUL < ${fleet.threshold}`;
+        $("fleet-note").textContent = `· a work order opens when the RUL interval's lower bound < ${fleet.threshold}`;
         document.querySelector("#fleet tbody").innerHTML = ms.map((m) => `<tr>
           <td><a href="/machines/${encodeURIComponent(m.machine_id)}">${esc(m.machine_id)}</a></td>
           <td>${badge(m.status)}</td><td class="num">${fmt(m.predicted_rul)}</td>
@@ -74,7 +80,8 @@
           <td>${m.open_work_order_id ? `#${m.open_work_order_id}` : ""}</td></tr>`).join("");
         document.querySelector("#orders tbody").innerHTML = orders.work_orders.map((o) => `<tr>
           <td>#${o.id}</td><td><a href="${esc(o.machine_url)}">${esc(o.machine_id)}</a></td><td>${badge(o.priority)}</td>
-          <td class="num">${fmt(o.predicted_rul)}</td><td>${ago(o.opened_at)}</td></tr>`).join("") || `<tr><td colspan="5" class="muted">none</td></tr>`;
+          <td class="num">${fmt(o.predicted_rul)}</td><td>${esc(o.component ?? "")}</td><td>${due(o.due_at)}</td>
+          <td>${ago(o.opened_at)}</td></tr>`).join("") || `<tr><td colspan="7" class="muted">none</td></tr>`;
       } catch (e) { console.error(e); }
     }
     $("ask-form").addEventListener("submit", async (ev) => {
@@ -100,6 +107,41 @@
     document.title = `Pitstop — ${id}`;
     $("title").textContent = id;
     let sensorsBuilt = false;
+    let shownOrders = "";
+    const NEXT = { open: ["acknowledged", "in_progress", "cancelled"], acknowledged: ["in_progress", "cancelled"], in_progress: ["done", "cancelled"] };
+    const FINDINGS = ["fault_confirmed", "no_fault_found", "other"];
+    function actions(o) {
+      return (NEXT[o.status] || []).map((to) => to === "done"
+        ? `<select class="finding" data-order="${o.id}"><option value="">finding…</option>${FINDINGS.map((f) => `<option>${f}</option>`).join("")}</select>
+           <button data-order="${o.id}" data-to="done">done</button>`
+        : `<button data-order="${o.id}" data-to="${to}">${to.replace("_", " ")}</button>`).join(" ");
+    }
+    function orderRow(o) {
+      const why = (o.explanation?.top_sensors || []).map((t) => `${esc(t.sensor)} (${fmt(t.contribution)})`).join(", ");
+      const closed = o.finding ? `${esc(o.finding.replace(/_/g, " "))}${o.note ? `: ${esc(o.note)}` : ""}` : "";
+      return `<tr><td>#${o.id}</td><td>${badge(o.status)}</td><td>${badge(o.priority)}</td>
+        <td>${esc(o.component ?? "")}<div class="muted">${esc(o.procedure ?? "")}</div></td>
+        <td>${why}<div class="muted">${esc(o.reason)}</div></td>
+        <td>${due(o.due_at)}<div class="muted">opened ${ago(o.opened_at)}</div></td>
+        <td>${actions(o)}<div class="muted">${closed}</div><div class="error" id="err-${o.id}"></div></td></tr>`;
+    }
+    document.querySelector("#m-orders").addEventListener("click", async (ev) => {
+      const button = ev.target.closest("button[data-to]");
+      if (!button) return;
+      const order = button.dataset.order;
+      const body = { status: button.dataset.to };
+      if (body.status === "done") body.finding = document.querySelector(`select.finding[data-order="${order}"]`).value || null;
+      const r = await fetch(`/api/v1/work-orders/${order}/transition`, {
+        method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body),
+      });
+      if (!r.ok) {
+        const err = await r.json().catch(() => ({}));
+        $(`err-${order}`).textContent = err.error ? err.error.message : r.statusText;
+        return;
+      }
+      shownOrders = "";
+      await refresh();
+    });
     async function refresh() {
       await status();
       try {
@@ -120,8 +162,12 @@
           sensorsBuilt = true;
         }
         for (const n of names) lineChart($(`s-${n}`), tel.seq, [{ ys: tel.values[n], color: "#4a5568" }], { xlabel: "seq" });
-        document.querySelector("#m-orders tbody").innerHTML = m.work_orders.map((o) => `<tr><td>#${o.id}</td><td>${esc(o.status)}</td>
-          <td>${badge(o.priority)}</td><td>${esc(o.reason)}</td><td>${ago(o.opened_at)}</td></tr>`).join("") || `<tr><td colspan="5" class="muted">none</td></tr>`;
+        const ordersJson = JSON.stringify(m.work_orders);
+        if (ordersJson !== shownOrders) {  // re-render only on change, so a chosen finding stays
+          shownOrders = ordersJson;
+          document.querySelector("#m-orders tbody").innerHTML = m.work_orders.map(orderRow).join("")
+            || `<tr><td colspan="7" class="muted">none</td></tr>`;
+        }
       } catch (e) { console.error(e); }
     }
     await refresh();
