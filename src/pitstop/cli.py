@@ -280,10 +280,23 @@ def settings_cmd(markdown: bool) -> None:
 
 
 def _register() -> None:
-    from pitstop.cli_models import backtest, benchmark, evaluate, promote, rollback, score
+    from pitstop.cli_models import audit, backtest, benchmark, evaluate, promote, retrain, rollback, score
     from pitstop.cli_ops import devices, lake, quarantine
 
-    for group in (devices, quarantine, lake, evaluate, benchmark, backtest, promote, rollback, score):
+    commands = (
+        devices,
+        quarantine,
+        lake,
+        evaluate,
+        benchmark,
+        backtest,
+        promote,
+        rollback,
+        score,
+        retrain,
+        audit,
+    )
+    for group in commands:
         cli.add_command(group)
 
 

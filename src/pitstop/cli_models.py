@@ -302,3 +302,50 @@ def _backtest_table(report: dict[str, Any]) -> str:
             f"{o['false_alarms_per_1000']:>17.2f}{o['cost']:>10.1f}"
         )
     return "\n".join(lines)
+
+
+@click.command()
+@data_dir_option
+@click.option(
+    "--shadow-readings", type=click.IntRange(min=0), default=None, help="Default: retrain_shadow_readings."
+)
+@click.option(
+    "--shadow-timeout", type=float, default=None, help="Seconds (default: retrain_shadow_timeout_s)."
+)
+@click.pass_context
+def retrain(
+    ctx: click.Context, data_dir: Path | None, shadow_readings: int | None, shadow_timeout: float | None
+) -> None:
+    """Retrain now: train on the newest lake version, gate against the champion on held-out
+    machines and a backtest, shadow on live readings, then promote or reject with the reason.
+    Every step is audited (`pitstop audit`). The last line is one JSON object; the exit code is
+    0 when promoted, 3 when rejected."""
+    from pitstop.monitoring.retrain import retrain as run
+
+    with _platform(ctx, data_dir) as platform:
+        result = run(
+            platform, trigger="manual", shadow_readings=shadow_readings, shadow_timeout_s=shadow_timeout
+        )
+        version = f" (version {result.version})" if result.version else ""
+        click.echo(f"{result.outcome}: {result.reason}{version}", err=True)
+        click.echo(json.dumps(result.to_dict(), default=str))
+    if result.outcome != "promoted":
+        ctx.exit(3)
+
+
+@click.command()
+@data_dir_option
+@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
+@click.option("--action", default=None, help="Only this action (e.g. retrain_rejected, drift_alert).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@click.pass_context
+def audit(ctx: click.Context, data_dir: Path | None, limit: int, action: str | None, as_json: bool) -> None:
+    """The audit log, newest first: promotions, rollbacks, retrains, drift alerts, work orders."""
+    with _platform(ctx, data_dir) as platform:
+        entries = platform.db.audit_entries(limit=limit, action=action)
+    for e in entries:
+        if as_json:
+            click.echo(json.dumps(e, default=str))
+        else:
+            detail = json.dumps(e["detail"], default=str)
+            click.echo(f"{e['ts']}  {e['actor']:<10} {e['action']:<22} {detail}")

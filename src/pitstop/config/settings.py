@@ -110,6 +110,22 @@ class Settings(BaseSettings):
     drift_correction: Literal["holm", "bonferroni", "bh"] = Field(
         "holm", description="Correction of the KS p-values for the number of features tested."
     )
+    retrain_holdout: float = Field(
+        0.2, gt=0, lt=1, description="Share of failed machines (the newest) a retrain holds out to gate on."
+    )
+    retrain_tolerance: float = Field(
+        0.05, ge=0, description="How much worse than the champion (RMSE, backtest cost) a retrain may be."
+    )
+    retrain_shadow_readings: int = Field(
+        500,
+        ge=0,
+        description="Live readings a gated retrain is scored on beside the champion before promotion.",
+    )
+    retrain_shadow_timeout_s: float = Field(
+        3600.0, gt=0, description="How long a retrain waits for its shadow readings before it gives up."
+    )
+    retrain_on_drift: bool = Field(False, description="Retrain when a drift alert is raised.")
+    retrain_every_s: float = Field(0.0, ge=0, description="Retrain on this schedule, in seconds (0: never).")
     cost_failure: float = Field(10.0, ge=0, description="Cost of an unplanned failure (backtest).")
     cost_repair: float = Field(2.0, ge=0, description="Cost of a planned repair (backtest).")
     cost_inspection: float = Field(

@@ -17,6 +17,7 @@ from pitstop.errors import ModelError
 from pitstop.features import FeatureSpec, OnlineFeatures
 from pitstop.maintenance import Explanation, PolicyState, Reading, RiskPolicy, open_work_orders
 from pitstop.monitoring.monitor import DriftMonitor, DriftReport
+from pitstop.monitoring.retrain import Retrainer
 from pitstop.platform import Platform
 from pitstop.schema import decode_table
 from pitstop.serving import Score, Scorer
@@ -79,6 +80,8 @@ class Processor:
             on_report=self._drift_report,
         )
         self._types: dict[str, str] = {}  # machine types, for per-type drift
+        self.retrainer = Retrainer(platform)
+        self._retrained_at = time.monotonic()
 
     # -- lifecycle -------------------------------------------------------------------------
     def bootstrap(self) -> None:
@@ -332,6 +335,10 @@ class Processor:
                 self._poll_registry()
             except Exception:
                 log.exception("polling the registry failed")
+            every = self.p.settings.retrain_every_s
+            if every > 0 and time.monotonic() - self._retrained_at >= every:
+                self._retrained_at = time.monotonic()
+                self.retrainer.trigger("schedule")
 
     def _poll_registry(self) -> None:
         self.p.scorer.poll()
@@ -585,6 +592,8 @@ class Processor:
                 features=features,
                 rows=report.rows,
             )
+        if raised and self.p.settings.retrain_on_drift and self.retrainer.trigger("drift"):
+            log.warning("retraining on drift (%s: %s)", report.scope, ", ".join(raised))
         for sensor in cleared:
             metrics.drift_alert.labels(report.scope, sensor).set(0)
             self.p.db.audit("monitor", "drift_cleared", scope=report.scope, sensor=sensor)

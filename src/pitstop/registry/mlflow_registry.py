@@ -107,6 +107,9 @@ class Registry:
     def set_alias(self, alias: str, version: str) -> None:
         self.client.set_registered_model_alias(self.model_name, alias, version)
 
+    def delete_alias(self, alias: str) -> None:
+        self.client.delete_registered_model_alias(self.model_name, alias)
+
     def alias_version(self, alias: str) -> str | None:
         from mlflow.exceptions import MlflowException
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from pitstop.store.models import AuditEntry
@@ -57,6 +57,23 @@ class Database:
     def audit(self, actor: str, action: str, **detail: Any) -> None:
         with self.session() as s:
             s.add(AuditEntry(ts=utcnow(), actor=actor, action=action, detail=json.dumps(detail, default=str)))
+
+    def audit_entries(self, limit: int = 50, action: str | None = None) -> list[dict[str, Any]]:
+        """The newest audit entries first (optionally one action's)."""
+        query = select(AuditEntry).order_by(AuditEntry.id.desc()).limit(limit)
+        if action is not None:
+            query = query.where(AuditEntry.action == action)
+        with self.session() as s:
+            return [
+                {
+                    "id": e.id,
+                    "ts": e.ts.isoformat(),
+                    "actor": e.actor,
+                    "action": e.action,
+                    "detail": json.loads(e.detail),
+                }
+                for e in s.scalars(query)
+            ]
 
     def close(self) -> None:
         self.engine.dispose()

@@ -130,13 +130,13 @@ def predict_lives(
         features = build_features(test_rows, bundle.spec, test_events).sort("machine_id", "seq")
         _, lower, _ = bundle.predict(features.select(bundle.spec.names).to_numpy())
         scored = features.select("machine_id", "ts", "seq").with_columns(lower=pl.Series(lower))
-        lives += _lives(scored, test_events)
+        lives += cut_lives(scored, test_events)
     if progress:
         progress("done", folds, folds)
     return lives
 
 
-def _lives(scored: pl.DataFrame, events: pl.DataFrame) -> list[Life]:
+def cut_lives(scored: pl.DataFrame, events: pl.DataFrame) -> list[Life]:
     """Cut each machine's scored readings at its failure and maintenance events."""
     ends = _event_seqs(scored.sort("machine_id", "ts", "seq"), events)
     joined = scored.sort("machine_id", "ts", "seq").join_asof(

@@ -4,13 +4,15 @@ import json
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+import polars as pl
 
 from pitstop import __version__
 from pitstop.features import FeatureSpec
 from pitstop.registry.bundle import ModelBundle
 from pitstop.registry.mlflow_registry import DatasetRef
-from pitstop.training.train import Progress, train_rul_model
+from pitstop.training.train import Progress, TrainResult, train_rul_model
 
 if TYPE_CHECKING:
     from pitstop.platform import Platform
@@ -30,15 +32,28 @@ def default_spec(platform: Platform) -> FeatureSpec:
     return platform.fleet.feature_spec
 
 
-def train_and_register(
+@dataclass
+class LakeTraining:
+    """A model trained on a lake version, with what it needs to be registered."""
+
+    result: TrainResult
+    lineage: dict[str, str]
+    datasets: list[DatasetRef]
+    lake_version: int
+    telemetry: pl.DataFrame
+    events: pl.DataFrame
+
+
+def train_on_lake(
     platform: Platform,
     *,
-    alias: str | None = "champion",
     lake_version: int | None = None,
     tune_trials: int = 0,
+    exclude_machines: list[str] | None = None,
+    params: dict[str, Any] | None = None,
     progress: Progress | None = None,
-) -> RegisteredModel:
-    """Train on a lake version (default: newest), log to MLflow, register, optionally set an alias."""
+) -> LakeTraining:
+    """Train on a lake version (default: newest), leaving out ``exclude_machines`` (a hold-out)."""
     s = platform.settings
     version = platform.lake.version("telemetry") if lake_version is None else lake_version
     events_version = platform.lake.version("events")
@@ -47,6 +62,9 @@ def train_and_register(
         "telemetry", version=version, columns=["machine_id", "ts", "seq", "bus_position", *spec.inputs]
     )
     events = platform.lake.read("events", version=events_version)
+    if exclude_machines:
+        telemetry = telemetry.filter(~pl.col("machine_id").is_in(exclude_machines))
+        events = events.filter(~pl.col("machine_id").is_in(exclude_machines))
     result = train_rul_model(
         telemetry,
         events,
@@ -55,6 +73,7 @@ def train_and_register(
         folds=s.train_folds,
         coverage=s.interval_coverage,
         seed=s.train_seed,
+        params=params,
         tune_trials=tune_trials,
         interval_horizon=s.interval_horizon,
         failure_horizon=s.failure_horizon,
@@ -69,28 +88,52 @@ def train_and_register(
         "code_revision": code_revision(),
         "seed": str(s.train_seed),
     }
+    if exclude_machines:
+        held = json.dumps(sorted(exclude_machines))
+        lineage["held_out"] = held if len(held) < 4000 else json.dumps([])  # MLflow tags are short
     lake = platform.lake
     datasets = [
         DatasetRef("telemetry", lake.path("telemetry"), version, telemetry.height, telemetry.columns),
         DatasetRef("events", lake.path("events"), events_version, events.height, events.columns),
     ]
+    return LakeTraining(result, lineage, datasets, version, telemetry, events)
+
+
+def register(
+    platform: Platform, trained: LakeTraining, alias: str | None, actor: str = "training"
+) -> RegisteredModel:
+    """Log a lake training to MLflow, register it, optionally set an alias; audited."""
+    result = trained.result
     texts = {"tuning.json": json.dumps(result.tuning, indent=2)} if result.tuning else None
     model_version = platform.registry.log_and_register(
-        result.bundle, lineage=lineage, datasets=datasets, texts=texts
+        result.bundle, lineage=trained.lineage, datasets=trained.datasets, texts=texts
     )
     if alias:
         platform.registry.set_alias(alias, model_version)
     platform.db.audit(
-        "training",
+        actor,
         "model_registered",
         version=model_version,
         alias=alias,
-        **lineage,
+        **trained.lineage,
         metrics=result.bundle.metrics,
     )
     return RegisteredModel(
-        model_version, result.bundle, result.rows, result.machines, result.seconds, version
+        model_version, result.bundle, result.rows, result.machines, result.seconds, trained.lake_version
     )
+
+
+def train_and_register(
+    platform: Platform,
+    *,
+    alias: str | None = "champion",
+    lake_version: int | None = None,
+    tune_trials: int = 0,
+    progress: Progress | None = None,
+) -> RegisteredModel:
+    """Train on a lake version (default: newest), log to MLflow, register, optionally set an alias."""
+    trained = train_on_lake(platform, lake_version=lake_version, tune_trials=tune_trials, progress=progress)
+    return register(platform, trained, alias)
 
 
 def code_revision() -> str:

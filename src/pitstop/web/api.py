@@ -251,6 +251,30 @@ def _predict_machines(platform: Platform, machine_ids: list[str]) -> dict[str, A
     }
 
 
+@router.get("/audit", tags=["ops"], summary="The audit log, newest first")
+def audit_log(
+    request: Request,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    action: str | None = None,
+) -> dict[str, Any]:
+    """Promotions, rollbacks, the retraining loop's steps, drift alerts, work-order moves."""
+    entries = _platform(request).db.audit_entries(limit=limit, action=action)
+    return {"entries": entries, "count": len(entries)}
+
+
+@router.get("/monitoring/drift", tags=["ops"], summary="The latest live drift check per scope")
+def drift(request: Request) -> dict[str, Any]:
+    processor = request.app.state.processor
+    if processor is None:
+        raise NotFoundError(
+            "no processor runs in this server: drift is checked by the processor", code="no_processor"
+        )
+    return {
+        "window": processor.drift.window,
+        "scopes": {k: r.to_dict() for k, r in processor.drift.latest.items()},
+    }
+
+
 class AskRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 

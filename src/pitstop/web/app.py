@@ -67,6 +67,7 @@ def create_app(platform: Platform, processor: Processor | None = None) -> FastAP
     def metrics() -> Response:
         if processor is not None:
             platform.metrics.bus_lag.set(processor.lag())
+        _work_orders_by_state(platform)
         return Response(platform.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     app.include_router(ingest_router)
@@ -105,3 +106,16 @@ def _follow_alias(platform: Platform) -> threading.Event:
 
     threading.Thread(target=run, name="pitstop-follow-alias", daemon=True).start()
     return stop
+
+
+def _work_orders_by_state(platform: Platform) -> None:
+    """The ``pitstop_work_orders{state}`` gauge, counted from the ops DB at scrape time."""
+    from sqlalchemy import func, select
+
+    from pitstop.store import WorkOrder
+
+    with platform.db.session() as s:
+        query = select(WorkOrder.status, func.count()).group_by(WorkOrder.status)
+        counts = {state: n for state, n in s.execute(query)}
+    for state in ("open", "acknowledged", "in_progress", "done", "cancelled"):
+        platform.metrics.work_orders.labels(state).set(counts.get(state, 0))
