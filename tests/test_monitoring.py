@@ -83,3 +83,73 @@ def test_a_3_sigma_shift_on_one_sensor_alerts_within_one_window_and_nothing_else
     assert set(report.drifted_sensors) == {"s3"}  # one window, one sensor, nothing else
     assert all(f.startswith("s3__") for f in report.drifted_sensors["s3"])
     assert "s3" in reports[-1][1] or "s3" in reports[-2][1]  # raised (once per scope)
+
+
+def test_a_failure_scores_the_live_predictions_made_before_it(trained: Platform) -> None:
+    from fastapi.testclient import TestClient
+
+    from pitstop.processor import Processor
+    from pitstop.web import create_app
+    from tests.test_processor import publish
+
+    proc = Processor(trained)
+    proc.bootstrap()
+    # FD001 test unit 31 (196 cycles): its last cycle is 8 before its failure; one prediction per
+    # micro-batch, so the last fifty cycles go in batches of five
+    for start, n in [(0, 50), (50, 50), (100, 46), *((s, 5) for s in range(146, 200, 5))]:
+        publish(trained, "eng-031", 31, start, n)
+        proc.run_once()
+    last = proc._last["eng-031"]
+    admin = {"authorization": f"Bearer {trained.admin_token()}"}
+    with TestClient(create_app(trained, proc)) as client:
+        bad = client.post(
+            "/api/v1/admin/events", json={"machine_id": "eng-999", "kind": "failure"}, headers=admin
+        )
+        assert bad.status_code == 404 and bad.json()["error"]["code"] == "machine_not_found"
+        assert (
+            client.post("/api/v1/admin/events", json={"machine_id": "eng-031", "kind": "failure"}).status_code
+            == 401
+        )
+        made = client.post(
+            "/api/v1/admin/events",
+            json={"machine_id": "eng-031", "kind": "failure", "seq": last + 8},
+            headers=admin,
+        )
+        assert made.status_code == 201, made.text
+        proc.run_once()  # the processor sees the failure between batches
+        body = client.get("/api/v1/monitoring/performance").json()
+        metrics = client.get("/metrics").text
+    (report,) = body["failures"]
+    assert report["machine_id"] == "eng-031" and report["failure_seq"] == last + 8
+    assert report["predictions"] > 0 and {h["horizon"] for h in report["by_horizon"]} >= {"0-10", "10-30"}
+    near = next(h for h in report["by_horizon"] if h["horizon"] == "10-30")
+    assert near["mae"] < 15  # near failure the model is close
+    assert report["work_order"]["lead"] >= trained.settings.lead_time and report["caught_in_time"]
+    assert 'pitstop_failures_scored_total{outcome="caught"} 1.0' in metrics
+    assert 'pitstop_work_orders{state="open"}' in metrics
+
+
+def test_the_grafana_dashboard_queries_only_metrics_we_export() -> None:
+    import json
+    import re
+    from pathlib import Path
+
+    from pitstop.monitoring import Metrics
+
+    dashboard = json.loads(
+        (Path(__file__).parents[1] / "deploy" / "grafana" / "pitstop-dashboard.json").read_text()
+    )
+    exported = {family.name for family in Metrics().registry.collect()}
+    used = {
+        re.sub(r"_(total|bucket|count|sum)$", "", name)
+        for panel in dashboard["panels"]
+        for target in panel["targets"]
+        for name in re.findall(r"pitstop_[a-z_]+", target["expr"])
+    }
+    assert used and used <= exported, sorted(used - exported)
+    assert {
+        "pitstop_drift_psi",
+        "pitstop_work_orders",
+        "pitstop_serving_model_info",
+        "pitstop_bus_lag_messages",
+    } <= used

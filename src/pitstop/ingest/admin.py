@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import hmac
-from typing import Annotated, Any
+from datetime import datetime
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
+import pyarrow as pa
 from fastapi import APIRouter, Depends, Path, Request
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
-from pitstop.errors import AuthError, ForbiddenError
+from pitstop.errors import AuthError, ForbiddenError, NotFoundError, ValidationError
 from pitstop.ingest.intake import Intake
+
+if TYPE_CHECKING:
+    from pitstop.platform import Platform
 
 
 def require_admin(request: Request) -> None:
@@ -73,3 +78,45 @@ async def rotate_device(request: Request, device_id: DeviceId) -> dict[str, Any]
     intake.forget_devices()
     intake.p.db.audit("admin", "device_rotated", device_id=device_id)
     return {"device_id": device_id, "token": token}
+
+
+class NewEvent(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    machine_id: str = Field(min_length=1, max_length=64)
+    kind: Literal["failure", "maintenance", "inspection"]
+    ts: datetime | None = Field(None, description="when it happened (default: now); ISO 8601 with a zone")
+    seq: int | None = Field(None, ge=0, description="the machine's reading it follows (default: its latest)")
+    detail: str | None = Field(None, max_length=4000)
+
+
+@router.post("/events", status_code=201, summary="Record a failure, maintenance or inspection event")
+async def add_event(request: Request, body: NewEvent) -> dict[str, Any]:
+    """Events are the ground truth: a ``failure`` labels the readings before it for training and
+    scores the live predictions made before it; ``failure`` and ``maintenance`` reset the
+    machine's baseline."""
+    platform = _intake(request).p
+    return await run_in_threadpool(_record_event, platform, body)
+
+
+def _record_event(platform: Platform, body: NewEvent) -> dict[str, Any]:
+    from pitstop.store import Machine, MachineState, utcnow
+
+    with platform.db.session() as s:
+        if s.get(Machine, body.machine_id) is None:
+            raise NotFoundError(f"no machine {body.machine_id}", code="machine_not_found")
+        state = s.get(MachineState, body.machine_id)
+        last_seq = state.last_seq if state is not None else None
+    if body.ts is not None and body.ts.tzinfo is None:
+        raise ValidationError("ts needs a timezone (e.g. 2026-11-22T10:00:00Z)", code="naive_timestamp")
+    ts = body.ts or utcnow()
+    event: dict[str, Any] = {
+        "machine_id": body.machine_id,
+        "ts": ts,
+        "seq": body.seq if body.seq is not None else last_seq,
+        "kind": body.kind,
+        "detail": body.detail,
+    }
+    platform.lake.append("events", pa.Table.from_pylist([event]))
+    platform.db.audit("admin", "event_recorded", **{k: str(v) for k, v in event.items() if v is not None})
+    return {**event, "ts": ts.isoformat()}

@@ -74,6 +74,24 @@ class Metrics:
             "pitstop_drift_checks", "Live windows checked for drift", ["scope"], registry=r
         )
         self.work_orders = Gauge("pitstop_work_orders", "Work orders by state", ["state"], registry=r)
+        self.failures_scored = Counter(
+            "pitstop_failures_scored",
+            "Failures the live predictions were scored against, by whether an order opened in time",
+            ["outcome"],
+            registry=r,
+        )
+        self.live_rul_mae = Gauge(
+            "pitstop_live_rul_mae",
+            "RUL mean absolute error before the latest failure, by readings left",
+            ["horizon"],
+            registry=r,
+        )
+        self.missing_values = Counter(
+            "pitstop_readings_missing_values",
+            "Sensor values missing from accepted readings",
+            ["sensor"],
+            registry=r,
+        )
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -17,6 +17,7 @@ from pitstop.errors import ModelError
 from pitstop.features import FeatureSpec, OnlineFeatures
 from pitstop.maintenance import Explanation, PolicyState, Reading, RiskPolicy, open_work_orders
 from pitstop.monitoring.monitor import DriftMonitor, DriftReport
+from pitstop.monitoring.performance import record, score_failure
 from pitstop.monitoring.retrain import Retrainer
 from pitstop.platform import Platform
 from pitstop.schema import decode_table
@@ -148,12 +149,14 @@ class Processor:
         version = self.p.lake.version("events")
         if version == self._events_version:
             return
-        events = self.p.lake.read("events", columns=["machine_id", "ts", "kind"])
+        events = self.p.lake.read("events", columns=["machine_id", "ts", "seq", "kind"])
         kinds = list(self.online.spec.reset_events)
         episodes = set()
-        for machine_id, ts in (
+        failures: list[tuple[str, int, int]] = []  # machine, failure seq, seq of the reset before
+        previous: dict[str, int] = {}
+        for machine_id, ts, seq, kind in (
             events.filter(pl.col("kind").is_in(kinds))
-            .select("machine_id", pl.col("ts").dt.epoch("us"))
+            .select("machine_id", pl.col("ts").dt.epoch("us"), "seq", "kind")
             .sort("ts")
             .iter_rows()
         ):
@@ -161,6 +164,17 @@ class Processor:
                 self._resets.add((machine_id, ts))
                 self.online.reset(machine_id, ts)
                 episodes.add(machine_id)
+                if kind == "failure" and seq is not None and self._events_version is not None:
+                    failures.append((machine_id, int(seq), previous.get(machine_id, -1)))
+            if seq is not None:
+                previous[machine_id] = int(seq)
+        for machine_id, seq, since in failures:  # live performance, now that the truth is known
+            try:
+                report = score_failure(self.p, machine_id, seq, since)
+                if report["predictions"]:
+                    record(self.p, report)
+            except Exception:
+                log.exception("could not score the predictions before %s's failure", machine_id)
         if episodes:  # a new episode: the risk policy is armed again
             with self.p.db.session() as s:
                 for state in s.scalars(
@@ -261,6 +275,7 @@ class Processor:
         assert online is not None, "call bootstrap() first"
         started = time.perf_counter()
         self._follow_serving_model()
+        self._sync_resets()  # events (a failure, a repair) count even while no readings arrive
         messages = self.p.bus.read(CONSUMER, self.p.settings.processor_max_messages)
         if not messages:
             self.p.metrics.bus_lag.set(0)
@@ -276,6 +291,7 @@ class Processor:
         fresh = self._fresh(frame)
         clean = fresh.filter(pl.col("quarantine").is_null())
         held = fresh.filter(pl.col("quarantine").is_not_null())
+        self._count_missing(clean)
         lake_frame = fresh.with_columns(pl.col("ts").dt.date().alias("day"))
         written = 0
         for table, rows in (
@@ -552,6 +568,25 @@ class Processor:
                 self.p.notifier,
             )
         return len(opened)
+
+    def _count_missing(self, clean: pl.DataFrame) -> None:
+        """Data quality: values of sensors a machine's type declares that its readings lack
+        (optional sensors; required ones are refused at intake)."""
+        if clean.height == 0:
+            return
+        for machine_type in self.p.fleet.machine_types.values():
+            optional = [s.name for s in machine_type.sensors if not s.required and s.name in clean.columns]
+            if not optional:
+                continue
+            ids = [m for m, t in self._types.items() if t == machine_type.name]
+            rows = (
+                clean.filter(pl.col("machine_id").is_in(ids))
+                if len(self.p.fleet.machine_types) > 1
+                else clean
+            )
+            for sensor, n in zip(optional, rows.select(pl.col(optional).null_count()).row(0), strict=True):
+                if n:
+                    self.p.metrics.missing_values.labels(sensor).inc(n)
 
     def _watch_drift(self, ids: list[str], matrix: np.ndarray, scores: dict[str, Score]) -> None:
         """The scored rows into the live drift windows (against the champion's training profile)."""

@@ -12,6 +12,7 @@ from sqlalchemy import func, select
 from pitstop.errors import NotFoundError, ValidationError
 from pitstop.features import build_features
 from pitstop.maintenance import FINDINGS, OPEN_STATES, transition, work_order_json
+from pitstop.monitoring.performance import recent_failures
 from pitstop.platform import Platform
 from pitstop.store import Machine, MachineState, Prediction, WorkOrder
 from pitstop.web.routing import OrjsonRoute, RequestRoute, body_schema, parse_body
@@ -260,6 +261,15 @@ def audit_log(
     """Promotions, rollbacks, the retraining loop's steps, drift alerts, work-order moves."""
     entries = _platform(request).db.audit_entries(limit=limit, action=action)
     return {"entries": entries, "count": len(entries)}
+
+
+@router.get("/monitoring/performance", tags=["ops"], summary="Live model performance at recent failures")
+def performance(request: Request, limit: Annotated[int, Query(ge=1, le=500)] = 50) -> dict[str, Any]:
+    """Per failure: RUL error by readings left, interval coverage, and whether (and with what
+    lead) a work order opened in time."""
+    reports = recent_failures(_platform(request), limit)
+    caught = sum(r.get("caught_in_time", False) for r in reports)
+    return {"failures": reports, "count": len(reports), "caught_in_time": caught}
 
 
 @router.get("/monitoring/drift", tags=["ops"], summary="The latest live drift check per scope")

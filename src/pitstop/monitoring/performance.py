@@ -1,0 +1,115 @@
+"""Live model performance: when a machine fails, how good were the predictions made before it?
+
+For each failure (an event of kind ``failure``), the acting predictions the processor logged for
+that machine since its previous reset are compared with the truth that is now known (readings
+left = failure seq - seq): absolute RUL error by horizon, and whether a work order opened in time
+(at least the policy's lead time before the failure) and with what lead.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from sqlalchemy import select
+
+from pitstop.store import Prediction, WorkOrder
+
+if TYPE_CHECKING:
+    from pitstop.platform import Platform
+
+HORIZONS = ((0, 10), (10, 30), (30, 60), (60, 125))
+ACTING_ARMS = ("champion", "canary", "a", "b")
+
+
+def score_failure(
+    platform: Platform, machine_id: str, failure_seq: int, since_seq: int = -1
+) -> dict[str, Any]:
+    """The predictions for ``machine_id`` at seqs in ``(since_seq, failure_seq]`` against the
+    truth, and the work order (if any) opened for this failure."""
+    with platform.db.session() as s:
+        rows = s.execute(
+            select(
+                Prediction.seq,
+                Prediction.rul,
+                Prediction.rul_lower,
+                Prediction.rul_upper,
+                Prediction.model_version,
+            )
+            .where(
+                Prediction.machine_id == machine_id,
+                Prediction.seq > since_seq,
+                Prediction.seq <= failure_seq,
+                Prediction.arm.in_(ACTING_ARMS),
+            )
+            .order_by(Prediction.seq)
+        ).all()
+        order = s.scalars(
+            select(WorkOrder)
+            .where(
+                WorkOrder.machine_id == machine_id, WorkOrder.seq > since_seq, WorkOrder.seq <= failure_seq
+            )
+            .order_by(WorkOrder.id)
+        ).first()
+    lead_time = platform.policy_for(_machine_type(platform, machine_id)).lead_time
+    report: dict[str, Any] = {
+        "machine_id": machine_id,
+        "failure_seq": failure_seq,
+        "predictions": len(rows),
+        "models": sorted({r.model_version for r in rows}),
+        "by_horizon": [],
+        "work_order": None,
+        "caught_in_time": False,
+    }
+    if rows:
+        seq = np.array([r.seq for r in rows])
+        rul = np.array([r.rul for r in rows])
+        truth = (failure_seq - seq).astype(float)
+        capped = np.minimum(truth, platform.settings.rul_cap)
+        covered = np.array([r.rul_lower <= t <= r.rul_upper for r, t in zip(rows, truth, strict=True)])
+        for lo, hi in HORIZONS:
+            mask = (truth > lo) & (truth <= hi) if lo else (truth >= lo) & (truth <= hi)
+            if mask.any():
+                error = rul[mask] - capped[mask]
+                report["by_horizon"].append(
+                    {
+                        "horizon": f"{lo}-{hi}",
+                        "predictions": int(mask.sum()),
+                        "mae": round(float(np.mean(np.abs(error))), 3),
+                        "bias": round(float(np.mean(error)), 3),
+                        "interval_coverage": round(float(np.mean(covered[mask])), 3),
+                    }
+                )
+    if order is not None and order.seq is not None:
+        lead = failure_seq - order.seq
+        report["work_order"] = {
+            "id": order.id,
+            "opened_at_seq": order.seq,
+            "lead": lead,
+            "status": order.status,
+        }
+        report["caught_in_time"] = bool(lead >= lead_time)
+    return report
+
+
+def _machine_type(platform: Platform, machine_id: str) -> str:
+    from pitstop.store import Machine
+
+    with platform.db.session() as s:
+        machine = s.get(Machine, machine_id)
+    return machine.machine_type if machine is not None else ""
+
+
+def recent_failures(platform: Platform, limit: int = 50) -> list[dict[str, Any]]:
+    """The latest failure reports (kept in the audit log as ``failure_scored``)."""
+    return [e["detail"] for e in platform.db.audit_entries(limit=limit, action="failure_scored")]
+
+
+def record(platform: Platform, report: dict[str, Any]) -> None:
+    """Audit a failure report and feed the live-performance metrics."""
+    platform.db.audit("monitor", "failure_scored", **json.loads(json.dumps(report, default=str)))
+    m = platform.metrics
+    m.failures_scored.labels("caught" if report["caught_in_time"] else "missed").inc()
+    for h in report["by_horizon"]:
+        m.live_rul_mae.labels(h["horizon"]).set(h["mae"])
