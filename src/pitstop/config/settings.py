@@ -125,6 +125,9 @@ class Settings(BaseSettings):
         3600.0, gt=0, description="How long a retrain waits for its shadow readings before it gives up."
     )
     retrain_on_drift: bool = Field(False, description="Retrain when a drift alert is raised.")
+    retrain_on_performance: bool = Field(
+        False, description="Retrain when a machine fails with no work order opened in time."
+    )
     retrain_every_s: float = Field(0.0, ge=0, description="Retrain on this schedule, in seconds (0: never).")
     cost_failure: float = Field(10.0, ge=0, description="Cost of an unplanned failure (backtest).")
     cost_repair: float = Field(2.0, ge=0, description="Cost of a planned repair (backtest).")

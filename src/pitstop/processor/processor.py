@@ -173,6 +173,13 @@ class Processor:
                 report = score_failure(self.p, machine_id, seq, since)
                 if report["predictions"]:
                     record(self.p, report)
+                    missed = not report["caught_in_time"]
+                    if (
+                        missed
+                        and self.p.settings.retrain_on_performance
+                        and self.retrainer.trigger("performance")
+                    ):
+                        log.warning("retraining: %s failed with no work order in time", machine_id)
             except Exception:
                 log.exception("could not score the predictions before %s's failure", machine_id)
         if episodes:  # a new episode: the risk policy is armed again
