@@ -216,3 +216,19 @@ def test_an_order_opened_by_the_processor_reaches_the_webhook_signed_and_explain
     finally:
         platform.close()
         receiver.stop()
+
+
+def test_a_machine_at_risk_in_its_first_batch_gets_its_order_then(trained: Platform) -> None:
+    from sqlalchemy import select
+
+    from pitstop.processor import Processor
+    from pitstop.store import WorkOrder
+    from tests.test_processor import publish
+
+    proc = Processor(trained)
+    proc.bootstrap()
+    publish(trained, "eng-031", 31, 0, 200)  # its whole history at once: at risk at its last reading
+    proc.run_once()
+    with trained.db.session() as s:
+        orders = s.scalars(select(WorkOrder).where(WorkOrder.machine_id == "eng-031")).all()
+    assert len(orders) == 1 and orders[0].status == "open"

@@ -545,7 +545,7 @@ class Processor:
             for machine_id, seq, ts in last.iter_rows():
                 state = states.get(machine_id)
                 if state is None:
-                    state = MachineState(machine_id=machine_id, readings=0)
+                    state = states[machine_id] = MachineState(machine_id=machine_id, readings=0)
                     s.add(state)
                 state.last_ts = ts
                 state.last_seq = seq
