@@ -110,11 +110,12 @@
     let shownOrders = "";
     const NEXT = { open: ["acknowledged", "in_progress", "cancelled"], acknowledged: ["in_progress", "cancelled"], in_progress: ["done", "cancelled"] };
     const FINDINGS = ["fault_confirmed", "no_fault_found", "other"];
+    const LABELS = { acknowledged: "acknowledge", in_progress: "start", cancelled: "cancel" };
     function actions(o) {
       return (NEXT[o.status] || []).map((to) => to === "done"
         ? `<select class="finding" data-order="${o.id}"><option value="">finding…</option>${FINDINGS.map((f) => `<option>${f}</option>`).join("")}</select>
            <button data-order="${o.id}" data-to="done">done</button>`
-        : `<button data-order="${o.id}" data-to="${to}">${to.replace("_", " ")}</button>`).join(" ");
+        : `<button data-order="${o.id}" data-to="${to}">${LABELS[to]}</button>`).join(" ");
     }
     function orderRow(o) {
       const why = (o.explanation?.top_sensors || []).map((t) => `${esc(t.sensor)} (${fmt(t.contribution)})`).join(", ");
