@@ -43,6 +43,7 @@ class Platform:
     challenger: Scorer | None = None
     metrics: Metrics = field(default_factory=Metrics)
     components: ComponentMap = field(default_factory=ComponentMap.load)
+    policies: dict[str, RiskPolicy] = field(default_factory=dict)  # per machine type, with overrides
     notifier: Notifier | None = None
 
     @classmethod
@@ -56,8 +57,8 @@ class Platform:
         lake = Lake(settings.lake_dir, fleet.sensors)
         lake.ensure()
         registry = Registry(settings.mlflow_uri, settings.mlflow_artifacts_dir, settings.model_name)
-        for machine_type in fleet.machine_types:  # a bad per-type policy fails at start, not on a batch
-            RiskPolicy.from_settings(settings, machine_type)
+        # built once: a bad per-type policy fails at start, not on a batch
+        policies = {t: RiskPolicy.from_settings(settings, t) for t in fleet.machine_types}
         platform = cls(
             settings=settings,
             fleet=fleet,
@@ -69,6 +70,7 @@ class Platform:
             policy=RiskPolicy.from_settings(settings),
             challenger=Scorer(registry, alias="challenger") if settings.deployment != "champion" else None,
             components=ComponentMap.load(settings.component_map),
+            policies=policies,
         )
         if settings.webhook_urls:
             platform.notifier = Notifier(
@@ -78,9 +80,7 @@ class Platform:
 
     def policy_for(self, machine_type: str) -> RiskPolicy:
         """The risk policy for a machine type: the fleet's, with the type's overrides."""
-        if not self.settings.maintenance_policies.get(machine_type):
-            return self.policy
-        return RiskPolicy.from_settings(self.settings, machine_type)
+        return self.policies.get(machine_type, self.policy)
 
     def webhook_secret(self) -> str:
         """The webhook HMAC key: the ``webhook_secret`` setting, else one generated once into the data dir."""

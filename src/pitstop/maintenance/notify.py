@@ -25,7 +25,7 @@ from datetime import timedelta
 from typing import Any
 
 import httpx
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from pitstop.store import Database, WebhookDelivery, utcnow
@@ -146,8 +146,6 @@ class Notifier:
         return f"HTTP {response.status_code}"
 
     def pending(self) -> int:
-        from sqlalchemy import func
-
         with self.db.session() as s:
             return int(
                 s.scalar(

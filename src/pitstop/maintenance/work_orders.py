@@ -45,21 +45,17 @@ def open_work_orders(
     scores: dict[str, Score],
     readings: dict[str, Reading],
     states: dict[str, MachineState],
+    types: dict[str, str],
     explain: Callable[[str, str, Score, str], Explanation | None],
     notifier: Notifier | None = None,
 ) -> list[WorkOrder]:
     """Step each scored machine's risk policy (its memory kept in ``states``) and open the work
     orders it calls for: one open order per machine at most, with priority, due date, explanation
-    and recommended procedure. Runs inside the caller's transaction."""
+    and recommended procedure. ``types``: the scored machines' types. Runs inside the caller's
+    transaction."""
     if not scores:
         return []
     ids = sorted(scores)
-    types: dict[str, str] = {
-        m: t
-        for m, t in session.execute(
-            select(Machine.machine_id, Machine.machine_type).where(Machine.machine_id.in_(ids))
-        )
-    }
     already = set(
         session.scalars(
             select(WorkOrder.machine_id).where(

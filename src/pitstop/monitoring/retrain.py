@@ -34,6 +34,7 @@ import polars as pl
 from pitstop.errors import ModelError
 from pitstop.features import build_features
 from pitstop.registry import ModelBundle
+from pitstop.serving.scorer import invalid_outputs
 from pitstop.training.backtest import Costs, cut_lives, replay
 from pitstop.training.labels import rul_labels
 
@@ -72,7 +73,7 @@ def evaluate_on(
     labelled = rul_labels(features, events, s.rul_cap, s.failure_horizon)
     rul, lower, upper = bundle.predict(labelled.select(bundle.spec.names).to_numpy())
     truth = labelled["rul"].to_numpy()
-    invalid = _invalid(rul, lower, upper)
+    invalid = int(invalid_outputs(rul, lower, upper).sum())
     scored = labelled.select("machine_id", "ts", "seq").with_columns(lower=pl.Series(lower))
     lives = cut_lives(scored, events)
     costs = Costs(s.cost_failure, s.cost_repair, s.cost_inspection)
@@ -84,11 +85,6 @@ def evaluate_on(
         "cost": outcome.cost,
         "caught_fraction": outcome.caught_fraction,
     }
-
-
-def _invalid(rul: np.ndarray, lower: np.ndarray, upper: np.ndarray) -> int:
-    """Outputs the serving guard would refuse: not finite, negative, or outside their interval."""
-    return int((~np.isfinite(rul) | (rul < 0) | (lower > rul + 1e-9) | (upper < rul - 1e-9)).sum())
 
 
 def holdout_machines(events: pl.DataFrame, share: float) -> list[str]:
@@ -242,21 +238,22 @@ def _shadow(
             return {"problem": f"only {new.height} of {readings} readings arrived within {timeout_s:g} s"}
         time.sleep(min(1.0, max(0.05, timeout_s / 100)))
     machines = new["machine_id"].unique().to_list()
-    spec = challenger.spec
-    history = lake.read("telemetry", columns=["machine_id", "ts", "seq", *spec.inputs], machine_ids=machines)
+    inputs = sorted({*challenger.spec.inputs, *champion.spec.inputs})
+    history = lake.read("telemetry", columns=["machine_id", "ts", "seq", *inputs], machine_ids=machines)
     events = lake.read("events", machine_ids=machines)
-    rows = build_features(history, spec, events).join(
-        new.select("machine_id", "seq"), on=["machine_id", "seq"]
-    )
-    matrix = rows.select(spec.names).to_numpy()
-    rul, lower, upper = challenger.predict(matrix)
-    invalid = _invalid(rul, lower, upper)
-    champion_rul = champion.predict(
-        build_features(history, champion.spec, events)
-        .join(new.select("machine_id", "seq"), on=["machine_id", "seq"])
-        .select(champion.spec.names)
-        .to_numpy()
-    )[0]
+    built: dict[str, pl.DataFrame] = {}  # the new readings' features, once per feature spec
+
+    def predict(bundle: ModelBundle) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        spec = bundle.spec
+        if spec.hash not in built:
+            features = build_features(history, spec, events)
+            built[spec.hash] = features.join(new.select("machine_id", "seq"), on=["machine_id", "seq"])
+        return bundle.predict(built[spec.hash].select(spec.names).to_numpy())
+
+    rul, lower, upper = predict(challenger)
+    invalid = int(invalid_outputs(rul, lower, upper).sum())
+    champion_rul = predict(champion)[0]
+    rows = built[challenger.spec.hash]
     out: dict[str, Any] = {
         "readings": rows.height,
         "invalid": invalid,

@@ -22,7 +22,7 @@ from pitstop.monitoring.retrain import Retrainer
 from pitstop.platform import Platform
 from pitstop.schema import decode_table
 from pitstop.serving import Score, Scorer
-from pitstop.serving.scorer import bucket
+from pitstop.serving.scorer import bucket, invalid_outputs
 from pitstop.store import Machine, MachineState, Prediction, utcnow
 
 log = logging.getLogger(__name__)
@@ -80,7 +80,7 @@ class Processor:
             settings.drift_correction,
             on_report=self._drift_report,
         )
-        self._types: dict[str, str] = {}  # machine types, for per-type drift
+        self._types: dict[str, str] = {}  # machine id -> type (see _machine_types)
         self.retrainer = Retrainer(platform)
         self._retrained_at = time.monotonic()
 
@@ -314,7 +314,6 @@ class Processor:
                 self.p.lake.append(table, rows.to_arrow(), app_id=CONSUMER, position=position)
                 written += rows.height if table == "telemetry" else 0
 
-        self._sync_resets()
         self._feed(clean)
         for machine_id, seq in fresh.group_by("machine_id").agg(pl.col("seq").max()).iter_rows():
             self._last[machine_id] = int(seq)
@@ -569,6 +568,7 @@ class Processor:
                 scores,
                 readings,
                 states,
+                self._machine_types(sorted(scores)),
                 lambda machine_id, machine_type, score, priority: self._explain(
                     machine_id, machine_type, score, priority, features or {}
                 ),
@@ -576,27 +576,8 @@ class Processor:
             )
         return len(opened)
 
-    def _count_missing(self, clean: pl.DataFrame) -> None:
-        """Data quality: values of sensors a machine's type declares that its readings lack
-        (optional sensors; required ones are refused at intake)."""
-        if clean.height == 0:
-            return
-        for machine_type in self.p.fleet.machine_types.values():
-            optional = [s.name for s in machine_type.sensors if not s.required and s.name in clean.columns]
-            if not optional:
-                continue
-            ids = [m for m, t in self._types.items() if t == machine_type.name]
-            rows = (
-                clean.filter(pl.col("machine_id").is_in(ids))
-                if len(self.p.fleet.machine_types) > 1
-                else clean
-            )
-            for sensor, n in zip(optional, rows.select(pl.col(optional).null_count()).row(0), strict=True):
-                if n:
-                    self.p.metrics.missing_values.labels(sensor).inc(n)
-
-    def _watch_drift(self, ids: list[str], matrix: np.ndarray, scores: dict[str, Score]) -> None:
-        """The scored rows into the live drift windows (against the champion's training profile)."""
+    def _machine_types(self, ids: list[str]) -> dict[str, str]:
+        """Machine types of ``ids``, from a cache filled from the ops DB once per new machine."""
         unknown = [m for m in ids if m not in self._types]
         if unknown:
             with self.p.db.session() as s:
@@ -604,6 +585,28 @@ class Processor:
                     Machine.machine_id.in_(unknown)
                 )
                 self._types.update({m: t for m, t in s.execute(query)})
+        return {m: self._types.get(m, "") for m in ids}
+
+    def _count_missing(self, clean: pl.DataFrame) -> None:
+        """Data quality: values of sensors a machine's type declares that its readings lack
+        (optional sensors; required ones are refused at intake)."""
+        if clean.height == 0:
+            return
+        types: dict[str, str] | None = None
+        for machine_type in self.p.fleet.machine_types.values():
+            optional = [s.name for s in machine_type.sensors if not s.required and s.name in clean.columns]
+            if not optional:
+                continue
+            types = types or self._machine_types(clean["machine_id"].unique().to_list())
+            ids = [m for m, t in types.items() if t == machine_type.name]
+            rows = clean.filter(pl.col("machine_id").is_in(ids))
+            for sensor, n in zip(optional, rows.select(pl.col(optional).null_count()).row(0), strict=True):
+                if n:
+                    self.p.metrics.missing_values.labels(sensor).inc(n)
+
+    def _watch_drift(self, ids: list[str], matrix: np.ndarray, scores: dict[str, Score]) -> None:
+        """The scored rows into the live drift windows (against the champion's training profile)."""
+        types = self._machine_types(ids)
         bundle = self.p.scorer.model.bundle
         predictions = np.array([scores[m].rul if m in scores else np.nan for m in ids])
         try:
@@ -612,7 +615,7 @@ class Processor:
                 bundle.spec.names,
                 matrix,
                 predictions,
-                [self._types.get(m, "") for m in ids],
+                [types[m] for m in ids],
             )
         except Exception:  # monitoring must never stop scoring
             log.exception("drift check failed")
@@ -676,13 +679,9 @@ def _prediction(machine_id: str, ts: datetime, seq: int, score: Score, now: date
 
 
 def _invalid_arms(scores: list[Score], allowed_share: float) -> set[str]:
-    """Arms with more than ``allowed_share`` of invalid scores: not finite, negative, or outside
-    their own interval."""
-    totals: dict[str, int] = {}
-    invalid: dict[str, int] = {}
-    for sc in scores:
-        totals[sc.arm] = totals.get(sc.arm, 0) + 1
-        values = (sc.rul, sc.lower, sc.upper)
-        if not all(np.isfinite(values)) or sc.rul < 0 or not sc.lower <= sc.rul <= sc.upper:
-            invalid[sc.arm] = invalid.get(sc.arm, 0) + 1
-    return {arm for arm, n in invalid.items() if n / totals[arm] > allowed_share}
+    """Arms with more than ``allowed_share`` of invalid scores (``invalid_outputs``)."""
+    if not scores:
+        return set()
+    arms = np.array([sc.arm for sc in scores])
+    bad = invalid_outputs(*np.array([(sc.rul, sc.lower, sc.upper) for sc in scores]).T)
+    return {str(arm) for arm in np.unique(arms) if bad[arms == arm].mean() > allowed_share}

@@ -261,6 +261,14 @@ class Scorer:
         return out
 
 
+def invalid_outputs(rul: np.ndarray, lower: np.ndarray, upper: np.ndarray) -> np.ndarray:
+    """Which outputs the serving guard refuses: not finite, negative, or outside their own interval."""
+    rul, lower, upper = (np.asarray(a, np.float64) for a in (rul, lower, upper))
+    finite = np.isfinite(rul) & np.isfinite(lower) & np.isfinite(upper)
+    with np.errstate(invalid="ignore"):
+        return ~finite | (rul < 0) | ~((lower <= rul) & (rul <= upper))
+
+
 def bucket(machine_id: str) -> int:
     """A machine's stable bucket in 0..99 (sha256 of its id): the same in every process and run."""
     return int(hashlib.sha256(machine_id.encode()).hexdigest()[:8], 16) % 100

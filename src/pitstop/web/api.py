@@ -56,9 +56,6 @@ def _machine_json(
     }
 
 
-_work_order_json = work_order_json
-
-
 @router.get("/machines", summary="The fleet: last reading, predicted RUL, status, open work order")
 def list_machines(
     request: Request, lifecycle: Literal["active", "retired", "all"] = "active"
@@ -98,7 +95,7 @@ def get_machine(request: Request, machine_id: str) -> dict[str, Any]:
         ).all()
     open_id = next((o.id for o in orders if o.status in OPEN_STATES), None)
     body = _machine_json(platform, machine, state, open_id)
-    body["work_orders"] = [_work_order_json(o) for o in orders]
+    body["work_orders"] = [work_order_json(o) for o in orders]
     return body
 
 
@@ -165,7 +162,7 @@ def list_work_orders(
         elif status == "closed":
             query = query.where(WorkOrder.status.not_in(OPEN_STATES))
         orders = s.scalars(query.order_by(WorkOrder.id.desc()).limit(limit)).all()
-    return {"work_orders": [_work_order_json(o) for o in orders], "count": len(orders)}
+    return {"work_orders": [work_order_json(o) for o in orders], "count": len(orders)}
 
 
 class TransitionRequest(BaseModel):
