@@ -17,6 +17,7 @@ from pitstop.errors import ConfigError
 from pitstop.maintenance import ComponentMap, Notifier, PolicyState, RiskPolicy
 from pitstop.maintenance.notify import verify
 from pitstop.platform import Platform
+from pitstop.schema import default_fleet
 from pitstop.store import Database, WebhookDelivery
 
 
@@ -75,7 +76,7 @@ def test_policies_come_from_settings_per_machine_type(tmp_path: Path) -> None:
 
 
 def test_a_component_map_must_name_sensors_and_procedures(tmp_path: Path) -> None:
-    shipped = ComponentMap.load()
+    shipped = ComponentMap.from_fleet(default_fleet())
     assert {c.name for c in shipped.types["turbofan"]} >= {"high-pressure compressor (HPC)", "fan"}
     broken = tmp_path / "map.toml"
     broken.write_text('[[harvester.components]]\nname = "hydraulics"\n')

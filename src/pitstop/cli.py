@@ -280,10 +280,12 @@ def settings_cmd(markdown: bool) -> None:
 
 
 def _register() -> None:
+    from pitstop.cli_fleet import fleet
     from pitstop.cli_models import audit, backtest, benchmark, evaluate, promote, retrain, rollback, score
     from pitstop.cli_ops import devices, lake, quarantine
 
     commands = (
+        fleet,
         devices,
         quarantine,
         lake,

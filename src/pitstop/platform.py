@@ -10,6 +10,7 @@ from pathlib import Path
 
 from pitstop.bus import Bus, SqliteBus
 from pitstop.config import Settings
+from pitstop.fleetops import stored_fleet
 from pitstop.lake import Lake
 from pitstop.maintenance import ComponentMap, Notifier, RiskPolicy
 from pitstop.monitoring import Metrics
@@ -42,7 +43,7 @@ class Platform:
     policy: RiskPolicy
     challenger: Scorer | None = None
     metrics: Metrics = field(default_factory=Metrics)
-    components: ComponentMap = field(default_factory=ComponentMap.load)
+    components: ComponentMap = field(default_factory=lambda: ComponentMap({}))
     policies: dict[str, RiskPolicy] = field(default_factory=dict)  # per machine type, with overrides
     notifier: Notifier | None = None
 
@@ -50,15 +51,20 @@ class Platform:
     def open(cls, settings: Settings, fleet: FleetSchema | None = None) -> Platform:
         """Create (or reuse) the data directory: ops DB migrated, bus, lake tables, MLflow store."""
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-        fleet = fleet or default_fleet()
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         db = Database(settings.ops_db_url)
         db.migrate()
+        if fleet is None:  # the fleet applied to this deployment (pitstop fleet apply), else turbofan
+            stored = stored_fleet(db)
+            fleet = stored[0] if stored is not None else default_fleet()
         lake = Lake(settings.lake_dir, fleet.sensors)
         lake.ensure()
         registry = Registry(settings.mlflow_uri, settings.mlflow_artifacts_dir, settings.model_name)
         # built once: a bad per-type policy fails at start, not on a batch
-        policies = {t: RiskPolicy.from_settings(settings, t) for t in fleet.machine_types}
+        policies = {
+            name: RiskPolicy.from_settings(settings, name, mt.policy, mt.unit_seconds)
+            for name, mt in fleet.machine_types.items()
+        }
         platform = cls(
             settings=settings,
             fleet=fleet,
@@ -69,7 +75,11 @@ class Platform:
             scorer=Scorer(registry, cache_dir=settings.data_dir / "state" / "models"),
             policy=RiskPolicy.from_settings(settings),
             challenger=Scorer(registry, alias="challenger") if settings.deployment != "champion" else None,
-            components=ComponentMap.load(settings.component_map),
+            components=(
+                ComponentMap.load(settings.component_map)
+                if settings.component_map is not None
+                else ComponentMap.from_fleet(fleet)
+            ),
             policies=policies,
         )
         if settings.webhook_urls:

@@ -85,7 +85,8 @@ class Settings(BaseSettings):
         ),
     )
     component_map: Path | None = Field(
-        None, description="TOML mapping sensors to components to procedures (default: the shipped one)."
+        None,
+        description="TOML mapping sensors to components to procedures (default: the fleet file's).",
     )
     webhook_urls: list[str] = Field(
         default_factory=list, description="URLs that receive work-order events (POST, HMAC-signed)."

@@ -9,6 +9,7 @@ import polars as pl
 import pyarrow as pa
 from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 from deltalake.exceptions import DeltaError
+from deltalake.schema import Field as DeltaField
 
 from pitstop.errors import LakeError
 
@@ -21,6 +22,7 @@ EVENTS_SCHEMA = pa.schema(
         pa.field("seq", pa.int64(), nullable=True),
         pa.field("kind", pa.string(), nullable=False),
         pa.field("detail", pa.string(), nullable=True),
+        pa.field("component", pa.string(), nullable=True),  # the part that failed or was serviced
     ]
 )
 
@@ -89,7 +91,9 @@ class Lake:
         return str(self.root / table)
 
     def ensure(self) -> None:
-        """Create the tables that do not exist yet (empty, version 0)."""
+        """Create the tables that do not exist yet (empty, version 0), and add the columns an
+        existing table lacks (a sensor new to the fleet, a new event field): a metadata-only
+        commit; no file is rewritten and every row keeps its values (null in the new column)."""
         for name, schema in self._schemas.items():
             if not DeltaTable.is_deltatable(self.path(name)):
                 self.root.mkdir(parents=True, exist_ok=True)
@@ -97,6 +101,41 @@ class Lake:
                     DeltaTable.create(self.path(name), schema, partition_by=self._partitions[name], name=name)
                 except DeltaError as exc:
                     raise LakeError(f"cannot create lake table {name}: {exc}") from exc
+                continue
+            self._add_columns(name, schema)
+
+    def _add_columns(self, name: str, schema: pa.Schema) -> list[str]:
+        with self._lock:
+            dt = self._writer(name)
+            have = set(pa.schema(dt.schema()).names)
+            new = [f for f in schema if f.name not in have]
+            if not new:
+                return []
+            try:
+                dt.alter.add_columns([DeltaField.from_arrow(f.with_nullable(True)) for f in new])
+                dt.update_incremental()
+            except DeltaError as exc:
+                raise LakeError(
+                    f"cannot add columns {[f.name for f in new]} to lake table {name}: {exc}"
+                ) from exc
+        return [f.name for f in new]
+
+    def add_sensors(self, sensors: list[str]) -> list[str]:
+        """Evolve ``telemetry`` and ``quarantine`` to hold ``sensors`` too; returns the new ones."""
+        new = [s for s in sensors if s not in self.sensors]
+        if not new:
+            return []
+        self.sensors = [*self.sensors, *new]
+        self._schemas["telemetry"] = telemetry_schema(self.sensors)
+        self._schemas["quarantine"] = quarantine_schema(self.sensors)
+        for name in ("telemetry", "quarantine"):
+            self._add_columns(name, self._schemas[name])
+        return new
+
+    def columns(self, name: str) -> list[str]:
+        """The columns a table has now (its schema may be wider than this process's fleet)."""
+        with self._lock:
+            return list(pa.schema(self._writer(name).schema()).names)
 
     def table(self, name: str, version: int | None = None) -> DeltaTable:
         if name not in self._schemas:
@@ -133,10 +172,16 @@ class Lake:
     ) -> bool:
         """Append rows. With ``app_id`` and ``position`` the commit is idempotent: a position at or
         below the table's recorded one for that app is skipped. Returns whether rows were written."""
-        data = data.select(self._schemas[name].names).cast(self._schemas[name])
         props = None
         with self._lock:
             dt = self._writer(name)
+            schema = pa.schema(dt.schema())  # may have columns this process does not know yet
+            missing = [f for f in schema if f.name not in data.column_names]
+            for f in missing:
+                if not f.nullable and f.name in self._schemas[name].names:
+                    raise LakeError(f"append to lake table {name}: column {f.name} is required")
+                data = data.append_column(f.name, pa.nulls(data.num_rows, f.type))
+            data = data.select(schema.names).cast(schema)
             if app_id is not None and position is not None:
                 if (dt.transaction_version(app_id) or 0) >= position:
                     return False

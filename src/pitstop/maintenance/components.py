@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import tomllib
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -13,8 +12,7 @@ import numpy as np
 
 from pitstop.errors import ConfigError
 from pitstop.registry import ModelBundle
-
-SHIPPED = resources.files("pitstop.maintenance") / "components.toml"
+from pitstop.schema import FleetSchema
 
 
 @dataclass(frozen=True)
@@ -48,10 +46,11 @@ class ComponentMap:
         self.types = types
 
     @classmethod
-    def load(cls, path: Path | None = None) -> ComponentMap:
-        """The mapping from ``path`` (TOML), or the one shipped for the demo fleet."""
+    def load(cls, path: Path) -> ComponentMap:
+        """The mapping from ``path`` (TOML, the ``component_map`` setting): it replaces the
+        components of the fleet file."""
         try:
-            text = Path(path).read_text() if path is not None else SHIPPED.read_text()
+            text = Path(path).read_text()
             raw = tomllib.loads(text)
             types = {
                 machine_type: [
@@ -70,6 +69,20 @@ class ComponentMap:
                 "name, sensors and procedures)"
             ) from None
         return cls(types)
+
+    @classmethod
+    def from_fleet(cls, fleet: FleetSchema) -> ComponentMap:
+        """Each machine type's components as its fleet file declares them."""
+        return cls(
+            {
+                name: [
+                    Component(c.name, c.sensors, dict(c.procedures), c.manual)
+                    for c in mt.components
+                    if c.sensors or c.procedures
+                ]
+                for name, mt in fleet.machine_types.items()
+            }
+        )
 
     def explain(
         self, bundle: ModelBundle, row: np.ndarray, machine_type: str, priority: str, top: int = 3

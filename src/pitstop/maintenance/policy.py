@@ -53,15 +53,22 @@ class RiskPolicy:
                 raise ConfigError(f"risk policy {f.name} must be at least 0, got {getattr(self, f.name)}")
 
     @classmethod
-    def from_settings(cls, settings: Settings, machine_type: str | None = None) -> RiskPolicy:
-        """The fleet-wide policy from settings, with the machine type's overrides
-        (``maintenance_policies.<type>``) applied."""
+    def from_settings(
+        cls,
+        settings: Settings,
+        machine_type: str | None = None,
+        fleet_policy: dict[str, float] | None = None,
+        unit_seconds: float | None = None,
+    ) -> RiskPolicy:
+        """The fleet-wide policy from settings; then the machine type's own from its fleet file
+        (``fleet_policy``, in the type's unit of ``unit_seconds`` seconds); then the deployment's
+        overrides for the type (``maintenance_policies.<type>``)."""
         values: dict[str, Any] = {
             "lead_time": settings.lead_time,
             "threshold": settings.work_order_rul_threshold,
             "hysteresis": settings.work_order_hysteresis,
             "recheck_after": settings.recheck_after,
-            "unit_seconds": settings.time_unit_seconds,
+            "unit_seconds": settings.time_unit_seconds if unit_seconds is None else unit_seconds,
         }
         overrides = settings.maintenance_policies.get(machine_type or "", {})
         unknown = sorted(set(overrides) - set(values))
@@ -69,7 +76,7 @@ class RiskPolicy:
             raise ConfigError(
                 f"maintenance_policies.{machine_type} has unknown keys {unknown}; known: {sorted(values)}"
             )
-        return cls(**(values | overrides))
+        return cls(**(values | (fleet_policy or {}) | overrides))
 
     def at_risk(self, lower: float) -> bool:
         """Whether an RUL interval's lower bound is below the threshold."""

@@ -1,8 +1,25 @@
+"""Machine types as data: sensors, roles, units, ranges, components, time unit and per-type options.
+
+A fleet is declared in a TOML fleet file (``pitstop.schema.fleetfile``); the shipped turbofan
+type (NASA C-MAPSS) is one such file like any other (``pitstop/fleets/turbofan.toml``).
+"""
+
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
+from typing import Any
 
 from pitstop.features.spec import FeatureSpec
+
+# seconds per time unit; "cycles" counts readings
+TIME_UNITS: dict[str, float | None] = {
+    "cycles": None,
+    "seconds": 1.0,
+    "minutes": 60.0,
+    "hours": 3600.0,
+    "days": 86400.0,
+}
+SENSOR_ROLES = ("sensor", "setting")
 
 
 @dataclass(frozen=True)
@@ -14,9 +31,21 @@ class Sensor:
     description: str = ""
     required: bool = True
     informative: bool = True  # used by the default feature spec
+    role: str = "sensor"  # "setting": an operating condition, for regimes
 
     def in_range(self, value: float) -> bool:
         return self.low <= value <= self.high
+
+
+@dataclass(frozen=True)
+class Component:
+    """A part that can fail: failure events may name it; work orders suggest its procedure."""
+
+    name: str
+    description: str = ""
+    sensors: tuple[str, ...] = ()  # sensors that show its wear (for explanations)
+    procedures: dict[str, str] = field(default_factory=dict)  # by priority, "default" for any
+    manual: str = ""
 
 
 @dataclass(frozen=True)
@@ -25,8 +54,17 @@ class MachineType:
     time_unit: str
     sensors: tuple[Sensor, ...]
     description: str = ""
-    # The declarative feature spec; its sensors default to the informative ones.
+    # The declarative feature spec; by default, windows over the informative sensors.
     features: FeatureSpec | None = None
+    components: tuple[Component, ...] = ()
+    # Labels and intervals, in the type's time unit; None: derived (see ``training.horizons``).
+    rul_cap: float | None = None
+    interval_horizon: float | None = None
+    failure_horizon: float | None = None
+    policy: dict[str, float] = field(default_factory=dict)  # risk policy overrides
+    manuals: tuple[str, ...] = ()
+    # "auto": regimes detected from the setting sensors at training; 0: none; N: N regimes
+    regimes: int | str = "auto"
 
     @property
     def sensor_names(self) -> list[str]:
@@ -37,14 +75,34 @@ class MachineType:
         return frozenset(s.name for s in self.sensors if s.required)
 
     @property
+    def settings(self) -> list[str]:
+        """Operating-condition sensors (role ``setting``)."""
+        return [s.name for s in self.sensors if s.role == "setting"]
+
+    @property
     def informative(self) -> list[str]:
-        return [s.name for s in self.sensors if s.informative]
+        return [s.name for s in self.sensors if s.informative and s.role != "setting"]
+
+    @property
+    def unit_seconds(self) -> float | None:
+        """Seconds per time unit; None when the type counts readings (``cycles``)."""
+        return TIME_UNITS[self.time_unit]
 
     @property
     def feature_spec(self) -> FeatureSpec:
-        if self.features is None:
-            return FeatureSpec(tuple(self.informative))
-        return self.features
+        if self.features is not None:
+            return self.features
+        return FeatureSpec(
+            tuple(self.informative),
+            windows=(5, 10, 30, 60),
+            stats=("mean", "std", "slope"),
+            hours_since_reset=self.unit_seconds is not None,
+            regime_settings=tuple(self.settings),
+        )
+
+    @property
+    def component_names(self) -> list[str]:
+        return [c.name for c in self.components]
 
     def sensor(self, name: str) -> Sensor:
         for s in self.sensors:
@@ -56,6 +114,7 @@ class MachineType:
 @dataclass(frozen=True)
 class FleetSchema:
     machine_types: dict[str, MachineType] = field(default_factory=dict)
+    source: str = ""  # the fleet file text it was read from, when there is one
 
     def type_of(self, name: str) -> MachineType:
         return self.machine_types[name]
@@ -73,11 +132,22 @@ class FleetSchema:
 
     @property
     def feature_spec(self) -> FeatureSpec:
-        """The spec one fleet-wide model is trained with: the machine type's own when there is one
-        type, else the default windows over every informative sensor."""
-        if len(self.machine_types) == 1:
-            return next(iter(self.machine_types.values())).feature_spec
-        return FeatureSpec(tuple(self.informative))
+        """The spec of the first machine type (a fleet of one type: its own)."""
+        return next(iter(self.machine_types.values())).feature_spec
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            name: {
+                "time_unit": mt.time_unit,
+                "description": mt.description,
+                "sensors": mt.sensor_names,
+                "settings": mt.settings,
+                "optional": sorted(set(mt.sensor_names) - mt.required),
+                "components": mt.component_names,
+                "features": mt.feature_spec.hash,
+            }
+            for name, mt in self.machine_types.items()
+        }
 
 
 def _natural(name: str) -> tuple[str, int]:
@@ -85,68 +155,8 @@ def _natural(name: str) -> tuple[str, int]:
     return head, int(name[len(head) :] or -1)
 
 
-def _s(name: str, unit: str, low: float, high: float, description: str, informative: bool = True) -> Sensor:
-    return Sensor(name, unit, low, high, description, informative=informative)
-
-
-# C-MAPSS turbofan (FD001 operating regime and beyond). Ranges are physical plausibility bounds,
-# wide enough for all four C-MAPSS subsets; constant channels in FD001 are not informative.
-TURBOFAN = MachineType(
-    name="turbofan",
-    time_unit="cycles",
-    description="NASA C-MAPSS simulated turbofan engine",
-    sensors=(
-        _s("setting1", "", -0.1, 50.0, "operational setting 1 (altitude, kft)", informative=False),
-        _s("setting2", "", -0.01, 1.0, "operational setting 2 (Mach number)", informative=False),
-        _s(
-            "setting3",
-            "",
-            0.0,
-            120.0,
-            "operational setting 3 (throttle resolver angle)",
-            informative=False,
-        ),
-        _s("s1", "°R", 400, 700, "total temperature at fan inlet", informative=False),
-        _s("s2", "°R", 500, 700, "total temperature at LPC outlet"),
-        _s("s3", "°R", 1200, 1700, "total temperature at HPC outlet"),
-        _s("s4", "°R", 1000, 1500, "total temperature at LPT outlet"),
-        _s("s5", "psia", 0, 20, "pressure at fan inlet", informative=False),
-        _s("s6", "psia", 0, 30, "total pressure in bypass duct", informative=False),
-        _s("s7", "psia", 100, 700, "total pressure at HPC outlet"),
-        _s("s8", "rpm", 1500, 2500, "physical fan speed"),
-        _s("s9", "rpm", 7000, 10000, "physical core speed"),
-        _s("s10", "", 0, 2, "engine pressure ratio", informative=False),
-        _s("s11", "psia", 30, 60, "static pressure at HPC outlet"),
-        _s("s12", "pps/psi", 100, 700, "ratio of fuel flow to Ps30"),
-        _s("s13", "rpm", 1500, 2500, "corrected fan speed"),
-        _s("s14", "rpm", 7000, 9500, "corrected core speed"),
-        _s("s15", "", 5, 15, "bypass ratio"),
-        _s("s16", "", 0, 0.1, "burner fuel-air ratio", informative=False),
-        _s("s17", "", 250, 450, "bleed enthalpy"),
-        _s("s18", "rpm", 1500, 2500, "demanded fan speed", informative=False),
-        _s("s19", "", 50, 120, "demanded corrected fan speed", informative=False),
-        _s("s20", "lbm/s", 5, 50, "HPT coolant bleed"),
-        _s("s21", "lbm/s", 3, 30, "LPT coolant bleed"),
-    ),
-)
-# Every informative sensor: window means and slopes from the last 10 readings to the last 150
-# (an engine degrades over a hundred cycles or more, and its sensors are noisy), and the drift from
-# its own baseline. Chosen by grouped cross-validation on FD001, scored the way its test set is
-# (every held-out engine cut at each cycle with true RUL <= 145): RMSE 11.1 against 12.4 for
-# windows 10 and 30 with mean, std and slope; std and EWMAs added nothing. The operating settings
-# define regimes for subsets that run in several (set regime_count, e.g. 6 for C-MAPSS FD002/FD004).
-TURBOFAN = replace(
-    TURBOFAN,
-    features=FeatureSpec(
-        tuple(TURBOFAN.informative),
-        windows=(10, 30, 60, 100, 150),
-        stats=("mean", "slope"),
-        ewma_alphas=(),
-        regime_settings=("setting1", "setting2", "setting3"),
-        regime_count=0,
-    ),
-)
-
-
 def default_fleet() -> FleetSchema:
-    return FleetSchema({TURBOFAN.name: TURBOFAN})
+    """The shipped turbofan fleet (C-MAPSS), read from its fleet file."""
+    from pitstop.schema.fleetfile import shipped_fleet
+
+    return shipped_fleet("turbofan")

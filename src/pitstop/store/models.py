@@ -155,3 +155,16 @@ class AuditEntry(Base):
     actor: Mapped[str] = mapped_column(String(64))
     action: Mapped[str] = mapped_column(String(64))
     detail: Mapped[str] = mapped_column(Text, default="{}")
+
+
+class FleetVersion(Base):
+    """One applied fleet file (TOML text as given), newest version in force."""
+
+    __tablename__ = "fleet_versions"
+
+    version: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    sha256: Mapped[str] = mapped_column(String(64))
+    source: Mapped[str] = mapped_column(Text)
+    origin: Mapped[str] = mapped_column(Text, default="", server_default="")  # the file it came from
+    actor: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
