@@ -127,6 +127,35 @@ def test_online_equals_offline_on_random_streams(
     check_parity(frame, SMALL, cuts, events)
 
 
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(streams(), st.data())
+def test_missing_optional_values_are_carried_forward_online_as_offline(
+    stream: tuple[pl.DataFrame, list[int], pl.DataFrame], data: st.DataObject
+) -> None:
+    """An optional sensor missing in some readings (and in a machine's first ones): the machine's
+    last value, else the learned fill value, the same online and offline."""
+    frame, cuts, events = stream
+    gaps = data.draw(st.lists(st.booleans(), min_size=frame.height, max_size=frame.height))
+    frame = frame.with_columns(
+        pl.when(pl.Series(gaps)).then(None).otherwise(pl.col("y")).alias("y"),
+        pl.when(pl.Series(gaps[::-1])).then(None).otherwise(pl.col("x")).alias("x"),
+    )
+    spec = replace(SMALL, fill=(0.5, -2.0))
+    check_parity(frame, spec, cuts, events)
+    built = build_features(frame, spec, events, exact=True)
+    assert np.isfinite(built.select(spec.names).to_numpy()).all()
+
+
+def test_fill_values_are_learned_only_when_an_input_can_be_missing() -> None:
+    from pitstop.features.offline import fit_fill
+
+    frame = to_frame([("m", 1, T0, 1, 1.0, 2.0), ("m", 2, T0 + HOUR, 2, 3.0, None)], SMALL)
+    assert fit_fill(frame, SMALL).fill == (2.0, 2.0)
+    assert fit_fill(frame.filter(pl.col("seq") == 1), SMALL).fill is None
+    assert fit_fill(frame.filter(pl.col("seq") == 1), SMALL, optional={"y"}).fill == (1.0, 2.0)
+    assert SMALL.hash == replace(SMALL, fill=None).hash != replace(SMALL, fill=(0.0, 0.0)).hash
+
+
 def fd001(units: int) -> pl.DataFrame:
     return (
         shipped("fd001_train")

@@ -126,39 +126,71 @@ def _closing(
     help="Alias to point at the new version ('' for none).",
 )
 @tune_option
+@click.option(
+    "--machine-type",
+    "machine_types",
+    multiple=True,
+    help="Machine type to train (repeatable; default: every type of the fleet).",
+)
 @click.pass_context
 def train(
-    ctx: click.Context, data_dir: Path | None, lake_version: int | None, alias: str, tune_trials: int
+    ctx: click.Context,
+    data_dir: Path | None,
+    lake_version: int | None,
+    alias: str,
+    tune_trials: int,
+    machine_types: tuple[str, ...],
 ) -> None:
-    """Train a RUL model on a lake version, log it to MLflow and register it."""
+    """Train each machine type's RUL model on a lake version, log it to MLflow and register it
+    (one registered model per type, ``<model_name>-<type>``, with its own aliases).
+
+    One JSON line per type trained; the last line is the last type's."""
+    from pitstop.errors import ValidationError
     from pitstop.platform import Platform
     from pitstop.training import train_and_register
 
     with _errors():
         platform = Platform.open(_settings(ctx, data_dir=data_dir))
-        update, close = _progress_bar("training")
         try:
-            result = train_and_register(
-                platform,
-                alias=alias or None,
-                lake_version=lake_version,
-                tune_trials=tune_trials,
-                progress=update,
-            )
+            types = list(machine_types) or list(platform.fleet.machine_types)
+            for name in types:
+                registry = platform.registry_for(name)  # an unknown type fails before any training
+                update, close = _progress_bar(f"training {name}")
+                try:
+                    result = train_and_register(
+                        platform,
+                        alias=alias or None,
+                        lake_version=lake_version,
+                        tune_trials=tune_trials,
+                        progress=update,
+                        machine_type=name,
+                    )
+                except ValueError as exc:
+                    raise ValidationError(f"cannot train {name}: {exc}", code="cannot_train") from None
+                finally:
+                    close()
+                m = result.bundle.metrics
+                click.echo(
+                    f"{name}: version {result.version} of {registry.model_name} on {result.rows:,} rows of "
+                    f"{result.machines} machines, CV RMSE {m['cv_rmse']:.2f}",
+                    err=True,
+                )
+                click.echo(
+                    json.dumps(
+                        {
+                            "machine_type": name,
+                            "model": registry.model_name,
+                            "version": result.version,
+                            "alias": alias or None,
+                            "lake_version": result.lake_version,
+                            "seconds": round(result.seconds, 2),
+                            "rul_cap": result.bundle.rul_cap,
+                            **m,
+                        }
+                    )
+                )
         finally:
-            close()
             platform.close()
-        click.echo(
-            json.dumps(
-                {
-                    "version": result.version,
-                    "alias": alias or None,
-                    "lake_version": result.lake_version,
-                    "seconds": round(result.seconds, 2),
-                    **result.bundle.metrics,
-                }
-            )
-        )
 
 
 @cli.command()
@@ -300,6 +332,7 @@ def _register() -> None:
     )
     for group in commands:
         cli.add_command(group)
+    cli.add_command(__import__("pitstop.cli_import", fromlist=["import_group"]).import_group)
 
 
 _register()

@@ -18,27 +18,83 @@ _FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
 @data_dir_option
 @click.option("--alias", default="champion", show_default=True, help="Registered model alias to evaluate.")
 @click.option(
-    "--test", "test_path", type=_FILE, required=True, help="Held-out readings, C-MAPSS test format."
+    "--machine-type", default=None, help="Whose model to evaluate (default: the fleet's first type)."
 )
 @click.option(
-    "--rul", "rul_path", type=_FILE, required=True, help="True RUL after each test engine's last cycle."
+    "--readings",
+    "readings_path",
+    type=_FILE,
+    default=None,
+    help="Held-out machines' readings (CSV or Parquet: machine_id, ts, one column per sensor).",
 )
+@click.option(
+    "--truth",
+    "truth_path",
+    type=_FILE,
+    default=None,
+    help="True RUL after each machine's last reading: CSV machine_id,rul[,component], type's time unit.",
+)
+@click.option("--test", "test_path", type=_FILE, default=None, help="Held-out readings, C-MAPSS test format.")
+@click.option(
+    "--rul",
+    "rul_path",
+    type=_FILE,
+    default=None,
+    help="True RUL after each test engine's last cycle (C-MAPSS).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Only the JSON line (no summary on stderr).")
 @click.pass_context
-def evaluate(ctx: click.Context, data_dir: Path | None, alias: str, test_path: Path, rul_path: Path) -> None:
-    """Score a registered model at the last reading of each held-out machine.
+def evaluate(
+    ctx: click.Context,
+    data_dir: Path | None,
+    alias: str,
+    machine_type: str | None,
+    readings_path: Path | None,
+    truth_path: Path | None,
+    test_path: Path | None,
+    rul_path: Path | None,
+    as_json: bool,
+) -> None:
+    """Score a registered model at the last reading of each held-out machine, from raw readings
+    that are not stored anywhere (``--readings`` and ``--truth``, or C-MAPSS ``--test``/``--rul``).
 
-    Prints one JSON object: rmse, phm08_score, mae, interval_coverage, interval_width, engines,
-    and the model version.
+    The last line is one JSON object: rmse, mae, interval_coverage, n, naive_rmse (a constant
+    prediction, the mean training label), component_accuracy when the truth names components, and
+    the model version (C-MAPSS: also phm08_score).
     """
-    from pitstop.training.cmapss import evaluate as score
-    from pitstop.training.cmapss import read_test
+    from pitstop.training.evaluate import evaluate_readings, naive_prediction, read_inputs
 
+    if (readings_path is None) != (truth_path is None) or (test_path is None) != (rul_path is None):
+        raise click.UsageError("give --readings with --truth, or --test with --rul")
+    if (readings_path is None) == (test_path is None):
+        raise click.UsageError("give --readings and --truth (or C-MAPSS --test and --rul)")
     with _platform(ctx, data_dir) as platform:
+        registry = platform.registry_for(machine_type) if machine_type else platform.registry
+        if readings_path is not None and truth_path is not None:
+            model = registry.load(alias)
+            try:
+                readings, truth = read_inputs(readings_path, truth_path)
+                result = evaluate_readings(model.bundle, readings, truth, naive_prediction(model.bundle))
+            except ValueError as exc:
+                raise ValidationError(str(exc), code="invalid_data") from exc
+            if not as_json:
+                click.echo(
+                    f"{result['n']} machines: RMSE {result['rmse']:.2f} (naive "
+                    f"{result.get('naive_rmse', float('nan')):.2f}), interval covers "
+                    f"{result['interval_coverage']:.0%}",
+                    err=True,
+                )
+            click.echo(json.dumps({"model": model.name, "version": model.version, "alias": alias, **result}))
+            return
+        from pitstop.training.cmapss import evaluate as score
+        from pitstop.training.cmapss import read_test
+
+        assert test_path is not None and rul_path is not None
         try:
             test, truth = read_test(test_path, rul_path)
         except ValueError as exc:
             raise ValidationError(str(exc), code="invalid_data") from exc
-        model = platform.registry.load(alias)
+        model = registry.load(alias)
         missing = [s for s in model.bundle.spec.inputs if s not in test.columns]
         if missing:
             raise ValidationError(

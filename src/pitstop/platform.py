@@ -10,6 +10,7 @@ from pathlib import Path
 
 from pitstop.bus import Bus, SqliteBus
 from pitstop.config import Settings
+from pitstop.errors import ConfigError
 from pitstop.fleetops import stored_fleet
 from pitstop.lake import Lake
 from pitstop.maintenance import ComponentMap, Notifier, RiskPolicy
@@ -46,6 +47,7 @@ class Platform:
     components: ComponentMap = field(default_factory=lambda: ComponentMap({}))
     policies: dict[str, RiskPolicy] = field(default_factory=dict)  # per machine type, with overrides
     notifier: Notifier | None = None
+    _registries: dict[str, Registry] = field(default_factory=dict)
 
     @classmethod
     def open(cls, settings: Settings, fleet: FleetSchema | None = None) -> Platform:
@@ -59,7 +61,10 @@ class Platform:
             fleet = stored[0] if stored is not None else default_fleet()
         lake = Lake(settings.lake_dir, fleet.sensors)
         lake.ensure()
-        registry = Registry(settings.mlflow_uri, settings.mlflow_artifacts_dir, settings.model_name)
+        first = next(iter(fleet.machine_types))
+        registry = Registry(
+            settings.mlflow_uri, settings.mlflow_artifacts_dir, model_name_for(settings.model_name, first)
+        )
         # built once: a bad per-type policy fails at start, not on a batch
         policies = {
             name: RiskPolicy.from_settings(settings, name, mt.policy, mt.unit_seconds)
@@ -88,6 +93,22 @@ class Platform:
             )
         return platform
 
+    def registry_for(self, machine_type: str) -> Registry:
+        """The registry of a machine type's model (one registered model per type)."""
+        if machine_type not in self.fleet.machine_types:
+            raise ConfigError(
+                f"unknown machine type {machine_type!r}; the fleet has {', '.join(self.fleet.machine_types)}",
+                code="unknown_machine_type",
+            )
+        name = model_name_for(self.settings.model_name, machine_type)
+        if name == self.registry.model_name:
+            return self.registry
+        found = self._registries.get(name)
+        if found is None:
+            s = self.settings
+            found = self._registries[name] = Registry(s.mlflow_uri, s.mlflow_artifacts_dir, name)
+        return found
+
     def policy_for(self, machine_type: str) -> RiskPolicy:
         """The risk policy for a machine type: the fleet's, with the type's overrides."""
         return self.policies.get(machine_type, self.policy)
@@ -109,6 +130,11 @@ class Platform:
             self.notifier.stop()
         self.bus.close()
         self.db.close()
+
+
+def model_name_for(base: str, machine_type: str) -> str:
+    """The registered model name of a machine type's model: ``<model_name>-<type>``."""
+    return f"{base}-{machine_type}"
 
 
 def _generated_secret(path: Path) -> str:

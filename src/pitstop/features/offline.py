@@ -10,6 +10,8 @@ the per-sensor window arithmetic runs in one compiled pass (``pitstop.features.k
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import polars as pl
 
@@ -27,7 +29,9 @@ def build_features(
     missing = [s for s in spec.inputs if s not in telemetry.columns]
     if missing:
         raise ValueError(f"telemetry lacks columns the feature spec needs: {missing}")
-    frame = _on_time(telemetry, spec).with_columns(pl.col("ts").cast(pl.Datetime("us", "UTC")))
+    frame = fill_missing(
+        _on_time(telemetry, spec).with_columns(pl.col("ts").cast(pl.Datetime("us", "UTC"))), spec
+    )
     frame = _episodes(frame, spec, events)
     frame = normalise(frame, spec).sort("machine_id", "episode", "seq")
     return frame.select("machine_id", "ts", "seq", "episode").hstack(_features(frame, spec, exact))
@@ -80,6 +84,67 @@ def _episodes(frame: pl.DataFrame, spec: FeatureSpec, events: pl.DataFrame | Non
     )
 
 
+def fill_missing(frame: pl.DataFrame, spec: FeatureSpec) -> pl.DataFrame:
+    """Missing inputs as the machine's last value, else the spec's fill value (a no-op without
+    one). ``frame`` is sorted by machine and seq, late readings dropped."""
+    if spec.fill is None:
+        return frame
+    return frame.with_columns(
+        pl.col(name).cast(pl.Float64).forward_fill().over("machine_id").fill_null(value)
+        for name, value in zip(spec.inputs, spec.fill, strict=True)
+    )
+
+
+def fit_fill(telemetry: pl.DataFrame, spec: FeatureSpec, optional: set[str] | None = None) -> FeatureSpec:
+    """The spec with fill values (each input's median) when an input has missing values in
+    ``telemetry`` or is ``optional``; else without."""
+    inputs = spec.inputs
+    nulls = telemetry.select(pl.col(inputs).cast(pl.Float64).fill_nan(None).null_count()).row(0)
+    if not any(nulls) and not (optional or set()) & set(inputs):
+        return replace(spec, fill=None)
+    medians = telemetry.select(pl.col(inputs).cast(pl.Float64).median()).row(0)
+    return replace(spec, fill=tuple(float(m) if m is not None else 0.0 for m in medians))
+
+
+def detect_regimes(telemetry: pl.DataFrame, settings: list[str], seed: int = 0, most: int = 8) -> int:
+    """How many discrete operating regimes the ``settings`` columns show: the fewest k-means
+    clusters (k <= ``most``) that leave under 5% of the settings' variance within clusters; 0
+    when the settings vary continuously (no k does) or do not vary."""
+    if not settings or telemetry.height == 0:
+        return 0
+    x = telemetry.select(pl.col(settings).cast(pl.Float64)).drop_nulls().to_numpy()
+    if len(x) > 20_000:
+        x = x[np.random.default_rng(seed).choice(len(x), 20_000, replace=False)]
+    scale = x.std(axis=0)
+    if len(x) < 10 or not (scale > 0).any():
+        return 0
+    z = x[:, scale > 0] / scale[scale > 0]
+    total = ((z - z.mean(axis=0)) ** 2).sum()
+    distinct = len(np.unique(np.round(z, 6), axis=0))
+    for k in range(2, min(most, distinct) + 1):
+        centroids = _kmeans(z, k, np.random.default_rng(seed))
+        within = ((z - centroids[assign_regimes(z, centroids)]) ** 2).sum()
+        if within < 0.05 * total:
+            return k
+    return 0
+
+
+def _kmeans(z: np.ndarray, k: int, rng: np.random.Generator, iterations: int = 50) -> np.ndarray:
+    centroids = z[rng.choice(len(z), size=1)]
+    while len(centroids) < k:  # k-means++ seeding
+        d = ((z[:, None, :] - centroids[None]) ** 2).sum(axis=2).min(axis=1)
+        centroids = np.vstack([centroids, z[rng.choice(len(z), p=d / d.sum())]])
+    for _ in range(iterations):
+        label = assign_regimes(z, centroids)
+        moved = np.vstack(
+            [z[label == j].mean(axis=0) if (label == j).any() else centroids[j] for j in range(k)]
+        )
+        if np.allclose(moved, centroids):
+            break
+        centroids = moved
+    return centroids
+
+
 def normalise(frame: pl.DataFrame, spec: FeatureSpec) -> pl.DataFrame:
     """Standardise sensors by their operating regime (a no-op without fitted regimes)."""
     r = spec.regimes
@@ -108,29 +173,20 @@ def fit_regimes(
     seed), then each sensor's mean and std per regime. Without ``regime_count`` it is returned as is."""
     if not spec.regime_count:
         return spec.with_regimes(None)
+    if spec.fill is not None:
+        telemetry = fill_missing(telemetry.sort("machine_id", "seq"), spec)
     x = telemetry.select(spec.regime_settings).to_numpy().astype(np.float64)
     scale = x.std(axis=0)
     scale[scale == 0] = 1.0
     z = x / scale
     rng = np.random.default_rng(seed)
     k = min(spec.regime_count, len(np.unique(z, axis=0)))
-    centroids = z[rng.choice(len(z), size=1)]
-    while len(centroids) < k:  # k-means++ seeding
-        d = ((z[:, None, :] - centroids[None]) ** 2).sum(axis=2).min(axis=1)
-        centroids = np.vstack([centroids, z[rng.choice(len(z), p=d / d.sum())]])
-    for _ in range(iterations):
-        label = assign_regimes(z, centroids)
-        moved = np.vstack(
-            [z[label == j].mean(axis=0) if (label == j).any() else centroids[j] for j in range(k)]
-        )
-        if np.allclose(moved, centroids):
-            break
-        centroids = moved
-    centroids = centroids * scale
+    centroids = _kmeans(z, k, rng, iterations) * scale
     label = assign_regimes(x, centroids)
     values = telemetry.select(spec.sensors).to_numpy().astype(np.float64)
-    mean = np.vstack([values[label == j].mean(axis=0) for j in range(k)])
-    std = np.vstack([values[label == j].std(axis=0) for j in range(k)])
+    mean = np.vstack([np.nanmean(values[label == j], axis=0) for j in range(k)])
+    std = np.vstack([np.nanstd(values[label == j], axis=0) for j in range(k)])
+    mean[~np.isfinite(mean)] = 0.0
     std[~(std > 0)] = 1.0  # a constant sensor in a regime: centred, not scaled
     rows = lambda a: tuple(tuple(float(v) for v in row) for row in a)  # noqa: E731
     return spec.with_regimes(Regimes(spec.regime_settings, rows(centroids), rows(mean), rows(std)))

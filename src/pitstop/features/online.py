@@ -22,7 +22,19 @@ from pitstop.features.offline import standardise
 from pitstop.features.spec import FeatureSpec, settle
 
 _US_PER_HOUR = 3_600_000_000
-_ARRAYS = ("count", "episode", "start", "last_seq", "last_ts", "first", "base_sum", "base_n", "ewma", "buf")
+_ARRAYS = (
+    "count",
+    "episode",
+    "start",
+    "last_seq",
+    "last_ts",
+    "first",
+    "base_sum",
+    "base_n",
+    "ewma",
+    "buf",
+    "held",
+)
 
 
 class OnlineFeatures:
@@ -50,6 +62,8 @@ class OnlineFeatures:
         self.base_n = np.zeros(capacity, np.int64)
         self.ewma = np.zeros((capacity, s, a))
         self.buf = np.zeros((capacity, w, s))
+        # each input's last value (spec.fill): what a missing one is taken as; NaN until seen
+        self.held = np.full((capacity, len(self.spec.inputs)), np.nan)
 
     def _grow(self, needed: int) -> None:
         capacity = len(self.count)
@@ -119,7 +133,7 @@ class OnlineFeatures:
             seqs, ts_us, values, slot = seqs[keep], ts_us[keep], values[keep], slot[keep]
         if len(seqs) == 0:
             return keep
-        x = self._normalise(np.asarray(values, np.float64))
+        x = self._normalise(self._fill(slot, np.asarray(values, np.float64)))
         rounds = self._rounds(slot, ts_us)
         for r in range(int(rounds.max()) + 1):
             if r > 0:
@@ -128,6 +142,28 @@ class OnlineFeatures:
             if mask.any():
                 self._advance(slot[mask], seqs[mask], ts_us[mask], x[mask])
         return keep
+
+    def _fill(self, slot: np.ndarray, values: np.ndarray) -> np.ndarray:
+        """Missing values as the machine's last value of the input, else the spec's fill (rows
+        grouped by machine, in seq order). Remembers each machine's last values."""
+        fill = self.spec.fill
+        if fill is None:
+            return values
+        n = len(slot)
+        bounds = np.flatnonzero(np.r_[True, slot[1:] != slot[:-1], True])
+        starts, ends = bounds[:-1], bounds[1:]
+        seg_start = np.repeat(starts, ends - starts)
+        missing = np.isnan(values)
+        if missing.any():
+            values = values.copy()
+            rows = np.arange(n)
+            for j in np.flatnonzero(missing.any(axis=0)):
+                col = values[:, j]
+                last = np.maximum.accumulate(np.where(~missing[:, j], rows, -1))
+                carried = np.where(last >= seg_start, col[np.maximum(last, 0)], self.held[slot, j])
+                values[:, j] = np.where(np.isnan(carried), fill[j], carried)
+        self.held[slot[ends - 1]] = values[ends - 1]
+        return values
 
     def _normalise(self, values: np.ndarray) -> np.ndarray:
         r = self.spec.regimes
@@ -279,6 +315,8 @@ class OnlineFeatures:
                 raise ValueError(f"snapshot is for feature spec {meta['spec']}, not {spec.hash}")
             online = cls(spec, capacity=max(64, len(meta["machines"])))
             for name in _ARRAYS:
+                if name not in npz.files:  # saved before the array existed: its initial value
+                    continue
                 values = npz[name]
                 getattr(online, name)[: len(values)] = values
         online.slots = {m: i for i, m in enumerate(meta["machines"])}

@@ -21,6 +21,9 @@ Semantics, shared by ``build_features`` (Polars, over a lake version) and ``Onli
   (y = x at the first reading, then y = a·x + (1−a)·y); and ``drift``: the mean of the last
   ``drift_window`` readings minus the baseline, the mean of the episode's first
   ``baseline_readings`` readings (of those seen so far while fewer).
+- ``fill`` (optional, fitted from training data by ``fit_fill`` when an input can be missing): a
+  missing value (an optional sensor not sent) is the machine's last value of that input, or the
+  fill value before it ever had one. Applied before anything below, online as offline.
 - ``regimes`` (optional, fitted from training data by ``fit_regimes``): each reading is assigned
   to the nearest operating-condition centroid over ``regime_settings`` and every sensor is
   standardised by that regime's mean and std before any of the above.
@@ -80,6 +83,7 @@ class FeatureSpec:
     regime_count: int = 0
     regimes: Regimes | None = None
     version: int = 2
+    fill: tuple[float, ...] | None = None  # per input (sensors, then settings); see the module doc
 
     def __post_init__(self) -> None:
         if not self.sensors:
@@ -135,14 +139,17 @@ class FeatureSpec:
         return replace(self, regimes=regimes)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        if out["fill"] is None:  # absent rather than null: specs without it keep their hash
+            del out["fill"]
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> FeatureSpec:
         data = dict(data)
-        for key in ("sensors", "windows", "stats", "ewma_alphas", "reset_events", "regime_settings"):
+        for key in ("sensors", "windows", "stats", "ewma_alphas", "reset_events", "regime_settings", "fill"):
             if key in data:
-                data[key] = tuple(data[key])
+                data[key] = tuple(data[key]) if data[key] is not None else None
         if data.get("regimes") is not None:
             r = data["regimes"]
             data["regimes"] = Regimes(

@@ -23,16 +23,19 @@ SPEC_FILE = "feature_spec.json"
 META_FILE = "model_meta.json"
 REFERENCE_FILE = "reference_stats.json"
 MANIFEST_FILE = "manifest.json"
+COMPONENT_FILE = "component_model.txt"
 
 
-def _file_names(members: int) -> list[str]:
-    """A bundle's files: the first model, the other members, then the JSON files."""
+def _file_names(members: int, component: bool = False) -> list[str]:
+    """A bundle's files: the first model, the other members, then the JSON files (and the
+    component classifier when there is one)."""
     return [
         MODEL_FILE,
         *(MEMBER_FILE.format(k) for k in range(1, members)),
         SPEC_FILE,
         META_FILE,
         REFERENCE_FILE,
+        *([COMPONENT_FILE] if component else []),
     ]
 
 
@@ -129,6 +132,10 @@ class ModelBundle:
     params: dict[str, Any] = field(default_factory=dict)
     reference: dict[str, dict[str, Any]] = field(default_factory=dict)  # training profile (drift)
     rul_cap: float | None = None
+    # which component the coming failure is in: a multiclass LightGBM over the same features,
+    # trained on readings before failures that named their component; classes in this order
+    component_model: lgb.Booster | None = None
+    components: list[str] = field(default_factory=list)
 
     _single_row: SingleRowPredictor | None = field(default=None, init=False, repr=False, compare=False)
 
@@ -164,9 +171,25 @@ class ModelBundle:
             total += np.asarray(booster.predict(features, pred_contrib=True, num_threads=1))[:, :-1]
         return total / len(self.boosters)
 
+    def predict_components(self, features: np.ndarray) -> np.ndarray | None:
+        """Probability of each of ``components`` being the one that fails, per row (None without
+        a component model)."""
+        if self.component_model is None:
+            return None
+        p = np.asarray(self.component_model.predict(features, num_threads=1), np.float64)
+        return p.reshape(features.shape[0], len(self.components))
+
+    def likely_component(self, features: np.ndarray) -> list[tuple[str, float]] | None:
+        """The most likely failing component and its probability, per row."""
+        p = self.predict_components(features)
+        if p is None:
+            return None
+        best = p.argmax(axis=1)
+        return [(self.components[int(b)], float(p[i, b])) for i, b in enumerate(best)]
+
     @property
     def files(self) -> list[str]:
-        return _file_names(len(self.boosters))
+        return _file_names(len(self.boosters), self.component_model is not None)
 
     def save(self, folder: Path) -> dict[str, str]:
         """Write the bundle's files and a manifest of their sha256; returns the manifest."""
@@ -175,6 +198,8 @@ class ModelBundle:
         for k, booster in enumerate(self.boosters[1:], 1):
             (folder / MEMBER_FILE.format(k)).write_text(booster.model_to_string())
         (folder / SPEC_FILE).write_text(json.dumps(self.spec.to_dict(), indent=2, sort_keys=True))
+        if self.component_model is not None:
+            (folder / COMPONENT_FILE).write_text(self.component_model.model_to_string())
         meta = {
             "interval": self.interval,
             "metrics": self.metrics,
@@ -182,6 +207,7 @@ class ModelBundle:
             "feature_names": self.feature_names,
             "rul_cap": self.rul_cap,
             "members": len(self.boosters),
+            **({"components": self.components} if self.component_model is not None else {}),
         }
         (folder / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True, default=str))
         (folder / REFERENCE_FILE).write_text(json.dumps(self.reference, sort_keys=True))
@@ -200,7 +226,7 @@ class ModelBundle:
         except (FileNotFoundError, json.JSONDecodeError) as exc:
             raise ArtifactIntegrityError(f"model folder {folder} has no valid manifest: {exc}") from exc
         members = 1 + sum(1 for name in manifest if re.fullmatch(MEMBER_FILE.format(r"\d+"), name))
-        names = _file_names(members)
+        names = _file_names(members, COMPONENT_FILE in manifest)
         for name in names:
             path = folder / name
             if not path.exists():
@@ -218,7 +244,13 @@ class ModelBundle:
             )
         spec = FeatureSpec.from_dict(json.loads((folder / SPEC_FILE).read_text()))
         boosters = [lgb.Booster(model_str=(folder / name).read_text()) for name in names[:members]]
-        if any(b.feature_name() != spec.names for b in boosters):
+        component = None
+        if COMPONENT_FILE in manifest:
+            component = lgb.Booster(model_str=(folder / COMPONENT_FILE).read_text())
+            boosters_checked = [*boosters, component]
+        else:
+            boosters_checked = boosters
+        if any(b.feature_name() != spec.names for b in boosters_checked):
             raise ArtifactIntegrityError("the model's features do not match its feature spec")
         return cls(
             boosters=boosters,
@@ -228,6 +260,8 @@ class ModelBundle:
             params=meta.get("params", {}),
             reference=json.loads((folder / REFERENCE_FILE).read_text()),
             rul_cap=meta.get("rul_cap"),
+            component_model=component,
+            components=list(meta.get("components", [])),
         )
 
 

@@ -1,11 +1,15 @@
 """Training labels from events: remaining useful life and failure within a horizon.
 
-Time is counted in readings (``seq``), the unit C-MAPSS counts cycles in. Each row looks forward
-to the first ``failure`` or ``maintenance`` event of its machine stamped at or after it:
+Time is in the machine type's unit: readings (``seq``) for a type counted in cycles (as C-MAPSS
+counts them), else the time between timestamps in the type's unit (``unit_seconds`` seconds; hours
+for the harvesters), so that sampling may be irregular with gaps of downtime. Each row looks
+forward to the first ``failure`` or ``maintenance`` event of its machine stamped at or after it:
 
-- a failure: the row's RUL is known, ``failure seq - seq`` (0 at the failing reading);
+- a failure: the row's RUL is known, ``failure seq - seq`` (0 at the failing reading), or
+  ``failure ts - ts`` in time units;
 - a maintenance, or no event yet: the row is *censored*. The machine was still running
-  ``event seq - seq`` (or ``last seq - seq``) readings later, so that much is a lower bound on the
+  ``event seq - seq`` (or ``last seq - seq``) readings later (or that long in time units: to the
+  event, or to its last reading), so that much is a lower bound on the
   RUL, and the true value is unknown. If the bound reaches the cap, the capped RUL is known all
   the same (it is the cap) and the row is kept; otherwise it is dropped, because any label would
   be a guess. Likewise ``fails_within`` is false for a censored row whose bound reaches the
@@ -22,19 +26,30 @@ ENDS = ("failure", "maintenance")
 
 
 def rul_labels(
-    features: pl.DataFrame, events: pl.DataFrame, cap: float | None, horizon: float = 30
+    features: pl.DataFrame,
+    events: pl.DataFrame,
+    cap: float | None,
+    horizon: float = 30,
+    unit_seconds: float | None = None,
 ) -> pl.DataFrame:
     """``features`` (``machine_id, ts, seq, ...``) joined with labels: ``rul`` (capped at ``cap``),
-    ``rul_uncapped`` (null when censored), ``censored``, ``rul_bound`` (readings seen alive after
-    the row, for censored rows) and ``fails_within`` (``horizon`` readings). Rows whose capped RUL
-    cannot be known are dropped."""
+    ``rul_uncapped`` (null when censored), ``censored``, ``rul_bound`` (time seen alive after
+    the row, for censored rows), ``fails_within`` (``horizon``) and ``failure_component`` (the
+    component the coming failure event names, if any). Time is in readings, or in
+    units of ``unit_seconds`` seconds when given. Rows whose capped RUL cannot be known are
+    dropped."""
     rows = features.sort("machine_id", "ts", "seq")
     ends = _event_seqs(rows, events)
     joined = rows.join_asof(
         ends, left_on="ts", right_on="_event_ts", by="machine_id", strategy="forward", check_sortedness=False
     )
-    last_seq = pl.col("seq").max().over("machine_id")
-    to_event = (pl.coalesce(pl.col("_event_seq"), last_seq) - pl.col("seq")).cast(pl.Float64)
+    if unit_seconds is None:
+        last_seq = pl.col("seq").max().over("machine_id")
+        to_event = (pl.coalesce(pl.col("_event_seq"), last_seq) - pl.col("seq")).cast(pl.Float64)
+    else:
+        ts = pl.col("ts").cast(pl.Datetime("us", "UTC"))
+        until = pl.coalesce(pl.col("_event_ts"), ts.max().over("machine_id"))
+        to_event = (until - ts).dt.total_microseconds().cast(pl.Float64) / (unit_seconds * 1e6)
     failed = pl.col("_event_kind") == "failure"
     labelled = joined.with_columns(
         censored=~failed.fill_null(False),
@@ -55,7 +70,8 @@ def rul_labels(
             fails_within=fails_within,
         )
         .filter(pl.col("rul").is_not_null())
-        .drop("_event_ts", "_event_seq", "_event_kind")
+        .with_columns(failure_component=pl.when(failed).then(pl.col("_event_component")).otherwise(None))
+        .drop("_event_ts", "_event_seq", "_event_kind", "_event_component")
         .sort("machine_id", "seq")
     )
 
@@ -70,6 +86,7 @@ def _event_seqs(rows: pl.DataFrame, events: pl.DataFrame) -> pl.DataFrame:
                 "_event_ts": pl.Datetime("us", "UTC"),
                 "_event_kind": pl.String,
                 "_event_seq": pl.Int64,
+                "_event_component": pl.String,
             }
         )
     ends = events.filter(pl.col("kind").is_in(ENDS)).select(
@@ -77,6 +94,9 @@ def _event_seqs(rows: pl.DataFrame, events: pl.DataFrame) -> pl.DataFrame:
         pl.col("ts").cast(pl.Datetime("us", "UTC")).alias("_event_ts"),
         pl.col("kind").alias("_event_kind"),
         (pl.col("seq") if "seq" in events.columns else pl.lit(None)).cast(pl.Int64).alias("_given_seq"),
+        (pl.col("component") if "component" in events.columns else pl.lit(None))
+        .cast(pl.String)
+        .alias("_event_component"),
     )
     readings = rows.select("machine_id", pl.col("ts").cast(pl.Datetime("us", "UTC")), "seq")
     placed = ends.sort("machine_id", "_event_ts").join_asof(
@@ -89,7 +109,11 @@ def _event_seqs(rows: pl.DataFrame, events: pl.DataFrame) -> pl.DataFrame:
     )
     return (
         placed.select(
-            "machine_id", "_event_ts", "_event_kind", pl.coalesce("_given_seq", "seq").alias("_event_seq")
+            "machine_id",
+            "_event_ts",
+            "_event_kind",
+            pl.coalesce("_given_seq", "seq").alias("_event_seq"),
+            "_event_component",
         )
         .drop_nulls("_event_seq")
         .sort("machine_id", "_event_ts")

@@ -2,19 +2,24 @@ from __future__ import annotations
 
 import json
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import polars as pl
+from sqlalchemy import select
 
 from pitstop import __version__
 from pitstop.features import FeatureSpec
 from pitstop.registry.bundle import ModelBundle
 from pitstop.registry.mlflow_registry import DatasetRef
+from pitstop.schema import MachineType
+from pitstop.store import Machine
 from pitstop.training.train import Progress, TrainResult, train_rul_model
 
 if TYPE_CHECKING:
+    from pitstop.config import Settings
     from pitstop.platform import Platform
 
 
@@ -32,6 +37,93 @@ def default_spec(platform: Platform) -> FeatureSpec:
     return platform.fleet.feature_spec
 
 
+@dataclass(frozen=True)
+class TypeTargets:
+    """What a machine type's model is trained for, in the type's time unit."""
+
+    rul_cap: float
+    interval_horizon: float
+    failure_horizon: float
+    unit_seconds: float | None  # None: readings (cycles)
+    derived: bool  # the cap came from the data (no rul_cap in the fleet file)
+
+
+# A derived cap is this share of the median observed life: on C-MAPSS FD001 (median life 199
+# cycles) it gives 119, beside the 125 the literature uses; the horizons keep FD001's proportions
+# (interval 150 and failure 30 for a cap of 125).
+CAP_SHARE_OF_LIFE = 0.6
+
+
+def type_targets(
+    mt: MachineType, settings: Settings, telemetry: pl.DataFrame, events: pl.DataFrame
+) -> TypeTargets:
+    """The cap and horizons of ``mt``: from its fleet file; else for a type counted in readings the
+    settings (``rul_cap``, ``interval_horizon``, ``failure_horizon``); else derived from the
+    observed lives (time from a machine's start or last reset to its failure)."""
+    unit = mt.unit_seconds
+    if mt.rul_cap is not None or unit is None:
+        cap = mt.rul_cap if mt.rul_cap is not None else float(settings.rul_cap)
+        interval = mt.interval_horizon or (settings.interval_horizon if unit is None else 1.2 * cap)
+        failure = mt.failure_horizon or (settings.failure_horizon if unit is None else 0.24 * cap)
+        return TypeTargets(cap, interval, failure, unit, False)
+    life = median_life(telemetry, events, unit)
+    if life is None:
+        raise ValueError(
+            f"machine type {mt.name}: no failure with history before it to derive the RUL cap from; "
+            "import failure events (pitstop import events) or set rul_cap in the fleet file"
+        )
+    cap = float(np.round(CAP_SHARE_OF_LIFE * life, 3))
+    return TypeTargets(cap, mt.interval_horizon or 1.2 * cap, mt.failure_horizon or 0.24 * cap, unit, True)
+
+
+def median_life(telemetry: pl.DataFrame, events: pl.DataFrame, unit_seconds: float) -> float | None:
+    """Median time (in units) from a machine's first reading or last reset event to each failure."""
+    if events.height == 0 or telemetry.height == 0:
+        return None
+    ends = events.filter(pl.col("kind").is_in(["failure", "maintenance"])).select(
+        "machine_id", pl.col("ts").cast(pl.Datetime("us", "UTC")), "kind"
+    )
+    first = telemetry.group_by("machine_id").agg(
+        pl.col("ts").cast(pl.Datetime("us", "UTC")).min().alias("ts")
+    )
+    starts = pl.concat([first.with_columns(pl.lit("start").alias("kind")), ends]).sort("machine_id", "ts")
+    lives = starts.with_columns(
+        pl.col("ts").shift(1).over("machine_id").alias("began"),
+    ).filter((pl.col("kind") == "failure") & pl.col("began").is_not_null())
+    if lives.height == 0:
+        return None
+    seconds = (lives["ts"] - lives["began"]).dt.total_microseconds().to_numpy() / 1e6
+    seconds = seconds[seconds > 0]
+    return float(np.median(seconds) / unit_seconds) if len(seconds) else None
+
+
+def type_spec(mt: MachineType, telemetry: pl.DataFrame, seed: int) -> FeatureSpec:
+    """The type's feature spec for this data: with ``regimes = "auto"``, the operating regimes its
+    setting sensors show (``detect_regimes``); settings that vary continuously instead of in
+    regimes become features like any sensor (for a type without an explicit feature table)."""
+    from pitstop.features.offline import detect_regimes
+
+    spec = mt.feature_spec
+    if not mt.settings:
+        return spec
+    if isinstance(mt.regimes, int):
+        return replace(spec, regime_count=mt.regimes)
+    k = detect_regimes(telemetry, mt.settings, seed=seed)
+    if k > 1:
+        return replace(spec, regime_count=k)
+    if mt.features is None:
+        return replace(spec, sensors=(*spec.sensors, *mt.settings), regime_settings=(), regime_count=0)
+    return spec
+
+
+def machines_of_type(platform: Platform, machine_type: str) -> list[str] | None:
+    """Registered machines of a type; None when the fleet has one type (then every machine)."""
+    if len(platform.fleet.machine_types) == 1:
+        return None
+    with platform.db.session() as s:
+        return list(s.scalars(select(Machine.machine_id).where(Machine.machine_type == machine_type)))
+
+
 @dataclass
 class LakeTraining:
     """A model trained on a lake version, with what it needs to be registered."""
@@ -42,6 +134,7 @@ class LakeTraining:
     lake_version: int
     telemetry: pl.DataFrame
     events: pl.DataFrame
+    machine_type: str = ""
 
 
 def train_on_lake(
@@ -52,35 +145,51 @@ def train_on_lake(
     exclude_machines: list[str] | None = None,
     params: dict[str, Any] | None = None,
     progress: Progress | None = None,
+    machine_type: str | None = None,
 ) -> LakeTraining:
-    """Train on a lake version (default: newest), leaving out ``exclude_machines`` (a hold-out)."""
+    """Train the model of one machine type (default: the fleet's first) on a lake version (default:
+    newest), on the type's machines, leaving out ``exclude_machines`` (a hold-out)."""
     s = platform.settings
+    mt = platform.fleet.type_of(machine_type or next(iter(platform.fleet.machine_types)))
     version = platform.lake.version("telemetry") if lake_version is None else lake_version
     events_version = platform.lake.version("events")
-    spec = default_spec(platform)
+    inputs = [*mt.sensor_names]
+    members = machines_of_type(platform, mt.name)
     telemetry = platform.lake.read(
-        "telemetry", version=version, columns=["machine_id", "ts", "seq", "bus_position", *spec.inputs]
+        "telemetry",
+        version=version,
+        columns=["machine_id", "ts", "seq", "bus_position", *inputs],
+        machine_ids=members,
     )
-    events = platform.lake.read("events", version=events_version)
+    events = platform.lake.read("events", version=events_version, machine_ids=members)
+    if members is not None and not members:
+        raise ValueError(f"no machines of type {mt.name} yet: import their readings first")
     if exclude_machines:
         telemetry = telemetry.filter(~pl.col("machine_id").is_in(exclude_machines))
         events = events.filter(~pl.col("machine_id").is_in(exclude_machines))
+    targets = type_targets(mt, s, telemetry, events)
+    spec = type_spec(mt, telemetry, s.train_seed)
     result = train_rul_model(
         telemetry,
         events,
         spec,
-        rul_cap=s.rul_cap,
+        rul_cap=targets.rul_cap,
         folds=s.train_folds,
         coverage=s.interval_coverage,
         seed=s.train_seed,
         params=params,
         tune_trials=tune_trials,
-        interval_horizon=s.interval_horizon,
-        failure_horizon=s.failure_horizon,
+        interval_horizon=targets.interval_horizon,
+        failure_horizon=targets.failure_horizon,
+        unit_seconds=targets.unit_seconds,
+        optional=frozenset(set(mt.sensor_names) - mt.required),
         progress=progress,
     )
     spec = result.bundle.spec  # with its fitted regimes, if any
     lineage = {
+        "machine_type": mt.name,
+        "time_unit": mt.time_unit,
+        "rul_cap_derived": str(targets.derived),
         "lake_table": "telemetry",
         "lake_version": str(version),
         "events_version": str(events_version),
@@ -96,7 +205,7 @@ def train_on_lake(
         DatasetRef("telemetry", lake.path("telemetry"), version, telemetry.height, telemetry.columns),
         DatasetRef("events", lake.path("events"), events_version, events.height, events.columns),
     ]
-    return LakeTraining(result, lineage, datasets, version, telemetry, events)
+    return LakeTraining(result, lineage, datasets, version, telemetry, events, mt.name)
 
 
 def register(
@@ -105,14 +214,16 @@ def register(
     """Log a lake training to MLflow, register it, optionally set an alias; audited."""
     result = trained.result
     texts = {"tuning.json": json.dumps(result.tuning, indent=2)} if result.tuning else None
-    model_version = platform.registry.log_and_register(
+    registry = platform.registry_for(trained.machine_type) if trained.machine_type else platform.registry
+    model_version = registry.log_and_register(
         result.bundle, lineage=trained.lineage, datasets=trained.datasets, texts=texts
     )
     if alias:
-        platform.registry.set_alias(alias, model_version)
+        registry.set_alias(alias, model_version)
     platform.db.audit(
         actor,
         "model_registered",
+        model=registry.model_name,
         version=model_version,
         alias=alias,
         **trained.lineage,
@@ -130,9 +241,17 @@ def train_and_register(
     lake_version: int | None = None,
     tune_trials: int = 0,
     progress: Progress | None = None,
+    machine_type: str | None = None,
 ) -> RegisteredModel:
-    """Train on a lake version (default: newest), log to MLflow, register, optionally set an alias."""
-    trained = train_on_lake(platform, lake_version=lake_version, tune_trials=tune_trials, progress=progress)
+    """Train a machine type's model (default: the fleet's first type) on a lake version (default:
+    newest), log to MLflow, register it under the type's model name, optionally set an alias."""
+    trained = train_on_lake(
+        platform,
+        lake_version=lake_version,
+        tune_trials=tune_trials,
+        progress=progress,
+        machine_type=machine_type,
+    )
     return register(platform, trained, alias)
 
 

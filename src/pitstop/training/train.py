@@ -27,6 +27,7 @@ import numpy as np
 import polars as pl
 
 from pitstop.features import FeatureSpec, build_features, fit_regimes
+from pitstop.features.offline import fit_fill
 from pitstop.monitoring.drift import PREDICTION, reference_profile
 from pitstop.registry.bundle import ModelBundle, apply_interval
 from pitstop.training.labels import rul_labels
@@ -79,6 +80,7 @@ class _Data:
     fails_within: np.ndarray  # 1, 0, or NaN where unknown
     machines: np.ndarray
     fold: np.ndarray
+    component: np.ndarray  # the component the coming failure names ("" when none, or censored)
 
 
 def train_rul_model(
@@ -94,16 +96,20 @@ def train_rul_model(
     tune_trials: int = 0,
     interval_horizon: float = 150,
     failure_horizon: float = 30,
+    unit_seconds: float | None = None,
+    optional: frozenset[str] = frozenset(),
     progress: Progress | None = None,
 ) -> TrainResult:
     """Train a LightGBM RUL regressor on ``telemetry`` labelled by ``events`` (see ``labels``).
 
     ``tune_trials`` > 0 first searches the LightGBM parameters with Optuna on the same grouped
     folds (each trial a full cross-validation); the best set, with ``params`` on top, is used.
+    Labels, the cap and the horizons are in readings, or in units of ``unit_seconds`` seconds;
+    ``optional`` inputs may be missing (a fill is learned for them, see ``FeatureSpec``).
     """
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     started = time.perf_counter()
-    data = _prepare(telemetry, events, spec, rul_cap, failure_horizon, folds, seed)
+    data = _prepare(telemetry, events, spec, rul_cap, failure_horizon, folds, seed, unit_seconds, optional)
     p = {**DEFAULT_PARAMS, **(params or {})}
     tuning = None
     if tune_trials > 0:
@@ -122,6 +128,9 @@ def train_rul_model(
 
     interval = conformal_interval(oof, data.uncapped, coverage, interval_horizon)
     metrics = _metrics(data, oof, interval, rul_cap, failure_horizon, interval_horizon)
+    classifier = train_component_model(data, rul_cap, folds, seed)
+    if classifier is not None:
+        metrics["cv_component_accuracy"] = classifier[2]
     if tuning:
         metrics["tune_best_cv_rmse"] = tuning["best_cv_rmse"]
         metrics["tune_trials"] = float(tune_trials)
@@ -137,10 +146,13 @@ def train_rul_model(
             "folds": folds,
             "interval_horizon": interval_horizon,
             "failure_horizon": failure_horizon,
+            "unit_seconds": unit_seconds if unit_seconds is not None else "readings",
             "tuned": bool(tuning),
         },
         reference=_reference(data, oof),
         rul_cap=rul_cap,
+        component_model=classifier[0] if classifier else None,
+        components=classifier[1] if classifier else [],
     )
     return TrainResult(
         bundle,
@@ -160,9 +172,12 @@ def _prepare(
     failure_horizon: float,
     folds: int,
     seed: int,
+    unit_seconds: float | None = None,
+    optional: frozenset[str] = frozenset(),
 ) -> _Data:
-    spec = fit_regimes(telemetry, spec, seed=seed)
-    labelled = rul_labels(build_features(telemetry, spec, events), events, rul_cap, failure_horizon)
+    spec = fit_regimes(telemetry, fit_fill(telemetry, spec, set(optional)), seed=seed)
+    features = build_features(telemetry, spec, events)
+    labelled = rul_labels(features, events, rul_cap, failure_horizon, unit_seconds)
     failed = labelled.filter(~pl.col("censored"))["machine_id"].n_unique()
     if failed == 0:
         raise ValueError("no failures to learn from: training needs machines with a failure event")
@@ -180,7 +195,52 @@ def _prepare(
         fails_within=labelled["fails_within"].cast(pl.Float64).to_numpy(),
         machines=machines,
         fold=np.array([fold_of[m] for m in machines]),
+        component=labelled["failure_component"].fill_null("").to_numpy().astype(str),
     )
+
+
+COMPONENT_PARAMS: dict[str, Any] = {
+    "objective": "multiclass",
+    "learning_rate": 0.05,
+    "num_leaves": 15,
+    "min_data_in_leaf": 40,
+    "feature_fraction": 0.5,
+    "bagging_fraction": 0.8,
+    "bagging_freq": 1,
+    "max_bin": 63,
+}
+COMPONENT_ROUNDS = 100
+COMPONENT_ROWS = 20_000  # consecutive readings are near copies: a strided sample learns the same
+
+
+def train_component_model(
+    data: _Data, rul_cap: float, folds: int, seed: int
+) -> tuple[lgb.Booster, list[str], float] | None:
+    """Which component the coming failure is in, learned from the labels: the readings within
+    ``rul_cap`` of a failure that named its component (further out, nothing shows yet). Needs two
+    components or more. Returns the model, its classes and the grouped cross-validated accuracy at
+    those readings; None when there is nothing to learn."""
+    rows = (data.component != "") & ~np.isnan(data.uncapped) & (data.uncapped <= rul_cap)
+    chosen = np.flatnonzero(rows)
+    rows = chosen[:: max(1, len(chosen) // COMPONENT_ROWS)]
+    classes = sorted(set(data.component[rows].tolist()))
+    if len(classes) < 2:
+        return None
+    index = {c: i for i, c in enumerate(classes)}
+    X, y = data.X[rows], np.array([index[c] for c in data.component[rows]], np.float64)
+    fold = data.fold[rows]
+    params = _lgb_params({**COMPONENT_PARAMS, "num_class": len(classes)}, seed)
+    names = data.spec.names
+    right = 0
+    for k in range(folds):
+        train, test = fold != k, fold == k
+        if not test.any() or len(np.unique(y[train])) < len(classes):
+            continue
+        model = lgb.train(params, lgb.Dataset(X[train], label=y[train], feature_name=names), COMPONENT_ROUNDS)
+        p = np.asarray(model.predict(X[test], num_threads=1))
+        right += int((p.argmax(axis=1) == y[test]).sum())
+    final = lgb.train(params, lgb.Dataset(X, label=y, feature_name=names), COMPONENT_ROUNDS)
+    return final, classes, right / len(y)
 
 
 def _lgb_params(p: dict[str, Any], seed: int) -> dict[str, Any]:
@@ -314,6 +374,7 @@ def _metrics(
         "train_rows": float(len(data.y)),
         "train_machines": float(len(np.unique(data.machines))),
         "censored_rows": float(np.isnan(data.uncapped).sum()),
+        "train_rul_mean": float(np.mean(data.y)),  # a constant prediction, the naive baseline
     }
 
 
