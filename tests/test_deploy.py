@@ -96,9 +96,9 @@ def test_promote_and_rollback_under_load_score_every_reading_exactly_once(live: 
     sender.start()
     try:
         wait_for_version(live, feed, v1)
-        assert promote(live) == {"champion": v2, "previous": v1}
+        assert promote(live.registry, live.db.audit) == {"champion": v2, "previous": v1}
         wait_for_version(live, feed, v2)
-        assert rollback(live) == {"champion": v1, "previous": v2}
+        assert rollback(live.registry, live.db.audit) == {"champion": v1, "previous": v2}
         wait_for_version(live, feed, v1)
     finally:
         stop.set()
@@ -134,7 +134,7 @@ def test_a_tampered_version_is_refused_and_the_champion_keeps_serving(live: Plat
     model.write_bytes(bytes(data))
 
     with pytest.raises(ArtifactIntegrityError, match="altered"):
-        promote(live)
+        promote(live.registry, live.db.audit)
     assert live.registry.alias_version("champion") == v1
 
     # moved behind our back (say, in the MLflow UI): the processor refuses it as well
@@ -154,11 +154,11 @@ def test_a_tampered_version_is_refused_and_the_champion_keeps_serving(live: Plat
 
 def test_promote_and_rollback_need_something_to_move_to(live: Platform) -> None:
     with pytest.raises(ModelError, match="challenger"):
-        promote(live)
+        promote(live.registry, live.db.audit)
     with pytest.raises(ModelError, match="roll back"):
-        rollback(live)
+        rollback(live.registry, live.db.audit)
     with pytest.raises(ModelError, match="no version"):
-        promote(live, "999")
+        promote(live.registry, live.db.audit, "999")
 
 
 def test_batch_scoring_writes_each_reading_once_per_model_and_matches_the_api(trained: Platform) -> None:
@@ -323,7 +323,7 @@ def test_the_guard_rolls_back_a_promoted_champion_that_gives_invalid_outputs(liv
     proc = Processor(live)
     proc.bootstrap()
     stream(live, proc, 1)
-    promote(live)  # its files are intact: only serving shows it is broken
+    promote(live.registry, live.db.audit)  # its files are intact: only serving shows it is broken
     stream(live, proc, 2, first=1)
     assert live.registry.alias_version("champion") == v1
     got = predictions_of(live, FLEET)
@@ -393,7 +393,7 @@ def test_an_api_without_a_processor_follows_a_promotion(live: Platform) -> None:
 
     with TestClient(create_app(live)) as client:
         assert serving(client) == v1
-        promote(live)
+        promote(live.registry, live.db.audit)
         deadline = time.monotonic() + 20
         while serving(client) != v2:
             assert time.monotonic() < deadline, "the API never followed the promotion"
@@ -422,7 +422,9 @@ def test_a_hanging_registry_never_stalls_the_processor(
     proc.start()
     try:
         monkeypatch.setattr(MlflowClient, "get_model_version_by_alias", hanging)
-        promote(live, version=v2)  # moves the alias; only the (hanging) poll would see it
+        promote(
+            live.registry, live.db.audit, version=v2
+        )  # moves the alias; only the (hanging) poll would see it
         assert asked.wait(10), "the processor never polled the registry"
         publish(live, "eng-003", 3, 0, 5)
         deadline = time.monotonic() + 30

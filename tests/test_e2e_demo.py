@@ -119,5 +119,5 @@ def test_demo_end_to_end(tmp_path: Path) -> None:
     proc.send_signal(signal.SIGINT)
     summary, out = finish(proc, timeout=60)
     assert "seeding" not in out and "training" not in out
-    assert "champion model: pitstop-rul version 1" in out
+    assert "champion model: pitstop-rul-turbofan version 1" in out
     assert summary["readings_accepted"] == 0 and summary["live_readings_in_lake"] == live_total

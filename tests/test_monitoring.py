@@ -99,7 +99,7 @@ def test_a_failure_scores_the_live_predictions_made_before_it(trained: Platform)
     for start, n in [(0, 50), (50, 50), (100, 46), *((s, 5) for s in range(146, 200, 5))]:
         publish(trained, "eng-031", 31, start, n)
         proc.run_once()
-    last = proc._last["eng-031"]
+    last = proc.state.last["eng-031"]
     admin = {"authorization": f"Bearer {trained.admin_token()}"}
     with TestClient(create_app(trained, proc)) as client:
         bad = client.post(

@@ -76,7 +76,7 @@ def test_lake_commit_is_skipped_for_a_replayed_position(trained: Platform) -> No
     fresh.bootstrap()
     assert fresh.online is not None
     fresh.online = type(fresh.online)(fresh.online.spec)
-    fresh._last = {}  # and no memory of what was processed
+    fresh.state.last = {}  # and no memory of what was processed
     fresh.run_once()
     assert trained.lake.version("telemetry") == version
     assert live_rows(trained) == 10
@@ -135,7 +135,7 @@ def test_out_of_range_goes_to_quarantine_once_even_across_a_crash(
     assert sorted(clean["seq"].to_list()) == [1, 2, 4, 6]
     assert sorted(held["seq"].to_list()) == [3, 5]
     assert all("s3=9999 outside [1200, 1700]" in reason for reason in held["reason"].to_list())
-    assert restarted.online is not None and restarted._last["eng-003"] == 6
+    assert restarted.online is not None and restarted.state.last["eng-003"] == 6
     assert restarted.online.readings("eng-003") == 4  # quarantined values never reach the features
 
 

@@ -21,6 +21,7 @@ log = logging.getLogger("pitstop")
 def _setup_logging(verbose: bool) -> None:
     # MLflow configures its own loggers when first imported, from this variable.
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "DEBUG" if verbose else "WARNING")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # ours draw on stderr already
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -61,6 +62,14 @@ def cli(ctx: click.Context, config: Path | None, verbose: bool) -> None:
     help="Stop after this many seconds of serving, then print a summary.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON line.")
+@click.option(
+    "--fleet",
+    type=click.Choice(["turbofan", "harvesters"]),
+    default="turbofan",
+    show_default=True,
+    help="turbofan: NASA C-MAPSS FD001 (real data); harvesters: the simulated orange-harvester fleet "
+    "(default data dir ./pitstop-data-harvesters).",
+)
 @click.pass_context
 def demo(
     ctx: click.Context,
@@ -70,12 +79,15 @@ def demo(
     speed: float,
     duration: float | None,
     as_json: bool,
+    fleet: str,
 ) -> None:
     """Run the whole loop on one machine: seed, train, serve, replay a live fleet.
 
     Last season (C-MAPSS FD001 training engines, run to failure) seeds the lake; a LightGBM RUL
     model is trained if there is no champion; then the API, dashboard and processor start and the
-    FD001 test engines replay as the live fleet through the ingest endpoint.
+    FD001 test engines replay as the live fleet through the ingest endpoint. With ``--fleet
+    harvesters`` the same loop runs on simulated orange harvesters (hours, a fleet file, history
+    brought in by the importer).
     """
     from pitstop.demo import run_demo
     from pitstop.platform import Platform
@@ -84,8 +96,15 @@ def demo(
         if speed <= 0:
             raise click.BadParameter("must be positive", param_hint="--speed")
         settings = _settings(ctx, data_dir=data_dir, port=port, host=host)
+        if fleet == "harvesters" and data_dir is None and settings.data_dir == Path("pitstop-data"):
+            settings = _settings(ctx, data_dir=Path("pitstop-data-harvesters"), port=port, host=host)
         click.echo(f"pitstop {__version__}: data dir {settings.data_dir.resolve()}")
-        platform = Platform.open(settings)
+        if fleet == "harvesters":
+            from pitstop.demo_harvesters import open_platform
+
+            platform = open_platform(settings, click.echo)
+        else:
+            platform = Platform.open(settings)
         update, close = _progress_bar("training")
         try:
             summary = run_demo(
@@ -94,6 +113,7 @@ def demo(
                 duration=duration,
                 echo=click.echo,
                 progress=_closing(update, close),
+                fleet=fleet,
             )
         finally:
             close()
@@ -203,11 +223,26 @@ def train(
     show_default=True,
     help="Run the stream processor in this process (else run `pitstop process` beside it).",
 )
+@click.option(
+    "--for",
+    "duration",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    metavar="SECONDS",
+    help="Stop after this many seconds (default: until Ctrl-C).",
+)
 @click.pass_context
 def serve(
-    ctx: click.Context, data_dir: Path | None, port: int | None, host: str | None, processor: bool
+    ctx: click.Context,
+    data_dir: Path | None,
+    port: int | None,
+    host: str | None,
+    processor: bool,
+    duration: float | None,
 ) -> None:
     """Serve the API, dashboard and processor over an existing data directory (no replay)."""
+    import threading
+
     import uvicorn
 
     from pitstop.demo import check_port
@@ -223,7 +258,8 @@ def serve(
         if proc is not None:
             proc.start()
         else:
-            platform.scorer.reload()
+            for deployment in platform.deployments.values():
+                deployment.load()  # a type without a champion yet is followed until it has one
         app = create_app(platform, proc)
         mqtt = None
         if settings.mqtt_intake:
@@ -235,8 +271,15 @@ def serve(
             mqtt.start()
             click.echo("MQTT intake: devices publish to pitstop/mqtt/<machine_id> (QoS 1)")
         click.echo(f"serving http://{settings.host}:{settings.port}  (Ctrl-C to stop)")
+        server = uvicorn.Server(
+            uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning", access_log=False)
+        )
+        if duration is not None:
+            timer = threading.Timer(duration, lambda: setattr(server, "should_exit", True))
+            timer.daemon = True
+            timer.start()
         try:
-            uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")
+            server.run()
         except KeyboardInterrupt:
             pass  # graceful shutdown already happened
         finally:
@@ -313,11 +356,15 @@ def settings_cmd(markdown: bool) -> None:
 
 def _register() -> None:
     from pitstop.cli_fleet import fleet
+    from pitstop.cli_import import import_group
     from pitstop.cli_models import audit, backtest, benchmark, evaluate, promote, retrain, rollback, score
     from pitstop.cli_ops import devices, lake, quarantine
+    from pitstop.cli_sim import simulate
 
     commands = (
         fleet,
+        import_group,
+        simulate,
         devices,
         quarantine,
         lake,
@@ -332,7 +379,6 @@ def _register() -> None:
     )
     for group in commands:
         cli.add_command(group)
-    cli.add_command(__import__("pitstop.cli_import", fromlist=["import_group"]).import_group)
 
 
 _register()

@@ -69,7 +69,11 @@ def apply(ctx: click.Context, file: Path, data_dir: Path | None) -> None:
             click.echo(
                 f"fleet version {result['version']} applied: types {', '.join(sorted(new.machine_types))}"
                 + (f"; new types {', '.join(change['added_types'])}" if change["added_types"] else "")
-                + (f"; new lake columns {', '.join(result['lake_columns'])}" if result["lake_columns"] else ""),
+                + (
+                    f"; new lake columns {', '.join(result['lake_columns'])}"
+                    if result["lake_columns"]
+                    else ""
+                ),
                 err=True,
             )
         click.echo(json.dumps(result))
@@ -96,7 +100,7 @@ def show(ctx: click.Context, data_dir: Path | None, as_toml: bool, history: bool
         if as_toml:
             click.echo(current.source, nl=False)
             return
-        out = {
+        out: dict[str, object] = {
             "version": stored[1] if stored is not None else None,
             "source": "applied" if stored is not None else "shipped default (turbofan)",
             "machine_types": current.summary(),

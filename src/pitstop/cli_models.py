@@ -166,28 +166,37 @@ def benchmark_cmapss(
         click.echo(json.dumps(result))
 
 
+_machine_type_option = click.option(
+    "--machine-type", default=None, help="Whose model (default: the fleet's first machine type)."
+)
+
+
 @click.command()
 @data_dir_option
 @click.option("--version", default=None, help="Version to promote (default: the 'challenger' alias).")
+@_machine_type_option
 @click.pass_context
-def promote(ctx: click.Context, data_dir: Path | None, version: str | None) -> None:
-    """Make a version the champion (its artifacts verified first). Running processors switch to
-    it between two micro-batches, within ``serving_poll_s``."""
+def promote(ctx: click.Context, data_dir: Path | None, version: str | None, machine_type: str | None) -> None:
+    """Make a version of a machine type's model the champion (its artifacts verified first).
+    Running processors switch to it between two micro-batches, within ``serving_poll_s``."""
     from pitstop.serving.deploy import promote as run
 
     with _platform(ctx, data_dir) as platform:
-        click.echo(json.dumps(run(platform, version)))
+        registry = platform.registry_for(machine_type) if machine_type else platform.registry
+        click.echo(json.dumps(run(registry, platform.db.audit, version)))
 
 
 @click.command()
 @data_dir_option
+@_machine_type_option
 @click.pass_context
-def rollback(ctx: click.Context, data_dir: Path | None) -> None:
-    """Make the champion before the last promotion the champion again."""
+def rollback(ctx: click.Context, data_dir: Path | None, machine_type: str | None) -> None:
+    """Make a machine type's champion before its last promotion the champion again."""
     from pitstop.serving.deploy import rollback as run
 
     with _platform(ctx, data_dir) as platform:
-        click.echo(json.dumps(run(platform)))
+        registry = platform.registry_for(machine_type) if machine_type else platform.registry
+        click.echo(json.dumps(run(registry, platform.db.audit)))
 
 
 @click.command()

@@ -139,7 +139,7 @@ def live_feeds(tokens: dict[str, str]) -> list[MachineFeed]:
 def ensure_champion(platform: Platform, echo: Echo, progress: Any = None) -> str:
     version = platform.registry.alias_version("champion")
     if version is not None:
-        echo(f"champion model: {platform.settings.model_name} version {version}")
+        echo(f"champion model: {platform.registry.model_name} version {version}")
         return version
     echo("no champion model yet: training one on last season's lake data")
     result = train_and_register(platform, alias="champion", progress=progress)
@@ -207,13 +207,38 @@ def summarize(platform: Platform, replay: Replay | None) -> Summary:
         live_readings_in_lake=live,
         machines_scored=int(scored or 0),
         work_orders_open=int(open_orders or 0),
-        model_version=platform.scorer.model.version,
+        model_version=", ".join(
+            f"{name} {d.champion.model.version}"
+            for name, d in platform.deployments.items()
+            if d.champion.loaded
+        ),
         replay=replay.stats.to_dict() if replay else {},
     )
 
 
+def prepare(platform: Platform, fleet: str, echo: Echo, progress: Any = None) -> list[MachineFeed]:
+    """Seed the lake, train the champion and register the live fleet; its feeds."""
+    if fleet == "harvesters":
+        from pitstop import demo_harvesters as harvesters
+
+        harvesters.seed_history(platform, echo)
+        harvesters.ensure_champion(platform, echo, progress)
+        readings, machines = harvesters.live_history()
+        return harvesters.live_feeds(readings, harvesters.ensure_live_fleet(platform, machines))
+    seed_last_season(platform, echo)
+    tokens = ensure_live_fleet(platform)
+    ensure_champion(platform, echo, progress)
+    return live_feeds(tokens)
+
+
 def run_demo(
-    platform: Platform, *, speed: float, duration: float | None, echo: Echo, progress: Any = None
+    platform: Platform,
+    *,
+    speed: float,
+    duration: float | None,
+    echo: Echo,
+    progress: Any = None,
+    fleet: str = "turbofan",
 ) -> Summary:
     """Prepare everything, then serve until Ctrl-C (or ``duration`` seconds), then stop cleanly."""
     import uvicorn
@@ -222,9 +247,7 @@ def run_demo(
 
     s = platform.settings
     check_port(s.host, s.port)
-    seed_last_season(platform, echo)
-    tokens = ensure_live_fleet(platform)
-    ensure_champion(platform, echo, progress)
+    feeds = prepare(platform, fleet, echo, progress)
     processor = Processor(platform)
     processor.start()
     app = create_app(platform, processor=processor)
@@ -232,7 +255,7 @@ def run_demo(
         uvicorn.Config(app, host=s.host, port=s.port, log_level="warning", access_log=False)
     )
     url = f"http://{s.host}:{s.port}"
-    replay = Replay(url, live_feeds(tokens), speed=speed)
+    replay = Replay(url, feeds, speed=speed)
     with platform.db.session() as session:
         seen = dict(session.execute(select(MachineState.machine_id, MachineState.last_seq)).all())
     replay.skip_to({k: v for k, v in seen.items() if v is not None})

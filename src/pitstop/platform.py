@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from pitstop.monitoring import Metrics
 from pitstop.registry import Registry
 from pitstop.schema import FleetSchema, default_fleet
 from pitstop.serving import Scorer
+from pitstop.serving.deployment import Deployment, DeploymentOptions
 from pitstop.store import Database
 
 log = logging.getLogger(__name__)
@@ -39,15 +41,12 @@ class Platform:
     db: Database
     bus: Bus
     lake: Lake
-    registry: Registry
-    scorer: Scorer
+    deployments: dict[str, Deployment]  # per machine type: its registry, champion and challenger
     policy: RiskPolicy
-    challenger: Scorer | None = None
     metrics: Metrics = field(default_factory=Metrics)
     components: ComponentMap = field(default_factory=lambda: ComponentMap({}))
     policies: dict[str, RiskPolicy] = field(default_factory=dict)  # per machine type, with overrides
     notifier: Notifier | None = None
-    _registries: dict[str, Registry] = field(default_factory=dict)
 
     @classmethod
     def open(cls, settings: Settings, fleet: FleetSchema | None = None) -> Platform:
@@ -61,10 +60,21 @@ class Platform:
             fleet = stored[0] if stored is not None else default_fleet()
         lake = Lake(settings.lake_dir, fleet.sensors)
         lake.ensure()
-        first = next(iter(fleet.machine_types))
-        registry = Registry(
-            settings.mlflow_uri, settings.mlflow_artifacts_dir, model_name_for(settings.model_name, first)
-        )
+        metrics = Metrics()
+        options = DeploymentOptions.from_settings(settings)
+        deployments = {}
+        for name in fleet.machine_types:
+            registry = Registry(
+                settings.mlflow_uri, settings.mlflow_artifacts_dir, model_name_for(settings.model_name, name)
+            )
+            deployments[name] = Deployment(
+                name,
+                registry,
+                options,
+                db.audit,
+                cache_dir=settings.data_dir / "state" / "models" / name,
+                on_model=_model_gauge(metrics, registry.model_name),
+            )
         # built once: a bad per-type policy fails at start, not on a batch
         policies = {
             name: RiskPolicy.from_settings(settings, name, mt.policy, mt.unit_seconds)
@@ -76,10 +86,9 @@ class Platform:
             db=db,
             bus=open_bus(settings),
             lake=lake,
-            registry=registry,
-            scorer=Scorer(registry, cache_dir=settings.data_dir / "state" / "models"),
+            deployments=deployments,
             policy=RiskPolicy.from_settings(settings),
-            challenger=Scorer(registry, alias="challenger") if settings.deployment != "champion" else None,
+            metrics=metrics,
             components=(
                 ComponentMap.load(settings.component_map)
                 if settings.component_map is not None
@@ -93,21 +102,37 @@ class Platform:
             )
         return platform
 
-    def registry_for(self, machine_type: str) -> Registry:
-        """The registry of a machine type's model (one registered model per type)."""
-        if machine_type not in self.fleet.machine_types:
+    @property
+    def default_type(self) -> str:
+        """The fleet's first machine type: what commands act on without ``--machine-type``."""
+        return next(iter(self.fleet.machine_types))
+
+    @property
+    def registry(self) -> Registry:
+        """The first machine type's registry (a fleet of one type: its only one)."""
+        return self.deployments[self.default_type].registry
+
+    @property
+    def scorer(self) -> Scorer:
+        """The first machine type's champion."""
+        return self.deployments[self.default_type].champion
+
+    @property
+    def challenger(self) -> Scorer | None:
+        return self.deployments[self.default_type].challenger
+
+    def deployment_for(self, machine_type: str) -> Deployment:
+        found = self.deployments.get(machine_type)
+        if found is None:
             raise ConfigError(
                 f"unknown machine type {machine_type!r}; the fleet has {', '.join(self.fleet.machine_types)}",
                 code="unknown_machine_type",
             )
-        name = model_name_for(self.settings.model_name, machine_type)
-        if name == self.registry.model_name:
-            return self.registry
-        found = self._registries.get(name)
-        if found is None:
-            s = self.settings
-            found = self._registries[name] = Registry(s.mlflow_uri, s.mlflow_artifacts_dir, name)
         return found
+
+    def registry_for(self, machine_type: str) -> Registry:
+        """The registry of a machine type's model (one registered model per type)."""
+        return self.deployment_for(machine_type).registry
 
     def policy_for(self, machine_type: str) -> RiskPolicy:
         """The risk policy for a machine type: the fleet's, with the type's overrides."""
@@ -130,6 +155,18 @@ class Platform:
             self.notifier.stop()
         self.bus.close()
         self.db.close()
+
+
+def _model_gauge(metrics: Metrics, name: str) -> Callable[[str, str | None, str | None], None]:
+    """The serving-model gauge, moved when a deployment's model changes."""
+
+    def moved(alias: str, before: str | None, after: str | None) -> None:
+        if before is not None:
+            metrics.model_info.labels(name, before, alias).set(0)
+        if after is not None:
+            metrics.model_info.labels(name, after, alias).set(1)
+
+    return moved
 
 
 def model_name_for(base: str, machine_type: str) -> str:

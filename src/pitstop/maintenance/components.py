@@ -29,11 +29,15 @@ class Explanation:
     component: str | None
     procedure: str | None
     manual: str | None
+    # the model's probability that the coming failure is in ``component`` (None: suspected from
+    # the sensors that pushed the RUL down, for a model without a component classifier)
+    component_probability: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "top_sensors": self.top_sensors,
             "component": self.component,
+            "component_probability": self.component_probability,
             "procedure": self.procedure,
             "manual": self.manual,
         }
@@ -75,11 +79,7 @@ class ComponentMap:
         """Each machine type's components as its fleet file declares them."""
         return cls(
             {
-                name: [
-                    Component(c.name, c.sensors, dict(c.procedures), c.manual)
-                    for c in mt.components
-                    if c.sensors or c.procedures
-                ]
+                name: [Component(c.name, c.sensors, dict(c.procedures), c.manual) for c in mt.components]
                 for name, mt in fleet.machine_types.items()
             }
         )
@@ -87,8 +87,10 @@ class ComponentMap:
     def explain(
         self, bundle: ModelBundle, row: np.ndarray, machine_type: str, priority: str, top: int = 3
     ) -> Explanation:
-        """The ``top`` sensors that pushed this prediction down the most, the component whose
-        sensors pushed it down the most, and that component's procedure for ``priority``."""
+        """The ``top`` sensors that pushed this prediction down the most; the component most likely
+        to fail (from the model's component classifier, learned from failures that named their
+        component; else the component whose sensors pushed the prediction down the most); and that
+        component's procedure for ``priority``."""
         per_feature = bundle.contributions(row.reshape(1, -1))[0]
         by_sensor: dict[str, float] = {}
         for name, value in zip(bundle.feature_names, per_feature, strict=True):
@@ -99,10 +101,24 @@ class ComponentMap:
             {"sensor": s, "contribution": round(v, 3)} for s, v in ranked[:top] if v < 0
         ]
         components = self.types.get(machine_type, [])
+        likely = bundle.likely_component(row.reshape(1, -1))
+        if likely is not None:
+            name, probability = likely[0]
+            found = next((c for c in components if c.name == name), None)
+            procedure = _procedure(found, priority) if found is not None else None
+            manual = (found.manual or None) if found is not None else None
+            return Explanation(top_sensors, name, procedure, manual, round(probability, 3))
         scored = [(sum(min(by_sensor.get(s, 0.0), 0.0) for s in c.sensors), c) for c in components]
         scored = [(v, c) for v, c in scored if v < 0]
         if not scored:
             return Explanation(top_sensors, None, None, None)
         _, component = min(scored, key=lambda vc: vc[0])
-        procedure = component.procedures.get(priority) or next(iter(component.procedures.values()), None)
-        return Explanation(top_sensors, component.name, procedure, component.manual or None)
+        return Explanation(
+            top_sensors, component.name, _procedure(component, priority), component.manual or None
+        )
+
+
+def _procedure(component: Component, priority: str) -> str | None:
+    """The component's procedure for a priority, else its default, else any it has."""
+    procedures = component.procedures
+    return procedures.get(priority) or procedures.get("default") or next(iter(procedures.values()), None)

@@ -69,8 +69,11 @@ class DriftMonitor:
         psi_threshold: float = 0.2,
         correction: str = "holm",
         on_report: Callable[[DriftReport, dict[str, list[str]], list[str]], None] | None = None,
+        fleet_scope: bool = True,
     ) -> None:
         self.window = window
+        # a fleet of several machine types has different features per type: type scopes only
+        self.fleet_scope = fleet_scope
         self.alpha, self.psi_threshold, self.correction = alpha, psi_threshold, correction
         self.on_report = on_report
         self._windows: dict[str, _Window] = {}
@@ -90,7 +93,8 @@ class DriftMonitor:
         if not reference or names[0] not in reference or "quantiles" not in reference[names[0]]:
             return []  # a model without a drift profile (trained before drift monitoring)
         reports = []
-        for scope, mask in [(FLEET, np.ones(len(rows), bool))] + [
+        fleet = [(FLEET, np.ones(len(rows), bool))] if self.fleet_scope else []
+        for scope, mask in fleet + [
             (f"type:{t}", np.array([m == t for m in machine_types])) for t in sorted(set(machine_types))
         ]:
             if not mask.any():

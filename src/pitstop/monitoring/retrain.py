@@ -170,7 +170,7 @@ def retrain(
                 platform, f"shadow: {shadow['problem']}", trigger, registered.version, gate, shadow
             )
         audit(ACTOR, "retrain_shadow_passed", version=registered.version, shadow=shadow)
-    promote(platform, registered.version, actor=ACTOR)
+    promote(platform.registry, platform.db.audit, registered.version, actor=ACTOR)
     result = RetrainResult("promoted", "gate and shadow passed", registered.version, gate, shadow)
     audit(ACTOR, "retrain_promoted", trigger=trigger, version=registered.version)
     return result

@@ -8,21 +8,23 @@ refused and the serving model stays. Running processors poll the registry every
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any
 
 from pitstop.errors import ModelError
+from pitstop.registry import Registry
 
-if TYPE_CHECKING:
-    from pitstop.platform import Platform
+Audit = Callable[..., None]  # (actor, action, **detail)
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 PREVIOUS = "previous-champion"
 
 
-def promote(platform: Platform, version: str | None = None, actor: str = "cli") -> dict[str, Any]:
+def promote(
+    registry: Registry, audit: Audit, version: str | None = None, actor: str = "cli"
+) -> dict[str, Any]:
     """Point ``champion`` at ``version`` (default: the ``challenger``), after verifying it."""
-    registry = platform.registry
     current = registry.alias_version(CHAMPION)
     target = version or registry.alias_version(CHALLENGER)
     if target is None:
@@ -36,13 +38,12 @@ def promote(platform: Platform, version: str | None = None, actor: str = "cli") 
     if current is not None:
         registry.set_alias(PREVIOUS, current)
     registry.set_alias(CHAMPION, target)
-    platform.db.audit(actor, "model_promoted", from_version=current, to_version=target)
+    audit(actor, "model_promoted", model=registry.model_name, from_version=current, to_version=target)
     return {"champion": target, "previous": current}
 
 
-def rollback(platform: Platform, actor: str = "cli") -> dict[str, Any]:
+def rollback(registry: Registry, audit: Audit, actor: str = "cli") -> dict[str, Any]:
     """Point ``champion`` back at the version it had before the last promotion."""
-    registry = platform.registry
     current = registry.alias_version(CHAMPION)
     previous = registry.alias_version(PREVIOUS)
     if previous is None or previous == current:
@@ -51,5 +52,5 @@ def rollback(platform: Platform, actor: str = "cli") -> dict[str, Any]:
     registry.set_alias(CHAMPION, previous)
     if current is not None:
         registry.set_alias(PREVIOUS, current)
-    platform.db.audit(actor, "model_rolled_back", from_version=current, to_version=previous)
+    audit(actor, "model_rolled_back", model=registry.model_name, from_version=current, to_version=previous)
     return {"champion": previous, "previous": current}

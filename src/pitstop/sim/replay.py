@@ -22,6 +22,7 @@ class MachineFeed:
     seqs: list[int]
     values: list[dict[str, float]]
     next_index: int = 0
+    stamps: list[datetime] | None = None  # recorded timestamps; None: stamped now at sending
 
     @property
     def done(self) -> bool:
@@ -50,7 +51,8 @@ class ReplayStats:
 
 class Replay:
     """Replays recorded machines as a live fleet: each machine posts its next readings every
-    ``tick`` seconds so that it advances ``speed`` readings per second, with ``ts`` = now.
+    ``tick`` seconds so that it advances ``speed`` readings per second, with ``ts`` = now (or the
+    feed's recorded ``stamps``, all in the past, for a fleet simulated up to now).
 
     Batches that fail to arrive (connection error, 5xx, 429) are retried with backoff; the server
     stores a re-sent reading once, so retries are safe. Rejected batches (4xx) are counted, not retried.
@@ -123,7 +125,9 @@ class Replay:
         body = [
             {
                 "machine_id": feed.machine_id,
-                "ts": (now - step * (n - 1 - i)).isoformat(),
+                "ts": (
+                    feed.stamps[start + i] if feed.stamps is not None else now - step * (n - 1 - i)
+                ).isoformat(),
                 "seq": feed.seqs[start + i],
                 "values": feed.values[start + i],
             }

@@ -194,6 +194,9 @@ class PredictRequest(BaseModel):
 
     machine_ids: list[str] | None = Field(None, description="score these machines' current state")
     rows: list[dict[str, Any]] | None = Field(None, description="feature rows: {feature name: number}")
+    machine_type: str | None = Field(
+        None, description="whose model scores the rows (default: the fleet's first machine type)"
+    )
 
 
 async def predict(request: Request) -> Response:
@@ -201,7 +204,7 @@ async def predict(request: Request) -> Response:
     machines' current state reads the lake, in a worker thread."""
     body = await parse_body(request, PredictRequest)
     platform = _platform(request)
-    scorer = platform.scorer
+    scorer = platform.deployment_for(body.machine_type or platform.default_type).champion
     if (body.machine_ids is None) == (body.rows is None):
         raise ValidationError("send exactly one of 'machine_ids' or 'rows'", code="invalid_request")
     if body.rows is not None:
@@ -226,14 +229,34 @@ router.add_api_route(
 
 
 def _predict_machines(platform: Platform, machine_ids: list[str]) -> dict[str, Any]:
-    scorer = platform.scorer
+    """Each machine scored by its own type's champion, in the order asked."""
     ids = list(dict.fromkeys(machine_ids))
     if not ids:
         raise ValidationError("'machine_ids' is empty", code="invalid_request")
+    with platform.db.session() as s:
+        query = select(Machine.machine_id, Machine.machine_type).where(Machine.machine_id.in_(ids))
+        registered = {machine_id: machine_type for machine_id, machine_type in s.execute(query)}
+    by_type: dict[str, list[str]] = {}
+    for m in ids:
+        found = registered.get(m)
+        machine_type = found if found in platform.deployments else platform.default_type
+        by_type.setdefault(machine_type, []).append(m)
+    out: dict[str, dict[str, Any]] = {}
+    for machine_type, members in by_type.items():
+        for row in _predict_type(platform, machine_type, members):
+            out[row["machine_id"]] = row
+    return {"predictions": [out[m] for m in ids]}
+
+
+def _predict_type(platform: Platform, machine_type: str, ids: list[str]) -> list[dict[str, Any]]:
+    scorer = platform.deployment_for(machine_type).champion
     spec = scorer.model.bundle.spec
+    have = set(platform.lake.columns("telemetry"))
     history = platform.lake.read(
-        "telemetry", columns=["machine_id", "ts", "seq", "bus_position", *spec.inputs], machine_ids=ids
-    )
+        "telemetry",
+        columns=["machine_id", "ts", "seq", "bus_position", *(c for c in spec.inputs if c in have)],
+        machine_ids=ids,
+    ).with_columns(pl.lit(None, pl.Float64).alias(c) for c in spec.inputs if c not in have)
     missing = sorted(set(ids) - set(history["machine_id"].unique().to_list()))
     if missing:
         raise NotFoundError(f"no readings in the lake for {missing}", code="machine_not_found")
@@ -241,12 +264,10 @@ def _predict_machines(platform: Platform, machine_ids: list[str]) -> dict[str, A
     latest = build_features(history, spec, events).group_by("machine_id").agg(pl.all().sort_by("seq").last())
     latest = latest.sort(pl.col("machine_id").replace_strict({m: i for i, m in enumerate(ids)}))
     scores = scorer.score_matrix(latest.select(spec.names).to_numpy())
-    return {
-        "predictions": [
-            {"machine_id": m, "seq": seq, **s.to_dict()}
-            for m, seq, s in zip(latest["machine_id"], latest["seq"], scores, strict=True)
-        ]
-    }
+    return [
+        {"machine_id": m, "machine_type": machine_type, "seq": seq, **s.to_dict()}
+        for m, seq, s in zip(latest["machine_id"], latest["seq"], scores, strict=True)
+    ]
 
 
 @router.get("/audit", tags=["ops"], summary="The audit log, newest first")
@@ -299,19 +320,29 @@ def ask(request: Request, body: AskRequest) -> dict[str, Any]:
 @router.get("/models", summary="Registered model versions and the serving model")
 def models(request: Request) -> dict[str, Any]:
     platform = _platform(request)
-    serving = platform.scorer.model
-    bundle = serving.bundle
+    by_type = {}
+    for name, deployment in platform.deployments.items():
+        scorer = deployment.champion
+        by_type[name] = {
+            "model": deployment.registry.model_name,
+            "serving": _serving_json(scorer.model, scorer.alias) if scorer.loaded else None,
+            "versions": deployment.registry.versions(),
+        }
+    first = by_type[platform.default_type]
+    return {"serving": first["serving"], "versions": first["versions"], "machine_types": by_type}
+
+
+def _serving_json(model: Any, alias: str) -> dict[str, Any]:
+    bundle = model.bundle
     return {
-        "serving": {
-            "name": serving.name,
-            "version": serving.version,
-            "arm": platform.scorer.alias,
-            "feature_spec_hash": bundle.spec.hash,
-            "features": bundle.feature_names,
-            "metrics": bundle.metrics,
-            "interval": bundle.interval,
-        },
-        "versions": platform.registry.versions(),
+        "name": model.name,
+        "version": model.version,
+        "arm": alias,
+        "feature_spec_hash": bundle.spec.hash,
+        "features": bundle.feature_names,
+        "metrics": bundle.metrics,
+        "interval": bundle.interval,
+        "components": bundle.components,
     }
 
 
@@ -326,13 +357,19 @@ def status(request: Request) -> dict[str, Any]:
             select(func.count()).select_from(WorkOrder).where(WorkOrder.status.in_(OPEN_STATES))
         )
         processed = s.scalar(select(func.sum(MachineState.readings)))
-    model = platform.scorer.model
+    models = {
+        name: {"name": d.champion.model.name, "version": d.champion.model.version}
+        if d.champion.loaded
+        else None
+        for name, d in platform.deployments.items()
+    }
     return {
         "readings_accepted": int(accepted),
         "readings_processed": int(processed or 0),
         "bus": {"head": platform.bus.head(), "lag": processor.lag() if processor else None},
         "lake": {"telemetry_version": platform.lake.version("telemetry")},
         "work_orders_open": int(open_orders or 0),
-        "model": {"name": model.name, "version": model.version},
+        "model": models[platform.default_type],
+        "models": models,
         "replay": replay.stats.to_dict() if replay else None,
     }

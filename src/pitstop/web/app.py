@@ -3,7 +3,6 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib import resources
@@ -18,6 +17,7 @@ from pitstop.assistant import Assistant, KnowledgeBase
 from pitstop.ingest import Intake
 from pitstop.ingest import router as ingest_router
 from pitstop.ingest.admin import router as admin_router
+from pitstop.serving.deployment import follow_in_background
 from pitstop.web.api import router as api_router
 from pitstop.web.errors import install_error_handlers
 
@@ -39,7 +39,12 @@ def create_app(platform: Platform, processor: Processor | None = None) -> FastAP
         if intake.workers is not None:
             await asyncio.to_thread(intake.workers.start)  # spawn them now, not on the first batch
         gc.freeze()  # what startup built lives as long as the server: keep it out of collections
-        follow = None if processor is not None else _follow_alias(platform)  # else the processor does
+        # without a processor in this server, follow each type's champion alias here
+        follow = (
+            None
+            if processor is not None
+            else follow_in_background(list(platform.deployments.values()), platform.settings.serving_poll_s)
+        )
         if platform.notifier is not None:
             platform.notifier.start()  # work-order webhooks, from the outbox
         try:
@@ -84,28 +89,6 @@ def create_app(platform: Platform, processor: Processor | None = None) -> FastAP
 
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
     return app
-
-
-def _follow_alias(platform: Platform) -> threading.Event:
-    """In a server without a processor: follow the champion alias from a background thread, every
-    ``serving_poll_s`` (registry calls can be slow; requests never wait on them). Set the
-    returned event to stop."""
-    stop = threading.Event()
-    scorer = platform.scorer
-    interval = max(0.1, platform.settings.serving_poll_s)
-
-    def run() -> None:
-        while not stop.wait(interval):
-            if scorer.loaded:
-                before = scorer.model.version
-                problem = scorer.refresh()
-                if problem:
-                    log.warning("serving model unchanged: %s", problem)
-                elif scorer.model.version != before:
-                    log.info("now serving version %s (was %s)", scorer.model.version, before)
-
-    threading.Thread(target=run, name="pitstop-follow-alias", daemon=True).start()
-    return stop
 
 
 def _work_orders_by_state(platform: Platform) -> None:

@@ -1,0 +1,141 @@
+"""``pitstop import readings | events``: bring a fleet's history in from CSV or Parquet files."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from pitstop.cli_common import _platform, data_dir_option
+
+_file = click.Path(dir_okay=False, path_type=Path)
+rejects_option = click.option(
+    "--rejects",
+    type=_file,
+    default=None,
+    help="Where to write rejected rows (default: <FILE>.rejects.csv next to each input).",
+)
+
+
+@click.group("import")
+def import_group() -> None:
+    """Bring a fleet's history in: readings, then events (CSV or Parquet)."""
+
+
+@import_group.command("readings")
+@data_dir_option
+@click.argument("files", nargs=-1, required=True, type=_file)
+@click.option(
+    "--machine-type",
+    default=None,
+    help="The machine type of every row (default: a machine_type column, or the fleet's only type).",
+)
+@rejects_option
+@click.pass_context
+def readings(
+    ctx: click.Context,
+    data_dir: Path | None,
+    files: tuple[Path, ...],
+    machine_type: str | None,
+    rejects: Path | None,
+) -> None:
+    """Import readings (machine_id, ts, one column per sensor) into the lake.
+
+    Checked like HTTP intake: bad rows go to the reject file with their code, out-of-range rows to
+    quarantine. Rows already stored are skipped, so an import can be run again. Exits 0 even with
+    rejected rows; the last line is a JSON summary.
+    """
+    from pitstop.ingest.history import import_readings
+
+    with _platform(ctx, data_dir) as p:
+        progress, close = _stderr_progress("reading")
+        try:
+            result = import_readings(
+                list(files),
+                lake=p.lake,
+                db=p.db,
+                fleet=p.fleet,
+                max_future_skew_s=p.settings.max_future_skew_s,
+                machine_type=machine_type,
+                rejects=rejects,
+                progress=progress,
+            )
+        finally:
+            close()
+    summary = result.to_dict()
+    _say(
+        f"{result.rows:,} rows in {result.seconds:.1f} s ({result.rows_per_s:,.0f} rows/s): "
+        f"{result.stored:,} stored, {result.quarantined:,} quarantined (out of range; "
+        f"`pitstop quarantine list`), {result.duplicates:,} already stored or repeated, "
+        f"{result.rejected:,} rejected, {result.machines:,} machines"
+    )
+    _say_rejects(result.rejected, [str(f) for f in result.rejects_files])
+    click.echo(json.dumps(summary))
+
+
+@import_group.command("events")
+@data_dir_option
+@click.argument("file", type=_file)
+@rejects_option
+@click.pass_context
+def events(ctx: click.Context, data_dir: Path | None, file: Path, rejects: Path | None) -> None:
+    """Import events (machine_id, ts, kind = failure | maintenance | inspection, optional component
+    and detail) into the lake. Import the machines' readings first."""
+    from pitstop.ingest.history_events import import_events
+
+    with _platform(ctx, data_dir) as p:
+        result = import_events(
+            file,
+            lake=p.lake,
+            db=p.db,
+            fleet=p.fleet,
+            max_future_skew_s=p.settings.max_future_skew_s,
+            rejects=rejects,
+        )
+    _say(
+        f"{result.rows:,} events: {result.stored:,} stored, "
+        f"{result.duplicates:,} already stored or repeated, {result.rejected:,} rejected"
+    )
+    if result.components_dropped:
+        _say(
+            f"note: {result.components_dropped:,} components were not stored: "
+            "the lake's events table has no component column yet"
+        )
+    _say_rejects(result.rejected, [str(result.rejects_file)] if result.rejects_file else [])
+    click.echo(json.dumps(result.to_dict()))
+
+
+def _say(text: str) -> None:
+    click.echo(text, err=True)
+
+
+def _say_rejects(count: int, files: list[str]) -> None:
+    if count:
+        _say(f"{count:,} rows rejected, each with its code and reason: see {', '.join(files)}")
+
+
+def _stderr_progress(label: str) -> tuple[Callable[[str, int, int], None], Callable[[], None]]:
+    """A progress callback ``(stage, done, total)`` drawing a bar on stderr (stdout keeps the JSON);
+    like ``cli_common._progress_bar``."""
+    state: dict[str, Any] = {}
+
+    def close() -> None:
+        if "bar" in state:
+            state.pop("bar").__exit__(None, None, None)
+
+    def update(stage: str, done: int, total: int) -> None:
+        if state.get("total") != total:
+            close()
+        bar = state.get("bar")
+        if bar is None:
+            bar = click.progressbar(length=total, label=label, show_eta=False, file=sys.stderr)
+            bar.__enter__()
+            state.update(bar=bar, done=0, total=total)
+        bar.update(done - state["done"])
+        state["done"] = done
+
+    return update, close

@@ -1,0 +1,119 @@
+"""Live monitoring beside the stream: drift windows, data quality, and the truth when a machine fails.
+
+The processor hands each micro-batch's scored rows and clean readings here; nothing in this module
+may stop scoring (every check logs its own failure and returns).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from pitstop.monitoring.metrics import Metrics
+from pitstop.monitoring.monitor import DriftMonitor, DriftReport
+from pitstop.schema import FleetSchema
+
+log = logging.getLogger(__name__)
+
+Audit = Callable[..., None]  # (actor, action, **detail)
+Trigger = Callable[[str], bool]  # start a retrain for a reason; whether it started
+
+
+class LiveMonitor:
+    """Drift per fleet and machine type against each model's training profile, missing optional
+    values per sensor, and live performance at failures (``failure``)."""
+
+    def __init__(
+        self,
+        settings: Any,
+        metrics: Metrics,
+        audit: Audit,
+        retrain: Trigger,
+        score_failure: Callable[[str, int, int], dict[str, Any]],
+        record_failure: Callable[[dict[str, Any]], None],
+        fleet_scope: bool = True,
+    ) -> None:
+        self.metrics = metrics
+        self.audit = audit
+        self.retrain = retrain
+        self.retrain_on_drift = bool(settings.retrain_on_drift)
+        self.retrain_on_performance = bool(settings.retrain_on_performance)
+        self._score_failure, self._record_failure = score_failure, record_failure
+        self.drift = DriftMonitor(
+            settings.drift_window,
+            settings.drift_alpha,
+            settings.drift_psi_threshold,
+            settings.drift_correction,
+            on_report=self._drift_report,
+            fleet_scope=fleet_scope,
+        )
+
+    def count_missing(self, clean: pl.DataFrame, fleet: FleetSchema, types: dict[str, str]) -> None:
+        """Data quality: values of optional sensors a machine's type declares that its readings
+        lack (required ones are refused at intake)."""
+        if clean.height == 0:
+            return
+        for machine_type in fleet.machine_types.values():
+            optional = [s.name for s in machine_type.sensors if not s.required and s.name in clean.columns]
+            if not optional:
+                continue
+            ids = [m for m, t in types.items() if t == machine_type.name]
+            rows = clean.filter(pl.col("machine_id").is_in(ids))
+            for sensor, n in zip(optional, rows.select(pl.col(optional).null_count()).row(0), strict=True):
+                if n:
+                    self.metrics.missing_values.labels(sensor).inc(n)
+
+    def observe(
+        self,
+        reference: dict[str, dict[str, Any]],
+        names: list[str],
+        matrix: np.ndarray,
+        predictions: np.ndarray,
+        types: list[str],
+    ) -> None:
+        """Scored rows into the live drift windows (against the serving model's training profile)."""
+        try:
+            self.drift.observe(reference, names, matrix, predictions, types)
+        except Exception:  # monitoring must never stop scoring
+            log.exception("drift check failed")
+
+    def failure(self, machine_id: str, seq: int, since: int) -> None:
+        """A machine failed at ``seq``: score the predictions made since ``since`` against the truth,
+        and retrain (``retrain_on_performance``) when no work order came in time."""
+        try:
+            report = self._score_failure(machine_id, seq, since)
+            if not report["predictions"]:
+                return
+            self._record_failure(report)
+            missed = not report["caught_in_time"]
+            if missed and self.retrain_on_performance and self.retrain("performance"):
+                log.warning("retraining: %s failed with no work order in time", machine_id)
+        except Exception:
+            log.exception("could not score the predictions before %s's failure", machine_id)
+
+    def _drift_report(self, report: DriftReport, raised: dict[str, list[str]], cleared: list[str]) -> None:
+        metrics = self.metrics
+        metrics.drift_checks.labels(report.scope).inc()
+        for f in report.features:
+            metrics.drift_psi.labels(report.scope, f.name).set(f.psi)
+        if report.prediction is not None:
+            metrics.drift_psi.labels(report.scope, report.prediction.name).set(report.prediction.psi)
+        for sensor, features in raised.items():
+            metrics.drift_alert.labels(report.scope, sensor).set(1)
+            self.audit(
+                "monitor",
+                "drift_alert",
+                scope=report.scope,
+                sensor=sensor,
+                features=features,
+                rows=report.rows,
+            )
+        if raised and self.retrain_on_drift and self.retrain("drift"):
+            log.warning("retraining on drift (%s: %s)", report.scope, ", ".join(raised))
+        for sensor in cleared:
+            metrics.drift_alert.labels(report.scope, sensor).set(0)
+            self.audit("monitor", "drift_cleared", scope=report.scope, sensor=sensor)

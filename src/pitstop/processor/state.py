@@ -1,0 +1,192 @@
+"""The processor's stream state: per machine type (a *lane*) the online features of its machines,
+computed for the spec of the type's champion; the highest seq processed per machine; the reset
+events applied; and snapshots of all of it for a fast restart.
+
+A lane without a champion yet has no online state: its readings still land in the lake, and the
+lane is built from the lake when its first model arrives (``rebuild``), as it is when the
+champion's feature spec changes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+
+from pitstop.features import OnlineFeatures
+from pitstop.lake import Lake
+from pitstop.serving.deployment import Deployment
+
+log = logging.getLogger(__name__)
+
+STATE_FILE = "processor.json"
+
+
+@dataclass
+class Lane:
+    machine_type: str
+    deployment: Deployment
+    online: OnlineFeatures | None = None
+
+    @property
+    def ready(self) -> bool:
+        return self.online is not None and self.deployment.ready
+
+
+def feed(online: OnlineFeatures, clean: pl.DataFrame) -> None:
+    """Clean rows, grouped by machine in arrival order, into the online features."""
+    if clean.height:
+        online.update(
+            clean["machine_id"].to_numpy(),
+            clean["seq"].to_numpy(),
+            clean["ts"].dt.epoch("us").to_numpy(),
+            clean.select(
+                [c if c in clean.columns else pl.lit(None, pl.Float64).alias(c) for c in online.spec.inputs]
+            )
+            .cast(pl.Float64)
+            .to_numpy(),
+        )
+
+
+class StreamState:
+    def __init__(
+        self,
+        lanes: dict[str, Lane],
+        lake: Lake,
+        state_dir: Path,
+        active: Callable[[], dict[str, list[str]]],  # active machines by type
+    ) -> None:
+        self.lanes = lanes
+        self.lake = lake
+        self.state_dir = state_dir
+        self.active = active
+        self.last: dict[str, int] = {}  # highest seq processed per machine (clean or quarantined)
+        self.resets: set[tuple[str, int]] = set()  # reset events (machine, µs) given to the lanes
+        self.events_version: int | None = None
+
+    # -- building from the lake ----------------------------------------------------------------
+    def rebuild(self, lane: Lane, upto: int, machines: list[str] | None = None) -> None:
+        """The lane's online state from the lake: every reset event of its machines, then their
+        rows up to bus position ``upto`` (both lake tables were written before that commit)."""
+        if not lane.deployment.ready:
+            lane.online = None
+            return
+        spec = lane.deployment.champion.model.bundle.spec
+        online = lane.online = OnlineFeatures(spec)
+        ids = machines if machines is not None else self.active().get(lane.machine_type, [])
+        if not ids:
+            return
+        events = self.lake.read("events", columns=["machine_id", "ts", "kind"], machine_ids=ids)
+        for machine_id, ts in (
+            events.filter(pl.col("kind").is_in(list(spec.reset_events)))
+            .select("machine_id", pl.col("ts").dt.epoch("us"))
+            .sort("ts")
+            .iter_rows()
+        ):
+            online.reset(machine_id, ts)
+            self.resets.add((machine_id, ts))
+        done = pl.col("bus_position").is_null() | (pl.col("bus_position") <= upto)
+        self._replay(online, ids, done, None)
+
+    def replay(self, lane: Lane, after: int, upto: int) -> None:
+        """A restored lane: its machines' rows from bus positions in ``(after, upto]``."""
+        ids = self.active().get(lane.machine_type, [])
+        if lane.online is not None and ids:
+            done = pl.col("bus_position").is_not_null() & (pl.col("bus_position") <= upto)
+            self._replay(lane.online, ids, done, after)
+
+    def _replay(self, online: OnlineFeatures, ids: list[str], done: pl.Expr, after: int | None) -> None:
+        have = set(self.lake.columns("telemetry"))
+        inputs = [c for c in online.spec.inputs if c in have]
+        cols = ["machine_id", "ts", "seq", "bus_position"]
+        clean = self.lake.read("telemetry", columns=[*cols, *inputs], machine_ids=ids, after_position=after)
+        feed(online, clean.filter(done).sort("machine_id", "bus_position", "seq", nulls_last=False))
+
+    def recount(self, after: int | None, upto: int) -> None:
+        """The highest seq per active machine from the lake's rows (clean and quarantined)."""
+        ids = [m for machines in self.active().values() for m in machines]
+        if not ids:
+            return
+        if after is None:
+            done = pl.col("bus_position").is_null() | (pl.col("bus_position") <= upto)
+        else:
+            done = pl.col("bus_position").is_not_null() & (pl.col("bus_position") <= upto)
+        cols = ["machine_id", "seq", "bus_position"]
+        rows = pl.concat(
+            [
+                self.lake.read(t, columns=cols, machine_ids=ids, after_position=after).filter(done)
+                for t in ("telemetry", "quarantine")
+            ]
+        )
+        for machine_id, seq in rows.group_by("machine_id").agg(pl.col("seq").max()).iter_rows():
+            self.last[machine_id] = max(self.last.get(machine_id, -1), int(seq))
+
+    # -- snapshots -------------------------------------------------------------------------------
+    def save(self, position: int) -> Path:
+        """Every ready lane's state, then the shared state naming them (atomic renames; the shared
+        file last, so a crash in between leaves the previous snapshot whole)."""
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        lanes = {}
+        for name, lane in self.lanes.items():
+            if lane.online is None:
+                continue
+            _write(self.state_dir / f"features-{name}.npz", lane.online.snapshot({"position": position}))
+            lanes[name] = lane.online.spec.hash
+        shared = {
+            "position": position,
+            "last": self.last,
+            "resets": sorted(self.resets),
+            "events_version": self.events_version,
+            "lanes": lanes,
+        }
+        path = self.state_dir / STATE_FILE
+        _write(path, json.dumps(shared).encode())
+        return path
+
+    def load(self, upto: int) -> int | None:
+        """Restore from the snapshot, lane by lane where the spec still matches; returns its bus
+        position (None when there is none to use). Lanes not restored stay without state."""
+        path = self.state_dir / STATE_FILE
+        if not path.exists():
+            return None
+        try:
+            shared = json.loads(path.read_text())
+            position = int(shared["position"])
+        except (ValueError, OSError, KeyError) as exc:
+            log.warning("processor snapshot %s not used (%s); rebuilding from the lake", path, exc)
+            return None
+        if position > upto:  # cannot happen with the commit-then-snapshot order; be safe
+            log.warning("processor snapshot is ahead of the bus; rebuilding from the lake")
+            return None
+        for name, lane in self.lanes.items():
+            lane.online = None
+            if not lane.deployment.ready or name not in shared.get("lanes", {}):
+                continue
+            spec = lane.deployment.champion.model.bundle.spec
+            try:
+                online, extra = OnlineFeatures.restore(
+                    spec, (self.state_dir / f"features-{name}.npz").read_bytes()
+                )
+            except (ValueError, OSError, KeyError) as exc:
+                log.info("feature snapshot of %s not used (%s); rebuilding it from the lake", name, exc)
+                continue
+            if int((extra or {}).get("position", -1)) == position:
+                lane.online = online
+        self.last = {m: int(v) for m, v in shared["last"].items()}
+        self.resets = {(m, int(ts)) for m, ts in shared["resets"]}
+        self.events_version = shared["events_version"]
+        return position
+
+
+def _write(path: Path, data: bytes) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
