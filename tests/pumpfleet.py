@@ -184,25 +184,6 @@ def simulate(machines: int, hours: float, seed: int, prefix: str = "P") -> PumpH
     return PumpHistory(readings, ev)
 
 
-def cut_short(history: PumpHistory, seed: int) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Held-out machines cut at a random reading of their first life: the readings up to the cut,
-    and the truth ``machine_id,rul,component`` (hours from the cut to the failure)."""
-    rng = np.random.default_rng(seed)
-    kept, truth = [], []
-    for (machine_id,), group in history.readings.group_by("machine_id", maintain_order=True):
-        failures = history.events.filter((pl.col("machine_id") == machine_id) & (pl.col("kind") == "failure"))
-        if failures.height == 0:
-            continue
-        first = failures.sort("ts").row(0, named=True)
-        life = group.filter(pl.col("ts") <= first["ts"])
-        cut = int(rng.integers(max(1, life.height // 3), life.height))
-        part = life[:cut]
-        rul = (first["ts"] - part["ts"][-1]).total_seconds() / 3600
-        kept.append(part)
-        truth.append((machine_id, rul, first["component"]))
-    return pl.concat(kept), pl.DataFrame(truth, schema=["machine_id", "rul", "component"], orient="row")
-
-
 def write(folder: Path, history: PumpHistory) -> tuple[Path, Path]:
     folder.mkdir(parents=True, exist_ok=True)
     readings, events = folder / "readings.csv", folder / "events.csv"

@@ -257,7 +257,10 @@ def test_predict_validates_features(client: TestClient, trained: Platform) -> No
     )
     assert_error(broken, 422, "invalid_request")
     schema = client.get("/openapi.json").json()["paths"]["/api/v1/predict"]["post"]["requestBody"]
-    assert set(schema["content"]["application/json"]["schema"]["properties"]) == {"machine_ids", "rows"}
+    properties = set(schema["content"]["application/json"]["schema"]["properties"])
+    assert properties == {"machine_ids", "rows", "machine_type"}
+    unknown = client.post("/api/v1/predict", json={"rows": [row], "machine_type": "zeppelin"})
+    assert "turbofan" in assert_error(unknown, 422, "unknown_machine_type")["message"]
     # one row takes LightGBM's fast single-row path: the same numbers as the batch path
     batch = client.post("/api/v1/predict", json={"rows": [row, {**row, names[0]: 2.0}]}).json()["predictions"]
     single = client.post("/api/v1/predict", json={"rows": [{**row, names[0]: 2.0}]}).json()["predictions"]

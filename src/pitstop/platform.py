@@ -11,7 +11,7 @@ from pathlib import Path
 
 from pitstop.bus import Bus, SqliteBus
 from pitstop.config import Settings
-from pitstop.errors import ConfigError
+from pitstop.errors import ValidationError
 from pitstop.fleetops import stored_fleet
 from pitstop.lake import Lake
 from pitstop.maintenance import ComponentMap, Notifier, RiskPolicy
@@ -124,7 +124,7 @@ class Platform:
     def deployment_for(self, machine_type: str) -> Deployment:
         found = self.deployments.get(machine_type)
         if found is None:
-            raise ConfigError(
+            raise ValidationError(
                 f"unknown machine type {machine_type!r}; the fleet has {', '.join(self.fleet.machine_types)}",
                 code="unknown_machine_type",
             )

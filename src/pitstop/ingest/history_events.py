@@ -88,6 +88,8 @@ def import_events(
             code="unknown_column",
         )
     raw = source.read_all()
+    if raw.height == 0:  # a header and no rows: nothing to do, and nothing wrong
+        return EventsImport(0, 0, 0, 0, time.perf_counter() - started, None)
     horizon = datetime.now(UTC) + timedelta(seconds=max_future_skew_s)
     frame, registered, bad_ids = _parsed(raw, db)
     checked = frame.with_columns(_codes(frame, fleet, registered, bad_ids, horizon).alias("code"))

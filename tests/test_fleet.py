@@ -1,0 +1,261 @@
+"""Any fleet by configuration: fleet files, a type added to a running data dir, labels in hours,
+and a fleet of two types scored per type through the processor."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+from click.testing import CliRunner
+
+from pitstop.cli import cli
+from pitstop.fleetops import apply_fleet
+from pitstop.ingest import DeviceRegistry, Intake
+from pitstop.ingest.history import import_readings
+from pitstop.ingest.history_events import import_events
+from pitstop.platform import Platform
+from pitstop.processor import Processor
+from pitstop.schema import TURBOFAN, FleetError, default_fleet, parse_fleet
+from pitstop.schema.fleetfile import shipped_fleet_path
+from pitstop.store import Machine, Prediction
+from pitstop.training import rul_labels
+from pitstop.training.pipeline import train_and_register
+from tests import pumpfleet
+from tests.conftest import make_settings
+
+TURBOFAN_TOML = shipped_fleet_path("turbofan").read_text()
+
+
+def test_fleet_check_names_the_type_the_field_and_the_problem(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text(
+        """
+[machine_types.pump]
+time_unit = "weeks"
+[[machine_types.pump.sensors]]
+name = "flow"
+low = 10
+high = 1
+[[machine_types.pump.sensors]]
+name = "flow"
+low = 0
+high = 1
+role = "knob"
+[[machine_types.pump.components]]
+name = "seal"
+sensors = ["pressure"]
+"""
+    )
+    result = CliRunner().invoke(cli, ["fleet", "check", str(bad)])
+    assert result.exit_code == 2
+    for expected in (
+        "pump.time_unit: must be one of cycles, seconds, minutes, hours, days (got 'weeks')",
+        "pump.sensors[0] (flow).high: must be above low (10)",
+        "pump.sensors[1] (flow).name: declared twice",
+        "pump.components[0] (seal).sensors: 'pressure' is not a sensor of this type",
+    ):
+        assert expected in result.output
+    with pytest.raises(FleetError) as caught:
+        parse_fleet(bad.read_text())
+    assert {"machine_type": "pump", "field": "time_unit"}.items() <= caught.value.details[0].items()
+    ok = CliRunner().invoke(cli, ["fleet", "check", str(shipped_fleet_path("harvesters"))])
+    assert ok.exit_code == 0, ok.output
+
+
+def test_the_issue_example_is_a_valid_fleet_file() -> None:
+    fleet = parse_fleet(pumpfleet.FLEET_TOML)
+    pump = fleet.type_of("pump")
+    assert pump.unit_seconds == 3600 and pump.settings == ["speed_rpm", "valve_pct"]
+    assert "seal_leak" not in pump.required and pump.component_names == ["bearing", "seal"]
+    assert TURBOFAN.feature_spec.hash == default_fleet().feature_spec.hash
+
+
+def test_labels_in_hours_count_the_time_to_failure_across_downtime() -> None:
+    t0 = datetime(2025, 1, 1, tzinfo=UTC)
+    hours = [0.0, 1.0, 2.5, 30.0, 31.0, 40.0]  # a day of downtime after 2.5 h
+    rows = pl.DataFrame(
+        {
+            "machine_id": ["p"] * 6 + ["q"] * 2,
+            "ts": [t0 + timedelta(hours=h) for h in hours] + [t0, t0 + timedelta(hours=100)],
+            "seq": [1, 2, 3, 4, 5, 6, 1, 2],
+        }
+    )
+    events = pl.DataFrame(
+        {
+            "machine_id": ["p", "q"],
+            "ts": [t0 + timedelta(hours=41), t0 + timedelta(hours=120)],
+            "kind": ["failure", "maintenance"],
+            "seq": [None, None],
+            "component": ["bearing", None],
+        }
+    )
+    labels = rul_labels(rows, events, cap=None, horizon=10, unit_seconds=3600.0).sort("machine_id", "seq")
+    p = labels.filter(machine_id="p")
+    assert p["rul"].to_list() == [41.0, 40.0, 38.5, 11.0, 10.0, 1.0]
+    assert p["fails_within"].to_list() == [False, False, False, False, True, True]
+    assert set(p["failure_component"].to_list()) == {"bearing"}
+    q = labels.filter(machine_id="q")
+    # censored by the maintenance: alive 120 h and 20 h after its readings, uncapped, so unknown
+    assert q.height == 0
+    capped = rul_labels(rows, events, cap=100, horizon=10, unit_seconds=3600.0).filter(machine_id="q")
+    assert capped["rul"].to_list() == [100.0]  # the bound reaches the cap: the label is known
+    assert capped["censored"].to_list() == [True]
+
+
+def _import(platform: Platform, history: pumpfleet.PumpHistory, folder: Path) -> None:
+    readings, events = pumpfleet.write(folder, history)
+    import_readings(
+        [readings],
+        lake=platform.lake,
+        db=platform.db,
+        fleet=platform.fleet,
+        max_future_skew_s=300,
+        machine_type="pump",
+    )
+    import_events(events, lake=platform.lake, db=platform.db, fleet=platform.fleet, max_future_skew_s=300)
+
+
+def test_a_type_added_to_a_running_data_dir_loses_nothing(trained: Platform, tmp_path: Path) -> None:
+    """The trained turbofan deployment gains a pump type: columns are added without rewriting a
+    row, turbofan readings and their values are intact, the new type's history imports, and a
+    sensor with data cannot be removed."""
+    data = trained.settings.data_dir
+    before = trained.lake.read("telemetry").sort("machine_id", "seq")
+    both = tmp_path / "fleet.toml"
+    both.write_text(TURBOFAN_TOML + pumpfleet.FLEET_TOML)
+    applied = CliRunner().invoke(cli, ["fleet", "apply", str(both), "--data-dir", str(data)])
+    assert applied.exit_code == 0, applied.output
+    result = json.loads(applied.output.strip().splitlines()[-1])
+    assert result["change"]["added_types"] == ["pump"]
+    assert set(result["lake_columns"]) == set(pumpfleet.SENSORS)
+
+    platform = Platform.open(make_settings(data))
+    try:
+        after = platform.lake.read("telemetry").sort("machine_id", "seq")
+        assert after.height == before.height
+        assert after.select(before.columns).equals(before)
+        assert after.select(pumpfleet.SENSORS).null_count().row(0) == (before.height,) * len(
+            pumpfleet.SENSORS
+        )
+        assert platform.lake.history("telemetry", 1)[0]["operation"] in ("ADD COLUMN", "add column")
+        _import(platform, pumpfleet.simulate(3, 300, seed=5), tmp_path / "pumps")
+        assert platform.lake.read("telemetry", machine_ids=["P000"]).height > 100
+        shown = CliRunner().invoke(cli, ["fleet", "show", "--data-dir", str(data)])
+        assert json.loads(shown.output)["machine_types"]["pump"]["time_unit"] == "hours"
+    finally:
+        platform.close()
+
+    removed = tmp_path / "less.toml"
+    removed.write_text((TURBOFAN_TOML + pumpfleet.FLEET_TOML).replace('"vibration"', '"vibes"'))
+    refused = CliRunner().invoke(cli, ["fleet", "apply", str(removed), "--data-dir", str(data)])
+    assert refused.exit_code == 2
+    assert "fleet_change_refused" in refused.output and "pump.sensors (vibration)" in refused.output
+    only_pumps = tmp_path / "pumps.toml"
+    only_pumps.write_text(pumpfleet.FLEET_TOML)
+    refused = CliRunner().invoke(cli, ["fleet", "apply", str(only_pumps), "--data-dir", str(data)])
+    assert refused.exit_code == 2 and "cannot remove a machine type with" in refused.output
+    history = CliRunner().invoke(cli, ["fleet", "show", "--history", "--data-dir", str(data)])
+    assert [v["version"] for v in json.loads(history.output)["history"]] == [1]
+    assert trained.db.audit_entries(action="fleet_applied")[0]["detail"]["added_types"] == ["pump"]
+
+
+@pytest.mark.slow
+def test_two_machine_types_are_each_scored_by_their_own_model_under_load(tmp_path: Path) -> None:
+    """Pumps and turbofans in one data dir, one model each; readings of both interleaved through
+    the real intake in many micro-batches: every reading lands once, every prediction is made by
+    the machine's own type's model, the drift windows stay per type."""
+    from pitstop.demo import seed_last_season
+
+    fleet = parse_fleet(TURBOFAN_TOML + pumpfleet.FLEET_TOML)
+    settings = make_settings(
+        tmp_path / "data", intake_workers=0, device_rate_limit=1e6, device_rate_burst=10**6
+    )
+    platform = Platform.open(settings, fleet=fleet)
+    try:
+        apply_fleet(platform.db, platform.lake, fleet, fleet, origin="test")
+        seed_last_season(platform, lambda _: None)
+        _import(platform, pumpfleet.simulate(16, 2500, seed=1), tmp_path / "pumps")
+        turbofan = train_and_register(platform, machine_type="turbofan")
+        pump = train_and_register(platform, machine_type="pump")
+        assert turbofan.bundle.spec.hash != pump.bundle.spec.hash
+
+        live = pumpfleet.simulate(4, 400, seed=9, prefix="LP")
+        devices = DeviceRegistry(platform.db)
+        tokens = {}
+        for machine_id, machine_type in [
+            *((f"LT{i}", "turbofan") for i in range(4)),
+            *((str(m), "pump") for m in live.readings["machine_id"].unique().sort()),
+        ]:
+            with platform.db.session() as s:
+                s.add(
+                    Machine(
+                        machine_id=machine_id,
+                        machine_type=machine_type,
+                        status="active",
+                        installed_at=datetime.now(UTC),
+                        created_at=datetime.now(UTC),
+                    )
+                )
+            _, tokens[machine_id] = devices.add(machine_id)
+        intake = Intake(platform)
+        processor = Processor(platform)
+        processor.bootstrap()
+        from pitstop.sim import shipped
+
+        engines = shipped("fd001_test")
+        start = datetime.now(UTC) - timedelta(days=30)
+        sent = 0
+        for step in range(12):  # 12 rounds: every machine posts a batch, then a micro-batch runs
+            for i in range(4):
+                rows = engines.filter(pl.col("unit") == i + 1).sort("cycle").slice(step * 10, 10)
+                batch = [
+                    {
+                        "machine_id": f"LT{i}",
+                        "ts": (start + timedelta(minutes=int(r["cycle"]))).isoformat(),
+                        "seq": int(r["cycle"]),
+                        "values": {s: r[s] for s in TURBOFAN.sensor_names},
+                    }
+                    for r in rows.to_dicts()
+                ]
+                if batch:
+                    intake.submit(intake.authenticate(tokens[f"LT{i}"]), batch)
+                    sent += len(batch)
+            for (machine_id,), group in live.readings.group_by("machine_id", maintain_order=True):
+                part = group.sort("ts").slice(step * 25, 25)
+                batch = [
+                    {
+                        "machine_id": machine_id,
+                        "ts": (start + timedelta(hours=k + step * 25)).isoformat(),
+                        "seq": step * 25 + k + 1,
+                        "values": {s: v for s, v in r.items() if s in pumpfleet.SENSORS and v is not None},
+                    }
+                    for k, r in enumerate(part.to_dicts())
+                ]
+                if batch:
+                    intake.submit(intake.authenticate(tokens[str(machine_id)]), batch)
+                    sent += len(batch)
+            processor.run_once()
+        while processor.lag() > 0:
+            processor.run_once()
+        intake.close()
+        live_ids = list(tokens)
+        assert (
+            platform.lake.read("telemetry", columns=["machine_id", "seq"], machine_ids=live_ids).height
+            == sent
+        )
+        with platform.db.session() as s:
+            made = {(m, name) for m, name in s.query(Prediction.machine_id, Prediction.model_name)}
+        assert {name for m, name in made if m.startswith("LT")} == {"pitstop-rul-turbofan"}
+        assert {name for m, name in made if m.startswith("LP")} == {"pitstop-rul-pump"}
+        assert {m for m, _ in made} == set(live_ids)
+        assert set(processor.lanes) == {"turbofan", "pump"}
+        assert all(lane.online is not None for lane in processor.lanes.values())
+        assert "fleet" not in processor.drift._windows  # two types: type scopes only
+        pump_state = processor.lanes["pump"].online
+        assert pump_state is not None and np.isfinite(pump_state.get(["LP000"])).all()
+    finally:
+        platform.close()
