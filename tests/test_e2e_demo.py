@@ -121,3 +121,37 @@ def test_demo_end_to_end(tmp_path: Path) -> None:
     assert "seeding" not in out and "training" not in out
     assert "champion model: pitstop-rul-turbofan version 1" in out
     assert summary["readings_accepted"] == 0 and summary["live_readings_in_lake"] == live_total
+
+
+def test_harvester_demo_end_to_end(tmp_path: Path) -> None:
+    """``pitstop demo --fleet harvesters``: the shipped fleet file applied, last season imported
+    through the history importer, a harvester model trained (hours, regimes, components), and the
+    live harvesters replayed with their recorded timestamps, scored by their type's model."""
+    data_dir = tmp_path / "harvesters"
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    proc = start_demo(data_dir, port, "--fleet", "harvesters", "--speed", "400", "--for", "45")
+    with httpx.Client(base_url=url, timeout=10) as http:
+        wait_for(lambda: http.get("/healthz").json() == {"status": "ok"}, 600, "healthz", proc)
+
+        def replayed() -> bool:
+            status = http.get("/api/v1/status").json()
+            return bool(status["replay"]["finished"] and status["bus"]["lag"] == 0)
+
+        wait_for(replayed, 120, "the live harvesters replayed", proc)
+        machines = [
+            m for m in http.get("/api/v1/machines").json()["machines"] if m["machine_id"].startswith("HV-")
+        ]
+        assert machines and all(m["predicted_rul"] is not None for m in machines)
+        models = http.get("/api/v1/models").json()
+        assert list(models["machine_types"]) == ["harvester"]
+        assert models["machine_types"]["harvester"]["serving"]["components"]  # learned from named failures
+        prediction = http.post("/api/v1/predict", json={"machine_ids": [machines[0]["machine_id"]]}).json()
+        assert prediction["predictions"][0]["model"]["name"] == "pitstop-rul-harvester"
+        orders = http.get("/api/v1/work-orders?status=all").json()["work_orders"]
+        for order in orders:  # each names the component the model expects to fail, and what to do
+            assert order["component"] and order["procedure"]
+    summary, out = finish(proc, timeout=180)
+    assert "harvesters.toml applied" in out and "imported" in out
+    assert summary["replay"]["rejected"] == {}
+    assert summary["live_readings_in_lake"] == summary["readings_accepted"] > 0

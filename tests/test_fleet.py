@@ -259,3 +259,29 @@ def test_two_machine_types_are_each_scored_by_their_own_model_under_load(tmp_pat
         assert pump_state is not None and np.isfinite(pump_state.get(["LP000"])).all()
     finally:
         platform.close()
+
+
+@pytest.mark.slow
+def test_backtest_counts_a_timed_type_in_hours(tmp_path: Path) -> None:
+    """`pitstop backtest --machine-type pump`: lives, lead and intervals in hours of operation."""
+    fleet = tmp_path / "pumps.toml"
+    fleet.write_text(pumpfleet.FLEET_TOML)
+    data = str(tmp_path / "data")
+    assert CliRunner().invoke(cli, ["fleet", "apply", str(fleet), "--data-dir", data]).exit_code == 0
+    readings, events = pumpfleet.write(tmp_path / "history", pumpfleet.simulate(10, 2500, seed=4))
+    for args in (
+        ["import", "readings", str(readings), "--machine-type", "pump"],
+        ["import", "events", str(events)],
+    ):
+        assert CliRunner().invoke(cli, [*args, "--data-dir", data]).exit_code == 0
+    result = CliRunner().invoke(
+        cli, ["backtest", "--data-dir", data, "--machine-type", "pump", "--folds", "2", "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output.strip().splitlines()[-1])
+    assert report["unit"] == "3600 s" and report["lead_time"] == 24  # the fleet file's policy, in hours
+    policy, rtf, fixed = report["strategies"]
+    assert rtf["failures"] == report["failures"] > 0
+    assert rtf["readings"] > 1000  # hours operated, not readings
+    assert fixed["interval"] is not None and 0 < fixed["interval"] <= rtf["readings"]
+    assert policy["caught"] + policy["missed"] == policy["failures"]

@@ -355,9 +355,10 @@ def settings_cmd(markdown: bool) -> None:
 
 
 def _register() -> None:
+    from pitstop.cli_backtest import backtest
     from pitstop.cli_fleet import fleet
     from pitstop.cli_import import import_group
-    from pitstop.cli_models import audit, backtest, benchmark, evaluate, promote, retrain, rollback, score
+    from pitstop.cli_models import audit, benchmark, evaluate, promote, retrain, rollback, score
     from pitstop.cli_ops import devices, lake, quarantine
     from pitstop.cli_sim import simulate
 

@@ -8,6 +8,7 @@ the processor and in memory by the backtest.
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from pitstop.errors import ConfigError
@@ -41,6 +42,9 @@ class RiskPolicy:
     hysteresis: float = 10.0
     recheck_after: float = 10.0
     unit_seconds: float = 3600.0
+    # the type counts time, not readings: positions (recheck_after, the backtest) are timestamps
+    # in units of unit_seconds
+    timed: bool = False
 
     def __post_init__(self) -> None:
         if self.threshold < self.lead_time:
@@ -76,7 +80,14 @@ class RiskPolicy:
             raise ConfigError(
                 f"maintenance_policies.{machine_type} has unknown keys {unknown}; known: {sorted(values)}"
             )
-        return cls(**(values | (fleet_policy or {}) | overrides))
+        return cls(**(values | (fleet_policy or {}) | overrides), timed=unit_seconds is not None)
+
+    def position(self, seq: int, ts: datetime | None) -> int:
+        """Where a reading is on the policy's axis: its seq, or for a type that counts time its
+        timestamp in whole time units."""
+        if self.timed and ts is not None:
+            return int(ts.timestamp() // self.unit_seconds)
+        return seq
 
     def at_risk(self, lower: float) -> bool:
         """Whether an RUL interval's lower bound is below the threshold."""

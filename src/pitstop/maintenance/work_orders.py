@@ -76,7 +76,7 @@ def open_work_orders(
             open=machine_id in already,
             rearm_seq=state.policy_rearm_seq,
         )
-        fire = policy.step(memory, score.lower, reading.seq)
+        fire = policy.step(memory, score.lower, policy.position(reading.seq, reading.ts))
         state.policy_armed, state.policy_rearm_seq = memory.armed, memory.rearm_seq
         if not fire:
             continue
@@ -195,7 +195,9 @@ def transition(
                 machine = s.get(Machine, order.machine_id)
                 policy = platform.policy_for(machine.machine_type if machine else "")
                 memory = PolicyState(armed=False, open=True, rearm_seq=state.policy_rearm_seq)
-                policy.closed(memory, finding, state.last_seq or order.seq or 0)
+                policy.closed(
+                    memory, finding, policy.position(state.last_seq or order.seq or 0, state.last_ts)
+                )
                 repaired = status == "done" and finding != "no_fault_found"
                 if repaired:
                     RiskPolicy.reset(memory)  # the maintenance event starts a new episode

@@ -21,6 +21,9 @@ How it replays:
   the fleet ran to failure, so that run-to-failure's cost is exactly its failures times their
   cost. The fixed-interval baseline renews every machine at T readings (a failure before T is
   unplanned); the best T is chosen on the same data, which flatters the baseline.
+- **Time units.** For a machine type counted in a duration (``unit_seconds``), positions are the
+  readings' timestamps in that unit instead of their seqs: lead time, horizon, lives, intervals
+  and "per 1,000" are in hours (say) of operation, as the live policy counts them.
 """
 
 from __future__ import annotations
@@ -51,14 +54,15 @@ class Life:
     how it ended (``failed`` at ``end``, or censored: still running at ``end``)."""
 
     machine_id: str
-    seq: np.ndarray
+    seq: np.ndarray  # positions: seqs, or timestamps in the type's time unit
     lower: np.ndarray
-    end: int
+    end: float
     failed: bool
+    timed: bool = False  # positions are times: a life's length is end - start (no +1 reading)
 
     @property
-    def length(self) -> int:
-        return int(self.end - self.seq[0] + 1)
+    def length(self) -> float:
+        return float(self.end - self.seq[0] + (0 if self.timed else 1))
 
 
 @dataclass(frozen=True)
@@ -72,11 +76,11 @@ class Outcome:
     late_orders: int
     false_alarms: int
     median_lead: float | None
-    readings: int  # readings the fleet operated under this strategy
+    readings: float  # readings (or time units) the fleet operated under this strategy
     raw_cost: float
     cost: float  # per the readings the fleet ran to failure (see the module doc)
     threshold: float | None = None
-    interval: int | None = None
+    interval: float | None = None
 
     @property
     def caught_fraction(self) -> float:
@@ -103,9 +107,10 @@ def predict_lives(
     seed: int = 42,
     train_options: dict[str, Any] | None = None,
     progress: Progress | None = None,
+    unit_seconds: float | None = None,
 ) -> list[Life]:
     """Every reading scored by a model trained without its machine (grouped ``folds``), cut into
-    lives at failure and maintenance events."""
+    lives at failure and maintenance events (positions in units of ``unit_seconds``, if given)."""
     machines = np.array(sorted(telemetry["machine_id"].unique().to_list()))
     if len(machines) < folds:
         raise ValueError(f"need at least {folds} machines for {folds} grouped folds, have {len(machines)}")
@@ -122,6 +127,7 @@ def predict_lives(
             events.filter(~pl.col("machine_id").is_in(held)),
             spec,
             seed=seed,
+            unit_seconds=unit_seconds,
             **(train_options or {}),
         )
         bundle = result.bundle
@@ -130,15 +136,22 @@ def predict_lives(
         features = build_features(test_rows, bundle.spec, test_events).sort("machine_id", "seq")
         _, lower, _ = bundle.predict(features.select(bundle.spec.names).to_numpy())
         scored = features.select("machine_id", "ts", "seq").with_columns(lower=pl.Series(lower))
-        lives += cut_lives(scored, test_events)
+        lives += cut_lives(scored, test_events, unit_seconds)
     if progress:
         progress("done", folds, folds)
     return lives
 
 
-def cut_lives(scored: pl.DataFrame, events: pl.DataFrame) -> list[Life]:
-    """Cut each machine's scored readings at its failure and maintenance events."""
+def cut_lives(scored: pl.DataFrame, events: pl.DataFrame, unit_seconds: float | None = None) -> list[Life]:
+    """Cut each machine's scored readings at its failure and maintenance events; positions are
+    seqs, or timestamps in units of ``unit_seconds``."""
     ends = _event_seqs(scored.sort("machine_id", "ts", "seq"), events)
+    if unit_seconds is not None:
+        per_unit = unit_seconds * 1e6
+        scored = scored.with_columns((pl.col("ts").dt.epoch("us") / per_unit).alias("_pos"))
+        ends = ends.with_columns((pl.col("_event_ts").dt.epoch("us") / per_unit).alias("_event_seq"))
+    else:
+        scored = scored.with_columns(pl.col("seq").cast(pl.Float64).alias("_pos"))
     joined = scored.sort("machine_id", "ts", "seq").join_asof(
         ends, left_on="ts", right_on="_event_ts", by="machine_id", strategy="forward", check_sortedness=False
     )
@@ -146,22 +159,24 @@ def cut_lives(scored: pl.DataFrame, events: pl.DataFrame) -> list[Life]:
     for (machine_id, end_seq, kind), part in joined.group_by(
         "machine_id", "_event_seq", "_event_kind", maintain_order=True
     ):
-        seq = part["seq"].to_numpy()
+        seq = part["_pos"].to_numpy()
         failed = kind == "failure"
-        end = int(end_seq) if end_seq is not None else int(seq[-1])
-        lives.append(Life(str(machine_id), seq, part["lower"].to_numpy(), end, failed))
+        end = float(end_seq) if end_seq is not None else float(seq[-1])
+        lives.append(
+            Life(str(machine_id), seq, part["lower"].to_numpy(), end, failed, unit_seconds is not None)
+        )
     return lives
 
 
 def replay(lives: list[Life], policy: RiskPolicy, costs: Costs, horizon: float) -> Outcome:
     """The policy over every life, reading by reading (see the module doc)."""
-    caught = late = false_alarms = operated = 0
-    raw = 0.0
+    caught = late = false_alarms = 0
+    operated = raw = 0.0
     leads: list[float] = []
     for life in lives:
         state = PolicyState()
-        opened: int | None = None
-        repaired_at: int | None = None
+        opened: float | None = None
+        repaired_at: float | None = None
         for s, lower in zip(life.seq.tolist(), life.lower.tolist(), strict=True):
             if life.failed and s >= life.end:
                 break  # the failing reading: nothing can be done at it any more
@@ -179,7 +194,7 @@ def replay(lives: list[Life], policy: RiskPolicy, costs: Costs, horizon: float) 
             if opened is None and policy.step(state, lower, s):
                 opened = s
         if repaired_at is not None:
-            operated += int(repaired_at - life.seq[0] + 1)
+            operated += float(repaired_at - life.seq[0] + (0 if life.timed else 1))
             continue
         operated += life.length
         if life.failed:
@@ -211,10 +226,10 @@ def run_to_failure(lives: list[Life], costs: Costs) -> Outcome:
     return Outcome("run_to_failure", failures, 0, failures, 0, 0, None, readings, raw, raw)
 
 
-def fixed_interval(lives: list[Life], costs: Costs, interval: int) -> Outcome:
+def fixed_interval(lives: list[Life], costs: Costs, interval: float) -> Outcome:
     """Renew every machine ``interval`` readings into its life; a failure before is unplanned."""
-    raw = 0.0
-    operated = caught = 0
+    raw = operated = 0.0
+    caught = 0
     for life in lives:
         if life.length > interval:
             raw += costs.repair
@@ -243,7 +258,11 @@ def fixed_interval(lives: list[Life], costs: Costs, interval: int) -> Outcome:
 def best_fixed_interval(lives: list[Life], costs: Costs) -> Outcome:
     """The fixed interval with the lowest cost on these lives."""
     longest = max(life.length for life in lives)
-    return min((fixed_interval(lives, costs, t) for t in range(1, longest + 1)), key=lambda o: o.cost)
+    if any(life.timed for life in lives):  # times: 400 candidates up to the longest life
+        candidates = [float(t) for t in np.linspace(longest / 400, longest, 400)]
+    else:
+        candidates = [float(t) for t in range(1, int(longest) + 1)]
+    return min((fixed_interval(lives, costs, t) for t in candidates), key=lambda o: o.cost)
 
 
 def search_threshold(
@@ -255,7 +274,7 @@ def search_threshold(
     return min(outcomes, key=lambda o: (o.cost, -o.caught))
 
 
-def _normalised(raw: float, operated: int, lives: list[Life]) -> float:
+def _normalised(raw: float, operated: float, lives: list[Life]) -> float:
     reference = sum(life.length for life in lives)
     return raw / operated * reference if operated else math.nan
 
@@ -273,13 +292,21 @@ def backtest(
     search: bool = False,
     train_options: dict[str, Any] | None = None,
     progress: Progress | None = None,
+    unit_seconds: float | None = None,
 ) -> dict[str, Any]:
     """The whole backtest: predictions by grouped folds, the policy replayed (or its threshold
     searched), and both baselines. Returns a JSON-ready report."""
     if events.filter(pl.col("kind") == "failure").height == 0:
         raise ValueError("no failure events: a backtest needs machines that failed")
     lives = predict_lives(
-        telemetry, events, spec, folds=folds, seed=seed, train_options=train_options, progress=progress
+        telemetry,
+        events,
+        spec,
+        folds=folds,
+        seed=seed,
+        train_options=train_options,
+        progress=progress,
+        unit_seconds=unit_seconds,
     )
     ours = (
         search_threshold(lives, policy, costs, horizon) if search else replay(lives, policy, costs, horizon)
@@ -298,6 +325,7 @@ def backtest(
         "searched": search,
         "lead_time": policy.lead_time,
         "horizon": horizon,
+        "unit": "readings" if unit_seconds is None else f"{unit_seconds:g} s",
         "costs": asdict(costs),
         "machines": len({life.machine_id for life in lives}),
         "failures": ours.failures,
