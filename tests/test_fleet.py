@@ -19,7 +19,7 @@ from pitstop.ingest.history import import_readings
 from pitstop.ingest.history_events import import_events
 from pitstop.platform import Platform
 from pitstop.processor import Processor
-from pitstop.schema import TURBOFAN, FleetError, default_fleet, parse_fleet
+from pitstop.schema import TURBOFAN, FleetError, decode_table, default_fleet, parse_fleet
 from pitstop.schema.fleetfile import shipped_fleet_path
 from pitstop.store import Machine, Prediction
 from pitstop.training import rul_labels
@@ -285,3 +285,36 @@ def test_backtest_counts_a_timed_type_in_hours(tmp_path: Path) -> None:
     assert rtf["readings"] > 1000  # hours operated, not readings
     assert fixed["interval"] is not None and 0 < fixed["interval"] <= rtf["readings"]
     assert policy["caught"] + policy["missed"] == policy["failures"]
+
+
+def test_an_optional_sensor_missing_from_the_first_reading_of_a_batch_is_accepted(tmp_path: Path) -> None:
+    """Arrow takes a batch's columns from its first reading: an optional sensor that only later
+    readings carry must not be lost nor fail the request (it used to raise: a 500)."""
+    fleet = parse_fleet(pumpfleet.FLEET_TOML)
+    platform = Platform.open(make_settings(tmp_path / "data", intake_workers=0), fleet=fleet)
+    try:
+        with platform.db.session() as s:
+            now = datetime.now(UTC)
+            s.add(
+                Machine(
+                    machine_id="P1", machine_type="pump", status="active", installed_at=now, created_at=now
+                )
+            )
+        _, token = DeviceRegistry(platform.db).add("P1")
+        intake = Intake(platform)
+        values = {"speed_rpm": 1500.0, "valve_pct": 40.0, "flow_m3h": 100.0, "discharge_bar": 5.0}
+        values |= {"motor_a": 60.0, "bearing_c": 40.0, "vibration": 2.0}
+        start = datetime.now(UTC) - timedelta(hours=3)
+        batch = [
+            {"machine_id": "P1", "ts": (start + timedelta(hours=i)).isoformat(), "seq": i + 1, "values": v}
+            for i, v in enumerate([values, {**values, "seal_leak": 1.5}, values])
+        ]
+        body = json.dumps(batch).encode()  # through the body path, as HTTP takes it (the fast one)
+        result = intake.submit_body(intake.authenticate(token), body, "application/json")
+        assert (result.accepted, result.quarantined) == (3, 0)
+        intake.close()
+        (message,) = platform.bus.read("check", 10)
+        table = decode_table(message.payload)
+        assert table.column("seal_leak").to_pylist() == [None, 1.5, None]
+    finally:
+        platform.close()

@@ -110,9 +110,15 @@ def test_a_failure_scores_the_live_predictions_made_before_it(trained: Platform)
             client.post("/api/v1/admin/events", json={"machine_id": "eng-031", "kind": "failure"}).status_code
             == 401
         )
+        unknown = client.post(
+            "/api/v1/admin/events",
+            json={"machine_id": "eng-031", "kind": "failure", "component": "propeller"},
+            headers=admin,
+        )
+        assert unknown.status_code == 422 and unknown.json()["error"]["code"] == "unknown_component"
         made = client.post(
             "/api/v1/admin/events",
-            json={"machine_id": "eng-031", "kind": "failure", "seq": last + 8},
+            json={"machine_id": "eng-031", "kind": "failure", "seq": last + 8, "component": "fan"},
             headers=admin,
         )
         assert made.status_code == 201, made.text
@@ -120,6 +126,7 @@ def test_a_failure_scores_the_live_predictions_made_before_it(trained: Platform)
         body = client.get("/api/v1/monitoring/performance").json()
         metrics = client.get("/metrics").text
     (report,) = body["failures"]
+    assert trained.lake.read("events", machine_ids=["eng-031"])["component"].to_list() == ["fan"]
     assert report["machine_id"] == "eng-031" and report["failure_seq"] == last + 8
     assert report["predictions"] > 0 and {h["horizon"] for h in report["by_horizon"]} >= {"0-10", "10-30"}
     near = next(h for h in report["by_horizon"] if h["horizon"] == "10-30")

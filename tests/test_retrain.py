@@ -75,7 +75,8 @@ def test_a_good_challenger_is_gated_shadowed_and_promoted_on_its_own(trained: Pl
         log = actions(platform)
         steps = ["retrain_started", "model_registered", "retrain_gate_passed", "retrain_shadow_passed"]
         assert [a for a in log if a in steps][-4:] == steps
-        assert log[-2:] == ["model_promoted", "retrain_promoted"]
+        # (the processor, polled by run_once above, may already have switched: its own entry)
+        assert [a for a in log if a != "model_switched"][-2:] == ["model_promoted", "retrain_promoted"]
         # the running processor serves it from the next batch
         publish(platform, "eng-003", 3, cycle, 5)
         proc.run_once()

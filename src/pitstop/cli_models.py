@@ -231,9 +231,14 @@ def score(
 @click.option(
     "--shadow-timeout", type=float, default=None, help="Seconds (default: retrain_shadow_timeout_s)."
 )
+@_machine_type_option
 @click.pass_context
 def retrain(
-    ctx: click.Context, data_dir: Path | None, shadow_readings: int | None, shadow_timeout: float | None
+    ctx: click.Context,
+    data_dir: Path | None,
+    shadow_readings: int | None,
+    shadow_timeout: float | None,
+    machine_type: str | None,
 ) -> None:
     """Retrain now: train on the newest lake version, gate against the champion on held-out
     machines and a backtest, shadow on live readings, then promote or reject with the reason.
@@ -243,7 +248,11 @@ def retrain(
 
     with _platform(ctx, data_dir) as platform:
         result = run(
-            platform, trigger="manual", shadow_readings=shadow_readings, shadow_timeout_s=shadow_timeout
+            platform,
+            trigger="manual",
+            shadow_readings=shadow_readings,
+            shadow_timeout_s=shadow_timeout,
+            machine_type=machine_type,
         )
         version = f" (version {result.version})" if result.version else ""
         click.echo(f"{result.outcome}: {result.reason}{version}", err=True)

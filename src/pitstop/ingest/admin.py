@@ -88,6 +88,9 @@ class NewEvent(BaseModel):
     ts: datetime | None = Field(None, description="when it happened (default: now); ISO 8601 with a zone")
     seq: int | None = Field(None, ge=0, description="the machine's reading it follows (default: its latest)")
     detail: str | None = Field(None, max_length=4000)
+    component: str | None = Field(
+        None, max_length=128, description="the component that failed or was serviced (one of its type's)"
+    )
 
 
 @router.post("/events", status_code=201, summary="Record a failure, maintenance or inspection event")
@@ -103,10 +106,20 @@ def _record_event(platform: Platform, body: NewEvent) -> dict[str, Any]:
     from pitstop.store import Machine, MachineState, utcnow
 
     with platform.db.session() as s:
-        if s.get(Machine, body.machine_id) is None:
+        machine = s.get(Machine, body.machine_id)
+        if machine is None:
             raise NotFoundError(f"no machine {body.machine_id}", code="machine_not_found")
         state = s.get(MachineState, body.machine_id)
         last_seq = state.last_seq if state is not None else None
+        machine_type = machine.machine_type
+    known = platform.fleet.machine_types.get(machine_type)
+    components = known.component_names if known is not None else []
+    if body.component is not None and components and body.component not in components:
+        raise ValidationError(
+            f"{body.component!r} is not a component of machine type {machine_type}; "
+            f"its components are {', '.join(components)}",
+            code="unknown_component",
+        )
     if body.ts is not None and body.ts.tzinfo is None:
         raise ValidationError("ts needs a timezone (e.g. 2026-11-22T10:00:00Z)", code="naive_timestamp")
     ts = body.ts or utcnow()
@@ -116,6 +129,7 @@ def _record_event(platform: Platform, body: NewEvent) -> dict[str, Any]:
         "seq": body.seq if body.seq is not None else last_seq,
         "kind": body.kind,
         "detail": body.detail,
+        "component": body.component,
     }
     platform.lake.append("events", pa.Table.from_pylist([event]))
     platform.db.audit("admin", "event_recorded", **{k: str(v) for k, v in event.items() if v is not None})

@@ -25,7 +25,7 @@ from pitstop.errors import ForbiddenError, ValidationError
 from pitstop.schema import MachineType
 from pitstop.schema.wire import TS, batch_table
 
-_MACHINE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
+_MACHINE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")
 _NON_FINITE = re.compile(rb"\bNaN\b|\bInfinity\b")
 _MAX_SEQ = 2**63 - 1
 _KEYS = frozenset(("machine_id", "ts", "seq", "values"))
@@ -142,7 +142,7 @@ def validate_batch(
             problems.append(_problem(index, "invalid_reading", _shape(raw)))
             continue
         mid, ts, seq, vals = raw["machine_id"], raw["ts"], raw["seq"], raw["values"]
-        if type(mid) is not str or not _MACHINE_ID.match(mid):
+        if type(mid) is not str or not _MACHINE_ID.fullmatch(mid):
             problems.append(
                 _problem(index, "invalid_machine_id", "machine_id must be 1-64 of [A-Za-z0-9_.:-]")
             )
@@ -266,8 +266,8 @@ def _fast(
         table = pa.Table.from_pylist(values)  # C++ conversion: one pass over the dicts
     except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
         return None  # a timestamp Arrow cannot parse, or mixed types in a column
-    if ts_us is None:
-        return None
+    if ts_us is None or table.num_columns != len(keys):
+        return None  # Arrow takes the columns from the first reading: an optional sensor first missing
     columns = {}
     for s in sensors:
         if s not in keys:

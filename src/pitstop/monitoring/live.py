@@ -20,7 +20,7 @@ from pitstop.schema import FleetSchema
 log = logging.getLogger(__name__)
 
 Audit = Callable[..., None]  # (actor, action, **detail)
-Trigger = Callable[[str], bool]  # start a retrain for a reason; whether it started
+Trigger = Callable[[str, str | None], bool]  # retrain (reason, machine type or all); started?
 
 
 class LiveMonitor:
@@ -81,7 +81,7 @@ class LiveMonitor:
         except Exception:  # monitoring must never stop scoring
             log.exception("drift check failed")
 
-    def failure(self, machine_id: str, seq: int, since: int) -> None:
+    def failure(self, machine_id: str, seq: int, since: int, machine_type: str | None = None) -> None:
         """A machine failed at ``seq``: score the predictions made since ``since`` against the truth,
         and retrain (``retrain_on_performance``) when no work order came in time."""
         try:
@@ -90,7 +90,7 @@ class LiveMonitor:
                 return
             self._record_failure(report)
             missed = not report["caught_in_time"]
-            if missed and self.retrain_on_performance and self.retrain("performance"):
+            if missed and self.retrain_on_performance and self.retrain("performance", machine_type):
                 log.warning("retraining: %s failed with no work order in time", machine_id)
         except Exception:
             log.exception("could not score the predictions before %s's failure", machine_id)
@@ -112,7 +112,8 @@ class LiveMonitor:
                 features=features,
                 rows=report.rows,
             )
-        if raised and self.retrain_on_drift and self.retrain("drift"):
+        scoped = report.scope.removeprefix("type:") if report.scope.startswith("type:") else None
+        if raised and self.retrain_on_drift and self.retrain("drift", scoped):
             log.warning("retraining on drift (%s: %s)", report.scope, ", ".join(raised))
         for sensor in cleared:
             metrics.drift_alert.labels(report.scope, sensor).set(0)

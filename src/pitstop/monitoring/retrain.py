@@ -33,7 +33,7 @@ import polars as pl
 
 from pitstop.errors import ModelError
 from pitstop.features import build_features
-from pitstop.registry import ModelBundle
+from pitstop.registry import ModelBundle, Registry
 from pitstop.serving.scorer import invalid_outputs
 from pitstop.training.backtest import Costs, cut_lives, replay
 from pitstop.training.labels import rul_labels
@@ -64,20 +64,30 @@ class RetrainResult:
 
 
 def evaluate_on(
-    platform: Platform, bundle: ModelBundle, telemetry: pl.DataFrame, events: pl.DataFrame
+    platform: Platform,
+    bundle: ModelBundle,
+    telemetry: pl.DataFrame,
+    events: pl.DataFrame,
+    machine_type: str | None = None,
 ) -> dict[str, Any]:
-    """A model on held-out machines: RMSE against the capped RUL of their labelled readings,
-    invalid outputs, and the maintenance policy's backtest over their lives."""
+    """A model on held-out machines: RMSE against the capped RUL of their labelled readings (the
+    model's own cap and horizon, in its type's unit), invalid outputs, and the type's maintenance
+    policy's backtest over their lives."""
     s = platform.settings
+    unit = bundle.params.get("unit_seconds")
+    unit_seconds = float(unit) if isinstance(unit, int | float) else None
+    cap = bundle.rul_cap if bundle.rul_cap is not None else s.rul_cap
+    horizon = float(bundle.params.get("failure_horizon", s.failure_horizon))
     features = build_features(telemetry, bundle.spec, events)
-    labelled = rul_labels(features, events, s.rul_cap, s.failure_horizon)
+    labelled = rul_labels(features, events, cap, horizon, unit_seconds)
     rul, lower, upper = bundle.predict(labelled.select(bundle.spec.names).to_numpy())
     truth = labelled["rul"].to_numpy()
     invalid = int(invalid_outputs(rul, lower, upper).sum())
     scored = labelled.select("machine_id", "ts", "seq").with_columns(lower=pl.Series(lower))
-    lives = cut_lives(scored, events)
+    lives = cut_lives(scored, events, unit_seconds)
     costs = Costs(s.cost_failure, s.cost_repair, s.cost_inspection)
-    outcome = replay(lives, platform.policy, costs, s.failure_horizon)
+    policy = platform.policy_for(machine_type) if machine_type else platform.policy
+    outcome = replay(lives, policy, costs, horizon)
     return {
         "rows": labelled.height,
         "rmse": float(np.sqrt(np.mean((rul - truth) ** 2))) if len(truth) else math.nan,
@@ -106,48 +116,57 @@ def retrain(
     params: dict[str, Any] | None = None,
     shadow_readings: int | None = None,
     shadow_timeout_s: float | None = None,
+    machine_type: str | None = None,
 ) -> RetrainResult:
-    """One pass of the loop (see the module doc). Returns what happened; everything is audited."""
+    """One pass of the loop for one machine type's model (default: the fleet's first type; see
+    the module doc). Returns what happened; everything is audited."""
     from pitstop.serving.deploy import promote
-    from pitstop.training.pipeline import register, train_on_lake
+    from pitstop.training.pipeline import machines_of_type, register, train_on_lake
 
     s = platform.settings
     audit = platform.db.audit
-    audit(ACTOR, "retrain_started", trigger=trigger)
-    events = platform.lake.read("events")
+    mt = platform.fleet.type_of(platform.deployment_for(machine_type or platform.default_type).machine_type)
+    registry = platform.registry_for(mt.name)
+    audit(ACTOR, "retrain_started", trigger=trigger, machine_type=mt.name)
+    members = machines_of_type(platform, mt.name)
+    events = platform.lake.read("events", machine_ids=members)
     held = holdout_machines(events, s.retrain_holdout)
     if events.filter(pl.col("kind") == "failure")["machine_id"].n_unique() < len(held) + s.train_folds:
-        return _reject(platform, "not enough failed machines to train and to hold some out", trigger)
-    trained = train_on_lake(platform, exclude_machines=held, params=params)
+        return _reject(
+            platform, registry, "not enough failed machines to train and to hold some out", trigger
+        )
+    trained = train_on_lake(platform, exclude_machines=held, params=params, machine_type=mt.name)
     challenger = trained.result.bundle
-    spec = platform.fleet.feature_spec
     telemetry = platform.lake.read(
-        "telemetry", version=trained.lake_version, columns=["machine_id", "ts", "seq", *spec.inputs]
+        "telemetry", version=trained.lake_version, columns=["machine_id", "ts", "seq", *mt.sensor_names]
     ).filter(pl.col("machine_id").is_in(held))
     held_events = events.filter(pl.col("machine_id").is_in(held))
     gate: dict[str, Any] = {
+        "machine_type": mt.name,
         "held_out": held,
         "challenger": {
-            **evaluate_on(platform, challenger, telemetry, held_events),
+            **evaluate_on(platform, challenger, telemetry, held_events, mt.name),
             "cv_rmse": challenger.metrics.get("cv_rmse"),
         },
     }
     try:
-        champion = platform.registry.load("champion")
+        champion = registry.load("champion")
     except ModelError:
         champion = None
     if champion is not None:
-        unseen = _unseen_by(platform, champion.version, held)
+        unseen = _unseen_by(platform, registry, champion.version, held)
         gate["unseen_by_champion"] = unseen
         if len(unseen) >= 2:
             gate["basis"] = "held-out machines the champion never saw fail"
             rows = pl.col("machine_id").is_in(unseen)
             gate["challenger"].update(
-                evaluate_on(platform, challenger, telemetry.filter(rows), held_events.filter(rows))
+                evaluate_on(platform, challenger, telemetry.filter(rows), held_events.filter(rows), mt.name)
             )
             gate["champion"] = {
                 "version": champion.version,
-                **evaluate_on(platform, champion.bundle, telemetry.filter(rows), held_events.filter(rows)),
+                **evaluate_on(
+                    platform, champion.bundle, telemetry.filter(rows), held_events.filter(rows), mt.name
+                ),
             }
         else:
             gate["basis"] = "cross-validated RMSE (the champion trained on the held-out machines)"
@@ -157,22 +176,22 @@ def retrain(
             }
     problem = _gate_problem(gate, s.retrain_tolerance)
     if problem:
-        return _reject(platform, f"gate: {problem}", trigger, gate=gate)
+        return _reject(platform, registry, f"gate: {problem}", trigger, gate=gate)
     registered = register(platform, trained, alias="challenger", actor=ACTOR)
     audit(ACTOR, "retrain_gate_passed", version=registered.version, gate=gate)
     readings = s.retrain_shadow_readings if shadow_readings is None else shadow_readings
     timeout = s.retrain_shadow_timeout_s if shadow_timeout_s is None else shadow_timeout_s
     shadow: dict[str, Any] = {}
     if readings > 0 and champion is not None:
-        shadow = _shadow(platform, challenger, champion.bundle, readings, timeout, trained.telemetry)
+        shadow = _shadow(platform, challenger, champion.bundle, readings, timeout, trained.telemetry, members)
         if shadow.get("problem"):
             return _reject(
-                platform, f"shadow: {shadow['problem']}", trigger, registered.version, gate, shadow
+                platform, registry, f"shadow: {shadow['problem']}", trigger, registered.version, gate, shadow
             )
         audit(ACTOR, "retrain_shadow_passed", version=registered.version, shadow=shadow)
-    promote(platform.registry, platform.db.audit, registered.version, actor=ACTOR)
+    promote(registry, platform.db.audit, registered.version, actor=ACTOR)
     result = RetrainResult("promoted", "gate and shadow passed", registered.version, gate, shadow)
-    audit(ACTOR, "retrain_promoted", trigger=trigger, version=registered.version)
+    audit(ACTOR, "retrain_promoted", trigger=trigger, machine_type=mt.name, version=registered.version)
     return result
 
 
@@ -200,12 +219,10 @@ def _gate_problem(gate: dict[str, Any], tolerance: float) -> str | None:
     return None
 
 
-def _unseen_by(platform: Platform, version: str, machines: list[str]) -> list[str]:
+def _unseen_by(platform: Platform, registry: Registry, version: str, machines: list[str]) -> list[str]:
     """Which of ``machines`` the champion never saw fail: no failure of theirs in the events it
     trained with (its lineage), or held out of its own training."""
-    tags: dict[str, str] = next(
-        (v["tags"] for v in platform.registry.versions() if v["version"] == version), {}
-    )
+    tags: dict[str, str] = next((v["tags"] for v in registry.versions() if v["version"] == version), {})
     events_version = tags.get("pitstop.events_version")
     if events_version is None:
         return []  # unknown lineage: assume it saw everything
@@ -222,6 +239,7 @@ def _shadow(
     readings: int,
     timeout_s: float,
     trained_on: pl.DataFrame,
+    members: list[str] | None = None,
 ) -> dict[str, Any]:
     """Wait for ``readings`` new readings in the lake (past what training read), then score them
     with both models from the offline features of their machines' history."""
@@ -230,7 +248,12 @@ def _shadow(
     start = int(seen.max()) if seen.len() else 0  # type: ignore[arg-type]
     deadline = time.monotonic() + timeout_s
     while True:
-        new = lake.read("telemetry", columns=["machine_id", "seq", "bus_position"], after_position=start)
+        new = lake.read(
+            "telemetry",
+            columns=["machine_id", "seq", "bus_position"],
+            after_position=start,
+            machine_ids=members,
+        )
         new = new.filter(pl.col("bus_position") > start)
         if new.height >= readings:
             break
@@ -266,6 +289,7 @@ def _shadow(
 
 def _reject(
     platform: Platform,
+    registry: Registry,
     reason: str,
     trigger: str,
     version: str | None = None,
@@ -274,8 +298,8 @@ def _reject(
 ) -> RetrainResult:
     log.warning("retrain rejected: %s", reason)
     platform.db.audit(ACTOR, "retrain_rejected", trigger=trigger, version=version, reason=reason, gate=gate)
-    if version is not None and platform.registry.alias_version("challenger") == version:
-        platform.registry.delete_alias("challenger")
+    if version is not None and registry.alias_version("challenger") == version:
+        registry.delete_alias("challenger")
     return RetrainResult("rejected", reason, version, gate or {}, shadow or {})
 
 
@@ -293,13 +317,14 @@ class Retrainer:
     def running(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
-    def trigger(self, trigger: str) -> bool:
-        """Start a retrain unless one is running; returns whether it started."""
+    def trigger(self, trigger: str, machine_type: str | None = None) -> bool:
+        """Start a retrain of one machine type's model (None: every type's, one after the other)
+        unless one is running; returns whether it started."""
         with self._lock:
             if self.running:
                 return False
             self._thread = threading.Thread(
-                target=self._run, args=(trigger,), name="pitstop-retrain", daemon=True
+                target=self._run, args=(trigger, machine_type), name="pitstop-retrain", daemon=True
             )
             self._thread.start()
             return True
@@ -308,9 +333,12 @@ class Retrainer:
         if self._thread is not None:
             self._thread.join(timeout)
 
-    def _run(self, trigger: str) -> None:
-        try:
-            self.last = retrain(self.platform, trigger=trigger)
-        except Exception as exc:
-            log.exception("retrain failed")
-            self.platform.db.audit(ACTOR, "retrain_failed", trigger=trigger, error=str(exc))
+    def _run(self, trigger: str, machine_type: str | None) -> None:
+        for name in [machine_type] if machine_type else list(self.platform.fleet.machine_types):
+            try:
+                self.last = retrain(self.platform, trigger=trigger, machine_type=name)
+            except Exception as exc:
+                log.exception("retrain of %s failed", name)
+                self.platform.db.audit(
+                    ACTOR, "retrain_failed", trigger=trigger, machine_type=name, error=str(exc)
+                )

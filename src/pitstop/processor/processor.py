@@ -160,7 +160,7 @@ class Processor:
             if seq is not None:
                 previous[machine_id] = int(seq)
         for machine_id, seq, since in failures:  # live performance, now that the truth is known
-            self.monitor.failure(machine_id, seq, since)
+            self.monitor.failure(machine_id, seq, since, types.get(machine_id) or None)
         if episodes:  # a new episode: the risk policy is armed again
             with self.p.db.session() as s:
                 for state in s.scalars(

@@ -335,8 +335,12 @@ def conformal_interval(
         rb = r[band == b]
         n = len(rb)
         # the ceil((n + 1)(1 - a)) / n empirical quantile: at least the nominal share covered
-        lower.append(float(np.quantile(rb, max(0.0, 1 - np.ceil((n + 1) * (1 - alpha)) / n), method="lower")))
-        upper.append(float(np.quantile(rb, min(1.0, np.ceil((n + 1) * (1 - alpha)) / n), method="higher")))
+        # the interval always holds its own point: a band whose residuals all lie on one side
+        # (a model that is biased there) widens towards them instead of excluding the prediction
+        low = float(np.quantile(rb, max(0.0, 1 - np.ceil((n + 1) * (1 - alpha)) / n), method="lower"))
+        high = float(np.quantile(rb, min(1.0, np.ceil((n + 1) * (1 - alpha)) / n), method="higher"))
+        lower.append(min(low, 0.0))
+        upper.append(max(high, 0.0))
     return {
         "method": "mondrian-split-conformal",
         "coverage": coverage,

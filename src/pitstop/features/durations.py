@@ -1,0 +1,146 @@
+"""Windows by duration ("24h"): the stats of a machine's readings over the last stretch of time.
+
+The window of a reading is the run of its episode's readings, going back from it in seq order,
+stamped within the duration before it (``ts > t - D``), and at most ``duration_max_readings`` of
+them (the newest): a device that reports every second cannot make a window unbounded. The stats
+are those of count windows (``mean``, population ``std``, ``min``, ``max``, and ``slope``: the
+least-squares change per reading). Offline, a compiled pass per (sensor, episode); online, from the
+same ring buffer as the count windows, which holds the readings' timestamps too.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import numpy as np
+from numba import njit, prange
+
+from pitstop.features.spec import SNAP, STATS
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)\s*$")
+_SECONDS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+MEAN, STD, MIN, MAX, SLOPE = (STATS.index(s) for s in ("mean", "std", "min", "max", "slope"))
+
+
+def parse_duration(text: str) -> tuple[str, float]:
+    """``"24h"`` → its canonical label and seconds; a ``ValueError`` naming the format otherwise."""
+    match = _DURATION.match(text)
+    if match is None or float(match.group(1)) <= 0:
+        raise ValueError(f'{text!r} is not a duration: a positive number and s, m, h or d, e.g. "24h"')
+    value, unit = float(match.group(1)), match.group(2)
+    return f"{value:g}{unit}", value * _SECONDS[unit]
+
+
+def duration_us(labels: tuple[str, ...]) -> np.ndarray:
+    return np.array([round(parse_duration(label)[1] * 1e6) for label in labels], np.int64)
+
+
+@njit(inline="always", cache=True)
+def _put(out: np.ndarray, j: int, row: int, v: float, settle: bool) -> None:
+    if settle:
+        v = 0.0 if abs(v) < SNAP else np.float64(np.float32(v))
+    out[j, row] = v
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def duration_features(
+    x: np.ndarray,
+    ts: np.ndarray,
+    starts: np.ndarray,
+    lengths: np.ndarray,
+    durations: np.ndarray,
+    cap: int,
+    stats: np.ndarray,
+    settle: bool,
+    out: np.ndarray,
+) -> None:  # pragma: no cover - compiled; covered through build_features
+    """Fill ``out`` (sensors x durations x stats, rows) for rows sorted by machine, episode and seq
+    (``x`` is (sensors, rows), ``ts`` the rows' µs)."""
+    sensors = x.shape[0]
+    groups = len(starts)
+    per = len(durations) * len(stats)
+    for task in prange(sensors * groups):
+        s = task // groups
+        a = starts[task % groups]
+        xs = x[s]
+        for r in range(lengths[task % groups]):
+            row = a + r
+            for di in range(len(durations)):
+                m = 0
+                while m < cap and m <= r and ts[row - m] > ts[row] - durations[di]:
+                    m += 1
+                lo = row - m + 1
+                total = 0.0
+                for q in range(lo, row + 1):
+                    total += xs[q]
+                mean = total / m
+                for k in range(len(stats)):
+                    stat = stats[k]
+                    if stat == MEAN:
+                        val = mean
+                    elif stat == STD:
+                        ss = 0.0
+                        for q in range(lo, row + 1):
+                            ss += (xs[q] - mean) ** 2
+                        val = np.sqrt(ss / m)
+                    elif stat == MIN:
+                        val = xs[lo]
+                        for q in range(lo + 1, row + 1):
+                            val = min(val, xs[q])
+                    elif stat == MAX:
+                        val = xs[lo]
+                        for q in range(lo + 1, row + 1):
+                            val = max(val, xs[q])
+                    else:
+                        val = 0.0
+                        if m > 1:
+                            num = 0.0
+                            for q in range(lo, row + 1):
+                                num += ((q - lo) - (m - 1) / 2.0) * (xs[q] - mean)
+                            val = num / (m * (m * m - 1) / 12.0)
+                    _put(out, s * per + di * len(stats) + k, row, val, settle)
+
+
+def online_duration_stats(
+    win: np.ndarray,
+    win_ts: np.ndarray,
+    valid: np.ndarray,
+    durations: np.ndarray,
+    cap: int,
+    stats: tuple[str, ...],
+) -> dict[tuple[int, str], np.ndarray]:
+    """The same stats at each machine's latest reading, from its ring (``win``: machines x ring x
+    sensors, oldest first; ``win_ts`` their µs; ``valid`` which ring places hold a reading of the
+    current episode). Returns (duration index, stat) → (machines, sensors)."""
+    ring = win.shape[1]
+    latest = win_ts[:, -1]
+    newest_first = np.arange(ring)[::-1]
+    out: dict[tuple[int, str], np.ndarray] = {}
+    for di, d in enumerate(durations):
+        inside = valid & (win_ts > (latest - d)[:, None])
+        inside[:, : max(0, ring - cap)] = False
+        # a contiguous run back from the newest reading
+        run = np.cumprod(inside[:, newest_first], axis=1)[:, newest_first].astype(bool)
+        m = run.sum(axis=1).astype(np.float64)  # >= 1: the latest reading is always inside
+        mask = run[:, :, None]
+        mean = np.where(mask, win, 0.0).sum(axis=1) / m[:, None]
+        for stat in stats:
+            if stat == "mean":
+                value = mean
+            elif stat == "std":
+                value = np.sqrt(np.where(mask, (win - mean[:, None, :]) ** 2, 0.0).sum(axis=1) / m[:, None])
+            elif stat == "min":
+                value = np.where(mask, win, np.inf).min(axis=1)
+            elif stat == "max":
+                value = np.where(mask, win, -np.inf).max(axis=1)
+            else:
+                place = np.arange(ring)[None, :] - (ring - m)[:, None]  # 0 .. m-1 inside the run
+                centred = (place - (m[:, None] - 1) / 2.0)[:, :, None]
+                num = np.where(mask, centred * (win - mean[:, None, :]), 0.0).sum(axis=1)
+                den = (m * (m * m - 1) / 12.0)[:, None]
+                value = np.where(den > 0, num / np.where(den > 0, den, 1.0), 0.0)
+            out[(di, stat)] = value
+    return out
