@@ -146,6 +146,41 @@ def test_missing_optional_values_are_carried_forward_online_as_offline(
     assert np.isfinite(built.select(spec.names).to_numpy()).all()
 
 
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(streams(), st.sampled_from([1, 3, 64]))
+def test_windows_by_duration_equal_offline_and_online(
+    stream: tuple[pl.DataFrame, list[int], pl.DataFrame], most: int
+) -> None:
+    """Windows of 2 and 5 hours over readings 1 s to 3 h apart (with resets and late readings),
+    at most ``most`` readings each: the same numbers online and offline."""
+    frame, cuts, events = stream
+    spec = replace(SMALL, durations=("2h", "5h"), duration_max_readings=most)
+    assert "x__slope_5h" in spec.names and spec.max_window == max(3, most)
+    check_parity(frame, spec, cuts, events)
+
+
+def test_a_duration_window_holds_the_readings_of_the_last_stretch_of_time() -> None:
+    hours = [0, 1, 2, 10, 10.5, 11]
+    rows = [("m", i + 1, T0 + int(h * HOUR), i + 1, float(i), 0.0) for i, h in enumerate(hours)]
+    frame = to_frame(rows, SMALL)
+    spec = replace(SMALL, durations=("2h",), stats=("mean", "min", "max"))
+    built = build_features(frame, spec, exact=True)
+    # at 2 h: the readings at 1 h and 2 h (0 h is not after 2 h - 2 h); at 10 h: only itself
+    assert built["x__min_2h"].to_list() == [0.0, 0.0, 1.0, 3.0, 3.0, 3.0]
+    assert built["x__mean_2h"].to_list() == [0.0, 0.5, 1.5, 3.0, 3.5, 4.0]
+    capped = build_features(frame, replace(spec, duration_max_readings=2), exact=True)
+    assert capped["x__min_2h"].to_list() == [0.0, 0.0, 1.0, 3.0, 3.0, 4.0]
+    with pytest.raises(ValueError, match="not a duration"):
+        replace(SMALL, durations=("2 weeks",))
+    # a clock that jumped back: the window is the run back from the reading, up to the first one
+    # stamped before the stretch (seq 2, stamped 5.5 h before seq 3), online as offline
+    jumped = to_frame(
+        [("m", i + 1, T0 + int(h * HOUR), i + 1, float(i), 0.0) for i, h in enumerate([6, 1, 6.5, 7])], SMALL
+    )
+    assert build_features(jumped, spec, exact=True)["x__min_2h"].to_list() == [0.0, 0.0, 2.0, 2.0]
+    check_parity(jumped, spec, [1, 2, 3])
+
+
 def test_fill_values_are_learned_only_when_an_input_can_be_missing() -> None:
     from pitstop.features.offline import fit_fill
 

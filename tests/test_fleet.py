@@ -318,3 +318,15 @@ def test_an_optional_sensor_missing_from_the_first_reading_of_a_batch_is_accepte
         assert table.column("seal_leak").to_pylist() == [None, 1.5, None]
     finally:
         platform.close()
+
+
+def test_windows_by_duration_are_declared_in_the_fleet_file() -> None:
+    text = pumpfleet.FLEET_TOML + (
+        '[machine_types.pump.features]\nwindows = [10, "12h", "2d"]\nstats = ["mean", "slope"]\n'
+        "duration_max_readings = 64\n"
+    )
+    spec = parse_fleet(text).type_of("pump").feature_spec
+    assert spec.windows == (10,) and spec.durations == ("12h", "2d") and spec.duration_max_readings == 64
+    assert "vibration__slope_2d" in spec.names and spec.max_window == 64
+    with pytest.raises(FleetError, match="'1 fortnight' is not a duration"):
+        parse_fleet(text.replace('"2d"', '"1 fortnight"'))

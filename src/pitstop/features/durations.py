@@ -11,38 +11,20 @@ same ring buffer as the count windows, which holds the readings' timestamps too.
 from __future__ import annotations
 
 import os
-import re
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np
 from numba import njit, prange
 
-from pitstop.features.spec import SNAP, STATS
+from pitstop.features.kernels import _put
+from pitstop.features.spec import STATS, parse_duration
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)\s*$")
-_SECONDS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 MEAN, STD, MIN, MAX, SLOPE = (STATS.index(s) for s in ("mean", "std", "min", "max", "slope"))
-
-
-def parse_duration(text: str) -> tuple[str, float]:
-    """``"24h"`` → its canonical label and seconds; a ``ValueError`` naming the format otherwise."""
-    match = _DURATION.match(text)
-    if match is None or float(match.group(1)) <= 0:
-        raise ValueError(f'{text!r} is not a duration: a positive number and s, m, h or d, e.g. "24h"')
-    value, unit = float(match.group(1)), match.group(2)
-    return f"{value:g}{unit}", value * _SECONDS[unit]
 
 
 def duration_us(labels: tuple[str, ...]) -> np.ndarray:
     return np.array([round(parse_duration(label)[1] * 1e6) for label in labels], np.int64)
-
-
-@njit(inline="always", cache=True)
-def _put(out: np.ndarray, j: int, row: int, v: float, settle: bool) -> None:
-    if settle:
-        v = 0.0 if abs(v) < SNAP else np.float64(np.float32(v))
-    out[j, row] = v
 
 
 @njit(parallel=True, cache=True, nogil=True)

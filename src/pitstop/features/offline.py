@@ -15,7 +15,7 @@ from dataclasses import replace
 import numpy as np
 import polars as pl
 
-from pitstop.features.spec import FeatureSpec, Regimes, settle
+from pitstop.features.spec import STATS, FeatureSpec, Regimes, settle
 
 _US_PER_HOUR = 3_600_000_000
 
@@ -223,5 +223,35 @@ def _features(frame: pl.DataFrame, spec: FeatureSpec, exact: bool) -> pl.DataFra
     if spec.hours_since_reset:
         hours = (frame["ts"] - frame["_start"]).dt.total_microseconds().to_numpy() / _US_PER_HOUR
         columns["hours_since_reset"] = hours if exact else settle(hours)
-    columns |= {name: out[j] for j, name in enumerate(names)}
+    computed = {name: out[j] for j, name in enumerate(names)}
+    if spec.durations:
+        computed |= _duration_features(frame, spec, x, starts, lengths, exact)
+    columns |= {name: computed[name] for name in spec.names[len(columns) :]}
     return pl.DataFrame(columns)
+
+
+def _duration_features(
+    frame: pl.DataFrame,
+    spec: FeatureSpec,
+    x: np.ndarray,
+    starts: np.ndarray,
+    lengths: np.ndarray,
+    exact: bool,
+) -> dict[str, np.ndarray]:
+    from pitstop.features import durations
+
+    labels = [f"{s}__{stat}_{d}" for s in spec.sensors for d in spec.durations for stat in spec.stats]
+    out = np.empty((len(labels), frame.height))
+    if frame.height:
+        durations.duration_features(
+            x,
+            frame["ts"].dt.epoch("us").to_numpy().astype(np.int64),
+            starts.astype(np.int64),
+            lengths.astype(np.int64),
+            durations.duration_us(spec.durations),
+            spec.duration_max_readings,
+            np.array([STATS.index(stat) for stat in spec.stats], np.int64),
+            not exact,
+            out,
+        )
+    return {name: out[j] for j, name in enumerate(labels)}

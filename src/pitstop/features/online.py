@@ -34,6 +34,7 @@ _ARRAYS = (
     "ewma",
     "buf",
     "held",
+    "buf_ts",
 )
 
 
@@ -62,6 +63,7 @@ class OnlineFeatures:
         self.base_n = np.zeros(capacity, np.int64)
         self.ewma = np.zeros((capacity, s, a))
         self.buf = np.zeros((capacity, w, s))
+        self.buf_ts = np.zeros((capacity, w if self.spec.durations else 1), np.int64)  # µs, by time
         # each input's last value (spec.fill): what a missing one is taken as; NaN until seen
         self.held = np.full((capacity, len(self.spec.inputs)), np.nan)
 
@@ -233,6 +235,8 @@ class OnlineFeatures:
         w = self.window
         tail = rank >= (lengths[seg] - w)  # only the last w rows of a segment stay in the ring
         self.buf[slot[tail], index[tail] % w] = x[tail]
+        if self.spec.durations:
+            self.buf_ts[slot[tail], index[tail] % w] = ts_us[tail]
         self.count[sl] += lengths
         self.last_seq[sl] = seqs[ends - 1]
         self.last_ts[sl] = ts_us[ends - 1]
@@ -289,6 +293,15 @@ class OnlineFeatures:
         d = spec.drift_window
         recent = newest[:, d - 1] / np.minimum(c, d)[:, None]
         per["drift"] = recent - self.base_sum[s] / self.base_n[s][:, None]
+        if spec.durations:
+            from pitstop.features.durations import duration_us, online_duration_stats
+
+            win_ts = self.buf_ts[s[:, None], offsets % w_all]
+            found = online_duration_stats(
+                win, win_ts, valid, duration_us(spec.durations), spec.duration_max_readings, spec.stats
+            )
+            for (di, stat), value in found.items():
+                per[f"{stat}_{spec.durations[di]}"] = value
         stacked = np.stack([per[f] for f in spec.per_sensor], axis=2)  # (machines, sensors, per-sensor)
         cols.append(stacked.reshape(len(s), -1))
         out = np.concatenate(cols, axis=1)

@@ -24,6 +24,10 @@ Semantics, shared by ``build_features`` (Polars, over a lake version) and ``Onli
 - ``fill`` (optional, fitted from training data by ``fit_fill`` when an input can be missing): a
   missing value (an optional sensor not sent) is the machine's last value of that input, or the
   fill value before it ever had one. Applied before anything below, online as offline.
+- ``durations`` (optional, e.g. ``"24h"``): windows by time, each stat of ``stats`` over the
+  run of the episode's readings back from the reading stamped within the duration before it, at
+  most ``duration_max_readings`` of them (see ``pitstop.features.durations``); named
+  ``<stat>_<duration>`` after the sensor's other features.
 - ``regimes`` (optional, fitted from training data by ``fit_regimes``): each reading is assigned
   to the nearest operating-condition centroid over ``regime_settings`` and every sensor is
   standardised by that regime's mean and std before any of the above.
@@ -33,11 +37,24 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import asdict, dataclass, replace
 from functools import cached_property
 from typing import Any
 
 STATS = ("mean", "std", "min", "max", "slope")
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)\s*$")
+_SECONDS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_duration(text: str) -> tuple[str, float]:
+    """``"24h"`` → its canonical label and seconds; a ``ValueError`` naming the format otherwise."""
+    match = _DURATION.match(text)
+    if match is None or float(match.group(1)) <= 0:
+        raise ValueError(f'{text!r} is not a duration: a positive number and s, m, h or d, e.g. "24h"')
+    value, unit = float(match.group(1)), match.group(2)
+    return f"{value:g}{unit}", value * _SECONDS[unit]
+
 
 SNAP = 1e-9
 
@@ -84,6 +101,8 @@ class FeatureSpec:
     regimes: Regimes | None = None
     version: int = 2
     fill: tuple[float, ...] | None = None  # per input (sensors, then settings); see the module doc
+    durations: tuple[str, ...] = ()  # windows by time ("24h"); see the module doc
+    duration_max_readings: int = 128
 
     def __post_init__(self) -> None:
         if not self.sensors:
@@ -97,6 +116,15 @@ class FeatureSpec:
             raise ValueError(f"unknown window stats {sorted(unknown)}; known: {', '.join(STATS)}")
         if any(not 0 < a <= 1 for a in self.ewma_alphas):
             raise ValueError("ewma alphas must be in (0, 1]")
+        if self.duration_max_readings < 1:
+            raise ValueError("duration_max_readings must be at least one reading")
+        for label in self.durations:
+            if parse_duration(label)[0] != label:
+                raise ValueError(
+                    f"duration {label!r} is not in its canonical form {parse_duration(label)[0]!r}"
+                )
+        if len(set(self.durations)) != len(self.durations):
+            raise ValueError("feature spec durations must be unique")
         if self.regime_count and not self.regime_settings:
             raise ValueError("regime_count needs regime_settings (the operating-condition columns)")
         if set(self.regime_settings) & set(self.sensors):
@@ -104,7 +132,9 @@ class FeatureSpec:
 
     @property
     def max_window(self) -> int:
-        return max(*self.windows, self.drift_window, 2)
+        """Readings the online state keeps per machine: the longest window."""
+        longest = self.duration_max_readings if self.durations else 0
+        return max(*self.windows, self.drift_window, longest, 2)
 
     @property
     def inputs(self) -> list[str]:
@@ -119,6 +149,7 @@ class FeatureSpec:
         out += [f"{stat}_{w}" for w in self.windows for stat in self.stats]
         out += [f"ewma_{a:g}" for a in self.ewma_alphas]
         out.append("drift")
+        out += [f"{stat}_{d}" for d in self.durations for stat in self.stats]
         return out
 
     @property
@@ -142,12 +173,23 @@ class FeatureSpec:
         out = asdict(self)
         if out["fill"] is None:  # absent rather than null: specs without it keep their hash
             del out["fill"]
+        if not out["durations"]:  # likewise for specs without windows by time
+            del out["durations"], out["duration_max_readings"]
         return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> FeatureSpec:
         data = dict(data)
-        for key in ("sensors", "windows", "stats", "ewma_alphas", "reset_events", "regime_settings", "fill"):
+        for key in (
+            "sensors",
+            "windows",
+            "stats",
+            "ewma_alphas",
+            "reset_events",
+            "regime_settings",
+            "fill",
+            "durations",
+        ):
             if key in data:
                 data[key] = tuple(data[key]) if data[key] is not None else None
         if data.get("regimes") is not None:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from pitstop.errors import PitstopError
-from pitstop.features.spec import STATS, FeatureSpec
+from pitstop.features.spec import STATS, FeatureSpec, parse_duration
 from pitstop.schema.fleet import SENSOR_ROLES, TIME_UNITS, Component, FleetSchema, MachineType, Sensor
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,47}$")
@@ -49,6 +49,7 @@ _FEATURE_KEYS = {
     "time_since_reset",
     "reset_events",
     "regimes",
+    "duration_max_readings",
 }
 _POLICY_KEYS = {"lead_time", "threshold", "hysteresis", "recheck_after"}
 _PRIORITIES = ("normal", "high", "urgent", "default")
@@ -354,25 +355,39 @@ def _features(
         bad("features.sensors", f"{s!r} is a setting (an operating condition), used for regimes")
     windows = raw.get("windows", [5, 10, 30, 60])
     counts: list[int] = []
+    durations: list[str] = []
     if not isinstance(windows, list) or not windows:
         bad("features.windows", "must be a non-empty list")
     else:
         for w in windows:
             if isinstance(w, str):
+                try:
+                    label = parse_duration(w)[0]
+                except ValueError as exc:
+                    bad("features.windows", str(exc))
+                    continue
+                if label in durations:
+                    bad("features.windows", f"duration {w!r} is given twice")
+                durations.append(label)
+            elif isinstance(w, bool) or not isinstance(w, int) or w < 1:
                 bad(
                     "features.windows",
-                    f"duration window {w!r} is not supported yet: give windows as counts of readings",
+                    f'a window is a count of readings (at least 1) or a duration ("24h"); got {w!r}',
                 )
-            elif isinstance(w, bool) or not isinstance(w, int) or w < 1:
-                bad("features.windows", f"a window is a count of readings, at least 1 (got {w!r})")
             else:
                 counts.append(w)
     stats = raw.get("stats", ["mean", "std", "slope"])
     if not isinstance(stats, list) or not stats or not set(stats) <= set(STATS):
         bad("features.stats", f"must be a list of {', '.join(STATS)}")
         stats = ["mean"]
+    most = raw.get("duration_max_readings", 128)
+    if isinstance(most, bool) or not isinstance(most, int) or most < 1:
+        bad("features.duration_max_readings", f"must be a count of readings, at least 1 (got {most!r})")
+        most = 128
     spec_args: dict[str, Any] = {
-        "windows": tuple(counts) or (1,),
+        "windows": tuple(counts),
+        "durations": tuple(durations),
+        "duration_max_readings": most,
         "stats": tuple(stats),
         "ewma_alphas": tuple(raw.get("ewma_alphas", [])),
         "delta": raw.get("delta", True),
