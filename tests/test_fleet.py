@@ -330,3 +330,26 @@ def test_windows_by_duration_are_declared_in_the_fleet_file() -> None:
     assert "vibration__slope_2d" in spec.names and spec.max_window == 64
     with pytest.raises(FleetError, match="'1 fortnight' is not a duration"):
         parse_fleet(text.replace('"2d"', '"1 fortnight"'))
+
+
+def test_a_fleet_files_manuals_are_checked_and_searched_by_the_assistant(tmp_path: Path) -> None:
+    fleet = tmp_path / "pumps.toml"
+    fleet.write_text(
+        pumpfleet.FLEET_TOML.replace(
+            'description = "centrifugal pump"',
+            'description = "centrifugal pump"\nmanuals = ["pump-manual.md"]',
+            1,
+        )
+    )
+    missing = CliRunner().invoke(cli, ["fleet", "check", str(fleet)])
+    assert missing.exit_code == 2 and "pump.manuals (pump-manual.md): no such file" in missing.output
+    (tmp_path / "pump-manual.md").write_text(
+        "# Pump manual\n\n## Mechanical seal replacement (PM-3)\n\nIsolate the pump, drain the casing, "
+        "withdraw the rotating assembly and fit the new cartridge seal; run in for two hours.\n"
+    )
+    data = str(tmp_path / "data")
+    applied = CliRunner().invoke(cli, ["fleet", "apply", str(fleet), "--data-dir", data])
+    assert applied.exit_code == 0, applied.output
+    assert json.loads(applied.output.strip().splitlines()[-1])["manuals"] == ["pump-manual.md"]
+    answer = CliRunner().invoke(cli, ["ask", "how do I replace the mechanical seal?", "--data-dir", data])
+    assert answer.exit_code == 0 and "pump-manual.md" in answer.output

@@ -22,10 +22,12 @@ def fleet() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the parsed types as one JSON object.")
 def check(file: Path, as_json: bool) -> None:
     """Validate a fleet file without applying it. Every problem is named by type and field."""
+    from pitstop.fleetops import manual_files
     from pitstop.schema import load_fleet_file
 
     with _errors():
         parsed = load_fleet_file(file)
+        manual_files(parsed, file.parent)  # every manual it names is there
         summary = parsed.summary()
         if as_json:
             click.echo(json.dumps({"ok": True, "machine_types": summary}))
@@ -47,12 +49,13 @@ def apply(ctx: click.Context, file: Path, data_dir: Path | None) -> None:
     """Validate a fleet file, store it as the deployment's next fleet version (audited) and evolve
     the lake: new sensors and types add columns, no row is rewritten or lost. Removing a sensor that
     has data, a type with machines, or changing a used type's time unit is refused."""
-    from pitstop.fleetops import apply_fleet
+    from pitstop.fleetops import apply_fleet, install_manuals, manual_files
     from pitstop.platform import Platform
     from pitstop.schema import load_fleet_file
 
     with _errors():
         new = load_fleet_file(file)
+        manuals = manual_files(new, file.parent)
         settings = _settings(ctx, data_dir=data_dir)
         fresh = not settings.lake_dir.exists()  # a new deployment starts with this fleet's tables
         platform = Platform.open(settings, fleet=new if fresh else None)
@@ -62,6 +65,7 @@ def apply(ctx: click.Context, file: Path, data_dir: Path | None) -> None:
             )
         finally:
             platform.close()
+        result["manuals"] = install_manuals(manuals, settings.data_dir / "manuals")
         change = result["change"]
         if result["unchanged"]:
             click.echo(f"fleet unchanged (version {result['version']})", err=True)

@@ -10,7 +10,9 @@ has machines (its labels, models and policies are in the old unit).
 from __future__ import annotations
 
 import hashlib
+import shutil
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import polars as pl
@@ -196,3 +198,43 @@ def _values_held(lake: Lake, sensor: str, machine_ids: list[str]) -> int:
         frame = lake.read(table, columns=[sensor], machine_ids=machine_ids)
         total += int(frame.select(pl.col(sensor).is_not_null().sum()).item() or 0)
     return total
+
+
+def manual_files(fleet: FleetSchema, base_dir: Path) -> dict[str, Path]:
+    """The Markdown manuals the fleet file names, found next to it (paths relative to its folder),
+    by file name; manuals shipped with Pitstop are found already. A ``FleetError`` names any
+    manual that is missing or not Markdown."""
+    from importlib import resources
+
+    shipped = {ref.name for ref in resources.files("pitstop.knowledge").iterdir()}
+    found: dict[str, Path] = {}
+    problems: list[Problem] = []
+    for name, mt in fleet.machine_types.items():
+        for manual in mt.manuals:
+            path = (base_dir / manual).resolve()
+            if not path.is_file() and Path(manual).name in shipped:
+                continue  # shipped with Pitstop: the assistant searches it already
+            if path.suffix.lower() != ".md":
+                problems.append(
+                    Problem(name, f"manuals ({manual})", "only Markdown manuals (.md) are searched yet")
+                )
+            elif not path.is_file():
+                problems.append(
+                    Problem(name, f"manuals ({manual})", f"no such file next to the fleet file ({path})")
+                )
+            else:
+                found[path.name] = path
+    if problems:
+        lines = "\n".join(f"  {p}" for p in problems)
+        raise FleetError(
+            f"the fleet's manuals cannot be used:\n{lines}", details=[p.to_dict() for p in problems]
+        )
+    return found
+
+
+def install_manuals(manuals: dict[str, Path], folder: Path) -> list[str]:
+    """Copy the manuals where the assistant searches them (``<data-dir>/manuals``)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, path in manuals.items():
+        shutil.copyfile(path, folder / name)
+    return sorted(manuals)

@@ -18,10 +18,10 @@ from pitstop.monitoring.performance import record, score_failure
 from pitstop.monitoring.retrain import Retrainer
 from pitstop.platform import Platform
 from pitstop.processor.record import Recorder
-from pitstop.processor.state import Lane, StreamState, feed
+from pitstop.processor.state import Lane, MachineTypes, StreamState, feed
 from pitstop.schema import decode_table
 from pitstop.serving import Score
-from pitstop.store import Machine, MachineState
+from pitstop.store import MachineState
 
 log = logging.getLogger(__name__)
 
@@ -65,12 +65,13 @@ class Processor:
         self._watcher: threading.Thread | None = None  # polls the registry for the aliases
         self.errors = 0
         self.lanes = {name: Lane(name, d) for name, d in platform.deployments.items()}
-        self.state = StreamState(self.lanes, platform.lake, settings.data_dir / "state", self._active)
+        self.state = StreamState(
+            self.lanes, platform.lake, settings.data_dir / "state", lambda: self.types.active()
+        )
         self._snapshot_at = time.monotonic()
         self._serving_checked = time.monotonic()
         self.restored_from: int | None = None  # the bus position of the snapshot bootstrap used
-        self._types: dict[str, str] = {}  # machine id -> type (see _machine_types)
-        self._untyped: set[str] = set()
+        self.types = MachineTypes(platform.db, list(self.lanes), platform.default_type)
         self.retrainer = Retrainer(platform)
         self._retrained_at = time.monotonic()
         self.monitor = LiveMonitor(
@@ -116,22 +117,6 @@ class Processor:
                 self.state.replay(lane, restored or 0, upto)
         self.state.recount(restored, upto)
 
-    def _active(self) -> dict[str, list[str]]:
-        with self.p.db.session() as s:
-            rows = s.execute(
-                select(Machine.machine_id, Machine.machine_type).where(Machine.status == "active")
-            )
-            out: dict[str, list[str]] = {}
-            for machine_id, machine_type in rows:
-                out.setdefault(self._lane_name(machine_type), []).append(machine_id)
-        return out
-
-    def _lane_name(self, machine_type: str) -> str:
-        """The lane of a machine type; a fleet of one type takes every machine."""
-        if machine_type in self.lanes or len(self.lanes) != 1:
-            return machine_type
-        return self.p.default_type
-
     def _sync_resets(self) -> None:
         """Register reset events (maintenance, failure) the lanes have not seen yet; score the
         live predictions before a new failure."""
@@ -139,7 +124,7 @@ class Processor:
         if version == self.state.events_version:
             return
         events = self.p.lake.read("events", columns=["machine_id", "ts", "seq", "kind"])
-        types = self._machine_types(events["machine_id"].unique().to_list())
+        types = self.types.of(events["machine_id"].unique().to_list())
         episodes = set()
         failures: list[tuple[str, int, int]] = []  # machine, failure seq, seq of the reset before
         previous: dict[str, int] = {}
@@ -233,10 +218,10 @@ class Processor:
         frame = pl.from_arrow(pa.concat_tables(tables, promote_options="default"))
         assert isinstance(frame, pl.DataFrame)
         total = frame.height
-        fresh = self._fresh(frame)
+        fresh = self.state.fresh(frame)
         clean = fresh.filter(pl.col("quarantine").is_null())
         held = fresh.filter(pl.col("quarantine").is_not_null())
-        types = self._machine_types(fresh["machine_id"].unique().to_list())
+        types = self.types.of(fresh["machine_id"].unique().to_list())
         self.monitor.count_missing(clean, self.p.fleet, types)
         written = self._append_to_lake(fresh, position)
         for machine_id, seq in fresh.group_by("machine_id").agg(pl.col("seq").max()).iter_rows():
@@ -346,42 +331,3 @@ class Processor:
         for lane in self.lanes.values():
             if lane.deployment.follow() or (lane.online is None and lane.deployment.ready):
                 self.state.rebuild(lane, self.p.bus.position(CONSUMER))
-
-    # -- helpers ---------------------------------------------------------------------------------
-    def _fresh(self, frame: pl.DataFrame) -> pl.DataFrame:
-        """Rows above every seq their machine had before them (processed earlier, or earlier in this
-        batch in bus order), grouped by machine in bus order. The others are re-sends or late."""
-        ids = frame["machine_id"].unique().to_list()
-        last = pl.DataFrame(
-            {"machine_id": ids, "_last": [self.state.last.get(m, -1) for m in ids]},
-            schema={"machine_id": pl.String, "_last": pl.Int64},
-        )
-        before = pl.max_horizontal(pl.col("seq").cum_max().shift(1).over("machine_id"), pl.col("_last"))
-        return (
-            frame.join(last, on="machine_id", how="left")
-            .sort("machine_id", maintain_order=True)
-            .filter(pl.col("seq") > before)
-            .drop("_last")
-        )
-
-    def _machine_types(self, ids: list[str]) -> dict[str, str]:
-        """Machine types (lanes) of ``ids``, from a cache filled from the ops DB once per new machine."""
-        unknown = [m for m in ids if m not in self._types]
-        if unknown:
-            with self.p.db.session() as s:
-                query = select(Machine.machine_id, Machine.machine_type).where(
-                    Machine.machine_id.in_(unknown)
-                )
-                self._types.update({m: self._lane_name(t) for m, t in s.execute(query)})
-        out = {}
-        for m in ids:
-            found = self._types.get(m)
-            if found is None and len(self.lanes) == 1:
-                found = self.p.default_type
-            if found is None and m not in self._untyped:
-                self._untyped.add(m)
-                log.warning(
-                    "machine %s is not registered with a type: its readings are stored, not scored", m
-                )
-            out[m] = found or ""
-        return out

@@ -17,10 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
+from sqlalchemy import select
 
 from pitstop.features import OnlineFeatures
 from pitstop.lake import Lake
 from pitstop.serving.deployment import Deployment
+from pitstop.store import Database, Machine
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +128,22 @@ class StreamState:
         for machine_id, seq in rows.group_by("machine_id").agg(pl.col("seq").max()).iter_rows():
             self.last[machine_id] = max(self.last.get(machine_id, -1), int(seq))
 
+    def fresh(self, frame: pl.DataFrame) -> pl.DataFrame:
+        """Rows above every seq their machine had before them (processed earlier, or earlier in this
+        batch in bus order), grouped by machine in bus order. The others are re-sends or late."""
+        ids = frame["machine_id"].unique().to_list()
+        last = pl.DataFrame(
+            {"machine_id": ids, "_last": [self.last.get(m, -1) for m in ids]},
+            schema={"machine_id": pl.String, "_last": pl.Int64},
+        )
+        before = pl.max_horizontal(pl.col("seq").cum_max().shift(1).over("machine_id"), pl.col("_last"))
+        return (
+            frame.join(last, on="machine_id", how="left")
+            .sort("machine_id", maintain_order=True)
+            .filter(pl.col("seq") > before)
+            .drop("_last")
+        )
+
     # -- snapshots -------------------------------------------------------------------------------
     def save(self, position: int) -> Path:
         """Every ready lane's state, then the shared state naming them (atomic renames; the shared
@@ -190,3 +208,50 @@ def _write(path: Path, data: bytes) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+class MachineTypes:
+    """Each machine's lane (its type), from the ops DB, cached once per machine; a fleet of one
+    type takes every machine, even one not registered."""
+
+    def __init__(self, db: Database, lanes: list[str], default: str) -> None:
+        self.db, self.lanes, self.default = db, lanes, default
+        self._types: dict[str, str] = {}
+        self._untyped: set[str] = set()
+
+    def lane(self, machine_type: str) -> str:
+        if machine_type in self.lanes or len(self.lanes) != 1:
+            return machine_type
+        return self.default
+
+    def of(self, ids: list[str]) -> dict[str, str]:
+        unknown = [m for m in ids if m not in self._types]
+        if unknown:
+            with self.db.session() as s:
+                query = select(Machine.machine_id, Machine.machine_type).where(
+                    Machine.machine_id.in_(unknown)
+                )
+                self._types.update({m: self.lane(t) for m, t in s.execute(query)})
+        out = {}
+        for m in ids:
+            found = self._types.get(m)
+            if found is None and len(self.lanes) == 1:
+                found = self.default
+            if found is None and m not in self._untyped:
+                self._untyped.add(m)
+                log.warning(
+                    "machine %s is not registered with a type: its readings are stored, not scored", m
+                )
+            out[m] = found or ""
+        return out
+
+    def active(self) -> dict[str, list[str]]:
+        """Active machines by lane."""
+        with self.db.session() as s:
+            rows = s.execute(
+                select(Machine.machine_id, Machine.machine_type).where(Machine.status == "active")
+            )
+            out: dict[str, list[str]] = {}
+            for machine_id, machine_type in rows:
+                out.setdefault(self.lane(machine_type), []).append(machine_id)
+        return out
