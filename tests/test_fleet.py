@@ -11,6 +11,7 @@ import numpy as np
 import polars as pl
 import pytest
 from click.testing import CliRunner
+from sqlalchemy import func
 
 from pitstop.cli import cli
 from pitstop.fleetops import apply_fleet
@@ -64,6 +65,22 @@ sensors = ["pressure"]
     assert {"machine_type": "pump", "field": "time_unit"}.items() <= caught.value.details[0].items()
     ok = CliRunner().invoke(cli, ["fleet", "check", str(shipped_fleet_path("harvesters"))])
     assert ok.exit_code == 0, ok.output
+    # a policy the platform could not build (the default threshold 35 under a lead time of 48)
+    # would lock the data dir at its next start: refused by check (and apply)
+    late = tmp_path / "late.toml"
+    late.write_text(pumpfleet.FLEET_TOML.replace("lead_time = 24\nthreshold = 72\n", "lead_time = 48\n"))
+    refused = CliRunner().invoke(cli, ["fleet", "check", str(late)])
+    assert (
+        refused.exit_code == 2
+        and "pump.policy: work-order threshold 35 is below the lead time 48" in refused.output
+    )
+    applied = CliRunner().invoke(cli, ["fleet", "apply", str(late), "--data-dir", str(tmp_path / "data")])
+    assert applied.exit_code == 2 and "invalid_fleet" in applied.output
+    odd = tmp_path / "odd.toml"
+    odd.write_text(pumpfleet.FLEET_TOML + '[machine_types.pump.features]\newma_alphas = 0.3\ndelta = "no"\n')
+    result = CliRunner().invoke(cli, ["fleet", "check", str(odd)])
+    assert result.exit_code == 2 and "pump.features.ewma_alphas" in result.output
+    assert "pump.features.delta: must be true or false" in result.output
 
 
 def test_the_issue_example_is_a_valid_fleet_file() -> None:
@@ -257,6 +274,48 @@ def test_two_machine_types_are_each_scored_by_their_own_model_under_load(tmp_pat
         assert "fleet" not in processor.drift._windows  # two types: type scopes only
         pump_state = processor.lanes["pump"].online
         assert pump_state is not None and np.isfinite(pump_state.get(["LP000"])).all()
+
+        # one type's model breaks: its machines go unscored (audited), the other type's are scored
+        def broken(ids: list[str], features: np.ndarray) -> None:
+            raise RuntimeError("the turbofan model is broken")
+
+        processor.lanes["turbofan"].deployment.score = broken  # type: ignore[method-assign,assignment]
+        with platform.db.session() as s:
+            before = {
+                m: n for m, n in s.query(Prediction.machine_id, func.count()).group_by(Prediction.machine_id)
+            }
+        intake = Intake(platform)
+        for machine_id in ("LT0", "LP000"):
+            seq = processor.state.last[machine_id]
+            values = (
+                {s: float(engines.row(0, named=True)[s]) for s in TURBOFAN.sensor_names}
+                if machine_id == "LT0"
+                else {
+                    "speed_rpm": 1500.0,
+                    "valve_pct": 40.0,
+                    "flow_m3h": 100.0,
+                    "discharge_bar": 5.0,
+                    "motor_a": 60.0,
+                    "bearing_c": 40.0,
+                    "vibration": 2.0,
+                }
+            )
+            reading = {
+                "machine_id": machine_id,
+                "ts": datetime.now(UTC).isoformat(),
+                "seq": seq + 1,
+                "values": values,
+            }
+            intake.submit(intake.authenticate(tokens[machine_id]), [reading])
+        report = processor.run_once()
+        intake.close()
+        assert report.written == 2 and report.scored == 1
+        with platform.db.session() as s:
+            after = {
+                m: n for m, n in s.query(Prediction.machine_id, func.count()).group_by(Prediction.machine_id)
+            }
+        assert after["LP000"] == before["LP000"] + 1 and after["LT0"] == before["LT0"]
+        assert platform.db.audit_entries(action="scoring_failed")[0]["detail"]["machine_type"] == "turbofan"
     finally:
         platform.close()
 

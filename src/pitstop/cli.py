@@ -171,10 +171,13 @@ def train(
 
     with _errors():
         platform = Platform.open(_settings(ctx, data_dir=data_dir))
+        failed: list[str] = []
         try:
             types = list(machine_types) or list(platform.fleet.machine_types)
             for name in types:
-                registry = platform.registry_for(name)  # an unknown type fails before any training
+                platform.registry_for(name)  # an unknown type fails before any training
+            for name in types:
+                registry = platform.registry_for(name)
                 update, close = _progress_bar(f"training {name}")
                 try:
                     result = train_and_register(
@@ -185,8 +188,10 @@ def train(
                         progress=update,
                         machine_type=name,
                     )
-                except ValueError as exc:
-                    raise ValidationError(f"cannot train {name}: {exc}", code="cannot_train") from None
+                except ValueError as exc:  # the other types still train
+                    click.echo(f"error [cannot_train]: cannot train {name}: {exc}", err=True)
+                    failed.append(name)
+                    continue
                 finally:
                     close()
                 m = result.bundle.metrics
@@ -211,6 +216,8 @@ def train(
                 )
         finally:
             platform.close()
+        if failed:
+            raise ValidationError(f"could not train {', '.join(failed)} (see above)", code="cannot_train")
 
 
 @cli.command()

@@ -20,14 +20,16 @@ def fleet() -> None:
 @fleet.command("check")
 @click.argument("file", type=_FILE)
 @click.option("--json", "as_json", is_flag=True, help="Print the parsed types as one JSON object.")
-def check(file: Path, as_json: bool) -> None:
+@click.pass_context
+def check(ctx: click.Context, file: Path, as_json: bool) -> None:
     """Validate a fleet file without applying it. Every problem is named by type and field."""
-    from pitstop.fleetops import manual_files
+    from pitstop.fleetops import check_policies, manual_files
     from pitstop.schema import load_fleet_file
 
     with _errors():
         parsed = load_fleet_file(file)
         manual_files(parsed, file.parent)  # every manual it names is there
+        check_policies(parsed, _settings(ctx))
         summary = parsed.summary()
         if as_json:
             click.echo(json.dumps({"ok": True, "machine_types": summary}))
@@ -49,7 +51,7 @@ def apply(ctx: click.Context, file: Path, data_dir: Path | None) -> None:
     """Validate a fleet file, store it as the deployment's next fleet version (audited) and evolve
     the lake: new sensors and types add columns, no row is rewritten or lost. Removing a sensor that
     has data, a type with machines, or changing a used type's time unit is refused."""
-    from pitstop.fleetops import apply_fleet, install_manuals, manual_files
+    from pitstop.fleetops import apply_fleet, check_policies, install_manuals, manual_files
     from pitstop.platform import Platform
     from pitstop.schema import load_fleet_file
 
@@ -57,11 +59,18 @@ def apply(ctx: click.Context, file: Path, data_dir: Path | None) -> None:
         new = load_fleet_file(file)
         manuals = manual_files(new, file.parent)
         settings = _settings(ctx, data_dir=data_dir)
+        check_policies(new, settings)  # before anything opens: a bad policy would stop every start
         fresh = not settings.lake_dir.exists()  # a new deployment starts with this fleet's tables
         platform = Platform.open(settings, fleet=new if fresh else None)
         try:
             result = apply_fleet(
-                platform.db, platform.lake, platform.fleet, new, origin=str(file.resolve()), actor="cli"
+                platform.db,
+                platform.lake,
+                platform.fleet,
+                new,
+                origin=str(file.resolve()),
+                actor="cli",
+                settings=settings,
             )
         finally:
             platform.close()

@@ -61,6 +61,8 @@ def evaluate(
     prediction, the mean training label), component_accuracy when the truth names components, and
     the model version (C-MAPSS: also phm08_score).
     """
+    import polars as pl
+
     from pitstop.training.evaluate import evaluate_readings, naive_prediction, read_inputs
 
     if (readings_path is None) != (truth_path is None) or (test_path is None) != (rul_path is None):
@@ -74,7 +76,7 @@ def evaluate(
             try:
                 readings, truth = read_inputs(readings_path, truth_path)
                 result = evaluate_readings(model.bundle, readings, truth, naive_prediction(model.bundle))
-            except ValueError as exc:
+            except (ValueError, pl.exceptions.PolarsError) as exc:
                 raise ValidationError(str(exc), code="invalid_data") from exc
             if not as_json:
                 click.echo(
@@ -203,20 +205,31 @@ def rollback(ctx: click.Context, data_dir: Path | None, machine_type: str | None
 @click.option("--lake-version", type=int, default=None, help="Telemetry table version (default newest).")
 @click.option("--alias", default="champion", show_default=True, help="Registered model alias to score with.")
 @click.option("--latest", is_flag=True, help="Only each machine's latest reading (default: every reading).")
+@_machine_type_option
 @click.pass_context
 def score(
-    ctx: click.Context, data_dir: Path | None, lake_version: int | None, alias: str, latest: bool
+    ctx: click.Context,
+    data_dir: Path | None,
+    lake_version: int | None,
+    alias: str,
+    latest: bool,
+    machine_type: str | None,
 ) -> None:
-    """Score a lake version in batch into the lake's ``predictions`` table (each row records the
-    model name, version, arm and lake version). Running it again for the same version and model
-    writes nothing."""
+    """Score a machine type's machines in a lake version in batch into the lake's ``predictions``
+    table, with that type's model (each row records the model name, version, arm and lake
+    version). Running it again for the same version and model writes nothing."""
     from pitstop.serving.batch import score_lake
 
     with _platform(ctx, data_dir) as platform:
         update, close = _progress_bar("scoring")
         try:
             result = score_lake(
-                platform, lake_version=lake_version, alias=alias, latest=latest, progress=update
+                platform,
+                lake_version=lake_version,
+                alias=alias,
+                latest=latest,
+                progress=update,
+                machine_type=machine_type,
             )
         finally:
             close()

@@ -56,7 +56,13 @@ def open_platform(settings: Settings, echo: Echo) -> Platform:
     platform = Platform.open(settings, fleet=fleet if fresh else None)
     try:
         result = apply_fleet(
-            platform.db, platform.lake, platform.fleet, fleet, origin="shipped harvesters.toml", actor="demo"
+            platform.db,
+            platform.lake,
+            platform.fleet,
+            fleet,
+            origin="shipped harvesters.toml",
+            actor="demo",
+            settings=settings,
         )
     except Exception:
         platform.close()

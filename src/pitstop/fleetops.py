@@ -23,6 +23,7 @@ from pitstop.schema.fleetfile import FleetError, Problem
 from pitstop.store import Database, FleetVersion, Machine, utcnow
 
 if TYPE_CHECKING:
+    from pitstop.config import Settings
     from pitstop.lake import Lake
 
 
@@ -150,11 +151,42 @@ def check_change(old: FleetSchema, new: FleetSchema, db: Database, lake: Lake) -
     return change
 
 
+def check_policies(fleet: FleetSchema, settings: Settings) -> None:
+    """Every type's risk policy as the platform will build it (the deployment's settings, the fleet
+    file's policy, the type's time unit): a ``FleetError`` naming the type when one cannot be."""
+    from pitstop.errors import ConfigError
+    from pitstop.maintenance import RiskPolicy
+
+    problems = []
+    for name, mt in fleet.machine_types.items():
+        try:
+            RiskPolicy.from_settings(settings, name, mt.policy, mt.unit_seconds)
+        except ConfigError as exc:
+            problems.append(
+                Problem(name, "policy", f"{exc.message} (set lead_time and threshold in [policy])")
+            )
+    if problems:
+        lines = "\n".join(f"  {p}" for p in problems)
+        raise FleetError(
+            f"the fleet's risk policies are not valid:\n{lines}", details=[p.to_dict() for p in problems]
+        )
+
+
 def apply_fleet(
-    db: Database, lake: Lake, current: FleetSchema, new: FleetSchema, *, origin: str, actor: str = "cli"
+    db: Database,
+    lake: Lake,
+    current: FleetSchema,
+    new: FleetSchema,
+    *,
+    origin: str,
+    actor: str = "cli",
+    settings: Settings | None = None,
 ) -> dict[str, Any]:
-    """Check ``new`` against ``current`` and the data, evolve the lake, store it as the next version
-    (unless it is the same text as the newest) and audit. Returns what happened."""
+    """Check ``new`` against ``current`` and the data (and, given the settings, its risk policies),
+    evolve the lake, store it as the next version (unless it is the same text as the newest) and
+    audit. Returns what happened."""
+    if settings is not None:
+        check_policies(new, settings)
     change = check_change(current, new, db, lake)
     added_columns = lake.add_sensors(new.sensors)
     stored = stored_fleet(db)

@@ -104,6 +104,8 @@ class Intake:
         when ``intake_workers`` > 0)."""
         machine_id, cap = identity.machine_id, self.p.settings.max_batch_readings
 
+        machine_type = self.p.fleet.type_of(identity.machine_type)  # a type not in force: a 422
+
         def check(last_seq: int, horizon: datetime) -> Checked:
             if self.workers is not None:
                 return self.workers.check(
@@ -118,7 +120,7 @@ class Intake:
             return check_body(
                 body,
                 content_type,
-                self.p.fleet.type_of(identity.machine_type),
+                machine_type,
                 self.p.lake.sensors,
                 machine_id=machine_id,
                 last_seq=last_seq,

@@ -33,7 +33,7 @@ class LiveMonitor:
         metrics: Metrics,
         audit: Audit,
         retrain: Trigger,
-        score_failure: Callable[[str, int, int], dict[str, Any]],
+        score_failure: Callable[[str, int, int, int | None], dict[str, Any]],
         record_failure: Callable[[dict[str, Any]], None],
         fleet_scope: bool = True,
     ) -> None:
@@ -81,11 +81,13 @@ class LiveMonitor:
         except Exception:  # monitoring must never stop scoring
             log.exception("drift check failed")
 
-    def failure(self, machine_id: str, seq: int, since: int, machine_type: str | None = None) -> None:
+    def failure(
+        self, machine_id: str, seq: int, since: int, machine_type: str | None = None, ts_us: int | None = None
+    ) -> None:
         """A machine failed at ``seq``: score the predictions made since ``since`` against the truth,
         and retrain (``retrain_on_performance``) when no work order came in time."""
         try:
-            report = self._score_failure(machine_id, seq, since)
+            report = self._score_failure(machine_id, seq, since, ts_us)
             if not report["predictions"]:
                 return
             self._record_failure(report)

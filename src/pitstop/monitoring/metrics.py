@@ -58,6 +58,12 @@ class Metrics:
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1),
             registry=r,
         )
+        self.scoring_failures = Counter(
+            "pitstop_scoring_failures_total",
+            "Micro-batches in which a machine type's machines could not be scored (its model failed)",
+            ["machine_type"],
+            registry=r,
+        )
         self.drift_psi = Gauge(
             "pitstop_drift_psi",
             "PSI of the latest live window against the model's training profile",

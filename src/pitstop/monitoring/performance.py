@@ -9,6 +9,7 @@ left = failure seq - seq): absolute RUL error by horizon, and whether a work ord
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -24,10 +25,15 @@ ACTING_ARMS = ("champion", "canary", "a", "b")
 
 
 def score_failure(
-    platform: Platform, machine_id: str, failure_seq: int, since_seq: int = -1
+    platform: Platform,
+    machine_id: str,
+    failure_seq: int,
+    since_seq: int = -1,
+    failure_ts: datetime | None = None,
 ) -> dict[str, Any]:
     """The predictions for ``machine_id`` at seqs in ``(since_seq, failure_seq]`` against the
-    truth, and the work order (if any) opened for this failure."""
+    truth, and the work order (if any) opened for this failure. For a type that counts time (and
+    a failure with its ``failure_ts``), truth and lead are in its time unit, from the timestamps."""
     with platform.db.session() as s:
         rows = s.execute(
             select(
@@ -36,6 +42,7 @@ def score_failure(
                 Prediction.rul_lower,
                 Prediction.rul_upper,
                 Prediction.model_version,
+                Prediction.ts,
             )
             .where(
                 Prediction.machine_id == machine_id,
@@ -52,7 +59,15 @@ def score_failure(
             )
             .order_by(WorkOrder.id)
         ).first()
-    lead_time = platform.policy_for(_machine_type(platform, machine_id)).lead_time
+    policy = platform.policy_for(_machine_type(platform, machine_id))
+    lead_time = policy.lead_time
+    timed = policy.timed and failure_ts is not None
+
+    def until_failure(seq: int, ts: datetime) -> float:
+        if timed and failure_ts is not None:
+            return (failure_ts - ts).total_seconds() / policy.unit_seconds
+        return float(failure_seq - seq)
+
     report: dict[str, Any] = {
         "machine_id": machine_id,
         "failure_seq": failure_seq,
@@ -63,10 +78,9 @@ def score_failure(
         "caught_in_time": False,
     }
     if rows:
-        seq = np.array([r.seq for r in rows])
         rul = np.array([r.rul for r in rows])
-        truth = (failure_seq - seq).astype(float)
-        capped = np.minimum(truth, platform.settings.rul_cap)
+        truth = np.array([until_failure(r.seq, r.ts) for r in rows])
+        capped = np.minimum(truth, platform.settings.rul_cap) if not timed else truth
         covered = np.array([r.rul_lower <= t <= r.rul_upper for r, t in zip(rows, truth, strict=True)])
         for lo, hi in HORIZONS:
             mask = (truth > lo) & (truth <= hi) if lo else (truth >= lo) & (truth <= hi)
@@ -82,7 +96,8 @@ def score_failure(
                     }
                 )
     if order is not None and order.seq is not None:
-        lead = failure_seq - order.seq
+        at = next((r.ts for r in rows if r.seq == order.seq), None)
+        lead = round(until_failure(order.seq, at), 3) if at is not None else failure_seq - order.seq
         report["work_order"] = {
             "id": order.id,
             "opened_at_seq": order.seq,

@@ -4,6 +4,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import numpy as np
 import polars as pl
@@ -79,7 +80,9 @@ class Processor:
             platform.metrics,
             platform.db.audit,
             self.retrainer.trigger,
-            lambda machine_id, seq, since: score_failure(platform, machine_id, seq, since),
+            lambda machine_id, seq, since, ts: score_failure(
+                platform, machine_id, seq, since, datetime.fromtimestamp(ts / 1e6, UTC) if ts else None
+            ),
             lambda report: record(platform, report),
             fleet_scope=len(self.lanes) == 1,
         )
@@ -126,7 +129,7 @@ class Processor:
         events = self.p.lake.read("events", columns=["machine_id", "ts", "seq", "kind"])
         types = self.types.of(events["machine_id"].unique().to_list())
         episodes = set()
-        failures: list[tuple[str, int, int]] = []  # machine, failure seq, seq of the reset before
+        failures: list[tuple[str, int, int, int]] = []  # machine, failure seq and µs, the reset before
         previous: dict[str, int] = {}
         for machine_id, ts, seq, kind in (
             events.filter(pl.col("kind").is_in(["maintenance", "failure"]))
@@ -141,11 +144,11 @@ class Processor:
                     lane.online.reset(machine_id, ts)
                 episodes.add(machine_id)
                 if kind == "failure" and seq is not None and self.state.events_version is not None:
-                    failures.append((machine_id, int(seq), previous.get(machine_id, -1)))
+                    failures.append((machine_id, int(seq), previous.get(machine_id, -1), ts))
             if seq is not None:
                 previous[machine_id] = int(seq)
-        for machine_id, seq, since in failures:  # live performance, now that the truth is known
-            self.monitor.failure(machine_id, seq, since, types.get(machine_id) or None)
+        for machine_id, seq, since, ts in failures:  # live performance, now that the truth is known
+            self.monitor.failure(machine_id, seq, since, types.get(machine_id) or None, ts)
         if episodes:  # a new episode: the risk policy is armed again
             with self.p.db.session() as s:
                 for state in s.scalars(
@@ -204,8 +207,8 @@ class Processor:
     # -- one micro-batch ---------------------------------------------------------------------
     def run_once(self) -> BatchReport:
         started = time.perf_counter()
-        self._follow_serving_models()
         self._sync_resets()  # events (a failure, a repair) count even while no readings arrive
+        self._follow_serving_models()  # after: a lane rebuilt here sees every event registered
         messages = self.p.bus.read(CONSUMER, self.p.settings.processor_max_messages)
         if not messages:
             self.p.metrics.bus_lag.set(0)
@@ -224,8 +227,6 @@ class Processor:
         types = self.types.of(fresh["machine_id"].unique().to_list())
         self.monitor.count_missing(clean, self.p.fleet, types)
         written = self._append_to_lake(fresh, position)
-        for machine_id, seq in fresh.group_by("machine_id").agg(pl.col("seq").max()).iter_rows():
-            self.state.last[machine_id] = int(seq)
 
         scores: dict[str, Score] = {}
         shadow: dict[str, Score] = {}
@@ -237,13 +238,27 @@ class Processor:
             assert lane.online is not None
             feed(lane.online, clean.filter(pl.col("machine_id").is_in(ids)))
             ids = sorted(set(ids) & set(clean["machine_id"].to_list()))
-            if ids:
+            if not ids:
+                continue
+            try:
                 self._score_lane(lane, ids, scores, shadow, features)
+            except Exception as exc:  # one type's broken model must not stop the others
+                log.exception(
+                    "scoring %s failed; its machines are not scored in this batch", lane.machine_type
+                )
+                self.p.metrics.scoring_failures.labels(lane.machine_type).inc()
+                if lane.deployment.problems.get("scoring") != str(exc):
+                    self.p.db.audit(
+                        "processor", "scoring_failed", machine_type=lane.machine_type, error=str(exc)
+                    )
+                lane.deployment.problems["scoring"] = str(exc)
         last = fresh.group_by("machine_id").agg(pl.col("seq").last(), pl.col("ts").last())
         counts = dict(fresh.group_by("machine_id").len().iter_rows())
         opened = self.recorder.record(
             last, scores, counts, types, shadow, features, lambda t: self.lanes[t].deployment
         )
+        for machine_id, seq in fresh.group_by("machine_id").agg(pl.col("seq").max()).iter_rows():
+            self.state.last[machine_id] = int(seq)  # only now: a batch that fails is read again whole
         self.p.bus.commit(CONSUMER, position)
         if time.monotonic() - self._snapshot_at >= self.p.settings.feature_snapshot_s:
             self.snapshot()
@@ -329,5 +344,8 @@ class Processor:
                 self._serving_checked = now
                 self._poll_registry()
         for lane in self.lanes.values():
-            if lane.deployment.follow() or (lane.online is None and lane.deployment.ready):
+            changed = lane.deployment.follow()
+            stale = lane.online is not None and lane.online.spec.hash != lane.deployment.spec_hash
+            if changed or stale or (lane.online is None and lane.deployment.ready):
+                # a first model, another spec (promotion, or the guard's rollback): rebuild for it
                 self.state.rebuild(lane, self.p.bus.position(CONSUMER))

@@ -117,7 +117,17 @@ class FleetSchema:
     source: str = ""  # the fleet file text it was read from, when there is one
 
     def type_of(self, name: str) -> MachineType:
-        return self.machine_types[name]
+        found = self.machine_types.get(name)
+        if found is None:
+            from pitstop.errors import ValidationError
+
+            raise ValidationError(
+                f"machine type {name!r} is not in the fleet in force (its types: "
+                f"{', '.join(self.machine_types)}); a fleet applied while a server runs takes effect "
+                "when it restarts",
+                code="unknown_machine_type",
+            )
+        return found
 
     @property
     def sensors(self) -> list[str]:

@@ -384,17 +384,32 @@ def _features(
     if isinstance(most, bool) or not isinstance(most, int) or most < 1:
         bad("features.duration_max_readings", f"must be a count of readings, at least 1 (got {most!r})")
         most = 128
+    alphas = raw.get("ewma_alphas", [])
+    if not isinstance(alphas, list) or not all(_number(a) is not None for a in alphas):
+        bad("features.ewma_alphas", "must be a list of numbers in (0, 1]")
+        alphas = []
+    for key in ("delta", "time_since_reset"):
+        if key in raw and not isinstance(raw[key], bool):
+            bad(f"features.{key}", "must be true or false")
+    resets = raw.get("reset_events", ["maintenance", "failure"])
+    if not isinstance(resets, list) or not set(resets) <= {"maintenance", "failure", "inspection"}:
+        bad("features.reset_events", "must be a list of event kinds: maintenance, failure, inspection")
+        resets = ["maintenance", "failure"]
+    for key in ("drift_window", "baseline_readings"):
+        value = raw.get(key, 10)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            bad(f"features.{key}", f"must be a count of readings, at least 1 (got {value!r})")
     spec_args: dict[str, Any] = {
         "windows": tuple(counts),
         "durations": tuple(durations),
         "duration_max_readings": most,
         "stats": tuple(stats),
-        "ewma_alphas": tuple(raw.get("ewma_alphas", [])),
+        "ewma_alphas": tuple(float(a) for a in alphas),
         "delta": raw.get("delta", True),
         "drift_window": raw.get("drift_window", 10),
         "baseline_readings": raw.get("baseline_readings", 10),
         "hours_since_reset": raw.get("time_since_reset", TIME_UNITS.get(str(time_unit)) is not None),
-        "reset_events": tuple(raw.get("reset_events", ["maintenance", "failure"])),
+        "reset_events": tuple(resets),
         "regime_settings": settings,
         "regime_count": regimes if isinstance(regimes, int) else 0,
     }

@@ -31,13 +31,19 @@ def score_lake(
     alias: str = "champion",
     latest: bool = False,
     progress: Progress | None = None,
+    machine_type: str | None = None,
 ) -> dict[str, Any]:
-    """Score a telemetry version (default: the newest) with the model ``alias`` points at; with
-    ``latest``, only each machine's latest reading. Returns what was written."""
+    """Score a machine type's machines (default: the fleet's first type) in a telemetry version
+    (default: the newest) with the model ``alias`` of that type points at; with ``latest``, only
+    each machine's latest reading. Returns what was written."""
+    from pitstop.training.pipeline import machines_of_type
+
     started = time.perf_counter()
     lake = platform.lake
     version = lake.version("telemetry") if lake_version is None else lake_version
-    model = platform.registry.load(alias)
+    name = platform.deployment_for(machine_type or platform.default_type).machine_type
+    model = platform.registry_for(name).load(alias)
+    members = machines_of_type(platform, name)
     mode = "latest" if latest else "all"
     app_id = f"batch-score:{model.name}:{model.version}:{mode}"
     summary: dict[str, Any] = {
@@ -46,14 +52,19 @@ def score_lake(
         "model_version": model.version,
         "arm": f"batch:{alias}",
         "mode": mode,
+        "machine_type": name,
     }
     if lake.committed_position(app_id, "predictions") >= version + 1:
         return {**summary, "rows": 0, "skipped": "already scored", "seconds": time.perf_counter() - started}
     spec = model.bundle.spec
+    have = set(lake.columns("telemetry"))
     telemetry = lake.read(
-        "telemetry", version=version, columns=["machine_id", "ts", "seq", "bus_position", *spec.inputs]
-    )
-    events = lake.read("events")
+        "telemetry",
+        version=version,
+        columns=["machine_id", "ts", "seq", "bus_position", *(c for c in spec.inputs if c in have)],
+        machine_ids=members,
+    ).with_columns(pl.lit(None, pl.Float64).alias(c) for c in spec.inputs if c not in have)
+    events = lake.read("events", machine_ids=members)
     features = build_features(telemetry, spec, events)
     if latest:
         features = features.group_by("machine_id").agg(pl.all().sort_by("seq").last()).sort("machine_id")

@@ -29,6 +29,8 @@ def read_frame(path: Path) -> pl.DataFrame:
             raise ValueError(f"{path}: use a .csv or .parquet file")
     except (OSError, pl.exceptions.PolarsError) as exc:
         raise ValueError(f"cannot read {path}: {exc}") from None
+    if "machine_id" in frame.columns:
+        frame = frame.with_columns(pl.col("machine_id").cast(pl.String))
     if "ts" in frame.columns:
         ts = frame["ts"]
         try:
@@ -62,6 +64,8 @@ def evaluate_readings(
     for column in ("machine_id", "rul"):
         if column not in truth.columns:
             raise ValueError(f"the truth file needs a {column} column (machine_id,rul[,component])")
+    if not truth["rul"].dtype.is_numeric():
+        raise ValueError("the truth file's rul column must be numbers (time to failure, the type's unit)")
     frame = readings.with_columns(
         pl.col(c).cast(pl.Float64) if c in readings.columns else pl.lit(None, pl.Float64).alias(c)
         for c in bundle.spec.inputs
