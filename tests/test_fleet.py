@@ -412,3 +412,48 @@ def test_a_fleet_files_manuals_are_checked_and_searched_by_the_assistant(tmp_pat
     assert json.loads(applied.output.strip().splitlines()[-1])["manuals"] == ["pump-manual.md"]
     answer = CliRunner().invoke(cli, ["ask", "how do I replace the mechanical seal?", "--data-dir", data])
     assert answer.exit_code == 0 and "pump-manual.md" in answer.output
+
+
+@pytest.mark.slow
+def test_a_challenger_with_its_own_feature_spec_is_shadowed_from_its_own_features(tmp_path: Path) -> None:
+    """Each training fits its own fill values (optional sensor) and regimes, so a challenger's
+    spec differs from the champion's: the processor keeps its own online state and shadows it."""
+    from pitstop.training.pipeline import register, train_on_lake
+
+    fleet = parse_fleet(pumpfleet.FLEET_TOML)
+    settings = make_settings(tmp_path / "data", intake_workers=0, deployment="shadow")
+    platform = Platform.open(settings, fleet=fleet)
+    try:
+        _import(platform, pumpfleet.simulate(12, 2000, seed=2), tmp_path / "pumps")
+        champion = train_and_register(platform, machine_type="pump")
+        trained = train_on_lake(platform, machine_type="pump", exclude_machines=["P000", "P001", "P002"])
+        challenger = register(platform, trained, alias="challenger")
+        assert challenger.bundle.spec.hash != champion.bundle.spec.hash
+        processor = Processor(platform)
+        processor.bootstrap()
+        lane = processor.lanes["pump"]
+        assert lane.challenger_online is not None
+        assert lane.challenger_online.spec.hash == challenger.bundle.spec.hash
+        _, token = DeviceRegistry(platform.db).add("P003")
+        intake = Intake(platform)
+        seq = processor.state.last["P003"]
+        start = datetime.now(UTC) - timedelta(hours=5)
+        values = {"speed_rpm": 2400.0, "valve_pct": 70.0, "flow_m3h": 160.0, "discharge_bar": 12.0}
+        values |= {"motor_a": 100.0, "bearing_c": 55.0, "vibration": 6.0}
+        batch = [
+            {
+                "machine_id": "P003",
+                "ts": (start + timedelta(hours=i)).isoformat(),
+                "seq": seq + i + 1,
+                "values": values,
+            }
+            for i in range(3)
+        ]
+        intake.submit(intake.authenticate(token), batch)
+        intake.close()
+        processor.run_once()
+        with platform.db.session() as s:
+            arms = {(arm, version) for arm, version in s.query(Prediction.arm, Prediction.model_version)}
+        assert arms == {("champion", champion.version), ("shadow", challenger.version)}
+    finally:
+        platform.close()

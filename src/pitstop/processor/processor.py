@@ -118,6 +118,7 @@ class Processor:
                 self.state.rebuild(lane, upto)
             else:
                 self.state.replay(lane, restored or 0, upto)
+                self.state.rebuild_challenger(lane, upto)  # not in snapshots: rebuilt
         self.state.recount(restored, upto)
 
     def _sync_resets(self) -> None:
@@ -235,8 +236,9 @@ class Processor:
             ids = sorted(m for m, t in types.items() if t == lane.machine_type)
             if not ids or not lane.ready:
                 continue
-            assert lane.online is not None
-            feed(lane.online, clean.filter(pl.col("machine_id").is_in(ids)))
+            rows = clean.filter(pl.col("machine_id").is_in(ids))
+            for online in lane.online_states():
+                feed(online, rows)
             ids = sorted(set(ids) & set(clean["machine_id"].to_list()))
             if not ids:
                 continue
@@ -303,8 +305,9 @@ class Processor:
     ) -> None:
         assert lane.online is not None
         matrix = lane.online.get(ids)
+        theirs = lane.challenger_online.get(ids) if lane.challenger_online is not None else None
         started = time.perf_counter()
-        acting, logged = lane.deployment.score(ids, matrix)
+        acting, logged = lane.deployment.score(ids, matrix, theirs)
         self.p.metrics.scoring_seconds.observe(time.perf_counter() - started)
         scores.update(acting)
         shadow.update(logged)
@@ -349,3 +352,11 @@ class Processor:
             if changed or stale or (lane.online is None and lane.deployment.ready):
                 # a first model, another spec (promotion, or the guard's rollback): rebuild for it
                 self.state.rebuild(lane, self.p.bus.position(CONSUMER))
+                continue
+            challenger = lane.deployment.challenger
+            wanted = (
+                challenger.model.bundle.spec.hash if lane.challenger_spec_differs() and challenger else None
+            )
+            have = lane.challenger_online.spec.hash if lane.challenger_online is not None else None
+            if wanted != have:  # a challenger with a spec of its own arrived, left or changed
+                self.state.rebuild_challenger(lane, self.p.bus.position(CONSUMER))

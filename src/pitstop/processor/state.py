@@ -19,7 +19,7 @@ from pathlib import Path
 import polars as pl
 from sqlalchemy import select
 
-from pitstop.features import OnlineFeatures
+from pitstop.features import FeatureSpec, OnlineFeatures
 from pitstop.lake import Lake
 from pitstop.serving.deployment import Deployment
 from pitstop.store import Database, Machine
@@ -34,6 +34,21 @@ class Lane:
     machine_type: str
     deployment: Deployment
     online: OnlineFeatures | None = None
+    # the challenger's own state when its feature spec differs from the champion's (each training
+    # fits its own fill values and regimes): shadow, canary and A/B score it from its features
+    challenger_online: OnlineFeatures | None = None
+
+    def challenger_spec_differs(self) -> bool:
+        d = self.deployment
+        return (
+            d.ready
+            and d.challenger is not None
+            and d.challenger.loaded
+            and d.challenger.model.bundle.spec.hash != d.spec_hash
+        )
+
+    def online_states(self) -> list[OnlineFeatures]:
+        return [s for s in (self.online, self.challenger_online) if s is not None]
 
     @property
     def ready(self) -> bool:
@@ -76,13 +91,26 @@ class StreamState:
         """The lane's online state from the lake: every reset event of its machines, then their
         rows up to bus position ``upto`` (both lake tables were written before that commit)."""
         if not lane.deployment.ready:
-            lane.online = None
+            lane.online = lane.challenger_online = None
             return
-        spec = lane.deployment.champion.model.bundle.spec
-        online = lane.online = OnlineFeatures(spec)
         ids = machines if machines is not None else self.active().get(lane.machine_type, [])
-        if not ids:
+        lane.online = self._build(lane.deployment.champion.model.bundle.spec, ids, upto)
+        self.rebuild_challenger(lane, upto, ids)
+
+    def rebuild_challenger(self, lane: Lane, upto: int, machines: list[str] | None = None) -> None:
+        """The challenger's own online state when its spec differs from the champion's, else none."""
+        if not lane.challenger_spec_differs():
+            lane.challenger_online = None
             return
+        challenger = lane.deployment.challenger
+        assert challenger is not None
+        ids = machines if machines is not None else self.active().get(lane.machine_type, [])
+        lane.challenger_online = self._build(challenger.model.bundle.spec, ids, upto)
+
+    def _build(self, spec: FeatureSpec, ids: list[str], upto: int) -> OnlineFeatures:
+        online = OnlineFeatures(spec)
+        if not ids:
+            return online
         events = self.lake.read("events", columns=["machine_id", "ts", "kind"], machine_ids=ids)
         for machine_id, ts in (
             events.filter(pl.col("kind").is_in(list(spec.reset_events)))
@@ -94,6 +122,7 @@ class StreamState:
             self.resets.add((machine_id, ts))
         done = pl.col("bus_position").is_null() | (pl.col("bus_position") <= upto)
         self._replay(online, ids, done, None)
+        return online
 
     def replay(self, lane: Lane, after: int, upto: int) -> None:
         """A restored lane: its machines' rows from bus positions in ``(after, upto]``."""

@@ -132,23 +132,21 @@ class Deployment:
         self.check_challenger_spec()
 
     def check_challenger_spec(self) -> None:
-        """The challenger is scored from the champion's online features: it must share the spec."""
+        """A challenger whose feature spec differs from the champion's (every training fits its own
+        fill values and regimes) is scored from features of its own spec, which the processor
+        keeps beside the champion's; recorded once so the difference is visible."""
         challenger = self.challenger
         if challenger is None or not challenger.loaded or not self.champion.loaded:
             return
         theirs, ours = challenger.model.bundle.spec.hash, self.champion.model.bundle.spec.hash
         if theirs != ours:
-            version = challenger.model.version
-            reason = f"challenger version {version} has feature spec {theirs}, the champion {ours}"
-            log.warning("challenger not served: %s", reason)
-            self.audit(
-                "processor",
-                "model_refused",
-                alias="challenger",
-                machine_type=self.machine_type,
-                reason=reason,
+            log.info(
+                "%s challenger version %s has feature spec %s (champion: %s): scored from its own features",
+                self.machine_type,
+                challenger.model.version,
+                theirs,
+                ours,
             )
-            challenger.withdraw()  # until the alias moves
 
     def _report(self, scorer: Scorer, before: str | None, problem: str | None) -> None:
         after = scorer.model.version if scorer.loaded else None
@@ -187,11 +185,14 @@ class Deployment:
             self._on_model(alias, before, after)
 
     # -- scoring -------------------------------------------------------------------------------
-    def score(self, ids: list[str], features: np.ndarray) -> tuple[dict[str, Score], dict[str, Score]]:
-        """Scores acted on (machine state, work orders) and shadow scores (logged only), guarded."""
+    def score(
+        self, ids: list[str], features: np.ndarray, challenger_features: np.ndarray | None = None
+    ) -> tuple[dict[str, Score], dict[str, Score]]:
+        """Scores acted on (machine state, work orders) and shadow scores (logged only), guarded.
+        ``challenger_features``: the challenger's own, when its feature spec differs."""
         for _ in range(3):
             try:
-                acting, shadow = self._route(ids, features)
+                acting, shadow = self._route(ids, features, challenger_features)
             except Exception as exc:  # a failing challenger is withdrawn; a failing champion raises
                 if not self.withdraw_challenger(f"scoring failed: {exc}"):
                     raise
@@ -206,22 +207,33 @@ class Deployment:
                 self.withdraw_challenger(reason)
         raise ModelError("no serving model gives valid outputs", code="serving_invalid")
 
-    def _route(self, ids: list[str], features: np.ndarray) -> tuple[dict[str, Score], dict[str, Score]]:
+    def _route(
+        self, ids: list[str], features: np.ndarray, challenger_features: np.ndarray | None
+    ) -> tuple[dict[str, Score], dict[str, Score]]:
         mode = self.options.mode
         champion, challenger = self.champion, self.challenger
         if mode == "champion" or challenger is None or not challenger.loaded:
             return dict(zip(ids, champion.score_matrix(features), strict=True)), {}
+        theirs = features if challenger_features is None else challenger_features
+        if (
+            challenger.model.bundle.spec.hash != champion.model.bundle.spec.hash
+            and challenger_features is None
+        ):
+            return dict(zip(ids, champion.score_matrix(features), strict=True)), {}  # no features for it
         if mode == "shadow":
             acting = dict(zip(ids, champion.score_matrix(features), strict=True))
-            return acting, dict(zip(ids, challenger.score_matrix(features, arm="shadow"), strict=True))
+            return acting, dict(zip(ids, challenger.score_matrix(theirs, arm="shadow"), strict=True))
         share = self.options.challenger_percent
         to_challenger = np.array([bucket(m) < share for m in ids], dtype=bool)
         arms = ("canary", "champion") if mode == "canary" else ("b", "a")
         acting = {}
-        for scorer, rows, arm in ((challenger, to_challenger, arms[0]), (champion, ~to_challenger, arms[1])):
+        for scorer, matrix, rows, arm in (
+            (challenger, theirs, to_challenger, arms[0]),
+            (champion, features, ~to_challenger, arms[1]),
+        ):
             if rows.any():
                 chosen = [m for m, r in zip(ids, rows, strict=True) if r]
-                acting.update(zip(chosen, scorer.score_matrix(features[rows], arm=arm), strict=True))
+                acting.update(zip(chosen, scorer.score_matrix(matrix[rows], arm=arm), strict=True))
         return acting, {}
 
     def withdraw_challenger(self, reason: str) -> bool:
