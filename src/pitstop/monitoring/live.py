@@ -8,14 +8,18 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
 import polars as pl
 
+from pitstop.maintenance import RiskPolicy
 from pitstop.monitoring.metrics import Metrics
 from pitstop.monitoring.monitor import DriftMonitor, DriftReport
+from pitstop.monitoring.performance import record, score_failure
 from pitstop.schema import FleetSchema
+from pitstop.store import Database
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +37,8 @@ class LiveMonitor:
         metrics: Metrics,
         audit: Audit,
         retrain: Trigger,
-        score_failure: Callable[[str, int, int, int | None], dict[str, Any]],
-        record_failure: Callable[[dict[str, Any]], None],
+        db: Database,
+        policy_for: Callable[[str], RiskPolicy],
         fleet_scope: bool = True,
     ) -> None:
         self.metrics = metrics
@@ -42,7 +46,7 @@ class LiveMonitor:
         self.retrain = retrain
         self.retrain_on_drift = bool(settings.retrain_on_drift)
         self.retrain_on_performance = bool(settings.retrain_on_performance)
-        self._score_failure, self._record_failure = score_failure, record_failure
+        self.db, self.policy_for, self.rul_cap = db, policy_for, float(settings.rul_cap)
         self.drift = DriftMonitor(
             settings.drift_window,
             settings.drift_alpha,
@@ -87,10 +91,12 @@ class LiveMonitor:
         """A machine failed at ``seq``: score the predictions made since ``since`` against the truth,
         and retrain (``retrain_on_performance``) when no work order came in time."""
         try:
-            report = self._score_failure(machine_id, seq, since, ts_us)
+            failure_ts = datetime.fromtimestamp(ts_us / 1e6, UTC) if ts_us is not None else None
+            policy = self.policy_for(machine_type or "")
+            report = score_failure(self.db, policy, self.rul_cap, machine_id, seq, since, failure_ts)
             if not report["predictions"]:
                 return
-            self._record_failure(report)
+            record(self.audit, self.metrics, report)
             missed = not report["caught_in_time"]
             if missed and self.retrain_on_performance and self.retrain("performance", machine_type):
                 log.warning("retraining: %s failed with no work order in time", machine_id)

@@ -2,30 +2,33 @@
 
 For each failure (an event of kind ``failure``), the acting predictions the processor logged for
 that machine since its previous reset are compared with the truth that is now known (readings
-left = failure seq - seq): absolute RUL error by horizon, and whether a work order opened in time
-(at least the policy's lead time before the failure) and with what lead.
+left = failure seq - seq, or the time left in the type's unit): absolute RUL error by horizon, and
+whether a work order opened in time (at least the policy's lead time before the failure) and with
+what lead.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 from sqlalchemy import select
 
-from pitstop.store import Prediction, WorkOrder
-
-if TYPE_CHECKING:
-    from pitstop.platform import Platform
+from pitstop.maintenance import RiskPolicy
+from pitstop.monitoring.metrics import Metrics
+from pitstop.store import Database, Prediction, WorkOrder
 
 HORIZONS = ((0, 10), (10, 30), (30, 60), (60, 125))
 ACTING_ARMS = ("champion", "canary", "a", "b")
 
 
 def score_failure(
-    platform: Platform,
+    db: Database,
+    policy: RiskPolicy,
+    rul_cap: float,
     machine_id: str,
     failure_seq: int,
     since_seq: int = -1,
@@ -34,7 +37,7 @@ def score_failure(
     """The predictions for ``machine_id`` at seqs in ``(since_seq, failure_seq]`` against the
     truth, and the work order (if any) opened for this failure. For a type that counts time (and
     a failure with its ``failure_ts``), truth and lead are in its time unit, from the timestamps."""
-    with platform.db.session() as s:
+    with db.session() as s:
         rows = s.execute(
             select(
                 Prediction.seq,
@@ -59,7 +62,6 @@ def score_failure(
             )
             .order_by(WorkOrder.id)
         ).first()
-    policy = platform.policy_for(_machine_type(platform, machine_id))
     lead_time = policy.lead_time
     timed = policy.timed and failure_ts is not None
 
@@ -80,7 +82,7 @@ def score_failure(
     if rows:
         rul = np.array([r.rul for r in rows])
         truth = np.array([until_failure(r.seq, r.ts) for r in rows])
-        capped = np.minimum(truth, platform.settings.rul_cap) if not timed else truth
+        capped = np.minimum(truth, rul_cap) if not timed else truth
         covered = np.array([r.rul_lower <= t <= r.rul_upper for r, t in zip(rows, truth, strict=True)])
         for lo, hi in HORIZONS:
             mask = (truth > lo) & (truth <= hi) if lo else (truth >= lo) & (truth <= hi)
@@ -108,23 +110,15 @@ def score_failure(
     return report
 
 
-def _machine_type(platform: Platform, machine_id: str) -> str:
-    from pitstop.store import Machine
-
-    with platform.db.session() as s:
-        machine = s.get(Machine, machine_id)
-    return machine.machine_type if machine is not None else ""
-
-
-def recent_failures(platform: Platform, limit: int = 50) -> list[dict[str, Any]]:
+def recent_failures(db: Database, limit: int = 50) -> list[dict[str, Any]]:
     """The latest failure reports (kept in the audit log as ``failure_scored``)."""
-    return [e["detail"] for e in platform.db.audit_entries(limit=limit, action="failure_scored")]
+    return [e["detail"] for e in db.audit_entries(limit=limit, action="failure_scored")]
 
 
-def record(platform: Platform, report: dict[str, Any]) -> None:
+def record(audit: Callable[..., None], metrics: Metrics, report: dict[str, Any]) -> None:
     """Audit a failure report and feed the live-performance metrics."""
-    platform.db.audit("monitor", "failure_scored", **json.loads(json.dumps(report, default=str)))
-    m = platform.metrics
+    audit("monitor", "failure_scored", **json.loads(json.dumps(report, default=str)))
+    m = metrics
     m.failures_scored.labels("caught" if report["caught_in_time"] else "missed").inc()
     for h in report["by_horizon"]:
         m.live_rul_mae.labels(h["horizon"]).set(h["mae"])

@@ -4,7 +4,6 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 import numpy as np
 import polars as pl
@@ -15,7 +14,6 @@ from pitstop.features import OnlineFeatures
 from pitstop.maintenance import PolicyState, RiskPolicy
 from pitstop.monitoring.live import LiveMonitor
 from pitstop.monitoring.monitor import DriftMonitor
-from pitstop.monitoring.performance import record, score_failure
 from pitstop.monitoring.retrain import Retrainer
 from pitstop.platform import Platform
 from pitstop.processor.record import Recorder
@@ -80,10 +78,8 @@ class Processor:
             platform.metrics,
             platform.db.audit,
             self.retrainer.trigger,
-            lambda machine_id, seq, since, ts: score_failure(
-                platform, machine_id, seq, since, datetime.fromtimestamp(ts / 1e6, UTC) if ts else None
-            ),
-            lambda report: record(platform, report),
+            platform.db,
+            platform.policy_for,
             fleet_scope=len(self.lanes) == 1,
         )
         self.recorder = Recorder(platform.db, platform.policy_for, platform.components, platform.notifier)

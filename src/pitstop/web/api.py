@@ -285,7 +285,7 @@ def audit_log(
 def performance(request: Request, limit: Annotated[int, Query(ge=1, le=500)] = 50) -> dict[str, Any]:
     """Per failure: RUL error by readings left, interval coverage, and whether (and with what
     lead) a work order opened in time."""
-    reports = recent_failures(_platform(request), limit)
+    reports = recent_failures(_platform(request).db, limit)
     caught = sum(r.get("caught_in_time", False) for r in reports)
     return {"failures": reports, "count": len(reports), "caught_in_time": caught}
 
