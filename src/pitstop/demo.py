@@ -90,20 +90,24 @@ def seed_last_season(platform: Platform, echo: Echo) -> bool:
 
 
 def ensure_live_fleet(platform: Platform) -> dict[str, str]:
+    """Register the live engines and one device each (see ``register_live_fleet``)."""
+    units = shipped("fd001_test")["unit"].unique().sort().to_list()
+    return register_live_fleet(platform, [live_id(unit) for unit in units], TURBOFAN.name)
+
+
+def register_live_fleet(platform: Platform, machines: list[str], machine_type: str) -> dict[str, str]:
     """Register the live machines and one device each; tokens kept in the data dir (mode 600)."""
     path = platform.settings.data_dir / TOKENS_FILE
     tokens: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}
-    units = shipped("fd001_test")["unit"].unique().sort().to_list()
     devices = DeviceRegistry(platform.db)
     changed = False
-    for unit in units:
-        machine_id = live_id(unit)
+    for machine_id in machines:
         with platform.db.session() as s:
             if s.get(Machine, machine_id) is None:
                 s.add(
                     Machine(
                         machine_id=machine_id,
-                        machine_type=TURBOFAN.name,
+                        machine_type=machine_type,
                         status="active",
                         installed_at=utcnow(),
                         created_at=utcnow(),
@@ -224,7 +228,8 @@ def prepare(platform: Platform, fleet: str, echo: Echo, progress: Any = None) ->
         harvesters.seed_history(platform, echo)
         harvesters.ensure_champion(platform, echo, progress)
         readings, machines = harvesters.live_history()
-        return harvesters.live_feeds(readings, harvesters.ensure_live_fleet(platform, machines))
+        tokens = register_live_fleet(platform, machines, harvesters.TYPE)
+        return harvesters.live_feeds(readings, tokens)
     seed_last_season(platform, echo)
     tokens = ensure_live_fleet(platform)
     ensure_champion(platform, echo, progress)

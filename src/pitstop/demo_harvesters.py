@@ -15,8 +15,6 @@
 
 from __future__ import annotations
 
-import json
-import os
 import tempfile
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -27,14 +25,13 @@ import polars as pl
 
 from pitstop.config import Settings
 from pitstop.fleetops import apply_fleet
-from pitstop.ingest import DeviceRegistry
 from pitstop.ingest.history import import_readings
 from pitstop.ingest.history_events import import_events
 from pitstop.platform import Platform
 from pitstop.schema import shipped_fleet
 from pitstop.sim import MachineFeed
 from pitstop.sim.harvester import simulate, write_history
-from pitstop.store import Machine, utcnow
+from pitstop.store import Machine
 from pitstop.training import train_and_register
 
 Echo = Callable[[str], None]
@@ -45,7 +42,6 @@ HISTORY_DAYS = 365
 LIVE_MACHINES = 10
 LIVE_DAYS = 150
 SEED = 7
-TOKENS_FILE = "demo-devices.json"
 
 
 def open_platform(settings: Settings, echo: Echo) -> Platform:
@@ -154,34 +150,6 @@ def live_history(now: datetime | None = None) -> tuple[pl.DataFrame, list[str]]:
         .sort("machine_id", "ts")
     )
     return readings, sorted(readings["machine_id"].unique().to_list())
-
-
-def ensure_live_fleet(platform: Platform, machines: list[str]) -> dict[str, str]:
-    """Register the live harvesters and one device each; tokens kept in the data dir (mode 600)."""
-    path = platform.settings.data_dir / TOKENS_FILE
-    tokens: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}
-    devices = DeviceRegistry(platform.db)
-    changed = False
-    for machine_id in machines:
-        with platform.db.session() as s:
-            if s.get(Machine, machine_id) is None:
-                s.add(
-                    Machine(
-                        machine_id=machine_id,
-                        machine_type=TYPE,
-                        status="active",
-                        installed_at=utcnow(),
-                        created_at=utcnow(),
-                    )
-                )
-        if machine_id not in tokens:
-            _, tokens[machine_id] = devices.add(machine_id)
-            changed = True
-    if changed:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            json.dump(tokens, fh, indent=1)
-    return tokens
 
 
 def live_feeds(readings: pl.DataFrame, tokens: dict[str, str]) -> list[MachineFeed]:
