@@ -62,9 +62,11 @@ tune_option = click.option(
 )
 
 
-def _progress_bar(label: str) -> tuple[Callable[[str, int, int], None], Callable[[], None]]:
-    """A progress callback ``(stage, done, total)`` drawing a bar; a new phase (another total)
-    starts a new bar."""
+def _progress_bar(
+    label: str, err: bool = False
+) -> tuple[Callable[[str, int, int], None], Callable[[], None]]:
+    """A progress callback ``(stage, done, total)`` drawing a bar (on stderr with ``err``, so that
+    stdout keeps a command's JSON); a new phase (another total) starts a new bar."""
     state: dict[str, Any] = {}
 
     def close() -> None:
@@ -76,7 +78,13 @@ def _progress_bar(label: str) -> tuple[Callable[[str, int, int], None], Callable
             close()
         bar = state.get("bar")
         if bar is None:
-            bar = click.progressbar(length=total, label=label, show_eta=False, item_show_func=lambda s: s)
+            bar = click.progressbar(
+                length=total,
+                label=label,
+                show_eta=False,
+                item_show_func=lambda s: s,
+                file=sys.stderr if err else None,
+            )
             bar.__enter__()
             state.update(bar=bar, done=0, total=total)
         bar.update(done - state["done"], stage)

@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import json
-import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import click
 
-from pitstop.cli_common import _platform, data_dir_option
+from pitstop.cli_common import _platform, _progress_bar, data_dir_option
 
 _file = click.Path(dir_okay=False, path_type=Path)
 rejects_option = click.option(
@@ -52,7 +49,7 @@ def readings(
     from pitstop.ingest.history import import_readings
 
     with _platform(ctx, data_dir) as p:
-        progress, close = _stderr_progress("reading")
+        progress, close = _progress_bar("reading", err=True)
         try:
             result = import_readings(
                 list(files),
@@ -116,26 +113,3 @@ def _say(text: str) -> None:
 def _say_rejects(count: int, files: list[str]) -> None:
     if count:
         _say(f"{count:,} rows rejected, each with its code and reason: see {', '.join(files)}")
-
-
-def _stderr_progress(label: str) -> tuple[Callable[[str, int, int], None], Callable[[], None]]:
-    """A progress callback ``(stage, done, total)`` drawing a bar on stderr (stdout keeps the JSON);
-    like ``cli_common._progress_bar``."""
-    state: dict[str, Any] = {}
-
-    def close() -> None:
-        if "bar" in state:
-            state.pop("bar").__exit__(None, None, None)
-
-    def update(stage: str, done: int, total: int) -> None:
-        if state.get("total") != total:
-            close()
-        bar = state.get("bar")
-        if bar is None:
-            bar = click.progressbar(length=total, label=label, show_eta=False, file=sys.stderr)
-            bar.__enter__()
-            state.update(bar=bar, done=0, total=total)
-        bar.update(done - state["done"])
-        state["done"] = done
-
-    return update, close
