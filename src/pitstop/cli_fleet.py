@@ -51,29 +51,14 @@ def apply(ctx: click.Context, file: Path, data_dir: Path | None) -> None:
     """Validate a fleet file, store it as the deployment's next fleet version (audited) and evolve
     the lake: new sensors and types add columns, no row is rewritten or lost. Removing a sensor that
     has data, a type with machines, or changing a used type's time unit is refused."""
-    from pitstop.fleetops import apply_fleet, check_policies, install_manuals, manual_files
-    from pitstop.platform import Platform
+    from pitstop.fleetops import apply_to_data_dir, install_manuals, manual_files
     from pitstop.schema import load_fleet_file
 
     with _errors():
         new = load_fleet_file(file)
         manuals = manual_files(new, file.parent)
         settings = _settings(ctx, data_dir=data_dir)
-        check_policies(new, settings)  # before anything opens: a bad policy would stop every start
-        fresh = not settings.lake_dir.exists()  # a new deployment starts with this fleet's tables
-        platform = Platform.open(settings, fleet=new if fresh else None)
-        try:
-            result = apply_fleet(
-                platform.db,
-                platform.lake,
-                platform.fleet,
-                new,
-                origin=str(file.resolve()),
-                actor="cli",
-                settings=settings,
-            )
-        finally:
-            platform.close()
+        result = apply_to_data_dir(settings, new, origin=str(file.resolve()), actor="cli")
         result["manuals"] = install_manuals(manuals, settings.data_dir / "manuals")
         change = result["change"]
         if result["unchanged"]:

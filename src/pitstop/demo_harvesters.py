@@ -24,7 +24,7 @@ from typing import Any
 import polars as pl
 
 from pitstop.config import Settings
-from pitstop.fleetops import apply_fleet
+from pitstop.fleetops import apply_to_data_dir
 from pitstop.ingest.history import import_readings
 from pitstop.ingest.history_events import import_events
 from pitstop.platform import Platform
@@ -47,28 +47,11 @@ SEED = 7
 def open_platform(settings: Settings, echo: Echo) -> Platform:
     """The data dir with the shipped harvester fleet file applied (once; as ``pitstop fleet
     apply`` does, so a data dir holding other machines refuses it with the reason)."""
-    fleet = shipped_fleet("harvesters")
-    fresh = not settings.lake_dir.exists()
-    platform = Platform.open(settings, fleet=fleet if fresh else None)
-    try:
-        result = apply_fleet(
-            platform.db,
-            platform.lake,
-            platform.fleet,
-            fleet,
-            origin="shipped harvesters.toml",
-            actor="demo",
-            settings=settings,
-        )
-    except Exception:
-        platform.close()
-        raise
-    if result["unchanged"] and not fresh:
-        return platform
-    echo(f"fleet: harvesters.toml applied as version {result['version']}")
-    if fresh:
-        return platform
-    platform.close()
+    result = apply_to_data_dir(
+        settings, shipped_fleet("harvesters"), origin="shipped harvesters.toml", actor="demo"
+    )
+    if not result["unchanged"]:
+        echo(f"fleet: harvesters.toml applied as version {result['version']}")
     return Platform.open(settings)
 
 

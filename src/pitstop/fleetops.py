@@ -172,21 +172,25 @@ def check_policies(fleet: FleetSchema, settings: Settings) -> None:
         )
 
 
+def apply_to_data_dir(settings: Settings, new: FleetSchema, *, origin: str, actor: str) -> dict[str, Any]:
+    """``apply_fleet`` on the data dir of ``settings`` (a new one starts with this fleet's tables),
+    its risk policies checked first: a policy the platform cannot build would stop every start."""
+    from pitstop.platform import Platform
+
+    check_policies(new, settings)
+    fresh = not settings.lake_dir.exists()
+    platform = Platform.open(settings, fleet=new if fresh else None)
+    try:
+        return apply_fleet(platform.db, platform.lake, platform.fleet, new, origin=origin, actor=actor)
+    finally:
+        platform.close()
+
+
 def apply_fleet(
-    db: Database,
-    lake: Lake,
-    current: FleetSchema,
-    new: FleetSchema,
-    *,
-    origin: str,
-    actor: str = "cli",
-    settings: Settings | None = None,
+    db: Database, lake: Lake, current: FleetSchema, new: FleetSchema, *, origin: str, actor: str = "cli"
 ) -> dict[str, Any]:
-    """Check ``new`` against ``current`` and the data (and, given the settings, its risk policies),
-    evolve the lake, store it as the next version (unless it is the same text as the newest) and
-    audit. Returns what happened."""
-    if settings is not None:
-        check_policies(new, settings)
+    """Check ``new`` against ``current`` and the data, evolve the lake, store it as the next version
+    (unless it is the same text as the newest) and audit. Returns what happened."""
     change = check_change(current, new, db, lake)
     added_columns = lake.add_sensors(new.sensors)
     stored = stored_fleet(db)
