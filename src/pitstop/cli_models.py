@@ -63,7 +63,7 @@ def evaluate(
     """
     import polars as pl
 
-    from pitstop.training.evaluate import evaluate_readings, naive_prediction, read_inputs
+    from pitstop.training.evaluate import evaluate_readings, naive_prediction, read_frame
 
     if (readings_path is None) != (truth_path is None) or (test_path is None) != (rul_path is None):
         raise click.UsageError("give --readings with --truth, or --test with --rul")
@@ -74,7 +74,7 @@ def evaluate(
         if readings_path is not None and truth_path is not None:
             model = registry.load(alias)
             try:
-                readings, truth = read_inputs(readings_path, truth_path)
+                readings, truth = read_frame(readings_path), read_frame(truth_path)
                 result = evaluate_readings(model.bundle, readings, truth, naive_prediction(model.bundle))
             except (ValueError, pl.exceptions.PolarsError) as exc:
                 raise ValidationError(str(exc), code="invalid_data") from exc

@@ -200,7 +200,7 @@ class FeatureSpec:
             )
         return cls(**data)
 
-    @property
+    @cached_property  # a frozen spec: asked for on every micro-batch (lanes compare specs)
     def hash(self) -> str:
         """Stable across processes and Python versions: sha256 of the canonical JSON."""
         canonical = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))

@@ -114,8 +114,3 @@ def naive_prediction(bundle: ModelBundle) -> float | None:
     """The mean training label, kept in the model's metrics (None for older models)."""
     value = bundle.metrics.get("train_rul_mean")
     return float(value) if value is not None else None
-
-
-def read_inputs(readings: Path, truth: Path) -> tuple[pl.DataFrame, pl.DataFrame]:
-    frame = read_frame(readings)
-    return frame, read_frame(truth)

@@ -33,10 +33,6 @@ class RegisteredModel:
     lake_version: int
 
 
-def default_spec(platform: Platform) -> FeatureSpec:
-    return platform.fleet.feature_spec
-
-
 @dataclass(frozen=True)
 class TypeTargets:
     """What a machine type's model is trained for, in the type's time unit."""
