@@ -18,6 +18,11 @@ REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared"
 
 
+def admin_headers(platform: Platform) -> dict[str, str]:
+    """The admin token as a bearer header: automation's way in (tests of roles use real users)."""
+    return {"Authorization": f"Bearer {platform.admin_token()}"}
+
+
 def make_settings(data_dir: Path, **overrides: object) -> Settings:
     return load_settings(None, data_dir=data_dir, **overrides)
 

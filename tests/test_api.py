@@ -15,6 +15,8 @@ from pitstop.schema import TURBOFAN
 from pitstop.sim import shipped
 from pitstop.store import MachineState
 from pitstop.web import create_app
+from pitstop.web.users import Users
+from tests.conftest import admin_headers
 
 MACHINE = "eng-001"
 
@@ -28,7 +30,7 @@ def proc(trained: Platform) -> Processor:
 
 @pytest.fixture
 def client(trained: Platform, proc: Processor) -> Iterator[TestClient]:
-    with TestClient(create_app(trained, proc)) as c:
+    with TestClient(create_app(trained, proc), headers=admin_headers(trained)) as c:
         yield c
 
 
@@ -53,7 +55,8 @@ def readings(machine: str, unit: int, start: int, n: int) -> list[dict[str, Any]
 
 
 def post(client: TestClient, token: str | None, body: Any, headers: dict[str, str] | None = None) -> Any:
-    auth = {"Authorization": f"Bearer {token}"} if token else {}
+    # no token: an empty header (the test client otherwise sends the admin token)
+    auth = {"Authorization": f"Bearer {token}" if token else ""}
     if isinstance(body, bytes | str):
         extra = {"content-type": "application/json", **(headers or {})}
         return client.post("/api/v1/readings", content=body, headers={**auth, **extra})
@@ -73,7 +76,7 @@ def test_health_metrics_dashboard(client: TestClient) -> None:
     metrics = client.get("/metrics")
     assert metrics.status_code == 200 and "pitstop_readings_accepted_total" in metrics.text
     page = client.get("/")
-    assert page.status_code == 200 and "/static/app.js" in page.text
+    assert page.status_code == 200 and "/static/common.js" in page.text
     assert "http://" not in page.text and "https://" not in page.text  # no CDN
     assert client.get(f"/machines/{MACHINE}").status_code == 200
     assert client.get("/static/app.js").status_code == 200
@@ -137,11 +140,16 @@ def test_work_order_opens_once(
     assert order["due_at"] > order["opened_at"][:10] and order["lead_time"] == trained.settings.lead_time
 
     # the lifecycle: a technician acknowledges, starts, and closes it with a finding
+    users = Users(trained.db)
+    users.add("ana", "technician")
+    ana = {"Authorization": f"Bearer {users.create_key('ana')}"}
+
     def move(body: dict[str, object]) -> Any:
-        return client.post(f"/api/v1/work-orders/{order['id']}/transition", json=body)
+        return client.post(f"/api/v1/work-orders/{order['id']}/transition", json=body, headers=ana)
 
     assert_error(move({"status": "done", "finding": "fault_confirmed"}), 409, "invalid_transition")
-    assert move({"status": "acknowledged", "technician": "ana"}).json()["acknowledged_at"]
+    # a typed technician is ignored: the order records who is calling
+    assert move({"status": "acknowledged", "technician": "mallory"}).json()["technician"] == "ana"
     assert move({"status": "in_progress"}).json()["status"] == "in_progress"
     assert_error(move({"status": "done"}), 422, "finding_required")
     assert_error(move({"status": "done", "finding": "maybe"}), 422, "invalid_request")
@@ -165,6 +173,8 @@ def test_work_order_opens_once(
         "note": "HPC blades eroded",
         "technician": "ana",
     }
+    moves = trained.db.audit_entries(action="work_order_done")
+    assert [(e["actor"], e["role"]) for e in moves] == [("ana", "technician")]
     # a new episode: the risk policy is armed again for the machine
     with trained.db.session() as session:
         state = session.get(MachineState, machine)

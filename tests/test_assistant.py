@@ -10,6 +10,7 @@ from pitstop.cli import cli
 from pitstop.platform import Platform
 from pitstop.processor import Processor
 from pitstop.web import create_app
+from tests.conftest import admin_headers
 from tests.test_api import post, readings
 
 
@@ -25,7 +26,7 @@ def _score(platform: Platform, client: TestClient, machine: str, unit: int) -> N
 def test_answers_cite_fleet_state_and_manuals(trained: Platform) -> None:
     proc = Processor(trained)
     proc.bootstrap()
-    with TestClient(create_app(trained, proc)) as client:
+    with TestClient(create_app(trained, proc), headers=admin_headers(trained)) as client:
         _score(trained, client, "eng-031", 31)
         _score(trained, client, "eng-002", 2)
         assistant = Assistant(trained.db, trained.policy, KnowledgeBase.shipped())

@@ -11,6 +11,7 @@ import pytest
 
 from pitstop.bus import Bus, SqliteBus
 from pitstop.bus.nats import NatsBus
+from tests.conftest import admin_headers
 
 
 @pytest.fixture(params=["sqlite", "nats"])
@@ -103,7 +104,7 @@ def test_pipeline_runs_unchanged_over_nats(trained_dir: Path, tmp_path: Path, na
         assert isinstance(platform.bus, NatsBus)
         proc = Processor(platform)
         proc.bootstrap()
-        with TestClient(create_app(platform, proc)) as client:
+        with TestClient(create_app(platform, proc), headers=admin_headers(platform)) as client:
             for i in range(3):
                 assert post(client, tokens["eng-007"], readings("eng-007", 7, 10 * i, 10)).status_code == 202
             report = proc.run_once()

@@ -17,7 +17,7 @@ from pitstop.platform import Platform
 from pitstop.processor import Processor
 from pitstop.serving.deploy import promote, rollback
 from pitstop.store import AuditEntry, Prediction
-from tests.conftest import make_settings
+from tests.conftest import admin_headers, make_settings
 from tests.test_processor import publish
 
 MACHINES = {"eng-003": 3, "eng-004": 4}  # FD001 test units with over 100 cycles
@@ -194,7 +194,7 @@ def test_batch_scoring_writes_each_reading_once_per_model_and_matches_the_api(tr
     row = table.filter((pl.col("machine_id") == "eng-003") & (pl.col("arm") == "batch:champion")).sort("seq")[
         -1
     ]
-    with TestClient(create_app(trained)) as client:
+    with TestClient(create_app(trained), headers=admin_headers(trained)) as client:
         api = client.post("/api/v1/predict", json={"machine_ids": ["eng-003"]}).json()["predictions"][0]
     assert api["seq"] == row["seq"][0] == 40
     assert api["rul"] == pytest.approx(row["rul"][0], abs=1e-3)
@@ -391,7 +391,7 @@ def test_an_api_without_a_processor_follows_a_promotion(live: Platform) -> None:
         assert reply.status_code == 200, reply.text
         return str(reply.json()["predictions"][0]["model"]["version"])
 
-    with TestClient(create_app(live)) as client:
+    with TestClient(create_app(live), headers=admin_headers(live)) as client:
         assert serving(client) == v1
         promote(live.registry, live.db.audit)
         deadline = time.monotonic() + 20

@@ -16,6 +16,7 @@ from click.testing import CliRunner
 
 from pitstop.cli import cli
 from pitstop.config import settings_markdown
+from pitstop.web.permissions import permissions_markdown
 from tests.conftest import REPO
 
 README = (REPO / "README.md").read_text()
@@ -33,6 +34,11 @@ def test_quick_start_is_two_commands_and_ci_runs_the_second() -> None:
 def test_settings_table_matches_the_code() -> None:
     table = README.split("<!-- settings:start -->\n")[1].split("<!-- settings:end -->")[0]
     assert table.strip() == settings_markdown().strip(), "regenerate with `pitstop settings --markdown`"
+
+
+def test_permission_table_matches_the_code() -> None:
+    table = README.split("<!-- permissions:start -->\n")[1].split("<!-- permissions:end -->")[0]
+    assert table.strip() == permissions_markdown().strip(), "regenerate from pitstop.web.permissions"
 
 
 def test_cli_help_lists_every_command_in_the_readme() -> None:
@@ -98,8 +104,12 @@ def test_bring_your_own_fleet_runs_as_written_without_python(tmp_path: Path) -> 
     )
     try:
         _wait_healthy(port, proc)
+        token = (tmp_path / "orchard-data" / "admin-token").read_text().strip()
         body = httpx.post(
-            f"http://127.0.0.1:{port}/api/v1/predict", json={"machine_ids": ["H-001"]}, timeout=30
+            f"http://127.0.0.1:{port}/api/v1/predict",
+            json={"machine_ids": ["H-001"]},
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=30,
         )
         assert body.status_code == 200, body.text
         prediction = body.json()["predictions"][0]

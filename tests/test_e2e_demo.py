@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -22,7 +25,33 @@ from tests.conftest import free_port
 pytestmark = pytest.mark.slow
 
 
-def start_demo(data_dir: Path, port: int, *extra: str) -> subprocess.Popen[str]:
+class Demo:
+    """A ``pitstop demo`` subprocess whose output is collected as it comes."""
+
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        self.proc = proc
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        with self.proc.stdout:
+            for line in self.proc.stdout:
+                self.lines.append(line)
+
+    def output(self) -> str:
+        return "".join(self.lines)
+
+    def login_link(self) -> str | None:
+        found = re.search(r"log in \(one-time link[^)]*\): (\S+)", self.output())
+        return found.group(1) if found else None
+
+    def send_signal(self, sig: int) -> None:
+        self.proc.send_signal(sig)
+
+
+def start_demo(data_dir: Path, port: int, *extra: str) -> Demo:
     env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "PYTHONUNBUFFERED": "1"}
     cmd = [
         sys.executable,
@@ -36,16 +65,17 @@ def start_demo(data_dir: Path, port: int, *extra: str) -> subprocess.Popen[str]:
         "--json",
         *extra,
     ]
-    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    return Demo(subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env))
 
 
-def wait_for(predicate: Any, timeout: float, what: str, proc: subprocess.Popen[str]) -> Any:
+def wait_for(predicate: Any, timeout: float, what: str, demo: Demo) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if proc.poll() is not None:
+        if demo.proc.poll() is not None:
+            demo._reader.join(5)
             raise AssertionError(
-                f"demo exited early ({proc.returncode}) waiting for {what}:\n{proc.stdout.read()}"
-            )  # type: ignore[union-attr]
+                f"demo exited early ({demo.proc.returncode}) waiting for {what}:\n{demo.output()}"
+            )
         try:
             value = predicate()
         except httpx.HTTPError:
@@ -53,15 +83,30 @@ def wait_for(predicate: Any, timeout: float, what: str, proc: subprocess.Popen[s
         if value:
             return value
         time.sleep(0.5)
-    proc.kill()
-    raise AssertionError(f"timed out waiting for {what}:\n{proc.communicate()[0]}")
+    demo.proc.kill()
+    demo._reader.join(5)
+    raise AssertionError(f"timed out waiting for {what}:\n{demo.output()}")
 
 
-def finish(proc: subprocess.Popen[str], timeout: float) -> tuple[dict[str, Any], str]:
-    out, _ = proc.communicate(timeout=timeout)
-    assert proc.returncode == 0, out
+def finish(demo: Demo, timeout: float) -> tuple[dict[str, Any], str]:
+    demo.proc.wait(timeout=timeout)
+    demo._reader.join(10)
+    out = demo.output()
+    assert demo.proc.returncode == 0, out
     summary = json.loads(out.strip().splitlines()[-1])
     return summary, out
+
+
+def log_in(http: httpx.Client, demo: Demo) -> None:
+    """Follow the demo's one-time login link: the client holds an admin session after."""
+    link = wait_for(demo.login_link, 30, "the login link", demo)
+    first = http.get(link)
+    assert first.status_code == 303 and first.headers["location"] == "/"
+    me = http.get("/api/v1/me").json()
+    assert me["role"] == "admin"
+    http.headers["X-CSRF-Token"] = me["csrf_token"]  # the session's writes carry it, as the pages do
+    again = http.get(link)  # spent
+    assert again.status_code == 303 and "error=expired_link" in again.headers["location"]
 
 
 def test_demo_end_to_end(tmp_path: Path) -> None:
@@ -70,8 +115,10 @@ def test_demo_end_to_end(tmp_path: Path) -> None:
     url = f"http://127.0.0.1:{port}"
     live_total = shipped("fd001_test").height
     proc = start_demo(data_dir, port, "--speed", "100", "--for", "30")
-    with httpx.Client(base_url=url, timeout=10) as http:
+    with httpx.Client(base_url=url, timeout=10, follow_redirects=False) as http:
         wait_for(lambda: http.get("/healthz").json() == {"status": "ok"}, 300, "healthz", proc)
+        assert http.get("/api/v1/machines").status_code == 401  # not before logging in
+        log_in(http, proc)
 
         def everything_scored() -> bool:
             machines = http.get("/api/v1/machines").json()["machines"]
@@ -84,7 +131,7 @@ def test_demo_end_to_end(tmp_path: Path) -> None:
             )
 
         wait_for(everything_scored, 60, "every live machine scored", proc)
-        assert "<table" in http.get("/").text
+        assert "<table" in http.get("/").text or "fleet" in http.get("/").text
         assert "machine.html" not in http.get("/machines/eng-001").text  # the page itself, not a listing
         assert http.get("/api/v1/machines/eng-001/telemetry").json()["seq"]
         assert http.get("/api/v1/machines/eng-001/predictions").json()["rul"]
@@ -112,8 +159,9 @@ def test_demo_end_to_end(tmp_path: Path) -> None:
 
     # a second run reuses the data dir (no seeding, no training) and stops cleanly on Ctrl-C
     proc = start_demo(data_dir, port)
-    with httpx.Client(base_url=url, timeout=10) as http:
+    with httpx.Client(base_url=url, timeout=10, follow_redirects=False) as http:
         wait_for(lambda: http.get("/healthz").status_code == 200, 120, "healthz (second run)", proc)
+        log_in(http, proc)  # a fresh link on every run
         status = http.get("/api/v1/status").json()
         assert status["model"]["version"] == "1" and status["readings_processed"] == live_total
     proc.send_signal(signal.SIGINT)
@@ -131,8 +179,9 @@ def test_harvester_demo_end_to_end(tmp_path: Path) -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     proc = start_demo(data_dir, port, "--fleet", "harvesters", "--speed", "400", "--for", "45")
-    with httpx.Client(base_url=url, timeout=10) as http:
+    with httpx.Client(base_url=url, timeout=10, follow_redirects=False) as http:
         wait_for(lambda: http.get("/healthz").json() == {"status": "ok"}, 600, "healthz", proc)
+        log_in(http, proc)
 
         def replayed() -> bool:
             status = http.get("/api/v1/status").json()
@@ -155,3 +204,27 @@ def test_harvester_demo_end_to_end(tmp_path: Path) -> None:
     assert "harvesters.toml applied" in out and "imported" in out
     assert summary["replay"]["rejected"] == {}
     assert summary["live_readings_in_lake"] == summary["readings_accepted"] > 0
+
+
+def test_the_demo_opens_a_work_order_within_a_minute_at_the_default_speed(
+    trained_dir: Path, tmp_path: Path
+) -> None:
+    """The live fleet joins part-way through its history: a newcomer sees a work order in the
+    first minute after the server answers, at the default speed of one reading per second."""
+    data_dir = tmp_path / "data"
+    shutil.copytree(trained_dir, data_dir)  # seeded and trained: the demo goes straight to serving
+    port = free_port()
+    demo = start_demo(data_dir, port, "--for", "90")
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
+        wait_for(lambda: http.get("/healthz").status_code == 200, 120, "healthz", demo)
+        started = time.monotonic()
+        log_in(http, demo)
+
+        def an_open_order() -> bool:
+            return bool(http.get("/api/v1/work-orders?status=open").json()["count"])
+
+        wait_for(an_open_order, 60, "an open work order", demo)
+        assert time.monotonic() - started < 60
+        demo.send_signal(signal.SIGINT)
+    summary, _ = finish(demo, timeout=90)
+    assert summary["work_orders_open"] >= 1

@@ -17,6 +17,8 @@ from pitstop.config import load_settings
 from pitstop.platform import Platform
 from pitstop.processor import Processor
 from pitstop.web import create_app
+from pitstop.web.users import Users
+from tests.conftest import admin_headers
 from tests.test_api import assert_error, post, readings
 
 
@@ -24,7 +26,7 @@ from tests.test_api import assert_error, post, readings
 def app_client(trained: Platform) -> Iterator[tuple[TestClient, Processor]]:
     proc = Processor(trained)
     proc.bootstrap()
-    with TestClient(create_app(trained, proc)) as client:
+    with TestClient(create_app(trained, proc), headers=admin_headers(trained)) as client:
         yield client, proc
 
 
@@ -34,10 +36,16 @@ def admin(platform: Platform) -> dict[str, str]:
 
 def test_admin_device_lifecycle(trained: Platform, app_client: tuple[TestClient, Processor]) -> None:
     client, _ = app_client
-    assert_error(client.get("/api/v1/admin/devices"), 401, "missing_token")
+    assert_error(client.get("/api/v1/admin/devices", headers={"Authorization": ""}), 401, "not_authenticated")
     assert_error(
-        client.get("/api/v1/admin/devices", headers={"Authorization": "Bearer nope"}), 403, "not_admin"
+        client.get("/api/v1/admin/devices", headers={"Authorization": "Bearer nope"}),
+        401,
+        "not_authenticated",
     )
+    users = Users(trained.db)
+    users.add("eve", "engineer")
+    engineer = {"Authorization": f"Bearer {users.create_key('eve')}"}
+    assert_error(client.get("/api/v1/admin/devices", headers=engineer), 403, "forbidden")
     assert (trained.settings.data_dir / "admin-token").stat().st_mode & 0o777 == 0o600
 
     created = client.post(
@@ -133,7 +141,7 @@ def test_rate_limit(trained: Platform) -> None:
         proc = Processor(limited)
         proc.bootstrap()
         tokens = json.loads((trained.settings.data_dir / "demo-devices.json").read_text())
-        with TestClient(create_app(limited, proc)) as client:
+        with TestClient(create_app(limited, proc), headers=admin_headers(limited)) as client:
             statuses = [
                 post(client, tokens["eng-005"], readings("eng-005", 5, i, 1)).status_code for i in range(3)
             ]

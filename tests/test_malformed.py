@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from pitstop.platform import Platform
 from pitstop.processor import Processor
 from pitstop.web import create_app
+from tests.conftest import admin_headers
 from tests.test_api import readings
 
 GOOD = readings("eng-001", 1, 0, 2)
@@ -100,7 +101,9 @@ CORPUS: list[tuple[str, bytes, str, str]] = [
 def client(trained: Platform) -> Iterator[TestClient]:
     proc = Processor(trained)
     proc.bootstrap()
-    with TestClient(create_app(trained, proc), raise_server_exceptions=False) as c:
+    with TestClient(
+        create_app(trained, proc), headers=admin_headers(trained), raise_server_exceptions=False
+    ) as c:
         yield c
 
 

@@ -123,7 +123,7 @@ def test_a_failure_scores_the_live_predictions_made_before_it(trained: Platform)
         )
         assert made.status_code == 201, made.text
         proc.run_once()  # the processor sees the failure between batches
-        body = client.get("/api/v1/monitoring/performance").json()
+        body = client.get("/api/v1/monitoring/performance", headers=admin).json()
         metrics = client.get("/metrics").text
     (report,) = body["failures"]
     assert trained.lake.read("events", machine_ids=["eng-031"])["component"].to_list() == ["fan"]

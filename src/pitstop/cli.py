@@ -368,6 +368,7 @@ def _register() -> None:
     from pitstop.cli_models import audit, benchmark, evaluate, promote, retrain, rollback, score
     from pitstop.cli_ops import devices, lake, quarantine
     from pitstop.cli_sim import simulate
+    from pitstop.cli_users import users
 
     commands = (
         fleet,
@@ -384,6 +385,7 @@ def _register() -> None:
         score,
         retrain,
         audit,
+        users,
     )
     for group in commands:
         cli.add_command(group)

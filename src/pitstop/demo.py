@@ -137,7 +137,28 @@ def live_feeds(tokens: dict[str, str]) -> list[MachineFeed]:
                 group.select(sensors).to_dicts(),
             )
         )
+    stagger_head_starts(feeds)
     return feeds
+
+
+def stagger_head_starts(feeds: list[MachineFeed], first_rul: float = 45.0, step: float = 2.5) -> None:
+    """Join the live fleet part-way through each engine's history, staggered by remaining life.
+
+    The engine with the least life left joins ``first_rul`` cycles before its end of life (so its
+    first work order opens within the first minute at the default speed), the next ``step`` cycles
+    further back, and so on: a fleet in mid-life rather than a fleet of new engines. The cycles
+    before the join point are sent at once when the replay starts. Uses the published true RUL at
+    the end of each FD001 test engine."""
+    truth = dict(shipped("fd001_rul").select("unit", "rul").iter_rows())
+    ends = {live_id(int(unit)): float(rul) for unit, rul in truth.items()}
+    ranked = sorted(feeds, key=lambda f: (ends.get(f.machine_id, float("inf")), f.machine_id))
+    for rank, feed in enumerate(ranked):
+        end = ends.get(feed.machine_id)
+        if end is None or feed.next_index > 0:
+            continue  # unknown truth, or resuming a replay: nothing to stage
+        start_rul = max(end, first_rul + step * rank)
+        left = int(start_rul - end)  # readings from the join point to the last one
+        feed.head_start = max(0, len(feed.seqs) - 1 - left)
 
 
 def ensure_champion(platform: Platform, echo: Echo, progress: Any = None) -> str:
@@ -154,6 +175,22 @@ def ensure_champion(platform: Platform, echo: Echo, progress: Any = None) -> str
         f"{m['cv_interval_coverage']:.0%}"
     )
     return result.version
+
+
+def demo_admin(platform: Platform, echo: Echo) -> str:
+    """An ``admin`` user on the demo's first run (its password printed once), and a one-time
+    login link token on every run."""
+    from pitstop.web.users import Users
+
+    users = Users(platform.db)
+    if users.count() == 0:
+        password = users.add("admin", "admin")
+        platform.db.audit("demo", "user_added", user="admin", new_role="admin")
+        echo(f"created user admin (role admin), password shown once: {password}")
+    admins = [u["name"] for u in users.list() if u["role"] == "admin" and not u["disabled"]]
+    if not admins:
+        raise ConfigError("no enabled admin: `pitstop users add NAME --role admin`", code="no_admin")
+    return users.login_link_token(admins[0])
 
 
 def check_port(host: str, port: int) -> None:
@@ -266,6 +303,7 @@ def run_demo(
     replay.skip_to({k: v for k, v in seen.items() if v is not None})
     app.state.replay = replay
     remaining = sum(len(f.seqs) - f.next_index for f in replay.feeds)
+    login_token = demo_admin(platform, echo)
 
     def after_start() -> None:
         while not server.started and not server.should_exit:
@@ -273,6 +311,7 @@ def run_demo(
         if server.should_exit:
             return
         echo(f"serving {url}  (dashboard at {url}/ ; Ctrl-C to stop)")
+        echo(f"log in (one-time link, valid 24 h): {url}/login?token={login_token}")
         echo(f"admin API token: {s.data_dir / 'admin-token'}  (or `pitstop devices --help`)")
         if remaining:
             echo(

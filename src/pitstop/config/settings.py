@@ -148,6 +148,24 @@ class Settings(BaseSettings):
     admin_token: SecretStr | None = Field(
         None, description="Bearer token for the admin API (default: generated into <data_dir>/admin-token)."
     )
+    session_idle_s: float = Field(
+        3600.0, gt=0, description="A browser session ends after this many seconds without a request."
+    )
+    session_max_s: float = Field(
+        12 * 3600.0, gt=0, description="A browser session ends this many seconds after login, however used."
+    )
+    login_max_failures: int = Field(
+        5, gt=0, description="Failed logins per user name (10x per address) before login is refused."
+    )
+    login_window_s: float = Field(
+        900.0, gt=0, description="The window failed logins are counted over, and how long a refusal lasts."
+    )
+    metrics_public: bool = Field(
+        True, description="Serve /metrics without login (for Prometheus); false: viewer or above."
+    )
+    auth_cache_s: float = Field(
+        2.0, ge=0, description="How long a resolved API key or session is trusted before it is checked again."
+    )
     bus_backend: Literal["sqlite", "nats"] = Field(
         "sqlite", description="Bus backend: the embedded SQLite log, or NATS JetStream for scale-out."
     )

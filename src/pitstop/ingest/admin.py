@@ -2,33 +2,30 @@
 
 from __future__ import annotations
 
-import hmac
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import pyarrow as pa
-from fastapi import APIRouter, Depends, Path, Request
+from fastapi import APIRouter, Path, Request
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
-from pitstop.errors import AuthError, ForbiddenError, NotFoundError, ValidationError
+from pitstop.errors import NotFoundError, ValidationError
 from pitstop.ingest.intake import Intake
+from pitstop.web.guard import GuardedRoute
 
 if TYPE_CHECKING:
     from pitstop.platform import Platform
 
 
-def require_admin(request: Request) -> None:
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise AuthError("send the admin token as 'Authorization: Bearer <token>'", code="missing_token")
-    expected: str = request.app.state.admin_token
-    if not hmac.compare_digest(token.strip().encode(), expected.encode()):
-        raise ForbiddenError("this token is not the admin token", code="not_admin")
+# who may call each route: pitstop.web.permissions (devices: admin; events: engineer)
+router = APIRouter(prefix="/api/v1/admin", tags=["admin"], route_class=GuardedRoute)
 
 
-router = APIRouter(prefix="/api/v1/admin", tags=["admin"], dependencies=[Depends(require_admin)])
+def _who(request: Request) -> tuple[str, str | None]:
+    """The caller's name and role, for the audit."""
+    who = request.state.principal
+    return who.name, who.role
 
 
 class NewDevice(BaseModel):
@@ -52,7 +49,8 @@ async def add_device(request: Request, body: NewDevice) -> dict[str, Any]:
     device_id, token = await run_in_threadpool(
         intake.devices.add, body.machine_id, body.machine_type, intake.p.fleet
     )
-    intake.p.db.audit("admin", "device_added", device_id=device_id, machine_id=body.machine_id)
+    actor, role = _who(request)
+    intake.p.db.audit(actor, "device_added", role=role, device_id=device_id, machine_id=body.machine_id)
     return {"device_id": device_id, "machine_id": body.machine_id, "token": token}
 
 
@@ -67,7 +65,8 @@ async def disable_device(request: Request, device_id: DeviceId) -> dict[str, Any
     intake = _intake(request)
     await run_in_threadpool(intake.devices.disable, device_id)
     intake.forget_devices()
-    intake.p.db.audit("admin", "device_disabled", device_id=device_id)
+    actor, role = _who(request)
+    intake.p.db.audit(actor, "device_disabled", role=role, device_id=device_id)
     return {"device_id": device_id, "status": "disabled"}
 
 
@@ -76,7 +75,8 @@ async def rotate_device(request: Request, device_id: DeviceId) -> dict[str, Any]
     intake = _intake(request)
     token = await run_in_threadpool(intake.devices.rotate, device_id)
     intake.forget_devices()
-    intake.p.db.audit("admin", "device_rotated", device_id=device_id)
+    actor, role = _who(request)
+    intake.p.db.audit(actor, "device_rotated", role=role, device_id=device_id)
     return {"device_id": device_id, "token": token}
 
 
@@ -99,10 +99,10 @@ async def add_event(request: Request, body: NewEvent) -> dict[str, Any]:
     scores the live predictions made before it; ``failure`` and ``maintenance`` reset the
     machine's baseline."""
     platform = _intake(request).p
-    return await run_in_threadpool(_record_event, platform, body)
+    return await run_in_threadpool(_record_event, platform, body, *_who(request))
 
 
-def _record_event(platform: Platform, body: NewEvent) -> dict[str, Any]:
+def _record_event(platform: Platform, body: NewEvent, actor: str, role: str | None) -> dict[str, Any]:
     from pitstop.store import Machine, MachineState, utcnow
 
     with platform.db.session() as s:
@@ -132,5 +132,6 @@ def _record_event(platform: Platform, body: NewEvent) -> dict[str, Any]:
         "component": body.component,
     }
     platform.lake.append("events", pa.Table.from_pylist([event]))
-    platform.db.audit("admin", "event_recorded", **{k: str(v) for k, v in event.items() if v is not None})
+    detail = {k: str(v) for k, v in event.items() if v is not None}
+    platform.db.audit(actor, "event_recorded", role=role, **detail)
     return {**event, "ts": ts.isoformat()}

@@ -9,8 +9,9 @@ from starlette.concurrency import run_in_threadpool
 from pitstop.errors import AuthError, PayloadTooLargeError, PitstopError
 from pitstop.ingest.intake import Intake, IntakeResult
 from pitstop.schema import Reading
+from pitstop.web.guard import GuardedRoute
 
-router = APIRouter(tags=["ingest"])
+router = APIRouter(tags=["ingest"], route_class=GuardedRoute)  # a device token, checked by the intake
 
 _READING = Reading.model_json_schema()
 _ARRAY = {"type": "array", "items": _READING, "minItems": 1}

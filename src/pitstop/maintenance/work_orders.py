@@ -154,8 +154,10 @@ def transition(
     finding: str | None = None,
     note: str | None = None,
     technician: str | None = None,
+    role: str | None = None,
 ) -> dict[str, Any]:
-    """Move a work order on. ``done`` needs the technician's finding. Closing it tells the risk
+    """Move a work order on, as ``technician`` (the authenticated user, with their ``role``).
+    ``done`` needs the technician's finding. Closing it tells the risk
     policy (after "no fault found" the machine is watched again ``recheck_after`` readings later);
     a repair (``done`` with a fault confirmed or other work) writes a ``maintenance`` event to the
     lake, which resets the machine's baseline, and "no fault found" an ``inspection`` event. The
@@ -222,6 +224,6 @@ def transition(
     if event is not None:
         platform.lake.append("events", pa.Table.from_pylist([event]))
     platform.db.audit(
-        body["technician"] or "api", f"work_order_{status}", work_order=order_id, finding=finding
+        technician or "api", f"work_order_{status}", role=role, work_order=order_id, finding=finding
     )
     return body

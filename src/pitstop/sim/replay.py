@@ -22,6 +22,9 @@ class MachineFeed:
     seqs: list[int]
     values: list[dict[str, float]]
     next_index: int = 0
+    # readings sent at once when the replay starts (ts spaced back from now): the machine joins
+    # the live fleet part-way through its history
+    head_start: int = 0
     stamps: list[datetime] | None = None  # recorded timestamps; None: stamped now at sending
 
     @property
@@ -100,7 +103,7 @@ class Replay:
         limits = httpx.Limits(max_connections=16, max_keepalive_connections=16)
         async with httpx.AsyncClient(base_url=self.base_url, timeout=30.0, limits=limits) as client:
             started = time.monotonic()
-            offsets = {f.machine_id: f.next_index for f in self.feeds}
+            offsets = {f.machine_id: f.next_index + f.head_start for f in self.feeds}
             while not self._stop.is_set():
                 active = [f for f in self.feeds if not f.done]
                 if not active:

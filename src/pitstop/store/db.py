@@ -54,21 +54,32 @@ class Database:
         with self._sessions() as session, session.begin():
             yield session
 
-    def audit(self, actor: str, action: str, **detail: Any) -> None:
+    def audit(self, actor: str, action: str, *, role: str | None = None, **detail: Any) -> None:
+        """Record ``action`` by ``actor``: a person's user name (with their ``role``) or a part of
+        the system (``processor``, ``retrainer``, ``cli``)."""
         with self.session() as s:
-            s.add(AuditEntry(ts=utcnow(), actor=actor, action=action, detail=json.dumps(detail, default=str)))
+            s.add(
+                AuditEntry(
+                    ts=utcnow(), actor=actor, role=role, action=action, detail=json.dumps(detail, default=str)
+                )
+            )
 
-    def audit_entries(self, limit: int = 50, action: str | None = None) -> list[dict[str, Any]]:
-        """The newest audit entries first (optionally one action's)."""
+    def audit_entries(
+        self, limit: int = 50, action: str | None = None, actor: str | None = None
+    ) -> list[dict[str, Any]]:
+        """The newest audit entries first (optionally one action's, one actor's)."""
         query = select(AuditEntry).order_by(AuditEntry.id.desc()).limit(limit)
         if action is not None:
             query = query.where(AuditEntry.action == action)
+        if actor is not None:
+            query = query.where(AuditEntry.actor == actor)
         with self.session() as s:
             return [
                 {
                     "id": e.id,
                     "ts": e.ts.isoformat(),
                     "actor": e.actor,
+                    "role": e.role,
                     "action": e.action,
                     "detail": json.loads(e.detail),
                 }

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 import orjson
@@ -7,15 +8,15 @@ import polars as pl
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from pitstop.errors import NotFoundError, ValidationError
 from pitstop.features import build_features
 from pitstop.maintenance import FINDINGS, OPEN_STATES, transition, work_order_json
-from pitstop.monitoring.performance import recent_failures
 from pitstop.platform import Platform
 from pitstop.store import Machine, MachineState, Prediction, WorkOrder
 from pitstop.web.routing import OrjsonRoute, RequestRoute, body_schema, parse_body
+from pitstop.web.users import Principal
 
 router = APIRouter(prefix="/api/v1", tags=["fleet"], route_class=OrjsonRoute)
 
@@ -30,16 +31,21 @@ def _iso(value: Any) -> str | None:
 
 
 def _machine_json(
-    platform: Platform, machine: Machine, state: MachineState | None, order_id: int | None
+    platform: Platform,
+    machine: Machine,
+    state: MachineState | None,
+    order: tuple[int, str] | None,
+    trend: list[float] | None = None,
 ) -> dict[str, Any]:
     rul = state.predicted_rul if state else None
+    policy = platform.policy_for(machine.machine_type)
     if machine.status == "retired":
         status = "retired"
     elif rul is None:
         status = "no_data"
     else:
         lower = state.rul_lower if state and state.rul_lower is not None else rul
-        status = "at_risk" if platform.policy_for(machine.machine_type).at_risk(lower) else "ok"
+        status = "at_risk" if policy.at_risk(lower) else "ok"
     return {
         "machine_id": machine.machine_id,
         "machine_type": machine.machine_type,
@@ -52,13 +58,61 @@ def _machine_json(
         "rul_interval": [state.rul_lower, state.rul_upper] if state and rul is not None else None,
         "model_version": state.model_version if state else None,
         "scored_at": _iso(state.scored_at) if state else None,
-        "open_work_order_id": order_id,
+        "time_unit": _time_unit(platform, machine.machine_type),
+        "threshold": policy.threshold,
+        "open_work_order_id": order[0] if order else None,
+        "open_work_order_priority": order[1] if order else None,
+        "trend": trend or [],
     }
+
+
+def _time_unit(platform: Platform, machine_type: str) -> str | None:
+    known = platform.fleet.machine_types.get(machine_type)
+    return known.time_unit if known is not None else None
+
+
+def _open_orders(s: Any, machine_ids: list[str] | None = None) -> dict[str, tuple[int, str]]:
+    """Each machine's open work order: (id, priority)."""
+    query = select(WorkOrder.machine_id, WorkOrder.id, WorkOrder.priority).where(
+        WorkOrder.status.in_(OPEN_STATES)
+    )
+    if machine_ids is not None:
+        query = query.where(WorkOrder.machine_id.in_(machine_ids))
+    found: dict[str, tuple[int, str]] = {}
+    for machine_id, order_id, priority in s.execute(query.order_by(WorkOrder.id)):
+        found[machine_id] = (order_id, priority)
+    return found
+
+
+def _trends(s: Any, points: int) -> dict[str, list[float]]:
+    """Each machine's last ``points`` predicted RULs, oldest first (an index seek per machine)."""
+    if points <= 0:
+        return {}
+    recent = (
+        select(Prediction.id)
+        .where(Prediction.machine_id == Machine.machine_id)
+        .order_by(Prediction.id.desc())
+        .limit(points)
+        .correlate(Machine)
+        .scalar_subquery()
+    )
+    rows = s.execute(
+        select(Prediction.machine_id, Prediction.rul)
+        .select_from(Machine)
+        .join(Prediction, Prediction.id.in_(recent))
+        .order_by(Prediction.machine_id, Prediction.id)
+    )
+    trends: dict[str, list[float]] = {}
+    for machine_id, rul in rows:
+        trends.setdefault(machine_id, []).append(round(rul, 2))
+    return trends
 
 
 @router.get("/machines", summary="The fleet: last reading, predicted RUL, status, open work order")
 def list_machines(
-    request: Request, lifecycle: Literal["active", "retired", "all"] = "active"
+    request: Request,
+    lifecycle: Literal["active", "retired", "all"] = "active",
+    trend: Annotated[int, Query(ge=0, le=100, description="recent RULs per machine (sparkline)")] = 20,
 ) -> dict[str, Any]:
     platform = _platform(request)
     with platform.db.session() as s:
@@ -68,14 +122,11 @@ def list_machines(
         if lifecycle != "all":
             query = query.where(Machine.status == lifecycle)
         rows = s.execute(query.order_by(Machine.machine_id)).all()
-        orders = dict(
-            s.execute(
-                select(WorkOrder.machine_id, func.max(WorkOrder.id))
-                .where(WorkOrder.status.in_(OPEN_STATES))
-                .group_by(WorkOrder.machine_id)
-            ).all()
-        )
-    machines = [_machine_json(platform, m, st, orders.get(m.machine_id)) for m, st in rows]
+        orders = _open_orders(s)
+        trends = _trends(s, trend)
+    machines = [
+        _machine_json(platform, m, st, orders.get(m.machine_id), trends.get(m.machine_id)) for m, st in rows
+    ]
     return {"machines": machines, "count": len(machines), "threshold": platform.policy.threshold}
 
 
@@ -93,8 +144,8 @@ def get_machine(request: Request, machine_id: str) -> dict[str, Any]:
         orders = s.scalars(
             select(WorkOrder).where(WorkOrder.machine_id == machine_id).order_by(WorkOrder.id.desc())
         ).all()
-    open_id = next((o.id for o in orders if o.status in OPEN_STATES), None)
-    body = _machine_json(platform, machine, state, open_id)
+    open_order = next(((o.id, o.priority) for o in orders if o.status in OPEN_STATES), None)
+    body = _machine_json(platform, machine, state, open_order)
     body["work_orders"] = [work_order_json(o) for o in orders]
     return body
 
@@ -151,18 +202,41 @@ def machine_predictions(
 @router.get("/work-orders", summary="Maintenance work orders, newest first")
 def list_work_orders(
     request: Request,
-    status: Literal["open", "closed", "all"] = "all",
-    limit: Annotated[int, Query(ge=1, le=1000)] = 200,
+    status: Literal["open", "closed", "all", "acknowledged", "in_progress", "done", "cancelled"] = "all",
+    priority: Literal["urgent", "high", "normal"] | None = None,
+    machine_type: str | None = None,
+    machine_id: str | None = None,
+    due_before: datetime | None = None,
+    limit: Annotated[int, Query(ge=1, le=5000)] = 200,
 ) -> dict[str, Any]:
+    """Filter by state (``open`` and ``closed`` are groups), priority, machine type or machine,
+    and due date."""
     platform = _platform(request)
+    if due_before is not None and due_before.tzinfo is None:
+        raise ValidationError(
+            "due_before needs a timezone (e.g. 2026-12-01T00:00:00Z)", code="naive_timestamp"
+        )
     with platform.db.session() as s:
-        query = select(WorkOrder)
+        query = select(WorkOrder, Machine.machine_type).join(
+            Machine, Machine.machine_id == WorkOrder.machine_id
+        )
         if status == "open":
             query = query.where(WorkOrder.status.in_(OPEN_STATES))
         elif status == "closed":
             query = query.where(WorkOrder.status.not_in(OPEN_STATES))
-        orders = s.scalars(query.order_by(WorkOrder.id.desc()).limit(limit)).all()
-    return {"work_orders": [work_order_json(o) for o in orders], "count": len(orders)}
+        elif status != "all":
+            query = query.where(WorkOrder.status == status)
+        if priority is not None:
+            query = query.where(WorkOrder.priority == priority)
+        if machine_type is not None:
+            query = query.where(Machine.machine_type == machine_type)
+        if machine_id is not None:
+            query = query.where(WorkOrder.machine_id == machine_id)
+        if due_before is not None:
+            query = query.where(WorkOrder.due_at <= due_before)
+        rows = s.execute(query.order_by(WorkOrder.id.desc()).limit(limit)).all()
+    orders = [{**work_order_json(o), "machine_type": t} for o, t in rows]
+    return {"work_orders": orders, "count": len(orders)}
 
 
 class TransitionRequest(BaseModel):
@@ -175,7 +249,11 @@ class TransitionRequest(BaseModel):
         None, description="the technician's finding; required for done"
     )
     note: str | None = Field(None, max_length=4000)
-    technician: str | None = Field(None, max_length=128)
+    technician: str | None = Field(
+        None,
+        max_length=128,
+        description="ignored: the technician is the logged-in user (kept for old clients)",
+    )
 
 
 @router.post(
@@ -185,8 +263,12 @@ class TransitionRequest(BaseModel):
 def transition_work_order(request: Request, order_id: int, body: TransitionRequest) -> dict[str, Any]:
     """``done`` with a repair writes a ``maintenance`` event (the machine's baseline resets);
     ``done`` with ``no_fault_found`` an ``inspection`` event. Both carry the finding: feedback
-    for training and monitoring. Moves not in the lifecycle are a 409 ``invalid_transition``."""
-    return transition(_platform(request), order_id, body.status, body.finding, body.note, body.technician)
+    for training and monitoring. Moves not in the lifecycle are a 409 ``invalid_transition``. The
+    technician recorded (on the order, the event and the audit) is the caller, never a typed name."""
+    who: Principal = request.state.principal
+    return transition(
+        _platform(request), order_id, body.status, body.finding, body.note, technician=who.name, role=who.role
+    )
 
 
 class PredictRequest(BaseModel):
@@ -248,7 +330,8 @@ def _predict_machines(platform: Platform, machine_ids: list[str]) -> dict[str, A
     return {"predictions": [out[m] for m in ids]}
 
 
-def _predict_type(platform: Platform, machine_type: str, ids: list[str]) -> list[dict[str, Any]]:
+def _latest_features(platform: Platform, machine_type: str, ids: list[str]) -> tuple[Any, pl.DataFrame]:
+    """The type's champion and each machine's current feature row, in the order of ``ids``."""
     scorer = platform.deployment_for(machine_type).champion
     spec = scorer.model.bundle.spec
     have = set(platform.lake.columns("telemetry"))
@@ -263,113 +346,46 @@ def _predict_type(platform: Platform, machine_type: str, ids: list[str]) -> list
     events = platform.lake.read("events", machine_ids=ids)
     latest = build_features(history, spec, events).group_by("machine_id").agg(pl.all().sort_by("seq").last())
     latest = latest.sort(pl.col("machine_id").replace_strict({m: i for i, m in enumerate(ids)}))
-    scores = scorer.score_matrix(latest.select(spec.names).to_numpy())
+    return scorer, latest
+
+
+def _predict_type(platform: Platform, machine_type: str, ids: list[str]) -> list[dict[str, Any]]:
+    scorer, latest = _latest_features(platform, machine_type, ids)
+    scores = scorer.score_matrix(latest.select(scorer.model.bundle.spec.names).to_numpy())
     return [
         {"machine_id": m, "machine_type": machine_type, "seq": seq, **s.to_dict()}
         for m, seq, s in zip(latest["machine_id"], latest["seq"], scores, strict=True)
     ]
 
 
-@router.get("/audit", tags=["ops"], summary="The audit log, newest first")
-def audit_log(
-    request: Request,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    action: str | None = None,
-) -> dict[str, Any]:
-    """Promotions, rollbacks, the retraining loop's steps, drift alerts, work-order moves."""
-    entries = _platform(request).db.audit_entries(limit=limit, action=action)
-    return {"entries": entries, "count": len(entries)}
-
-
-@router.get("/monitoring/performance", tags=["ops"], summary="Live model performance at recent failures")
-def performance(request: Request, limit: Annotated[int, Query(ge=1, le=500)] = 50) -> dict[str, Any]:
-    """Per failure: RUL error by readings left, interval coverage, and whether (and with what
-    lead) a work order opened in time."""
-    reports = recent_failures(_platform(request).db, limit)
-    caught = sum(r.get("caught_in_time", False) for r in reports)
-    return {"failures": reports, "count": len(reports), "caught_in_time": caught}
-
-
-@router.get("/monitoring/drift", tags=["ops"], summary="The latest live drift check per scope")
-def drift(request: Request) -> dict[str, Any]:
-    processor = request.app.state.processor
-    if processor is None:
-        raise NotFoundError(
-            "no processor runs in this server: drift is checked by the processor", code="no_processor"
-        )
-    return {
-        "window": processor.drift.window,
-        "scopes": {k: r.to_dict() for k, r in processor.drift.latest.items()},
-    }
-
-
-class AskRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    question: str = Field(min_length=1, max_length=2000)
-
-
-@router.post(
-    "/assistant/ask", tags=["assistant"], summary="Ask the maintenance assistant; answers cite sources"
-)
-def ask(request: Request, body: AskRequest) -> dict[str, Any]:
-    answer: dict[str, Any] = request.app.state.assistant.ask(body.question).to_dict()
-    return answer
-
-
-@router.get("/models", summary="Registered model versions and the serving model")
-def models(request: Request) -> dict[str, Any]:
+@router.get("/machines/{machine_id}/explanation", summary="Why the machine's current score is what it is")
+def machine_explanation(request: Request, machine_id: str) -> dict[str, Any]:
+    """The champion scores the machine's current state; the sensors that pushed its RUL down the
+    most, the suspected component and that component's procedure for the score's priority."""
     platform = _platform(request)
-    by_type = {}
-    for name, deployment in platform.deployments.items():
-        scorer = deployment.champion
-        by_type[name] = {
-            "model": deployment.registry.model_name,
-            "serving": _serving_json(scorer.model, scorer.alias) if scorer.loaded else None,
-            "versions": deployment.registry.versions(),
-        }
-    first = by_type[platform.default_type]
-    return {"serving": first["serving"], "versions": first["versions"], "machine_types": by_type}
-
-
-def _serving_json(model: Any, alias: str) -> dict[str, Any]:
-    bundle = model.bundle
-    return {
-        "name": model.name,
-        "version": model.version,
-        "arm": alias,
-        "feature_spec_hash": bundle.spec.hash,
-        "features": bundle.feature_names,
-        "metrics": bundle.metrics,
-        "interval": bundle.interval,
-        "components": bundle.components,
-    }
-
-
-@router.get("/status", summary="Platform status: intake, bus, lake, replay, serving model")
-def status(request: Request) -> dict[str, Any]:
-    platform = _platform(request)
-    processor = request.app.state.processor
-    replay = request.app.state.replay
-    accepted = platform.metrics.registry.get_sample_value("pitstop_readings_accepted_total") or 0
     with platform.db.session() as s:
-        open_orders = s.scalar(
-            select(func.count()).select_from(WorkOrder).where(WorkOrder.status.in_(OPEN_STATES))
-        )
-        processed = s.scalar(select(func.sum(MachineState.readings)))
-    models = {
-        name: {"name": d.champion.model.name, "version": d.champion.model.version}
-        if d.champion.loaded
-        else None
-        for name, d in platform.deployments.items()
-    }
+        machine = s.get(Machine, machine_id)
+        if machine is None:
+            raise NotFoundError(f"no machine {machine_id!r}", code="machine_not_found")
+        machine_type = machine.machine_type
+    if machine_type not in platform.deployments:
+        raise NotFoundError(f"no model serves machine type {machine_type}", code="no_prediction")
+    try:
+        scorer, latest = _latest_features(platform, machine_type, [machine_id])
+    except NotFoundError:
+        raise NotFoundError(f"{machine_id} has no readings yet", code="no_prediction") from None
+    bundle = scorer.model.bundle
+    row = latest.select(bundle.spec.names).to_numpy()
+    score = scorer.score_matrix(row)[0]
+    policy = platform.policy_for(machine_type)
+    priority = policy.priority(score.lower)
+    explained = platform.components.explain(bundle, row[0], machine_type, priority)
     return {
-        "readings_accepted": int(accepted),
-        "readings_processed": int(processed or 0),
-        "bus": {"head": platform.bus.head(), "lag": processor.lag() if processor else None},
-        "lake": {"telemetry_version": platform.lake.version("telemetry")},
-        "work_orders_open": int(open_orders or 0),
-        "model": models[platform.default_type],
-        "models": models,
-        "replay": replay.stats.to_dict() if replay else None,
+        "machine_id": machine_id,
+        "machine_type": machine_type,
+        "seq": int(latest["seq"][0]),
+        "model_version": score.model_version,
+        "score": score.to_dict(),
+        "priority": priority,
+        **explained.to_dict(),
     }

@@ -9,7 +9,7 @@ from importlib import resources
 from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
-from fastapi.responses import FileResponse, Response
+from fastapi.responses import Response
 from fastapi.staticfiles import StaticFiles
 
 from pitstop import __version__
@@ -19,7 +19,15 @@ from pitstop.ingest import router as ingest_router
 from pitstop.ingest.admin import router as admin_router
 from pitstop.serving.deployment import follow_in_background
 from pitstop.web.api import router as api_router
+from pitstop.web.api_models import router as models_router
+from pitstop.web.api_ops import router as ops_router
 from pitstop.web.errors import install_error_handlers
+from pitstop.web.guard import Guard, GuardedRoute, check_every_route
+from pitstop.web.login import LoginThrottle
+from pitstop.web.login import router as login_router
+from pitstop.web.pages import router as pages_router
+from pitstop.web.sessions import Sessions
+from pitstop.web.users import Users
 
 if TYPE_CHECKING:
     from pitstop.platform import Platform
@@ -55,11 +63,21 @@ def create_app(platform: Platform, processor: Processor | None = None) -> FastAP
             await asyncio.to_thread(intake.close)
 
     app = FastAPI(title="Pitstop", version=__version__, docs_url="/docs", redoc_url=None, lifespan=lifespan)
+    app.router.route_class = GuardedRoute  # every route passes the permission table
+    settings = platform.settings
     app.state.platform = platform
     app.state.processor = processor
     app.state.replay = None
     app.state.intake = Intake(platform)
-    app.state.admin_token = platform.admin_token()
+    app.state.users = Users(platform.db)
+    app.state.guard = Guard(
+        app.state.users,
+        Sessions(platform.db, settings.session_idle_s, settings.session_max_s),
+        platform.admin_token(),
+        settings.auth_cache_s,
+        settings.metrics_public,
+    )
+    app.state.login_throttle = LoginThrottle(settings.login_max_failures, settings.login_window_s)
     knowledge = KnowledgeBase.shipped(platform.settings.data_dir / "manuals")
     app.state.assistant = Assistant(platform.db, platform.policy, knowledge)
     install_error_handlers(app)
@@ -78,16 +96,12 @@ def create_app(platform: Platform, processor: Processor | None = None) -> FastAP
     app.include_router(ingest_router)
     app.include_router(admin_router)
     app.include_router(api_router)
-
-    @app.get("/", include_in_schema=False)
-    def index() -> FileResponse:
-        return FileResponse(str(STATIC / "index.html"))
-
-    @app.get("/machines/{machine_id}", include_in_schema=False)
-    def machine_page(machine_id: str) -> FileResponse:
-        return FileResponse(str(STATIC / "machine.html"))
-
+    app.include_router(models_router)
+    app.include_router(ops_router)
+    app.include_router(login_router)
+    app.include_router(pages_router)
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
+    check_every_route(app.routes)
     return app
 
 

@@ -1,0 +1,174 @@
+"""Log in and out: the login form, one-time login links, the session cookie, the login throttle.
+
+``POST /login`` takes the form fields ``username`` and ``password`` (or the same as JSON). A browser
+form gets a 303 to ``next`` with the session cookie; a JSON caller gets the user, role and CSRF
+token. Failures say only "invalid username or password", whatever was wrong, and cost the same
+time. Failed attempts are counted per user name and per address over ``login_window_s``; past
+``login_max_failures`` (10x that per address) logins answer 429 until the window has passed.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import deque
+from importlib import resources
+from urllib.parse import parse_qs, quote
+
+from fastapi import APIRouter, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse, JSONResponse, RedirectResponse
+
+from pitstop.errors import AuthError, RateLimitedError, ValidationError
+from pitstop.web.guard import Guard, GuardedRoute, check_csrf, check_origin
+from pitstop.web.sessions import COOKIE
+from pitstop.web.users import Principal
+
+STATIC = resources.files("pitstop.web") / "static"
+
+router = APIRouter(route_class=GuardedRoute, include_in_schema=False)
+
+
+class LoginThrottle:
+    """Failed logins per user name and per address, over a sliding window."""
+
+    def __init__(self, max_failures: int, window_s: float) -> None:
+        self.limits = {"user": max_failures, "address": max_failures * 10}
+        self.window = window_s
+        self._failures: dict[tuple[str, str], deque[float]] = {}
+
+    def check(self, user: str, address: str) -> None:
+        now = time.monotonic()
+        for kind, key in (("user", user.lower()), ("address", address)):
+            seen = self._recent((kind, key), now)
+            if len(seen) >= self.limits[kind]:
+                wait = int(seen[0] + self.window - now) + 1
+                raise RateLimitedError(
+                    f"too many failed logins: try again in {wait} s",
+                    code="rate_limited",
+                    headers={"Retry-After": str(wait)},
+                )
+
+    def failed(self, user: str, address: str) -> None:
+        now = time.monotonic()
+        if len(self._failures) > 100_000:  # a flood of names: forget the oldest state
+            self._failures.clear()
+        for key in (("user", user.lower()), ("address", address)):
+            self._failures.setdefault(key, deque()).append(now)
+
+    def succeeded(self, user: str) -> None:
+        self._failures.pop(("user", user.lower()), None)
+
+    def _recent(self, key: tuple[str, str], now: float) -> deque[float]:
+        seen = self._failures.get(key, deque())
+        while seen and seen[0] <= now - self.window:
+            seen.popleft()
+        return seen
+
+
+def _guard(request: Request) -> Guard:
+    guard: Guard = request.app.state.guard
+    return guard
+
+
+def _address(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+def _next(target: str | None) -> str:
+    """Only a path on this server (no scheme, no host, no ``//``): never an open redirect."""
+    if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
+        return "/"
+    return target
+
+
+def _wants_json(request: Request) -> bool:
+    return "json" in request.headers.get("content-type", "")
+
+
+@router.get("/login")
+async def login_page(request: Request, token: str | None = None, next: str | None = None) -> Response:
+    """The login form; with ``?token=`` a one-time login link (``pitstop demo`` prints one)."""
+    if token:
+        principal = await run_in_threadpool(_guard(request).users.redeem_login_token, token)
+        if principal is None:
+            return RedirectResponse("/login?error=expired_link", status_code=303)
+        return await _start_session(request, principal, _next(next), as_json=False)
+    return FileResponse(str(STATIC / "login.html"), headers={"Cache-Control": "no-store"})
+
+
+@router.post("/login")
+async def login(request: Request) -> Response:
+    check_origin(request)
+    body = await request.body()
+    as_json = _wants_json(request)
+    try:
+        if as_json:
+            fields = json.loads(body or b"{}")
+            if not isinstance(fields, dict):
+                raise ValueError
+        else:
+            fields = {k: v[0] for k, v in parse_qs(body.decode(), keep_blank_values=True).items()}
+    except (ValueError, UnicodeDecodeError):
+        raise ValidationError("send the form fields username and password", code="invalid_request") from None
+    user, password = fields.get("username"), fields.get("password")
+    target = _next(fields.get("next") if isinstance(fields.get("next"), str) else None)
+    if not isinstance(user, str) or not isinstance(password, str) or not user or not password:
+        raise ValidationError("send the form fields username and password", code="invalid_request")
+    guard, throttle, address = _guard(request), request.app.state.login_throttle, _address(request)
+    try:
+        throttle.check(user, address)
+    except RateLimitedError:
+        if as_json:
+            raise
+        return RedirectResponse(f"/login?error=rate_limited&next={quote(target, safe='')}", status_code=303)
+    principal = await run_in_threadpool(guard.users.authenticate, user[:256], password[:1024])
+    if principal is None:
+        throttle.failed(user, address)
+        if as_json:
+            raise AuthError("invalid username or password", code="invalid_credentials")
+        return RedirectResponse(f"/login?error=invalid&next={quote(target, safe='')}", status_code=303)
+    throttle.succeeded(user)
+    return await _start_session(request, principal, target, as_json=as_json)
+
+
+async def _start_session(request: Request, principal: Principal, target: str, as_json: bool) -> Response:
+    guard = _guard(request)
+    cookie, csrf = await run_in_threadpool(guard.sessions.start, principal, _address(request))
+    response: Response
+    if as_json:
+        response = JSONResponse({"user": principal.name, "role": principal.role, "csrf_token": csrf})
+    else:
+        response = RedirectResponse(target, status_code=303)
+    response.set_cookie(
+        COOKIE,
+        cookie,
+        max_age=int(guard.sessions.max.total_seconds()),
+        httponly=True,
+        samesite="lax",
+        secure=request.url.scheme == "https",
+        path="/",
+    )
+    return response
+
+
+@router.post("/logout")
+async def logout(request: Request) -> Response:
+    """End the session (form field ``csrf_token`` or the ``X-CSRF-Token`` header)."""
+    session = request.state.session
+    if session is not None:
+        sent = request.headers.get("x-csrf-token")
+        if sent is None:
+            form = parse_qs((await request.body()).decode(errors="replace"))
+            sent = form.get("csrf_token", [""])[0] or None
+        check_csrf(session, sent)
+        cookie = request.cookies.get(COOKIE, "")
+        await run_in_threadpool(_guard(request).sessions.end, cookie)
+        _guard(request).forget()
+    response: Response = (
+        JSONResponse({"status": "logged_out"})
+        if _wants_json(request) or request.headers.get("x-csrf-token")
+        else RedirectResponse("/login", status_code=303)
+    )
+    response.delete_cookie(COOKIE, path="/")
+    return response
