@@ -278,6 +278,11 @@ def serve(
             mqtt.start()
             click.echo("MQTT intake: devices publish to pitstop/mqtt/<machine_id> (QoS 1)")
         click.echo(f"serving http://{settings.host}:{settings.port}  (Ctrl-C to stop)")
+        if app.state.users.count() == 0:
+            click.echo(
+                "no users yet: `pitstop users add NAME --role admin` to log in to the dashboard "
+                f"(the API takes the admin token in {settings.data_dir / 'admin-token'})"
+            )
         server = uvicorn.Server(
             uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning", access_log=False)
         )

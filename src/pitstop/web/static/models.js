@@ -108,9 +108,11 @@
     const serving = t.serving && typeof t.serving === "object" ? t.serving : null;
     const champion = slot(t, "champion", serving), challenger = slot(t, "challenger", serving), previous = slot(t, "previous", serving);
     let actions = "";
+    // a challenger that is already the champion has nothing left to promote
+    const canPromote = challenger && !(champion && champion.version === challenger.version);
     if (P.can("models.promote")) {
       actions = `<div class="actions">`
-        + `<button type="button" class="primary" data-action="promote" data-machine-type="${esc(name)}"${challenger ? "" : " disabled"}>Promote challenger</button>`
+        + `<button type="button" class="primary" data-action="promote" data-machine-type="${esc(name)}"${canPromote ? "" : " disabled"}>Promote challenger</button>`
         + `<button type="button" data-action="rollback" data-machine-type="${esc(name)}">Roll back</button></div>`;
     }
     const scope = drift.scopes ? drift.scopes[`type:${name}`] ?? drift.scopes[name] : null;
