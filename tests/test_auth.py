@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import shutil
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -15,6 +18,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import update
 
 from pitstop.cli import cli
+from pitstop.errors import ValidationError
 from pitstop.platform import Platform
 from pitstop.processor import Processor
 from pitstop.store import WebSession, utcnow
@@ -291,5 +295,77 @@ def test_the_users_command(tmp_path: Path) -> None:
         assert bad.exit_code == 2 and "invalid_user_name" in bad.output
         actions = [e["action"] for e in platform.db.audit_entries(limit=20)]
         assert {"user_added", "user_role_set", "api_key_created", "user_disabled"} <= set(actions)
+        rows = runner.invoke(cli, ["audit", "--json", "--action", "user_added", *data]).stdout.splitlines()
+        assert {json.loads(r)["actor"] for r in rows} == {"cli"}
     finally:
         platform.close()
+
+
+def test_parallel_guesses_count_before_the_password_is_checked() -> None:
+    """A burst of guesses all waiting on argon2 at once is limited like a sequence of them."""
+    from pitstop.errors import RateLimitedError
+    from pitstop.web.login import LoginThrottle
+
+    throttle = LoginThrottle(max_failures=3, window_s=60)
+    stamps = [throttle.attempt("eng", "10.0.0.1") for _ in range(3)]  # none has finished yet
+    with pytest.raises(RateLimitedError):
+        throttle.attempt("eng", "10.0.0.2")
+    throttle.succeeded("eng", "10.0.0.1", stamps[0])  # the right password: the name starts afresh
+    throttle.attempt("eng", "10.0.0.1")
+    # hostile names share one bucket: they cannot grow the table
+    for i in range(5):
+        with contextlib.suppress(RateLimitedError):
+            throttle.attempt("x" * 10_000 + str(i), "10.0.0.3")
+    assert len({key for key in throttle._failures if key[0] == "user"}) == 2
+
+
+def test_a_login_link_is_spent_once_even_when_raced_and_dies_with_a_new_password(
+    web: tuple[TestClient, Platform, Users],
+) -> None:
+    _, _, users = web
+    users.add("root", "admin", "admin password")
+    users.add("op", "admin", "admin password")
+    token = users.login_link_token("root")
+    with ThreadPoolExecutor(8) as pool:
+        won = [p for p in pool.map(lambda _: users.redeem_login_token(token), range(8)) if p is not None]
+    assert len(won) == 1
+    token = users.login_link_token("root")
+    users.reset_password("root")
+    assert users.redeem_login_token(token) is None
+    token, key = users.login_link_token("op"), users.create_key("op")
+    users.disable("op")
+    users.enable("op")
+    assert users.redeem_login_token(token) is None and users.resolve_key(key) is None
+
+
+def test_hostile_login_input_gets_a_clear_4xx(web: tuple[TestClient, Platform, Users]) -> None:
+    client, _, users = web
+    users.add("tess", "technician", "correct horse battery")
+    form = {"username": "tess", "password": "correct horse battery"}
+    bad_origin = client.post("/login", data=form, headers={"Origin": "http://["})
+    assert bad_origin.status_code == 403 and bad_origin.json()["error"]["code"] == "csrf_failed"
+    nested = client.post("/login", content=b"[" * 5000, headers={"content-type": "application/json"})
+    assert nested.status_code == 422
+    admin = {"Authorization": f"Bearer {_admin_token(client)}", "content-type": "application/json"}
+    assert client.post("/api/v1/predict", content=b"[" * 5000, headers=admin).status_code == 422
+    for name in ("ana\n", "admin-token", "cli"):
+        with pytest.raises(ValidationError):
+            users.add(name, "viewer", "a fine password")
+    # logging in again ends the session this browser held
+    first = login(client, "tess", "correct horse battery").cookies["pitstop_session"]
+    login(client, "tess", "correct horse battery")
+    client.cookies.clear()
+    client.cookies.set("pitstop_session", first)
+    assert client.get("/api/v1/me").status_code == 401
+
+
+def test_a_route_outside_the_guard_stops_the_app_from_starting(trained: Platform) -> None:
+    from starlette.routing import Route
+
+    from pitstop.errors import ConfigError
+    from pitstop.web.guard import check_every_route
+
+    app = create_app(trained)
+    app.router.routes.append(Route("/sneaky", lambda request: None))
+    with pytest.raises(ConfigError, match="/sneaky does not pass the guard"):
+        check_every_route(app.routes)

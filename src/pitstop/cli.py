@@ -256,6 +256,7 @@ def serve(
     from pitstop.platform import Platform
     from pitstop.processor import Processor
     from pitstop.web import create_app
+    from pitstop.web.app import server_config
 
     with _errors():
         settings = _settings(ctx, data_dir=data_dir, port=port, host=host)
@@ -283,9 +284,7 @@ def serve(
                 "no users yet: `pitstop users add NAME --role admin` to log in to the dashboard "
                 f"(the API takes the admin token in {settings.data_dir / 'admin-token'})"
             )
-        server = uvicorn.Server(
-            uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning", access_log=False)
-        )
+        server = uvicorn.Server(server_config(app, settings))
         if duration is not None:
             timer = threading.Timer(duration, lambda: setattr(server, "should_exit", True))
             timer.daemon = True

@@ -286,6 +286,7 @@ def run_demo(
     import uvicorn
 
     from pitstop.web import create_app
+    from pitstop.web.app import server_config
 
     s = platform.settings
     check_port(s.host, s.port)
@@ -293,9 +294,7 @@ def run_demo(
     processor = Processor(platform)
     processor.start()
     app = create_app(platform, processor=processor)
-    server = uvicorn.Server(
-        uvicorn.Config(app, host=s.host, port=s.port, log_level="warning", access_log=False)
-    )
+    server = uvicorn.Server(server_config(app, s))
     url = f"http://{s.host}:{s.port}"
     replay = Replay(url, feeds, speed=speed)
     with platform.db.session() as session:

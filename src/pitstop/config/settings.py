@@ -163,6 +163,13 @@ class Settings(BaseSettings):
     metrics_public: bool = Field(
         True, description="Serve /metrics without login (for Prometheus); false: viewer or above."
     )
+    forwarded_allow_ips: str = Field(
+        "",
+        description=(
+            "Comma-separated addresses of reverse proxies trusted for X-Forwarded-For/-Proto "
+            "(client address for the login throttle, https for Secure cookies); empty: none."
+        ),
+    )
     auth_cache_s: float = Field(
         2.0, ge=0, description="How long a resolved API key or session is trusted before it is checked again."
     )

@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from importlib import resources
 from typing import TYPE_CHECKING
 
+import uvicorn
 from fastapi import FastAPI
 from fastapi.responses import Response
 from fastapi.staticfiles import StaticFiles
@@ -30,6 +31,7 @@ from pitstop.web.sessions import Sessions
 from pitstop.web.users import Users
 
 if TYPE_CHECKING:
+    from pitstop.config import Settings
     from pitstop.platform import Platform
     from pitstop.processor import Processor
 
@@ -62,7 +64,8 @@ def create_app(platform: Platform, processor: Processor | None = None) -> FastAP
                 follow.set()
             await asyncio.to_thread(intake.close)
 
-    app = FastAPI(title="Pitstop", version=__version__, docs_url="/docs", redoc_url=None, lifespan=lifespan)
+    # no Swagger UI: it loads its scripts from a CDN; the schema is at /openapi.json
+    app = FastAPI(title="Pitstop", version=__version__, docs_url=None, redoc_url=None, lifespan=lifespan)
     app.router.route_class = GuardedRoute  # every route passes the permission table
     settings = platform.settings
     app.state.platform = platform
@@ -103,6 +106,22 @@ def create_app(platform: Platform, processor: Processor | None = None) -> FastAP
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
     check_every_route(app.routes)
     return app
+
+
+def server_config(app: FastAPI, settings: Settings) -> uvicorn.Config:
+    """uvicorn's configuration for the app. Forwarded headers are trusted only from the proxies
+    named in ``forwarded_allow_ips``: otherwise a client could pick its own address (and slip
+    the login throttle) or claim https."""
+    trusted = settings.forwarded_allow_ips.strip()
+    return uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level="warning",
+        access_log=False,
+        proxy_headers=bool(trusted),
+        forwarded_allow_ips=trusted or None,
+    )
 
 
 def _work_orders_by_state(platform: Platform) -> None:

@@ -126,7 +126,11 @@ def check_origin(request: Request) -> None:
     if origin is None:
         return
     host = request.headers.get("host", "")
-    if urlsplit(origin).netloc != host:
+    try:
+        netloc = urlsplit(origin).netloc
+    except ValueError:  # not a URL at all (e.g. "http://[")
+        netloc = None
+    if netloc != host:
         raise ForbiddenError(f"a write from {origin} to {host} is refused (cross-site)", code="csrf_failed")
 
 
@@ -150,11 +154,30 @@ def api_routes(routes: list[Any]) -> Iterator[APIRoute]:
             yield from api_routes(route.original_router.routes)
 
 
+# routes outside the guard: the OpenAPI schema (it describes routes and holds no data) and the
+# shipped static files (CSS, JS)
+UNGUARDED = frozenset({"/openapi.json", "/static"})
+
+
 def check_every_route(routes: list[Any]) -> None:
-    """Refuse to build an app with a route the permission table does not name."""
-    for route in api_routes(routes):
-        for method in route.methods or ():
-            rule_for(method, route.path_format)
+    """Refuse to build an app with a route the permission table does not name, or a route that
+    does not pass the guard at all (other than ``UNGUARDED``)."""
+    for route in routes:
+        if isinstance(route, APIRoute) or hasattr(route, "original_router"):
+            continue
+        path = getattr(route, "path", "?")
+        if path not in UNGUARDED:
+            raise ConfigError(
+                f"route {path} does not pass the guard: add it through a GuardedRoute router",
+                code="route_without_rule",
+            )
+    for api_route in api_routes(routes):
+        if not isinstance(api_route, GuardedRoute):
+            raise ConfigError(
+                f"route {api_route.path_format} is not a GuardedRoute", code="route_without_rule"
+            )
+        for method in api_route.methods or ():
+            rule_for(method, api_route.path_format)
 
 
 def _is_page(path: str) -> bool:

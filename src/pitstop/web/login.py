@@ -22,7 +22,7 @@ from fastapi.responses import FileResponse, JSONResponse, RedirectResponse
 from pitstop.errors import AuthError, RateLimitedError, ValidationError
 from pitstop.web.guard import Guard, GuardedRoute, check_csrf, check_origin
 from pitstop.web.sessions import COOKIE
-from pitstop.web.users import Principal
+from pitstop.web.users import Principal, valid_name
 
 STATIC = resources.files("pitstop.web") / "static"
 
@@ -30,16 +30,25 @@ router = APIRouter(route_class=GuardedRoute, include_in_schema=False)
 
 
 class LoginThrottle:
-    """Failed logins per user name and per address, over a sliding window."""
+    """Failed logins per user name and per address, over a sliding window.
+
+    An attempt counts as a failure from the moment it starts (``attempt``) and is taken back when
+    the password turns out right (``succeeded``), so a burst of parallel guesses, all waiting on
+    the password hash at once, is limited like a sequence of them. Keys are bounded: a name that
+    could not exist shares one bucket, so hostile names cannot grow the table's memory.
+    """
 
     def __init__(self, max_failures: int, window_s: float) -> None:
         self.limits = {"user": max_failures, "address": max_failures * 10}
         self.window = window_s
         self._failures: dict[tuple[str, str], deque[float]] = {}
 
-    def check(self, user: str, address: str) -> None:
+    def attempt(self, user: str, address: str) -> float:
+        """Refuse (429) past the limits; else count this attempt as a failure until it succeeds.
+        Returns the attempt's stamp for ``succeeded``."""
         now = time.monotonic()
-        for kind, key in (("user", user.lower()), ("address", address)):
+        keys = self._keys(user, address)
+        for kind, key in keys:
             seen = self._recent((kind, key), now)
             if len(seen) >= self.limits[kind]:
                 wait = int(seen[0] + self.window - now) + 1
@@ -48,16 +57,24 @@ class LoginThrottle:
                     code="rate_limited",
                     headers={"Retry-After": str(wait)},
                 )
-
-    def failed(self, user: str, address: str) -> None:
-        now = time.monotonic()
-        if len(self._failures) > 100_000:  # a flood of names: forget the oldest state
+        if len(self._failures) > 100_000:  # a flood of addresses: forget the oldest state
             self._failures.clear()
-        for key in (("user", user.lower()), ("address", address)):
-            self._failures.setdefault(key, deque()).append(now)
+        for counted in keys:
+            self._failures.setdefault(counted, deque()).append(now)
+        return now
 
-    def succeeded(self, user: str) -> None:
-        self._failures.pop(("user", user.lower()), None)
+    def succeeded(self, user: str, address: str, stamp: float) -> None:
+        """The attempt stamped ``stamp`` was right: it is not a failure; the name starts afresh."""
+        user_key, address_key = self._keys(user, address)
+        self._failures.pop(user_key, None)
+        seen = self._failures.get(address_key)
+        if seen is not None and stamp in seen:
+            seen.remove(stamp)
+
+    @staticmethod
+    def _keys(user: str, address: str) -> tuple[tuple[str, str], tuple[str, str]]:
+        name = user.lower() if valid_name(user) else "\x00invalid"
+        return ("user", name), ("address", address[:64])
 
     def _recent(self, key: tuple[str, str], now: float) -> deque[float]:
         seen = self._failures.get(key, deque())
@@ -109,7 +126,7 @@ async def login(request: Request) -> Response:
                 raise ValueError
         else:
             fields = {k: v[0] for k, v in parse_qs(body.decode(), keep_blank_values=True).items()}
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise ValidationError("send the form fields username and password", code="invalid_request") from None
     user, password = fields.get("username"), fields.get("password")
     target = _next(fields.get("next") if isinstance(fields.get("next"), str) else None)
@@ -117,23 +134,26 @@ async def login(request: Request) -> Response:
         raise ValidationError("send the form fields username and password", code="invalid_request")
     guard, throttle, address = _guard(request), request.app.state.login_throttle, _address(request)
     try:
-        throttle.check(user, address)
+        stamp = throttle.attempt(user, address)
     except RateLimitedError:
         if as_json:
             raise
         return RedirectResponse(f"/login?error=rate_limited&next={quote(target, safe='')}", status_code=303)
     principal = await run_in_threadpool(guard.users.authenticate, user[:256], password[:1024])
     if principal is None:
-        throttle.failed(user, address)
         if as_json:
             raise AuthError("invalid username or password", code="invalid_credentials")
         return RedirectResponse(f"/login?error=invalid&next={quote(target, safe='')}", status_code=303)
-    throttle.succeeded(user)
+    throttle.succeeded(user, address, stamp)
     return await _start_session(request, principal, target, as_json=as_json)
 
 
 async def _start_session(request: Request, principal: Principal, target: str, as_json: bool) -> Response:
     guard = _guard(request)
+    earlier = request.cookies.get(COOKIE)
+    if earlier:  # logging in again (maybe as someone else) ends the session this browser had
+        await run_in_threadpool(guard.sessions.end, earlier)
+        guard.forget()
     cookie, csrf = await run_in_threadpool(guard.sessions.start, principal, _address(request))
     response: Response
     if as_json:

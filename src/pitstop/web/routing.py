@@ -78,7 +78,7 @@ async def parse_body(request: Request, model: type[M]) -> M:
     except orjson.JSONDecodeError:
         try:
             data = json.loads(body)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
             raise RequestValidationError(
                 [{"type": "json_invalid", "loc": ("body",), "msg": f"JSON decode error: {exc}", "input": {}}]
             ) from None

@@ -23,7 +23,9 @@ from pitstop.ingest.devices import hash_token
 from pitstop.store import ApiKey, Database, LoginToken, User, WebSession, utcnow
 from pitstop.web.permissions import ROLES
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}")
+# actors the system writes into the audit itself: no person may take these names
+RESERVED = frozenset({"admin-token", "cli", "demo", "api", "processor", "retrain", "monitor", "batch"})
 MIN_PASSWORD = 8
 KEY_PREFIX = "psk_"
 _hasher = PasswordHasher()  # argon2id with the library's current recommended parameters
@@ -105,13 +107,20 @@ class Users:
             user.role, user.updated_at = role, utcnow()
 
     def disable(self, name: str) -> None:
-        """Disable a user: their sessions end and their keys stop working."""
+        """Disable a user: their sessions end, their API keys and login links are revoked (enabling
+        them again brings none of these back)."""
         with self.db.session() as s:
             user = _get(s, name)
             if user.role == "admin":
                 _keep_an_admin(s, user)
-            user.disabled, user.updated_at = True, utcnow()
-            s.query(WebSession).filter(WebSession.user_id == user.id).delete()
+            now = utcnow()
+            user.disabled, user.updated_at = True, now
+            _end_credentials(s, user.id, now)
+            s.execute(
+                update(ApiKey)
+                .where(ApiKey.user_id == user.id, ApiKey.revoked_at.is_(None))
+                .values(revoked_at=now)
+            )
 
     def enable(self, name: str) -> None:
         with self.db.session() as s:
@@ -124,14 +133,14 @@ class Users:
         with self.db.session() as s:
             user = _get(s, name)
             user.password_hash, user.updated_at = _hasher.hash(password), utcnow()
-            s.query(WebSession).filter(WebSession.user_id == user.id).delete()
+            _end_credentials(s, user.id, utcnow())
         return password
 
     def authenticate(self, name: str, password: str) -> Principal | None:
         """The user, when the name and password match an enabled user. Unknown names cost the same
         time as wrong passwords, so timing does not tell which names exist."""
         with self.db.session() as s:
-            user = s.scalar(select(User).where(User.name == name)) if _NAME.match(name) else None
+            user = s.scalar(select(User).where(User.name == name)) if valid_name(name) else None
             stored = user.password_hash if user is not None else _DUMMY
             try:
                 _hasher.verify(stored, password)
@@ -196,17 +205,40 @@ class Users:
         return token
 
     def redeem_login_token(self, token: str) -> Principal | None:
-        """The user the link was made for, once: the link is spent by this call."""
+        """The user the link was made for, once: the link is spent by this call (one conditional
+        update, so of two calls racing for it only one wins)."""
         now = utcnow()
+        key = digest(token)
         with self.db.session() as s:
-            link = s.get(LoginToken, digest(token))
-            if link is None or link.used_at is not None or link.expires_at < now:
+            spent = s.execute(
+                update(LoginToken)
+                .where(
+                    LoginToken.token_hash == key, LoginToken.used_at.is_(None), LoginToken.expires_at >= now
+                )
+                .values(used_at=now)
+            )
+            if spent.rowcount != 1:  # type: ignore[attr-defined]
                 return None
-            link.used_at = now
+            link = s.get(LoginToken, key)
+            assert link is not None
             user = s.get(User, link.user_id)
             if user is None or user.disabled:
                 return None
             return Principal(user.name, user.role, user.id, "session")
+
+
+def valid_name(name: str) -> bool:
+    return _NAME.fullmatch(name) is not None
+
+
+def _end_credentials(s: Any, user_id: int, now: Any) -> None:
+    """End a user's browser sessions and spend their unused login links."""
+    s.query(WebSession).filter(WebSession.user_id == user_id).delete()
+    s.execute(
+        update(LoginToken)
+        .where(LoginToken.user_id == user_id, LoginToken.used_at.is_(None))
+        .values(used_at=now)
+    )
 
 
 def generate_password() -> str:
@@ -233,7 +265,11 @@ def _keep_an_admin(s: Any, user: User) -> None:
 
 
 def _check_name(name: str) -> None:
-    if not _NAME.match(name):
+    if name in RESERVED:
+        raise ValidationError(
+            f"{name!r} is a name the system uses in the audit; choose another", code="invalid_user_name"
+        )
+    if not valid_name(name):
         raise ValidationError(
             f"invalid user name {name!r}: 1-64 letters, digits, '_', '.', '@' or '-', "
             "starting with a letter or digit",
