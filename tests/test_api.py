@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from importlib import resources
 from typing import Any
 
 import pytest
@@ -79,7 +80,11 @@ def test_health_metrics_dashboard(client: TestClient) -> None:
     assert page.status_code == 200 and "/static/common.js" in page.text
     assert "http://" not in page.text and "https://" not in page.text  # no CDN
     assert client.get(f"/machines/{MACHINE}").status_code == 200
-    assert client.get("/static/app.js").status_code == 200
+    static = resources.files("pitstop.web") / "static"
+    for item in static.iterdir():  # every shipped asset is served, and none loads from elsewhere
+        served = client.get(f"/static/{item.name}")
+        assert served.status_code == 200
+        assert "http://" not in served.text and "https://" not in served.text, item.name
     assert_error(client.get("/nope"), 404, "not_found")
 
 
