@@ -22,12 +22,15 @@ from pitstop.serving.deployment import follow_in_background
 from pitstop.web.api import router as api_router
 from pitstop.web.api_models import router as models_router
 from pitstop.web.api_ops import router as ops_router
+from pitstop.web.api_scores import router as scores_router
 from pitstop.web.errors import install_error_handlers
 from pitstop.web.guard import Guard, GuardedRoute, check_every_route
+from pitstop.web.history import MachineHistory
 from pitstop.web.login import LoginThrottle
 from pitstop.web.login import router as login_router
 from pitstop.web.pages import router as pages_router
 from pitstop.web.sessions import Sessions
+from pitstop.web.trends import Trends
 from pitstop.web.users import Users
 
 if TYPE_CHECKING:
@@ -73,6 +76,8 @@ def create_app(platform: Platform, processor: Processor | None = None) -> FastAP
     app.state.replay = None
     app.state.intake = Intake(platform)
     app.state.users = Users(platform.db)
+    app.state.trends = Trends(platform.db)
+    app.state.history = MachineHistory(platform.lake)
     app.state.guard = Guard(
         app.state.users,
         Sessions(platform.db, settings.session_idle_s, settings.session_max_s),
@@ -99,6 +104,7 @@ def create_app(platform: Platform, processor: Processor | None = None) -> FastAP
     app.include_router(ingest_router)
     app.include_router(admin_router)
     app.include_router(api_router)
+    app.include_router(scores_router)
     app.include_router(models_router)
     app.include_router(ops_router)
     app.include_router(login_router)
