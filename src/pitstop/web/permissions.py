@@ -83,6 +83,11 @@ def permissions_of(role: str) -> list[str]:
     return [p for p in PERMISSIONS if role_has(role, p)]
 
 
+def _by_path(item: tuple[tuple[str, str], str]) -> tuple[str, str]:
+    (method, path), _ = item
+    return path, method
+
+
 def permissions_markdown() -> str:
     """The permission table for the README (a test keeps the README equal to this)."""
     lines = [
@@ -90,7 +95,7 @@ def permissions_markdown() -> str:
         "|---|---|---|",
     ]
     for permission, role in PERMISSIONS.items():
-        routes = [f"`{m} {p}`" for (m, p), need in ROUTES.items() if need == permission]
+        routes = [f"`{m} {p}`" for (m, p), need in sorted(ROUTES.items(), key=_by_path) if need == permission]
         lines.append(f"| `{permission}` | {role} | {', '.join(routes)} |")
     lines.append("")
     lines.append(
