@@ -15,6 +15,7 @@ from pitstop.errors import ValidationError
 from pitstop.fleetops import stored_fleet
 from pitstop.lake import Lake
 from pitstop.maintenance import ComponentMap, Notifier, RiskPolicy
+from pitstop.maintenance.outbox import Outbox
 from pitstop.monitoring import Metrics
 from pitstop.registry import Registry
 from pitstop.schema import FleetSchema, default_fleet
@@ -47,6 +48,10 @@ class Platform:
     components: ComponentMap = field(default_factory=lambda: ComponentMap({}))
     policies: dict[str, RiskPolicy] = field(default_factory=dict)  # per machine type, with overrides
     notifier: Notifier | None = None
+    outbox: Outbox = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.outbox = Outbox(self.db, self.lake)
 
     @classmethod
     def open(cls, settings: Settings, fleet: FleetSchema | None = None) -> Platform:

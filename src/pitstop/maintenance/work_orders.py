@@ -4,24 +4,27 @@ people (open → acknowledged → in progress → done or cancelled, with the te
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-import pyarrow as pa
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from pitstop.errors import ConflictError, NotFoundError, ValidationError
+from pitstop.errors import ConflictError, NotFoundError, PitstopError, ValidationError
 from pitstop.maintenance.components import Explanation
+from pitstop.maintenance.outbox import enqueue
 from pitstop.maintenance.policy import CLOSED_STATES, FINDINGS, OPEN_STATES, PolicyState, RiskPolicy
 from pitstop.serving import Score
-from pitstop.store import Machine, MachineState, WorkOrder, utcnow
+from pitstop.store import Machine, MachineState, WorkOrder, audit_entry, utcnow
 
 if TYPE_CHECKING:
     from pitstop.maintenance.notify import Notifier
     from pitstop.platform import Platform
+
+log = logging.getLogger(__name__)
 
 # the moves people make; done and cancelled are final
 TRANSITIONS: dict[str, tuple[str, ...]] = {
@@ -221,9 +224,25 @@ def transition(
         body = work_order_json(order)
         if platform.notifier is not None:
             platform.notifier.enqueue(s, f"work_order.{status}", body)
+        # one unit: the order, its event (through the outbox), its webhook and its audit row
+        if event is not None:
+            enqueue(s, "events", event)
+        s.add(
+            audit_entry(
+                technician or "api", f"work_order_{status}", role=role, work_order=order_id, finding=finding
+            )
+        )
     if event is not None:
-        platform.lake.append("events", pa.Table.from_pylist([event]))
-    platform.db.audit(
-        technician or "api", f"work_order_{status}", role=role, work_order=order_id, finding=finding
-    )
+        _drain(platform)
     return body
+
+
+def _drain(platform: Platform) -> None:
+    """Append the event now if the lake takes it; else it stays in the outbox for the next drain
+    (the processor drains at the start of every loop)."""
+    try:
+        platform.outbox.drain()
+    except PitstopError as exc:
+        log.warning("work-order event kept in the outbox for the next drain: %s", exc.message)
+    except Exception:  # the order is committed: the caller hears of it, the event waits
+        log.exception("work-order event kept in the outbox for the next drain")

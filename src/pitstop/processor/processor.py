@@ -10,6 +10,7 @@ import polars as pl
 import pyarrow as pa
 from sqlalchemy import select
 
+from pitstop.errors import PitstopError
 from pitstop.features import OnlineFeatures
 from pitstop.maintenance import PolicyState, RiskPolicy
 from pitstop.monitoring.live import LiveMonitor
@@ -201,9 +202,16 @@ class Processor:
                 # not behind: let readings gather so the fixed cost of each commit is shared
                 self._stop.wait(max(0.0, settings.processor_batch_interval_s - (time.monotonic() - started)))
 
+    def _drain_outbox(self) -> None:
+        try:
+            self.p.outbox.drain()
+        except PitstopError as exc:
+            log.warning("lake outbox not drained this batch: %s", exc.message)
+
     # -- one micro-batch ---------------------------------------------------------------------
     def run_once(self) -> BatchReport:
         started = time.perf_counter()
+        self._drain_outbox()  # work-order events a crash or a lake error left in the ops DB
         self._sync_resets()  # events (a failure, a repair) count even while no readings arrive
         self._follow_serving_models()  # after: a lane rebuilt here sees every event registered
         messages = self.p.bus.read(CONSUMER, self.p.settings.processor_max_messages)

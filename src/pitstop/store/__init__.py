@@ -1,12 +1,13 @@
 """Ops DB: machines, devices, predictions index, work orders, audit. SQLAlchemy + Alembic."""
 
-from pitstop.store.db import Database, utcnow
+from pitstop.store.db import Database, audit_entry, utcnow
 from pitstop.store.models import (
     ApiKey,
     AuditEntry,
     Base,
     Device,
     FleetVersion,
+    LakeOutbox,
     LoginToken,
     Machine,
     MachineState,
@@ -24,6 +25,7 @@ __all__ = [
     "Database",
     "Device",
     "FleetVersion",
+    "LakeOutbox",
     "LoginToken",
     "Machine",
     "MachineState",
@@ -32,5 +34,6 @@ __all__ = [
     "WebSession",
     "WebhookDelivery",
     "WorkOrder",
+    "audit_entry",
     "utcnow",
 ]

@@ -28,6 +28,13 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
+def audit_entry(actor: str, action: str, *, role: str | None = None, **detail: Any) -> AuditEntry:
+    """An audit row, for a caller that adds it in its own transaction (with the change it records)."""
+    return AuditEntry(
+        ts=utcnow(), actor=actor, role=role, action=action, detail=json.dumps(detail, default=str)
+    )
+
+
 class Database:
     """The ops DB: an engine, a session factory and the migration entry point."""
 
@@ -58,11 +65,7 @@ class Database:
         """Record ``action`` by ``actor``: a person's user name (with their ``role``) or a part of
         the system (``processor``, ``retrainer``, ``cli``)."""
         with self.session() as s:
-            s.add(
-                AuditEntry(
-                    ts=utcnow(), actor=actor, role=role, action=action, detail=json.dumps(detail, default=str)
-                )
-            )
+            s.add(audit_entry(actor, action, role=role, **detail))
 
     def audit_entries(
         self, limit: int = 50, action: str | None = None, actor: str | None = None

@@ -220,3 +220,16 @@ class LoginToken(Base):
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
     expires_at: Mapped[datetime] = mapped_column(UtcDateTime())
     used_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+
+
+class LakeOutbox(Base):
+    """Rows for the lake written in the ops-DB transaction that caused them (maintenance.outbox)."""
+
+    __tablename__ = "lake_outbox"
+    __table_args__ = (Index("ix_lake_outbox_pending", "appended_at", "id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    table_name: Mapped[str] = mapped_column(String(32))
+    payload: Mapped[str] = mapped_column(Text)  # JSON: one row
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    appended_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)

@@ -1,0 +1,99 @@
+"""Lake events written with the ops-DB change that causes them, then appended exactly once.
+
+Closing a work order changes the order (ops DB) and records a ``maintenance`` or ``inspection``
+event (the lake): two stores, no shared transaction. So the event is written to ``lake_outbox`` in
+the order's own transaction, and ``drain`` appends pending rows to the lake's ``events`` table in
+one Delta commit that carries the highest outbox id as an app transaction (``ops-outbox``). A
+crash between the append and marking the rows done leaves them pending; the next drain sees from
+the table's recorded transaction that they are in the lake already, marks them and appends only
+the rows after them. Nothing accepted is lost, nothing is appended twice.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from datetime import datetime
+from typing import Any
+
+import pyarrow as pa
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from pitstop.lake import Lake
+from pitstop.store import Database, LakeOutbox, utcnow
+
+log = logging.getLogger(__name__)
+
+APP_ID = "ops-outbox"
+_TIME_FIELDS = ("ts",)
+
+
+def enqueue(session: Session, table: str, row: dict[str, Any]) -> None:
+    """Write ``row`` for the lake's ``table`` inside the caller's transaction."""
+    payload = {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in row.items()}
+    session.add(LakeOutbox(table_name=table, payload=json.dumps(payload), created_at=utcnow()))
+
+
+class Outbox:
+    """Drains ``lake_outbox`` into the lake, one table at a time (only ``events`` today)."""
+
+    def __init__(self, db: Database, lake: Lake, batch: int = 1000) -> None:
+        self.db = db
+        self.lake = lake
+        self.batch = batch
+        self._lock = threading.Lock()
+
+    def drain(self) -> int:
+        """Append the pending rows; returns how many reached the lake now."""
+        with self._lock:
+            appended = 0
+            while True:
+                done = self._drain_once()
+                appended += done
+                if done < self.batch:
+                    return appended
+
+    def _drain_once(self) -> int:
+        with self.db.session() as s:
+            rows = s.execute(
+                select(LakeOutbox.id, LakeOutbox.payload)
+                .where(LakeOutbox.appended_at.is_(None), LakeOutbox.table_name == "events")
+                .order_by(LakeOutbox.id)
+                .limit(self.batch)
+            ).all()
+        if not rows:
+            return 0
+        committed = self.lake.committed_position(APP_ID, "events")
+        fresh = [(row_id, payload) for row_id, payload in rows if row_id > committed]
+        if fresh:
+            table = pa.Table.from_pylist([_decode(payload) for _, payload in fresh])
+            self.lake.append("events", table, app_id=APP_ID, position=fresh[-1][0])
+        self._mark_appended([row_id for row_id, _ in rows])
+        if len(rows) > len(fresh):
+            log.info(
+                "%d outbox rows were in the lake already (an earlier drain stopped)", len(rows) - len(fresh)
+            )
+        return len(fresh)
+
+    def _mark_appended(self, ids: list[int]) -> None:
+        with self.db.session() as s:
+            s.execute(update(LakeOutbox).where(LakeOutbox.id.in_(ids)).values(appended_at=utcnow()))
+
+    def pending(self) -> int:
+        from sqlalchemy import func
+
+        with self.db.session() as s:
+            return int(
+                s.scalar(select(func.count()).select_from(LakeOutbox).where(LakeOutbox.appended_at.is_(None)))
+                or 0
+            )
+
+
+def _decode(payload: str) -> dict[str, Any]:
+    row: dict[str, Any] = json.loads(payload)
+    for field in _TIME_FIELDS:
+        if isinstance(row.get(field), str):
+            row[field] = datetime.fromisoformat(row[field])
+    return row
