@@ -8,13 +8,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 
 from pitstop.errors import LakeError
 from pitstop.maintenance import transition
 from pitstop.maintenance.outbox import Outbox
 from pitstop.platform import Platform
-from pitstop.store import Machine, MachineState, WorkOrder
+from pitstop.processor import Processor
+from pitstop.store import Machine, MachineState, Prediction, WorkOrder
 from tests.conftest import make_settings
+from tests.test_processor import publish
 
 
 class Crash(Exception):
@@ -103,3 +106,35 @@ def test_a_crash_after_the_lake_append_appends_nothing_twice(
         assert kinds == {"inspection"}
     finally:
         platform.close()
+
+
+def test_a_crash_between_the_ops_db_and_the_bus_commit_records_nothing_twice(
+    trained: Platform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    proc = Processor(trained)
+    proc.bootstrap()
+    publish(trained, "eng-003", 3, 0, 30)
+    proc.run_once()
+    publish(trained, "eng-003", 3, 30, 20)
+
+    def crash(consumer: str, position: int) -> None:
+        raise Crash
+
+    monkeypatch.setattr(trained.bus, "commit", crash)
+    with pytest.raises(Crash):  # the ops DB has the batch's results; the bus has not moved
+        proc.run_once()
+    monkeypatch.undo()
+    publish(trained, "eng-003", 3, 50, 10)  # more arrives while it is down: read with the replay
+    restarted = Processor(trained)
+    restarted.bootstrap()
+    restarted.run_once()
+    with trained.db.session() as s:
+        state = s.get(MachineState, "eng-003")
+        assert state is not None and (state.readings, state.last_seq) == (60, 60)
+        seqs = s.scalars(select(Prediction.seq).where(Prediction.machine_id == "eng-003")).all()
+    assert sorted(seqs) == [30, 50, 60]  # one prediction per batch's last reading, none twice
+
+
+def test_the_ops_db_is_as_durable_as_the_bus(platform: Platform) -> None:
+    with platform.db.engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL

@@ -17,7 +17,7 @@ from pitstop.monitoring.live import LiveMonitor
 from pitstop.monitoring.monitor import DriftMonitor
 from pitstop.monitoring.retrain import Retrainer
 from pitstop.platform import Platform
-from pitstop.processor.record import Recorder
+from pitstop.processor.record import Recorder, recorded_position
 from pitstop.processor.state import Lane, MachineTypes, StreamState, feed
 from pitstop.schema import decode_table
 from pitstop.serving import Score
@@ -71,6 +71,7 @@ class Processor:
         self._snapshot_at = time.monotonic()
         self._serving_checked = time.monotonic()
         self.restored_from: int | None = None  # the bus position of the snapshot bootstrap used
+        self._recorded = 0  # the last bus position whose results are in the ops DB
         self.types = MachineTypes(platform.db, list(self.lanes), platform.default_type)
         self.retrainer = Retrainer(platform)
         self._retrained_at = time.monotonic()
@@ -106,6 +107,7 @@ class Processor:
         for lane in self.lanes.values():
             lane.deployment.load()
         upto = self.p.bus.position(CONSUMER)
+        self._recorded = self._recorded_position(upto)
         restored = self.restored_from = self.state.load(upto)
         if restored is None:
             self.state.last, self.state.resets, self.state.events_version = {}, set(), None
@@ -202,6 +204,16 @@ class Processor:
                 # not behind: let readings gather so the fixed cost of each commit is shared
                 self._stop.wait(max(0.0, settings.processor_batch_interval_s - (time.monotonic() - started)))
 
+    def _recorded_position(self, upto: int) -> int:
+        """Where the ops DB's results end. A crash between the ops-DB commit and the bus commit
+        leaves it one batch past the bus position; much further (or past the bus's head) means the
+        bus was replaced (a new backend, a restore): then the bus position counts."""
+        recorded = recorded_position(self.p.db, CONSUMER)
+        if recorded > self.p.bus.head() or recorded > upto + self.p.settings.processor_max_messages:
+            log.warning("the ops DB's processor position %d does not fit this bus: using %d", recorded, upto)
+            return upto
+        return recorded
+
     def _drain_outbox(self) -> None:
         try:
             self.p.outbox.drain()
@@ -258,11 +270,7 @@ class Processor:
                         "processor", "scoring_failed", machine_type=lane.machine_type, error=str(exc)
                     )
                 lane.deployment.problems["scoring"] = str(exc)
-        last = fresh.group_by("machine_id").agg(pl.col("seq").last(), pl.col("ts").last())
-        counts = dict(fresh.group_by("machine_id").len().iter_rows())
-        opened = self.recorder.record(
-            last, scores, counts, types, shadow, features, lambda t: self.lanes[t].deployment
-        )
+        opened = self._record(fresh, position, scores, shadow, types, features)
         for machine_id, seq in fresh.group_by("machine_id").agg(pl.col("seq").max()).iter_rows():
             self.state.last[machine_id] = int(seq)  # only now: a batch that fails is read again whole
         self.p.bus.commit(CONSUMER, position)
@@ -281,6 +289,37 @@ class Processor:
         return BatchReport(
             len(messages), total, written, held.height, total - fresh.height, len(scores), opened
         )
+
+    def _record(
+        self,
+        fresh: pl.DataFrame,
+        position: int,
+        scores: dict[str, Score],
+        shadow: dict[str, Score],
+        types: dict[str, str],
+        features: dict[str, np.ndarray],
+    ) -> int:
+        """The batch's results into the ops DB, except what a transaction before a crash recorded
+        already (readings at or below ``self._recorded``). Returns the work orders opened."""
+        new = fresh.filter(pl.col("bus_position") > self._recorded)
+        if new.height == 0:
+            return 0
+        machines = set(new["machine_id"].unique().to_list())
+        last = new.group_by("machine_id").agg(pl.col("seq").last(), pl.col("ts").last())
+        counts = dict(new.group_by("machine_id").len().iter_rows())
+        opened = self.recorder.record(
+            last,
+            {m: s for m, s in scores.items() if m in machines},
+            counts,
+            types,
+            {m: s for m, s in shadow.items() if m in machines},
+            features,
+            lambda t: self.lanes[t].deployment,
+            CONSUMER,
+            position,
+        )
+        self._recorded = position
+        return opened
 
     def _append_to_lake(self, fresh: pl.DataFrame, position: int) -> int:
         lake_frame = fresh.with_columns(pl.col("ts").dt.date().alias("day"))

@@ -14,9 +14,16 @@ from sqlalchemy import select
 from pitstop.maintenance import ComponentMap, Explanation, Notifier, Reading, RiskPolicy, open_work_orders
 from pitstop.serving import Score
 from pitstop.serving.deployment import Deployment
-from pitstop.store import Database, MachineState, Prediction, utcnow
+from pitstop.store import Database, MachineState, Prediction, ProcessorPosition, utcnow
 
 log = logging.getLogger(__name__)
+
+
+def recorded_position(db: Database, consumer: str) -> int:
+    """The last bus position whose results ``consumer`` recorded in the ops DB (0: none)."""
+    with db.session() as s:
+        found = s.get(ProcessorPosition, consumer)
+        return found.position if found is not None else 0
 
 
 class Recorder:
@@ -41,12 +48,17 @@ class Recorder:
         shadow: dict[str, Score],
         features: dict[str, np.ndarray],
         deployment_of: Callable[[str], Deployment],
+        consumer: str,
+        position: int,
     ) -> int:
-        """Machine state, predictions and work orders in one transaction, one flush. Shadow scores
-        are logged as predictions only. Returns the work orders opened."""
+        """Machine state, predictions and work orders in one transaction, one flush, with the bus
+        ``position`` they come from: a crash before the bus commit replays the batch, and the
+        processor then skips what this transaction recorded. Shadow scores are logged as
+        predictions only. Returns the work orders opened."""
         now = utcnow()
         predictions = []
         with self.db.session() as s:
+            s.merge(ProcessorPosition(consumer=consumer, position=position))
             ids = last["machine_id"].to_list()
             states = {
                 st.machine_id: st

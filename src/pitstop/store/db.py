@@ -22,7 +22,10 @@ def utcnow() -> datetime:
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")
-    cur.execute("PRAGMA synchronous=NORMAL")
+    # FULL, like the bus: with NORMAL a power loss can roll back the last ops-DB commits (work
+    # orders, their outbox events, the processor's recorded position) while the bus position
+    # after them is durable, and those results would never be written again
+    cur.execute("PRAGMA synchronous=FULL")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.execute("PRAGMA busy_timeout=30000")
     cur.close()

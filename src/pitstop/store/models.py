@@ -222,6 +222,16 @@ class LoginToken(Base):
     used_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
 
 
+class ProcessorPosition(Base):
+    """The last bus position whose results a processor recorded in the ops DB, written in the
+    same transaction as those results: a batch read again after a crash is not recorded twice."""
+
+    __tablename__ = "processor_positions"
+
+    consumer: Mapped[str] = mapped_column(String(64), primary_key=True)
+    position: Mapped[int] = mapped_column(Integer)
+
+
 class LakeOutbox(Base):
     """Rows for the lake written in the ops-DB transaction that caused them (maintenance.outbox)."""
 

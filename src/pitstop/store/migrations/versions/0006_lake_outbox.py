@@ -1,4 +1,5 @@
-"""Lake rows written in the ops-DB transaction that causes them (work-order events).
+"""Lake rows written in the ops-DB transaction that causes them (work-order events); the
+processor's bus position recorded with its ops-DB results.
 
 Revision ID: 0006
 Revises: 0005
@@ -24,8 +25,14 @@ def upgrade() -> None:
         sa.Column("appended_at", sa.DateTime(timezone=True), nullable=True),
     )
     op.create_index("ix_lake_outbox_pending", "lake_outbox", ["appended_at", "id"])
+    op.create_table(
+        "processor_positions",
+        sa.Column("consumer", sa.String(64), primary_key=True),
+        sa.Column("position", sa.Integer, nullable=False),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("processor_positions")
     op.drop_index("ix_lake_outbox_pending", "lake_outbox")
     op.drop_table("lake_outbox")
