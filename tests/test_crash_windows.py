@@ -15,8 +15,10 @@ from pitstop.maintenance import transition
 from pitstop.maintenance.outbox import Outbox
 from pitstop.platform import Platform
 from pitstop.processor import Processor
+from pitstop.serving.deploy import CHAMPION, MOVE_TAG, PREVIOUS, promote, recover, rollback
 from pitstop.store import Machine, MachineState, Prediction, WorkOrder
 from tests.conftest import make_settings
+from tests.test_deploy import second_version
 from tests.test_processor import publish
 
 
@@ -138,3 +140,37 @@ def test_a_crash_between_the_ops_db_and_the_bus_commit_records_nothing_twice(
 def test_the_ops_db_is_as_durable_as_the_bus(platform: Platform) -> None:
     with platform.db.engine.connect() as conn:
         assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL
+
+
+def test_a_promotion_cut_between_its_alias_writes_is_completed_and_audited_once(
+    trained: Platform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    registry, db = trained.registry, trained.db
+    v2 = second_version(trained)
+    real_set_alias = registry.set_alias
+
+    def crash_on_champion(alias: str, version: str) -> None:
+        if alias == CHAMPION:
+            raise Crash
+        real_set_alias(alias, version)
+
+    monkeypatch.setattr(registry, "set_alias", crash_on_champion)
+    with pytest.raises(Crash):
+        promote(registry, db.audit, v2, actor="eve", audited=db.audited_move)
+    monkeypatch.undo()
+    # the state the crash left: previous-champion equal to champion (rollback used to refuse)
+    assert registry.alias_version(PREVIOUS) == registry.alias_version(CHAMPION) == "1"
+    result = rollback(registry, db.audit, actor="eve", audited=db.audited_move)
+    assert result == {"champion": "1", "previous": v2}  # the promotion completed, then rolled back
+    assert registry.alias_version(PREVIOUS) == v2 and registry.model_tag(MOVE_TAG) is None
+    assert len(db.audit_entries(action="model_promoted")) == 1
+    assert len(db.audit_entries(action="model_rolled_back")) == 1
+
+    # cut after the audit row, before the journal is cleared: completed, not audited again
+    monkeypatch.setattr(registry, "delete_model_tag", lambda key: (_ for _ in ()).throw(Crash()))
+    with pytest.raises(Crash):
+        promote(registry, db.audit, v2, actor="eve", audited=db.audited_move)
+    monkeypatch.undo()
+    assert recover(registry, db.audit, db.audited_move)
+    assert registry.alias_version(CHAMPION) == v2 and registry.model_tag(MOVE_TAG) is None
+    assert len(db.audit_entries(action="model_promoted")) == 2

@@ -184,7 +184,8 @@ def promote(ctx: click.Context, data_dir: Path | None, version: str | None, mach
 
     with _platform(ctx, data_dir) as platform:
         registry = platform.registry_for(machine_type) if machine_type else platform.registry
-        click.echo(json.dumps(run(registry, platform.db.audit, version)))
+        db = platform.db
+        click.echo(json.dumps(run(registry, db.audit, version, audited=db.audited_move)))
 
 
 @click.command()
@@ -197,7 +198,8 @@ def rollback(ctx: click.Context, data_dir: Path | None, machine_type: str | None
 
     with _platform(ctx, data_dir) as platform:
         registry = platform.registry_for(machine_type) if machine_type else platform.registry
-        click.echo(json.dumps(run(registry, platform.db.audit)))
+        db = platform.db
+        click.echo(json.dumps(run(registry, db.audit, audited=db.audited_move)))
 
 
 @click.command()

@@ -189,7 +189,7 @@ def retrain(
                 platform, registry, f"shadow: {shadow['problem']}", trigger, registered.version, gate, shadow
             )
         audit(ACTOR, "retrain_shadow_passed", version=registered.version, shadow=shadow)
-    promote(registry, platform.db.audit, registered.version, actor=ACTOR)
+    promote(registry, platform.db.audit, registered.version, actor=ACTOR, audited=platform.db.audited_move)
     result = RetrainResult("promoted", "gate and shadow passed", registered.version, gate, shadow)
     audit(ACTOR, "retrain_promoted", trigger=trigger, machine_type=mt.name, version=registered.version)
     return result

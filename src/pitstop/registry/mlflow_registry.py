@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 import logging
 import tempfile
 import threading
@@ -109,6 +110,26 @@ class Registry:
 
     def delete_alias(self, alias: str) -> None:
         self.client.delete_registered_model_alias(self.model_name, alias)
+
+    def model_tag(self, key: str) -> str | None:
+        """A tag of the registered model (not of a version), or None."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            tags = self.client.get_registered_model(self.model_name).tags or {}
+        except MlflowException:
+            return None
+        value = tags.get(key)
+        return str(value) if value is not None else None
+
+    def set_model_tag(self, key: str, value: str) -> None:
+        self.client.set_registered_model_tag(self.model_name, key, value)
+
+    def delete_model_tag(self, key: str) -> None:
+        from mlflow.exceptions import MlflowException
+
+        with contextlib.suppress(MlflowException):  # already gone
+            self.client.delete_registered_model_tag(self.model_name, key)
 
     def alias_version(self, alias: str) -> str | None:
         from mlflow.exceptions import MlflowException

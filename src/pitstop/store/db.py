@@ -92,6 +92,13 @@ class Database:
                 for e in s.scalars(query)
             ]
 
+    def audited_move(self, move_id: str, limit: int = 1000) -> bool:
+        """Whether a model move (promote, rollback) with this id is in the recent audit already."""
+        for action in ("model_promoted", "model_rolled_back"):
+            if any(e["detail"].get("move") == move_id for e in self.audit_entries(limit, action)):
+                return True
+        return False
+
     def close(self) -> None:
         self.engine.dispose()
 

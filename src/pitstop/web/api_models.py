@@ -146,7 +146,9 @@ async def promote_model(request: Request, machine_type: str, body: PromoteReques
     deployment = platform.deployment_for(machine_type)
     who: Principal = request.state.principal
     audit = _audit_as(platform, who)
-    result = await run_in_threadpool(promote, deployment.registry, audit, body.version, who.name)
+    result = await run_in_threadpool(
+        promote, deployment.registry, audit, body.version, who.name, platform.db.audited_move
+    )
     return {"machine_type": machine_type, **result}
 
 
@@ -156,7 +158,7 @@ async def rollback_model(request: Request, machine_type: str) -> dict[str, Any]:
     deployment = platform.deployment_for(machine_type)
     who: Principal = request.state.principal
     audit = _audit_as(platform, who)
-    result = await run_in_threadpool(rollback, deployment.registry, audit, who.name)
+    result = await run_in_threadpool(rollback, deployment.registry, audit, who.name, platform.db.audited_move)
     return {"machine_type": machine_type, **result}
 
 
