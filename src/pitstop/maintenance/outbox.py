@@ -18,7 +18,7 @@ from datetime import datetime
 from typing import Any
 
 import pyarrow as pa
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from pitstop.lake import Lake
@@ -82,8 +82,6 @@ class Outbox:
             s.execute(update(LakeOutbox).where(LakeOutbox.id.in_(ids)).values(appended_at=utcnow()))
 
     def pending(self) -> int:
-        from sqlalchemy import func
-
         with self.db.session() as s:
             return int(
                 s.scalar(select(func.count()).select_from(LakeOutbox).where(LakeOutbox.appended_at.is_(None)))

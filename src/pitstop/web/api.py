@@ -70,13 +70,11 @@ def _time_unit(platform: Platform, machine_type: str) -> str | None:
     return known.time_unit if known is not None else None
 
 
-def _open_orders(s: Any, machine_ids: list[str] | None = None) -> dict[str, tuple[int, str]]:
+def _open_orders(s: Any) -> dict[str, tuple[int, str]]:
     """Each machine's open work order: (id, priority)."""
     query = select(WorkOrder.machine_id, WorkOrder.id, WorkOrder.priority).where(
         WorkOrder.status.in_(OPEN_STATES)
     )
-    if machine_ids is not None:
-        query = query.where(WorkOrder.machine_id.in_(machine_ids))
     found: dict[str, tuple[int, str]] = {}
     for machine_id, order_id, priority in s.execute(query.order_by(WorkOrder.id)):
         found[machine_id] = (order_id, priority)

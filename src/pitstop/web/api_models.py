@@ -27,12 +27,15 @@ def _platform(request: Request) -> Platform:
 @router.get("/models", summary="Per machine type: champion, challenger, lineage, deployment, retrains")
 def models(request: Request) -> dict[str, Any]:
     platform = _platform(request)
-    by_type = {name: _type_json(platform, name, d) for name, d in platform.deployments.items()}
+    moves = _model_moves(platform.db.audit_entries(limit=500))  # read once for every type
+    by_type = {name: _type_json(platform, name, d, moves) for name, d in platform.deployments.items()}
     first = by_type[platform.default_type]
     return {"serving": first["serving"], "versions": first["versions"], "machine_types": by_type}
 
 
-def _type_json(platform: Platform, machine_type: str, deployment: Deployment) -> dict[str, Any]:
+def _type_json(
+    platform: Platform, machine_type: str, deployment: Deployment, moves: list[dict[str, Any]]
+) -> dict[str, Any]:
     registry = deployment.registry
     versions = registry.versions()
     by_alias = {alias: v for v in versions for alias in v["aliases"]}
@@ -48,7 +51,7 @@ def _type_json(platform: Platform, machine_type: str, deployment: Deployment) ->
             "challenger_percent": deployment.options.challenger_percent,
             "arms": _arms(platform, registry.model_name),
         },
-        "retrain_history": _retrains(platform, machine_type),
+        "retrain_history": _retrains(moves, machine_type),
         "versions": versions,
     }
 
@@ -103,16 +106,19 @@ def _arms(platform: Platform, model_name: str) -> dict[str, Any]:
     return arms
 
 
-def _retrains(platform: Platform, machine_type: str, limit: int = 50) -> list[dict[str, Any]]:
-    entries = platform.db.audit_entries(limit=500)
-    rows = [
+def _model_moves(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The audit rows of the retraining loop, promotions and rollbacks."""
+    return [
         e
         for e in entries
         if e["action"].startswith("retrain_") or e["action"] in ("model_promoted", "model_rolled_back")
     ]
+
+
+def _retrains(moves: list[dict[str, Any]], machine_type: str, limit: int = 50) -> list[dict[str, Any]]:
     wanted = [
         e
-        for e in rows
+        for e in moves
         if e["detail"].get("machine_type") in (None, machine_type)
         or str(e["detail"].get("model", "")).endswith(f"-{machine_type}")
     ]
