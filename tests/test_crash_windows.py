@@ -8,16 +8,20 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from fastapi.testclient import TestClient
 from sqlalchemy import select
 
+import pitstop.lake.outbox
+import pitstop.store
 from pitstop.errors import LakeError
+from pitstop.lake.outbox import Outbox
 from pitstop.maintenance import transition
-from pitstop.maintenance.outbox import Outbox
 from pitstop.platform import Platform
 from pitstop.processor import Processor
 from pitstop.serving.deploy import CHAMPION, MOVE_TAG, PREVIOUS, promote, recover, rollback
 from pitstop.store import Machine, MachineState, Prediction, WorkOrder
-from tests.conftest import make_settings
+from pitstop.web.app import create_app
+from tests.conftest import admin_headers, make_settings
 from tests.test_deploy import second_version
 from tests.test_processor import publish
 
@@ -174,3 +178,83 @@ def test_a_promotion_cut_between_its_alias_writes_is_completed_and_audited_once(
     assert recover(registry, db.audit, db.audited_move)
     assert registry.alias_version(CHAMPION) == v2 and registry.model_tag(MOVE_TAG) is None
     assert len(db.audit_entries(action="model_promoted")) == 2
+
+
+def _admin_events(platform: Platform) -> list[dict[str, object]]:
+    return list(platform.lake.read("events", machine_ids=["eng-007"]).iter_rows(named=True))
+
+
+def test_an_admin_event_sent_twice_is_stored_once_with_one_audit_row(
+    platform: Platform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _order(platform)
+    admin = admin_headers(platform)
+    inspection = {"machine_id": "eng-007", "kind": "inspection", "detail": "borescope: clean"}
+    with TestClient(create_app(platform)) as client:
+        first = client.post("/api/v1/admin/events", json=inspection, headers=admin)
+        again = client.post("/api/v1/admin/events", json=inspection, headers=admin)
+        assert (first.status_code, again.status_code) == (201, 200), again.text
+        assert again.json() == {**first.json(), "duplicate": True}
+        assert first.json()["seq"] == 120 and first.json()["duplicate"] is False
+
+        # an explicit key: a new key is a new event, a reused key with another body is refused
+        keyed = {"machine_id": "eng-007", "kind": "failure", "ts": "2026-11-30T10:00:00Z"}
+        one = client.post("/api/v1/admin/events", json=keyed, headers={**admin, "Idempotency-Key": "k-1"})
+        two = client.post("/api/v1/admin/events", json=keyed, headers={**admin, "Idempotency-Key": "k-2"})
+        assert (one.status_code, two.status_code) == (201, 201)
+        reused = client.post(
+            "/api/v1/admin/events",
+            json={**keyed, "kind": "maintenance"},
+            headers={**admin, "Idempotency-Key": "k-1"},
+        )
+        assert reused.status_code == 409 and reused.json()["error"]["code"] == "idempotency_key_reused"
+
+        # the lake fails during the request: the event and its audit row wait in the ops DB
+        def lake_down(*args: object, **kwargs: object) -> bool:
+            raise LakeError("disk full")
+
+        monkeypatch.setattr(platform.lake, "append", lake_down)
+        late = {"machine_id": "eng-007", "kind": "maintenance", "ts": "2026-11-30T12:00:00Z"}
+        stored = client.post("/api/v1/admin/events", json=late, headers=admin)
+        assert stored.status_code == 201
+        monkeypatch.undo()
+        retried = client.post("/api/v1/admin/events", json=late, headers=admin)  # the caller retries
+        assert retried.status_code == 200 and retried.json()["duplicate"] is True
+    assert platform.outbox.pending() == 1
+    restarted = _restart(platform)
+    try:
+        restarted.outbox.drain()
+        kinds = sorted(str(e["kind"]) for e in _admin_events(restarted))
+        assert kinds == ["failure", "failure", "inspection", "maintenance"]
+        audited = restarted.db.audit_entries(action="event_recorded")
+        assert len(audited) == 4 and {e["actor"] for e in audited} == {"admin-token"}
+    finally:
+        restarted.close()
+
+
+@pytest.mark.parametrize("cut", ["event", "audit"])
+def test_an_admin_event_and_its_audit_row_are_one_unit(
+    platform: Platform, monkeypatch: pytest.MonkeyPatch, cut: str
+) -> None:
+    """Cut after either write: whichever came first is not kept without the other."""
+    _order(platform)
+    module, name = (pitstop.lake.outbox, "enqueue") if cut == "event" else (pitstop.store, "audit_entry")
+    real = getattr(module, name)
+
+    def crash_after(*args: object, **kwargs: object) -> object:
+        real(*args, **kwargs)
+        raise Crash
+
+    monkeypatch.setattr(module, name, crash_after)
+    body = {"machine_id": "eng-007", "kind": "inspection"}
+    with TestClient(create_app(platform), raise_server_exceptions=False) as client:
+        assert (
+            client.post("/api/v1/admin/events", json=body, headers=admin_headers(platform)).status_code == 500
+        )
+        monkeypatch.undo()
+        # nothing of the cut request survived: neither an event nor an audit row
+        assert platform.outbox.pending() == 0 and _admin_events(platform) == []
+        assert platform.db.audit_entries(action="event_recorded") == []
+        again = client.post("/api/v1/admin/events", json=body, headers=admin_headers(platform))
+        assert again.status_code == 201 and again.json()["duplicate"] is False
+    assert len(_admin_events(platform)) == 1 and len(platform.db.audit_entries(action="event_recorded")) == 1

@@ -14,8 +14,8 @@ from pitstop.config import Settings
 from pitstop.errors import ValidationError
 from pitstop.fleetops import stored_fleet
 from pitstop.lake import Lake
+from pitstop.lake.outbox import Outbox
 from pitstop.maintenance import ComponentMap, Notifier, RiskPolicy
-from pitstop.maintenance.outbox import Outbox
 from pitstop.monitoring import Metrics
 from pitstop.registry import Registry
 from pitstop.schema import FleetSchema, default_fleet

@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-import pyarrow as pa
-from fastapi import APIRouter, Path, Request
+from fastapi import APIRouter, Header, Path, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy.exc import IntegrityError
 from starlette.concurrency import run_in_threadpool
 
-from pitstop.errors import NotFoundError, ValidationError
+from pitstop.errors import ConflictError, NotFoundError, ValidationError
 from pitstop.ingest.intake import Intake
 from pitstop.web.guard import GuardedRoute
 
 if TYPE_CHECKING:
     from pitstop.platform import Platform
+
+log = logging.getLogger(__name__)
 
 
 # who may call each route: pitstop.web.permissions (devices: admin; events: engineer)
@@ -93,17 +98,43 @@ class NewEvent(BaseModel):
     )
 
 
-@router.post("/events", status_code=201, summary="Record a failure, maintenance or inspection event")
-async def add_event(request: Request, body: NewEvent) -> dict[str, Any]:
+@router.post(
+    "/events",
+    status_code=201,
+    summary="Record a failure, maintenance or inspection event (stored once per idempotency key)",
+)
+async def add_event(
+    request: Request,
+    response: Response,
+    body: NewEvent,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            min_length=1,
+            max_length=128,
+            pattern=r"^[\x21-\x7e]+$",
+            description="the same key sent again returns the stored event (200) and stores nothing; "
+            "without one the key is derived from the body and, without ts, the machine's latest seq",
+        ),
+    ] = None,
+) -> dict[str, Any]:
     """Events are the ground truth: a ``failure`` labels the readings before it for training and
     scores the live predictions made before it; ``failure`` and ``maintenance`` reset the
-    machine's baseline."""
+    machine's baseline. The event and its audit row are one ops-DB transaction; the event reaches
+    the lake through the lake outbox, at once when the lake takes it."""
     platform = _intake(request).p
-    return await run_in_threadpool(_record_event, platform, body, *_who(request))
+    stored, fresh = await run_in_threadpool(_record_event, platform, body, idempotency_key, *_who(request))
+    if not fresh:
+        response.status_code = 200
+    return {**stored, "duplicate": not fresh}
 
 
-def _record_event(platform: Platform, body: NewEvent, actor: str, role: str | None) -> dict[str, Any]:
-    from pitstop.store import Machine, MachineState, utcnow
+def _record_event(
+    platform: Platform, body: NewEvent, key: str | None, actor: str, role: str | None
+) -> tuple[dict[str, Any], bool]:
+    """The stored event and whether this request stored it."""
+    from pitstop.lake.outbox import enqueue, keyed
+    from pitstop.store import Machine, MachineState, audit_entry, utcnow
 
     with platform.db.session() as s:
         machine = s.get(Machine, body.machine_id)
@@ -122,16 +153,53 @@ def _record_event(platform: Platform, body: NewEvent, actor: str, role: str | No
         )
     if body.ts is not None and body.ts.tzinfo is None:
         raise ValidationError("ts needs a timezone (e.g. 2026-11-22T10:00:00Z)", code="naive_timestamp")
-    ts = body.ts or utcnow()
+    seq = body.seq if body.seq is not None else last_seq
+    request_hash = _event_hash(body, seq)
+    outbox_key = f"event:{key}" if key is not None else f"event-body:{request_hash}"
     event: dict[str, Any] = {
         "machine_id": body.machine_id,
-        "ts": ts,
-        "seq": body.seq if body.seq is not None else last_seq,
+        "ts": body.ts or utcnow(),
+        "seq": seq,
         "kind": body.kind,
         "detail": body.detail,
         "component": body.component,
     }
-    platform.lake.append("events", pa.Table.from_pylist([event]))
-    detail = {k: str(v) for k, v in event.items() if v is not None}
-    platform.db.audit(actor, "event_recorded", role=role, **detail)
-    return {**event, "ts": ts.isoformat()}
+    try:
+        with platform.db.session() as s:
+            earlier = keyed(s, outbox_key)
+            if earlier is None:
+                # one unit: the event (through the outbox) and its audit row
+                enqueue(s, "events", event, key=outbox_key, request_hash=request_hash)
+                detail = {k: str(v) for k, v in event.items() if v is not None}
+                s.add(audit_entry(actor, "event_recorded", role=role, idempotency_key=key, **detail))
+    except IntegrityError:  # the same key committed by a concurrent request
+        with platform.db.session() as s:
+            earlier = keyed(s, outbox_key)
+        if earlier is None:
+            raise
+    if earlier is not None:
+        stored, stored_hash = earlier
+        if stored_hash != request_hash:
+            raise ConflictError(
+                "this Idempotency-Key was used for a different event; use a new key for a new event",
+                code="idempotency_key_reused",
+            )
+        return _event_json(stored), False
+    try:
+        platform.outbox.drain()
+    except Exception as exc:  # committed: the processor's next drain appends it
+        log.warning("admin event kept in the lake outbox for the next drain: %s", exc)
+    return _event_json(event), True
+
+
+def _event_hash(body: NewEvent, seq: int | None) -> str:
+    """What makes two requests the same event: the body as sent, with the seq it resolves to (an
+    event without ``ts`` repeated before the machine's next reading is the same event)."""
+    fields = body.model_dump(mode="json")
+    fields["seq"] = seq
+    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
+
+
+def _event_json(event: dict[str, Any]) -> dict[str, Any]:
+    ts = event["ts"]
+    return {**event, "ts": ts.isoformat() if isinstance(ts, datetime) else ts}

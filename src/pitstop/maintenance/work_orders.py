@@ -14,8 +14,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from pitstop.errors import ConflictError, NotFoundError, PitstopError, ValidationError
+from pitstop.lake.outbox import enqueue
 from pitstop.maintenance.components import Explanation
-from pitstop.maintenance.outbox import enqueue
 from pitstop.maintenance.policy import CLOSED_STATES, FINDINGS, OPEN_STATES, PolicyState, RiskPolicy
 from pitstop.serving import Score
 from pitstop.store import Machine, MachineState, WorkOrder, audit_entry, utcnow

@@ -233,13 +233,20 @@ class ProcessorPosition(Base):
 
 
 class LakeOutbox(Base):
-    """Rows for the lake written in the ops-DB transaction that caused them (maintenance.outbox)."""
+    """Rows for the lake written in the ops-DB transaction that caused them (lake.outbox)."""
 
     __tablename__ = "lake_outbox"
-    __table_args__ = (Index("ix_lake_outbox_pending", "appended_at", "id"),)
+    __table_args__ = (
+        Index("ix_lake_outbox_pending", "appended_at", "id"),
+        Index("ux_lake_outbox_key", "idem_key", unique=True),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     table_name: Mapped[str] = mapped_column(String(32))
     payload: Mapped[str] = mapped_column(Text)  # JSON: one row
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
     appended_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    # a row that must be stored once however often it is sent (admin events): the caller's
+    # idempotency key and a hash of the request it came with
+    idem_key: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    request_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)

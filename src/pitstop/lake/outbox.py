@@ -1,12 +1,13 @@
 """Lake events written with the ops-DB change that causes them, then appended exactly once.
 
 Closing a work order changes the order (ops DB) and records a ``maintenance`` or ``inspection``
-event (the lake): two stores, no shared transaction. So the event is written to ``lake_outbox`` in
-the order's own transaction, and ``drain`` appends pending rows to the lake's ``events`` table in
-one Delta commit that carries the highest outbox id as an app transaction (``ops-outbox``). A
-crash between the append and marking the rows done leaves them pending; the next drain sees from
-the table's recorded transaction that they are in the lake already, marks them and appends only
-the rows after them. Nothing accepted is lost, nothing is appended twice.
+event (the lake); an admin event is recorded with its audit row: two stores, no shared
+transaction. So the event is written to ``lake_outbox`` in the ops-DB transaction of its cause
+(under an idempotency key when the caller may send it twice), and ``drain`` appends pending rows
+to the lake's ``events`` table in one Delta commit that carries the highest outbox id as an app
+transaction (``ops-outbox``). A crash between the append and marking the rows done leaves them
+pending; the next drain sees from the table's recorded transaction that they are in the lake
+already, marks them and appends only the rows after them. Nothing accepted is lost, nothing is appended twice.
 """
 
 from __future__ import annotations
@@ -30,10 +31,36 @@ APP_ID = "ops-outbox"
 _TIME_FIELDS = ("ts",)
 
 
-def enqueue(session: Session, table: str, row: dict[str, Any]) -> None:
-    """Write ``row`` for the lake's ``table`` inside the caller's transaction."""
+def enqueue(
+    session: Session,
+    table: str,
+    row: dict[str, Any],
+    *,
+    key: str | None = None,
+    request_hash: str | None = None,
+) -> None:
+    """Write ``row`` for the lake's ``table`` inside the caller's transaction. With ``key`` the
+    row is stored once: a second row with the same key fails the transaction (unique index)."""
     payload = {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in row.items()}
-    session.add(LakeOutbox(table_name=table, payload=json.dumps(payload), created_at=utcnow()))
+    session.add(
+        LakeOutbox(
+            table_name=table,
+            payload=json.dumps(payload),
+            created_at=utcnow(),
+            idem_key=key,
+            request_hash=request_hash,
+        )
+    )
+
+
+def keyed(session: Session, key: str) -> tuple[dict[str, Any], str | None] | None:
+    """The row stored under ``key`` and the hash of the request that stored it, if any."""
+    found = session.execute(
+        select(LakeOutbox.payload, LakeOutbox.request_hash).where(LakeOutbox.idem_key == key)
+    ).first()
+    if found is None:
+        return None
+    return _decode(found.payload), found.request_hash
 
 
 class Outbox:
