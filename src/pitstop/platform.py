@@ -69,8 +69,12 @@ class Platform:
         options = DeploymentOptions.from_settings(settings)
         deployments = {}
         for name in fleet.machine_types:
+            key = settings.model_signing_key
             registry = Registry(
-                settings.mlflow_uri, settings.mlflow_artifacts_dir, model_name_for(settings.model_name, name)
+                settings.mlflow_uri,
+                settings.mlflow_artifacts_dir,
+                model_name_for(settings.model_name, name),
+                signing_key=key.get_secret_value() if key is not None else None,
             )
             deployments[name] = Deployment(
                 name,

@@ -94,6 +94,12 @@ class Settings(BaseSettings):
     webhook_secret: SecretStr | None = Field(
         None, description="HMAC key for webhooks (default: generated into <data_dir>/webhook-secret)."
     )
+    model_signing_key: SecretStr | None = Field(
+        None,
+        description="Deployment key: every model version registered is signed with it (HMAC-SHA256 "
+        "over its manifest's sha256) and a version without a valid signature is refused. "
+        "Set it on every process that trains or serves (env PITSTOP_MODEL_SIGNING_KEY).",
+    )
     webhook_max_backoff_s: float = Field(
         300.0, gt=0, description="Longest wait between two attempts to deliver a webhook."
     )

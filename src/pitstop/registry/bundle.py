@@ -16,6 +16,7 @@ import numpy as np
 
 from pitstop.errors import ArtifactIntegrityError
 from pitstop.features.spec import FeatureSpec
+from pitstop.registry.check_model import check_in_child
 
 MODEL_FILE = "model.txt"
 MEMBER_FILE = "model_fold{}.txt"
@@ -216,8 +217,10 @@ class ModelBundle:
         return manifest
 
     @classmethod
-    def load(cls, folder: Path) -> ModelBundle:
-        """Load a bundle, refusing pickled files and any file whose sha256 is not the manifest's."""
+    def load(cls, folder: Path, expected_manifest: str | None = None) -> ModelBundle:
+        """Load a bundle, refusing pickled files, a manifest whose sha256 is not
+        ``expected_manifest`` (the one registered, when given), any file whose sha256 is not the
+        manifest's, and model files that do not parse in a child process (``check_model``)."""
         refused = [p.name for p in folder.rglob("*") if p.suffix.lower() in _REFUSED_SUFFIXES]
         if refused:
             raise ArtifactIntegrityError(f"refusing to load pickled artifacts: {refused}")
@@ -225,6 +228,13 @@ class ModelBundle:
             manifest = json.loads((folder / MANIFEST_FILE).read_text())
         except (FileNotFoundError, json.JSONDecodeError) as exc:
             raise ArtifactIntegrityError(f"model folder {folder} has no valid manifest: {exc}") from exc
+        anchor = manifest_digest(folder)
+        if expected_manifest is not None and anchor != expected_manifest:
+            raise ArtifactIntegrityError(
+                f"the model's manifest has sha256 {anchor[:12]}…, the registry recorded "
+                f"{expected_manifest[:12]}… when the version was registered: the artifacts were "
+                "altered; refusing to load them"
+            )
         members = 1 + sum(1 for name in manifest if re.fullmatch(MEMBER_FILE.format(r"\d+"), name))
         names = _file_names(members, COMPONENT_FILE in manifest)
         for name in names:
@@ -243,6 +253,9 @@ class ModelBundle:
                 f"the manifest lists {members} model files, the metadata {meta.get('members')}"
             )
         spec = FeatureSpec.from_dict(json.loads((folder / SPEC_FILE).read_text()))
+        check_in_child(
+            folder, [*names[:members], *([COMPONENT_FILE] if COMPONENT_FILE in manifest else [])], anchor
+        )
         boosters = [lgb.Booster(model_str=(folder / name).read_text()) for name in names[:members]]
         component = None
         if COMPONENT_FILE in manifest:
@@ -263,6 +276,11 @@ class ModelBundle:
             component_model=component,
             components=list(meta.get("components", [])),
         )
+
+
+def manifest_digest(folder: Path) -> str:
+    """The sha256 of a bundle's manifest: it names every file's sha256, so it anchors them all."""
+    return _sha256(folder / MANIFEST_FILE)
 
 
 def _sha256(path: Path) -> str:

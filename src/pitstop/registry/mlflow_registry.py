@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import hmac
 import logging
 import tempfile
 import threading
@@ -10,13 +12,15 @@ from typing import Any
 
 import numpy as np
 
-from pitstop.errors import ModelError
-from pitstop.registry.bundle import ModelBundle
+from pitstop.errors import ArtifactIntegrityError, ModelError
+from pitstop.registry.bundle import ModelBundle, manifest_digest
 
 log = logging.getLogger(__name__)
 
 EXPERIMENT = "pitstop-rul"
 ARTIFACT_PATH = "model"
+MANIFEST_TAG = "pitstop.manifest_sha256"
+SIGNATURE_TAG = "pitstop.signature"  # HMAC-SHA256 of "<model name>\n<manifest sha256>"
 
 
 @dataclass(frozen=True)
@@ -33,10 +37,13 @@ class Registry:
     made on first use, so a platform opens (and serves a cached model) while the registry is down.
     """
 
-    def __init__(self, tracking_uri: str, artifacts_dir: Path, model_name: str) -> None:
+    def __init__(
+        self, tracking_uri: str, artifacts_dir: Path, model_name: str, signing_key: str | None = None
+    ) -> None:
         self.tracking_uri = tracking_uri
         self.artifacts_dir = Path(artifacts_dir)
         self.model_name = model_name
+        self.signing_key = signing_key  # with a key, versions are signed and unsigned ones refused
         self._client: Any = None
         self._client_lock = threading.Lock()
 
@@ -83,6 +90,7 @@ class Registry:
             card = model_card(bundle, lineage)
             with tempfile.TemporaryDirectory() as tmp:
                 manifest = bundle.save(Path(tmp))
+                digest = manifest_digest(Path(tmp))
                 self.client.log_artifacts(run_id, tmp, ARTIFACT_PATH)
                 (Path(tmp) / "model_card.md").write_text(card)
                 self.client.log_artifact(run_id, str(Path(tmp) / "model_card.md"))
@@ -98,6 +106,9 @@ class Registry:
                 tags={
                     **{f"pitstop.{k}": str(v) for k, v in lineage.items()},
                     "pitstop.model_sha256": manifest["model.txt"],
+                    # the trust anchor outside the artifact folder: checked on every load
+                    MANIFEST_TAG: digest,
+                    **({SIGNATURE_TAG: self._signature(digest)} if self.signing_key else {}),
                 },
                 description=card,
             )
@@ -174,9 +185,48 @@ class Registry:
                 )
             except MlflowException as exc:
                 raise ModelError(f"cannot fetch artifacts of version {mv.version}: {exc}") from exc
-            bundle = ModelBundle.load(Path(local))
+            bundle = ModelBundle.load(Path(local), expected_manifest=self._anchor(mv, Path(local)))
         log.debug("loaded %s version %s (%s)", self.model_name, mv.version, label)
         return LoadedModel(self.model_name, str(mv.version), bundle)
+
+    def _signature(self, digest: str) -> str:
+        key = (self.signing_key or "").encode()
+        return hmac.new(key, f"{self.model_name}\n{digest}".encode(), hashlib.sha256).hexdigest()
+
+    def _anchor(self, mv: Any, folder: Path) -> str | None:
+        """The manifest sha256 recorded at registration (and signed, with a key), which the
+        downloaded artifacts must match. Versions registered before the manifest was recorded
+        are held to their ``model.txt`` hash."""
+        tags = dict(mv.tags or {})
+        digest = tags.get(MANIFEST_TAG)
+        if self.signing_key is not None:
+            signature = tags.get(SIGNATURE_TAG)
+            if digest is None or signature is None:
+                raise ArtifactIntegrityError(
+                    f"version {mv.version} of {self.model_name} is not signed and a signing key is "
+                    "set: refusing it (register it again with the key)",
+                    code="model_unsigned",
+                )
+            if not hmac.compare_digest(str(signature), self._signature(str(digest))):
+                raise ArtifactIntegrityError(
+                    f"version {mv.version} of {self.model_name} has a signature the deployment key "
+                    "did not make: refusing it",
+                    code="model_signature_invalid",
+                )
+        if digest is not None:
+            return str(digest)
+        legacy = tags.get("pitstop.model_sha256")
+        if legacy is None:
+            raise ArtifactIntegrityError(
+                f"version {mv.version} of {self.model_name} has no registered sha256: refusing it"
+            )
+        found = hashlib.sha256((folder / "model.txt").read_bytes()).hexdigest()
+        if found != legacy:
+            raise ArtifactIntegrityError(
+                f"model.txt of version {mv.version} has sha256 {found[:12]}…, the registry recorded "
+                f"{str(legacy)[:12]}…: the artifact was altered; refusing to load it"
+            )
+        return None
 
     def versions(self) -> list[dict[str, Any]]:
         from mlflow.exceptions import MlflowException
