@@ -8,17 +8,28 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 import pitstop.lake.outbox
 import pitstop.store
-from pitstop.errors import LakeError
+from pitstop.cli import cli
+from pitstop.errors import ConflictError, LakeError
 from pitstop.lake.outbox import Outbox
 from pitstop.maintenance import transition
 from pitstop.platform import Platform
 from pitstop.processor import Processor
-from pitstop.serving.deploy import CHAMPION, MOVE_TAG, PREVIOUS, promote, recover, rollback
+from pitstop.serving.deploy import (
+    CANDIDATE_TAG,
+    CHALLENGER,
+    CHAMPION,
+    MOVE_TAG,
+    PREVIOUS,
+    promote,
+    recover,
+    rollback,
+)
 from pitstop.store import Machine, MachineState, Prediction, WorkOrder
 from pitstop.web.app import create_app
 from tests.conftest import admin_headers, make_settings
@@ -258,3 +269,36 @@ def test_an_admin_event_and_its_audit_row_are_one_unit(
         again = client.post("/api/v1/admin/events", json=body, headers=admin_headers(platform))
         assert again.status_code == 201 and again.json()["duplicate"] is False
     assert len(_admin_events(platform)) == 1 and len(platform.db.audit_entries(action="event_recorded")) == 1
+
+
+def test_a_retrain_cut_during_its_shadow_leaves_a_candidate_promote_refuses(
+    trained: Platform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pitstop.monitoring.retrain as loop
+
+    champion = trained.registry.alias_version(CHAMPION)
+    monkeypatch.setattr(loop, "_gate_problem", lambda gate, tolerance: None)  # the gate passes
+
+    def crash(*args: object, **kwargs: object) -> None:
+        raise Crash  # the process dies during the hour-long shadow
+
+    monkeypatch.setattr(loop, "_shadow", crash)
+    with pytest.raises(Crash):
+        loop.retrain(trained, trigger="test", params={"n_estimators": 30}, shadow_readings=40)
+    monkeypatch.undo()
+    registry, db = trained.registry, trained.db
+    candidate = registry.alias_version(CHALLENGER)
+    assert candidate is not None and registry.version_tag(candidate, CANDIDATE_TAG) == "shadowing"
+
+    with pytest.raises(ConflictError) as refused:  # after the restart, a plain promote
+        promote(registry, db.audit, actor="eve", audited=db.audited_move)
+    assert refused.value.code == "candidate_not_passed"
+    assert registry.alias_version(CHAMPION) == champion and db.audit_entries(action="model_promoted") == []
+
+    run = CliRunner().invoke(
+        cli, ["promote", "--force", "--data-dir", str(trained.settings.data_dir)], catch_exceptions=False
+    )
+    assert run.exit_code == 0, run.output
+    assert registry.alias_version(CHAMPION) == candidate
+    (entry,) = db.audit_entries(action="model_promoted")
+    assert entry["detail"]["forced"] is True and entry["detail"]["candidate"] == "shadowing"

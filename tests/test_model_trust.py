@@ -88,7 +88,7 @@ def test_a_malformed_model_file_whose_hash_matches_is_refused_and_the_process_li
         re.sub(r"^split_feature=\d+", "split_feature=999999", model.read_text(), count=1, flags=re.M)
     )
     _rewrite_manifest(folder)
-    with pytest.raises(ArtifactIntegrityError, match="malformed.*SIGABRT"):
+    with pytest.raises(ArtifactIntegrityError, match=r"malformed.*SIGABRT"):
         ModelBundle.load(folder)
     bundle = trained.scorer.model.bundle
     bundle.save(tmp_path / "good")

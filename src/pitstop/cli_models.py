@@ -175,17 +175,25 @@ _machine_type_option = click.option(
 @click.command()
 @data_dir_option
 @click.option("--version", default=None, help="Version to promote (default: the 'challenger' alias).")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Promote a retrain candidate that has not passed its gate and shadow (audited as forced).",
+)
 @_machine_type_option
 @click.pass_context
-def promote(ctx: click.Context, data_dir: Path | None, version: str | None, machine_type: str | None) -> None:
+def promote(
+    ctx: click.Context, data_dir: Path | None, version: str | None, force: bool, machine_type: str | None
+) -> None:
     """Make a version of a machine type's model the champion (its artifacts verified first).
-    Running processors switch to it between two micro-batches, within ``serving_poll_s``."""
+    Running processors switch to it between two micro-batches, within ``serving_poll_s``. A
+    retrain candidate that has not passed its shadow is refused without ``--force``."""
     from pitstop.serving.deploy import promote as run
 
     with _platform(ctx, data_dir) as platform:
         registry = platform.registry_for(machine_type) if machine_type else platform.registry
         db = platform.db
-        click.echo(json.dumps(run(registry, db.audit, version, audited=db.audited_move)))
+        click.echo(json.dumps(run(registry, db.audit, version, audited=db.audited_move, force=force)))
 
 
 @click.command()

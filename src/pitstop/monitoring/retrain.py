@@ -120,7 +120,7 @@ def retrain(
 ) -> RetrainResult:
     """One pass of the loop for one machine type's model (default: the fleet's first type; see
     the module doc). Returns what happened; everything is audited."""
-    from pitstop.serving.deploy import promote
+    from pitstop.serving.deploy import CANDIDATE_TAG, GATED, PASSED, SHADOWING, promote
     from pitstop.training.pipeline import machines_of_type, register, train_on_lake
 
     s = platform.settings
@@ -177,18 +177,21 @@ def retrain(
     problem = _gate_problem(gate, s.retrain_tolerance)
     if problem:
         return _reject(platform, registry, f"gate: {problem}", trigger, gate=gate)
-    registered = register(platform, trained, alias="challenger", actor=ACTOR)
+    # a candidate from its first moment: promote refuses it (unless forced) until it has passed
+    registered = register(platform, trained, "challenger", ACTOR, version_tags={CANDIDATE_TAG: GATED})
     audit(ACTOR, "retrain_gate_passed", version=registered.version, gate=gate)
     readings = s.retrain_shadow_readings if shadow_readings is None else shadow_readings
     timeout = s.retrain_shadow_timeout_s if shadow_timeout_s is None else shadow_timeout_s
     shadow: dict[str, Any] = {}
     if readings > 0 and champion is not None:
+        registry.set_version_tag(registered.version, CANDIDATE_TAG, SHADOWING)
         shadow = _shadow(platform, challenger, champion.bundle, readings, timeout, trained.telemetry, members)
         if shadow.get("problem"):
             return _reject(
                 platform, registry, f"shadow: {shadow['problem']}", trigger, registered.version, gate, shadow
             )
         audit(ACTOR, "retrain_shadow_passed", version=registered.version, shadow=shadow)
+    registry.set_version_tag(registered.version, CANDIDATE_TAG, PASSED)
     promote(registry, platform.db.audit, registered.version, actor=ACTOR, audited=platform.db.audited_move)
     result = RetrainResult("promoted", "gate and shadow passed", registered.version, gate, shadow)
     audit(ACTOR, "retrain_promoted", trigger=trigger, machine_type=mt.name, version=registered.version)
@@ -296,10 +299,14 @@ def _reject(
     gate: dict[str, Any] | None = None,
     shadow: dict[str, Any] | None = None,
 ) -> RetrainResult:
+    from pitstop.serving.deploy import CANDIDATE_TAG, REJECTED
+
     log.warning("retrain rejected: %s", reason)
     platform.db.audit(ACTOR, "retrain_rejected", trigger=trigger, version=version, reason=reason, gate=gate)
-    if version is not None and registry.alias_version("challenger") == version:
-        registry.delete_alias("challenger")
+    if version is not None:
+        registry.set_version_tag(version, CANDIDATE_TAG, REJECTED)
+        if registry.alias_version("challenger") == version:
+            registry.delete_alias("challenger")
     return RetrainResult("rejected", reason, version, gate or {}, shadow or {})
 
 

@@ -72,6 +72,7 @@ class Registry:
         datasets: list[DatasetRef] | None = None,
         texts: dict[str, str] | None = None,
         run_name: str = "train",
+        version_tags: dict[str, str] | None = None,
     ) -> str:
         """Log a training run (params, metrics, lineage tags, the lake table versions it read as
         dataset inputs, artifacts, the model card and ``texts``) and register a version."""
@@ -109,6 +110,7 @@ class Registry:
                     # the trust anchor outside the artifact folder: checked on every load
                     MANIFEST_TAG: digest,
                     **({SIGNATURE_TAG: self._signature(digest)} if self.signing_key else {}),
+                    **(version_tags or {}),
                 },
                 description=card,
             )
@@ -141,6 +143,19 @@ class Registry:
 
         with contextlib.suppress(MlflowException):  # already gone
             self.client.delete_registered_model_tag(self.model_name, key)
+
+    def version_tag(self, version: str, key: str) -> str | None:
+        """A tag of one version, or None (also when the version does not exist)."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            value = (self.client.get_model_version(self.model_name, version).tags or {}).get(key)
+        except MlflowException:
+            return None
+        return str(value) if value is not None else None
+
+    def set_version_tag(self, version: str, key: str, value: str) -> None:
+        self.client.set_model_version_tag(self.model_name, version, key, value)
 
     def alias_version(self, alias: str) -> str | None:
         from mlflow.exceptions import MlflowException

@@ -6,9 +6,13 @@ done is completed by the next promote or rollback (``recover``), audited once (t
 carries the move's id).
 
 ``promote`` verifies the new version's artifacts before it moves anything, so a tampered version is
-refused and the serving model stays. Running processors poll the registry every
-``serving_poll_s`` on a thread of their own (``Scorer.poll``) and switch between two micro-batches
-(``Scorer.adopt``): each reading is scored once, by the model serving when its batch is processed.
+refused and the serving model stays. A version the retrain loop registered carries its state as a
+candidate (``pitstop.candidate``: gated, shadowing, passed, rejected) from the moment it exists;
+promote refuses one that has not passed unless forced, and a forced promotion is audited as such.
+
+Running processors poll the registry every ``serving_poll_s`` on a thread of their own
+(``Scorer.poll``) and switch between two micro-batches (``Scorer.adopt``): each reading is scored
+once, by the model serving when its batch is processed.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from pitstop.errors import ModelError
+from pitstop.errors import ConflictError, ModelError
 from pitstop.registry import Registry
 
 Audit = Callable[..., None]  # (actor, action, **detail)
@@ -27,6 +31,8 @@ CHAMPION = "champion"
 CHALLENGER = "challenger"
 PREVIOUS = "previous-champion"
 MOVE_TAG = "pitstop.move"
+CANDIDATE_TAG = "pitstop.candidate"
+GATED, SHADOWING, PASSED, REJECTED = "gated", "shadowing", "passed", "rejected"
 
 
 def recover(registry: Registry, audit: Audit, audited: Callable[[str], bool] | None = None) -> bool:
@@ -56,12 +62,13 @@ def _apply(
             from_version=move["from"],
             to_version=move["to"],
             move=move["id"],
+            **({"forced": True, "candidate": move.get("candidate")} if move.get("forced") else {}),
         )
     registry.delete_model_tag(MOVE_TAG)
 
 
-def _move(action: str, current: str | None, target: str, actor: str) -> dict[str, Any]:
-    return {"id": uuid.uuid4().hex, "action": action, "from": current, "to": target, "actor": actor}
+def _move(action: str, current: str | None, target: str, actor: str, **extra: Any) -> dict[str, Any]:
+    return {"id": uuid.uuid4().hex, "action": action, "from": current, "to": target, "actor": actor, **extra}
 
 
 def promote(
@@ -70,8 +77,10 @@ def promote(
     version: str | None = None,
     actor: str = "cli",
     audited: Callable[[str], bool] | None = None,
+    force: bool = False,
 ) -> dict[str, Any]:
-    """Point ``champion`` at ``version`` (default: the ``challenger``), after verifying it."""
+    """Point ``champion`` at ``version`` (default: the ``challenger``), after verifying it. A
+    retrain candidate that has not passed its gate and shadow is refused unless ``force``."""
     recover(registry, audit, audited)
     current = registry.alias_version(CHAMPION)
     target = version or registry.alias_version(CHALLENGER)
@@ -82,8 +91,17 @@ def promote(
         )
     if target == current:
         raise ModelError(f"version {target} is already the champion", code="already_champion")
+    state = registry.version_tag(target, CANDIDATE_TAG)
+    unpassed = state is not None and state != PASSED
+    if unpassed and not force:
+        raise ConflictError(
+            f"version {target} is a retrain candidate that has not passed (state: {state}); "
+            "wait for its shadow, or promote it with --force (audited)",
+            code="candidate_not_passed",
+        )
     registry.load_version(target)  # refuses a missing or altered artifact before anything moves
-    _apply(registry, audit, _move("model_promoted", current, target, actor))
+    extra = {"forced": True, "candidate": state} if unpassed else {}
+    _apply(registry, audit, _move("model_promoted", current, target, actor, **extra))
     return {"champion": target, "previous": current}
 
 

@@ -210,14 +210,23 @@ def train_on_lake(
 
 
 def register(
-    platform: Platform, trained: LakeTraining, alias: str | None, actor: str = "training"
+    platform: Platform,
+    trained: LakeTraining,
+    alias: str | None,
+    actor: str = "training",
+    version_tags: dict[str, str] | None = None,
 ) -> RegisteredModel:
-    """Log a lake training to MLflow, register it, optionally set an alias; audited."""
+    """Log a lake training to MLflow, register it (with ``version_tags`` from the start),
+    optionally set an alias; audited."""
     result = trained.result
     texts = {"tuning.json": json.dumps(result.tuning, indent=2)} if result.tuning else None
     registry = platform.registry_for(trained.machine_type) if trained.machine_type else platform.registry
     model_version = registry.log_and_register(
-        result.bundle, lineage=trained.lineage, datasets=trained.datasets, texts=texts
+        result.bundle,
+        lineage=trained.lineage,
+        datasets=trained.datasets,
+        texts=texts,
+        version_tags=version_tags,
     )
     if alias:
         registry.set_alias(alias, model_version)

@@ -143,6 +143,9 @@ class PromoteRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     version: str | None = Field(None, max_length=32, description="default: the challenger")
+    force: bool = Field(
+        False, description="promote a retrain candidate that has not passed its shadow (audited as forced)"
+    )
 
 
 @router.post("/models/{machine_type}/promote", summary="Make a version (default: the challenger) champion")
@@ -153,7 +156,7 @@ async def promote_model(request: Request, machine_type: str, body: PromoteReques
     who: Principal = request.state.principal
     audit = _audit_as(platform, who)
     result = await run_in_threadpool(
-        promote, deployment.registry, audit, body.version, who.name, platform.db.audited_move
+        promote, deployment.registry, audit, body.version, who.name, platform.db.audited_move, body.force
     )
     return {"machine_type": machine_type, **result}
 
