@@ -142,7 +142,9 @@ class Settings(BaseSettings):
         0.5, ge=0, description="Cost of an inspection that finds no fault (backtest)."
     )
     max_batch_readings: int = Field(5000, gt=0, description="Most readings accepted in one request.")
-    max_body_bytes: int = Field(8 * 1024 * 1024, gt=0, description="Largest request body accepted.")
+    max_body_bytes: int = Field(
+        8 * 1024 * 1024, gt=0, description="Largest request body accepted, on every route (413)."
+    )
     max_future_skew_s: float = Field(300.0, ge=0, description="How far in the future a reading's ts may be.")
     intake_workers: int = Field(
         2,

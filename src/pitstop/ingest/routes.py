@@ -52,6 +52,19 @@ class UnsupportedMediaType(PitstopError):
     status = 415
 
 
+# matched exactly (parameters such as charset aside): "text/notjson" is not JSON
+MEDIA_TYPES = ("application/json", "application/x-ndjson", "application/ndjson", "application/jsonlines")
+
+
+def _media_type(header: str) -> str:
+    media = header.split(";", 1)[0].strip().lower()
+    if media not in MEDIA_TYPES:
+        raise UnsupportedMediaType(
+            f"content type {header[:100]!r} is not supported: send {' or '.join(MEDIA_TYPES)}"
+        )
+    return media
+
+
 @router.post(
     "/api/v1/readings",
     status_code=202,
@@ -62,12 +75,7 @@ async def post_readings(request: Request) -> JSONResponse:
     intake: Intake = request.app.state.intake
     try:
         token = _bearer(request)
-        content_type = request.headers.get("content-type", "application/json").lower()
-        if "json" not in content_type:
-            raise UnsupportedMediaType(
-                f"content type {content_type!r} is not supported: "
-                "send application/json or application/x-ndjson"
-            )
+        content_type = _media_type(request.headers.get("content-type", "application/json"))
         body = await _read_capped(request, intake.p.settings.max_body_bytes)
         result = await run_in_threadpool(_handle, intake, token, body, content_type)
     except PitstopError as exc:

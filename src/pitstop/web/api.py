@@ -4,7 +4,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 import orjson
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 
@@ -16,6 +16,8 @@ from pitstop.web.routing import OrjsonRoute
 from pitstop.web.users import Principal
 
 router = APIRouter(prefix="/api/v1", tags=["fleet"], route_class=OrjsonRoute)
+
+OrderId = Annotated[int, Path(ge=1, le=2**63 - 1, description="work order id")]
 
 
 def _platform(request: Request) -> Platform:
@@ -136,10 +138,7 @@ def get_machine(request: Request, machine_id: str) -> dict[str, Any]:
     with platform.db.session() as s:
         machine = s.get(Machine, machine_id)
         if machine is None:
-            raise NotFoundError(
-                f"no machine {machine_id!r}; GET /api/v1/machines lists them",
-                code="machine_not_found",
-            )
+            raise _no_machine(machine_id)
         state = s.get(MachineState, machine_id)
         orders = s.scalars(
             select(WorkOrder).where(WorkOrder.machine_id == machine_id).order_by(WorkOrder.id.desc())
@@ -150,6 +149,19 @@ def get_machine(request: Request, machine_id: str) -> dict[str, Any]:
     return body
 
 
+def _no_machine(machine_id: str) -> NotFoundError:
+    return NotFoundError(
+        f"no machine {machine_id[:100]!r}; GET /api/v1/machines lists them", code="machine_not_found"
+    )
+
+
+def _known(platform: Platform, machine_id: str) -> None:
+    """404 for a machine the fleet does not have (not an empty history)."""
+    with platform.db.session() as s:
+        if s.get(Machine, machine_id) is None:
+            raise _no_machine(machine_id)
+
+
 @router.get("/machines/{machine_id}/telemetry", summary="Recent readings of a machine, from the lake")
 def machine_telemetry(
     request: Request,
@@ -158,6 +170,7 @@ def machine_telemetry(
     limit: Annotated[int, Query(ge=1, le=5000)] = 300,
 ) -> Response:
     platform = _platform(request)
+    _known(platform, machine_id)
     known = platform.lake.sensors
     wanted = (
         [s.strip() for s in sensors.split(",") if s.strip()] if sensors else platform.fleet.informative[:6]
@@ -182,6 +195,7 @@ def machine_predictions(
     request: Request, machine_id: str, limit: Annotated[int, Query(ge=1, le=5000)] = 500
 ) -> Response:
     platform = _platform(request)
+    _known(platform, machine_id)
     columns = (
         Prediction.seq,
         Prediction.ts,
@@ -267,7 +281,7 @@ class TransitionRequest(BaseModel):
     "/work-orders/{order_id}/transition",
     summary="Move a work order through its lifecycle; closing it records the technician's finding",
 )
-def transition_work_order(request: Request, order_id: int, body: TransitionRequest) -> dict[str, Any]:
+def transition_work_order(request: Request, order_id: OrderId, body: TransitionRequest) -> dict[str, Any]:
     """``done`` with a repair writes a ``maintenance`` event (the machine's baseline resets);
     ``done`` with ``no_fault_found`` an ``inspection`` event. Both carry the finding: feedback
     for training and monitoring. Moves not in the lifecycle are a 409 ``invalid_transition``. The

@@ -26,6 +26,7 @@ from pitstop.web.api_scores import router as scores_router
 from pitstop.web.errors import install_error_handlers
 from pitstop.web.guard import Guard, GuardedRoute, check_every_route
 from pitstop.web.history import MachineHistory
+from pitstop.web.limits import RequestLimits
 from pitstop.web.login import LoginThrottle
 from pitstop.web.login import router as login_router
 from pitstop.web.pages import router as pages_router
@@ -89,6 +90,7 @@ def create_app(platform: Platform, processor: Processor | None = None) -> FastAP
     knowledge = KnowledgeBase.shipped(platform.settings.data_dir / "manuals")
     app.state.assistant = Assistant(platform.db, platform.policy, knowledge)
     install_error_handlers(app)
+    app.add_middleware(RequestLimits, max_body_bytes=settings.max_body_bytes)
 
     @app.get("/healthz", tags=["ops"])
     def healthz() -> dict[str, str]:

@@ -30,7 +30,10 @@ class _OrjsonRequest(Request):
             try:
                 self._json = orjson.loads(body)
             except orjson.JSONDecodeError:
-                self._json = json.loads(body)  # NaN/Infinity, or a decode error FastAPI reports
+                try:
+                    self._json = json.loads(body)  # NaN/Infinity, or a decode error FastAPI reports
+                except RecursionError:  # nested past Python's stack: a decode error like any other
+                    raise json.JSONDecodeError("nested too deep", "", 0) from None
         return self._json
 
 
