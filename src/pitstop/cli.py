@@ -367,6 +367,7 @@ def settings_cmd(markdown: bool) -> None:
 
 def _register() -> None:
     from pitstop.cli_backtest import backtest
+    from pitstop.cli_backup import backup, restore
     from pitstop.cli_fleet import fleet
     from pitstop.cli_import import import_group
     from pitstop.cli_models import audit, benchmark, evaluate, promote, retrain, rollback, score
@@ -390,6 +391,8 @@ def _register() -> None:
         retrain,
         audit,
         users,
+        backup,
+        restore,
     )
     for group in commands:
         cli.add_command(group)
