@@ -370,6 +370,7 @@ def _register() -> None:
     from pitstop.cli_backup import backup, restore
     from pitstop.cli_fleet import fleet
     from pitstop.cli_import import import_group
+    from pitstop.cli_lake import lake_upkeep
     from pitstop.cli_models import audit, benchmark, evaluate, promote, retrain, rollback, score
     from pitstop.cli_ops import devices, lake, quarantine
     from pitstop.cli_sim import simulate
@@ -396,6 +397,7 @@ def _register() -> None:
     )
     for group in commands:
         cli.add_command(group)
+    lake.add_command(lake_upkeep)
 
 
 _register()

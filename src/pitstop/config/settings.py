@@ -200,6 +200,21 @@ class Settings(BaseSettings):
     feature_snapshot_s: float = Field(
         60.0, ge=0, description="Least time between snapshots of the processor's online feature state."
     )
+    lake_upkeep_every_s: float = Field(
+        600.0,
+        ge=0,
+        description="Lake upkeep (compaction, checkpoint, vacuum, log cleanup) on a processor thread, "
+        "this often in seconds (0: off; `pitstop lake upkeep` runs it by hand).",
+    )
+    lake_retention_hours: int = Field(
+        24,
+        ge=1,
+        description="Unpinned lake history kept readable (time travel), in hours. Versions a registered "
+        "model's lineage names are kept however old; make it longer than the longest training run.",
+    )
+    lake_checkpoint_every: int = Field(
+        100, ge=1, description="Lake commits between checkpoints (each table's delta.checkpointInterval)."
+    )
 
     @field_validator("data_dir")
     @classmethod

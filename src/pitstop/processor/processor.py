@@ -12,6 +12,7 @@ from sqlalchemy import select
 
 from pitstop.errors import PitstopError
 from pitstop.features import OnlineFeatures
+from pitstop.lake.upkeep import LakeUpkeep, UpkeepPolicy
 from pitstop.maintenance import PolicyState, RiskPolicy
 from pitstop.monitoring.live import LiveMonitor
 from pitstop.monitoring.monitor import DriftMonitor
@@ -19,6 +20,8 @@ from pitstop.monitoring.retrain import Retrainer
 from pitstop.platform import Platform
 from pitstop.processor.record import Recorder, recorded_position
 from pitstop.processor.state import Lane, MachineTypes, StreamState, feed
+from pitstop.processor.upkeep import UpkeepThread
+from pitstop.registry.pins import pins_of
 from pitstop.schema import decode_table
 from pitstop.serving import Score
 from pitstop.store import MachineState
@@ -85,6 +88,11 @@ class Processor:
             fleet_scope=len(self.lanes) == 1,
         )
         self.recorder = Recorder(platform.db, platform.policy_for, platform.components, platform.notifier)
+        pins = pins_of(d.registry for d in platform.deployments.values())  # model lineage: kept
+        self.upkeep = UpkeepThread(
+            LakeUpkeep(platform.lake, pins, UpkeepPolicy.from_settings(settings)),
+            settings.lake_upkeep_every_s,
+        )
 
     @property
     def online(self) -> OnlineFeatures | None:
@@ -166,6 +174,7 @@ class Processor:
 
     def start(self) -> None:
         self.bootstrap()
+        self.upkeep.start()  # its table properties first: no append is in flight yet
         self._stop.clear()
         self._thread = threading.Thread(target=self._run, name="pitstop-processor", daemon=True)
         self._watcher = threading.Thread(target=self._watch, name="pitstop-follow-aliases", daemon=True)
@@ -175,6 +184,7 @@ class Processor:
     def stop(self, drain: bool = True, timeout: float = 60.0) -> None:
         """Stop the loop; with ``drain``, first process everything already on the bus."""
         self._stop.set()
+        self.upkeep.stop(timeout)
         for thread in (self._thread, self._watcher):
             if thread is not None:
                 thread.join(timeout)
