@@ -18,17 +18,15 @@ from pitstop.errors import ConfigError
 log = logging.getLogger("pitstop")
 
 
-def _setup_logging(verbose: bool) -> None:
-    # MLflow configures its own loggers when first imported, from this variable.
-    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "DEBUG" if verbose else "WARNING")
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # ours draw on stderr already
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    logging.getLogger("pitstop").setLevel(logging.DEBUG if verbose else logging.INFO)
-    for noisy in ("alembic", "mlflow", "httpx"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+def _setup_logging(verbose: bool, config: Path | None) -> None:
+    from pitstop.config import load_settings
+    from pitstop.logs import configure
+
+    try:
+        fmt = load_settings(config).log_format
+    except ConfigError:
+        fmt = "auto"  # the command itself reports the bad setting
+    configure(verbose, fmt)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "auto_envvar_prefix": "PITSTOP"})
@@ -38,7 +36,8 @@ def _setup_logging(verbose: bool) -> None:
 @click.pass_context
 def cli(ctx: click.Context, config: Path | None, verbose: bool) -> None:
     """Pitstop: predictive maintenance for machine fleets."""
-    _setup_logging(verbose)
+    _setup_logging(verbose, config)
+    os.umask(0o077)  # what Pitstop writes (databases, lake, models, secrets) is the owner's alone
     ctx.ensure_object(dict)["config"] = config
 
 

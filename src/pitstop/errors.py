@@ -78,6 +78,11 @@ class LakeError(PitstopError):
     status = 500
 
 
+class StorageError(PitstopError):
+    code = "storage_unavailable"
+    status = 503
+
+
 class ModelError(PitstopError):
     code = "model_unavailable"
     status = 503

@@ -5,13 +5,16 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from pitstop.bus import Bus, SqliteBus
 from pitstop.config import Settings
-from pitstop.errors import ValidationError
+from pitstop.errors import StorageError, ValidationError
 from pitstop.fleetops import stored_fleet
 from pitstop.lake import Lake
 from pitstop.lake.outbox import Outbox
@@ -24,6 +27,21 @@ from pitstop.serving.deployment import Deployment, DeploymentOptions
 from pitstop.store import Database
 
 log = logging.getLogger(__name__)
+
+
+def storage_error(data_dir: Path, exc: BaseException) -> StorageError:
+    """One clear line for a data dir that cannot be used, with what to check."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    lowered = text.lower()
+    if "readonly" in lowered or "read-only" in lowered or isinstance(exc, PermissionError):
+        hint = "it is read-only for this user: run as its owner or fix its permissions"
+    elif "disk is full" in lowered or "no space" in lowered:
+        hint = "the disk is full: free space, then start again"
+    elif "not a database" in lowered or "malformed" in lowered:
+        hint = "a database file is damaged: restore the data dir from a backup (`pitstop restore`)"
+    else:
+        hint = "check that it exists, is writable and has free space"
+    return StorageError(f"cannot use the data dir {data_dir}: {text[:300]} ({hint})")
 
 
 def open_bus(settings: Settings) -> Bus:
@@ -55,11 +73,20 @@ class Platform:
 
     @classmethod
     def open(cls, settings: Settings, fleet: FleetSchema | None = None) -> Platform:
-        """Create (or reuse) the data directory: ops DB migrated, bus, lake tables, MLflow store."""
+        """Create (or reuse) the data directory: ops DB migrated, bus, lake tables, MLflow store.
+        A data dir that cannot be written (read-only, full, damaged) is one ``StorageError``."""
+        try:
+            return cls._open(settings, fleet)
+        except (OSError, SQLAlchemyError, sqlite3.Error) as exc:
+            raise storage_error(settings.data_dir, exc) from exc
+
+    @classmethod
+    def _open(cls, settings: Settings, fleet: FleetSchema | None = None) -> Platform:
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         db = Database(settings.ops_db_url)
         db.migrate()
+        _private(settings.data_dir)
         if fleet is None:  # the fleet applied to this deployment (pitstop fleet apply), else turbofan
             stored = stored_fleet(db)
             fleet = stored[0] if stored is not None else default_fleet()
@@ -107,7 +134,11 @@ class Platform:
         )
         if settings.webhook_urls:
             platform.notifier = Notifier(
-                db, settings.webhook_urls, platform.webhook_secret(), settings.webhook_max_backoff_s
+                db,
+                settings.webhook_urls,
+                platform.webhook_secret(),
+                settings.webhook_max_backoff_s,
+                allow_link_local=settings.webhook_allow_link_local,
             )
         return platform
 
@@ -194,3 +225,18 @@ def _generated_secret(path: Path) -> str:
             with os.fdopen(fd, "w") as fh:
                 fh.write(secrets.token_urlsafe(32))
     return path.read_text().strip()
+
+
+def _private(data_dir: Path) -> None:
+    """The data dir is the owner's alone (0700) and so are its databases and secrets (0600): they
+    hold device tokens' hashes, the admin token, the webhook secret and every reading. Files made
+    later are private too under the CLI's umask (077); below a 0700 folder nobody else can reach
+    them anyway. A read-only data dir is left as it is (opening it fails later, with its own
+    message)."""
+    try:
+        data_dir.chmod(0o700)
+        for path in data_dir.iterdir():
+            if path.is_file() and not path.is_symlink():
+                path.chmod(0o600)
+    except OSError as exc:
+        log.warning("could not make %s private: %s", data_dir, exc)

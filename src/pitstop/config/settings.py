@@ -4,9 +4,10 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from pitstop.config.urls import check_webhook_url
 from pitstop.errors import ConfigError
 
 
@@ -87,6 +88,11 @@ class Settings(BaseSettings):
     component_map: Path | None = Field(
         None,
         description="TOML mapping sensors to components to procedures (default: the fleet file's).",
+    )
+    webhook_allow_link_local: bool = Field(
+        False,
+        description="Allow webhook URLs on link-local or cloud metadata addresses (169.254.0.0/16, "
+        "fe80::/10, metadata.google.internal …); refused by default.",
     )
     webhook_urls: list[str] = Field(
         default_factory=list, description="URLs that receive work-order events (POST, HMAC-signed)."
@@ -178,6 +184,11 @@ class Settings(BaseSettings):
             "(client address for the login throttle, https for Secure cookies); empty: none."
         ),
     )
+    log_format: Literal["auto", "json", "text"] = Field(
+        "auto",
+        description="Log lines on stderr: JSON objects (ts, level, logger, message, request_id), plain "
+        "text, or auto (text on a terminal, JSON otherwise).",
+    )
     auth_cache_s: float = Field(
         2.0, ge=0, description="How long a resolved API key or session is trusted before it is checked again."
     )
@@ -220,6 +231,13 @@ class Settings(BaseSettings):
     @classmethod
     def _expand(cls, value: Path) -> Path:
         return value.expanduser()
+
+    @field_validator("webhook_urls")
+    @classmethod
+    def _webhooks(cls, urls: list[str], info: ValidationInfo) -> list[str]:
+        for url in urls:
+            check_webhook_url(url, bool(info.data.get("webhook_allow_link_local")))
+        return urls
 
     # Paths derived from data_dir, in one place.
     @property

@@ -28,6 +28,7 @@ import httpx
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from pitstop.config.urls import redact_url, resolves_link_local
 from pitstop.store import Database, WebhookDelivery, utcnow
 
 log = logging.getLogger(__name__)
@@ -64,8 +65,10 @@ class Notifier:
         max_backoff_s: float = 300.0,
         base_backoff_s: float = 0.5,
         timeout_s: float = 10.0,
+        allow_link_local: bool = False,
     ) -> None:
         self.db = db
+        self.allow_link_local = allow_link_local
         self.urls = list(urls)
         self.secret = secret
         self.max_backoff_s = max_backoff_s
@@ -125,7 +128,11 @@ class Notifier:
                     row.next_attempt_at = utcnow() + timedelta(seconds=wait)
                     row.last_error = error
                     log.warning(
-                        "webhook %s to %s failed (attempt %d): %s", row.event, row.url, row.attempts, error
+                        "webhook %s to %s failed (attempt %d): %s",
+                        row.event,
+                        redact_url(row.url),
+                        row.attempts,
+                        error,
                     )
         return accepted
 
@@ -137,10 +144,13 @@ class Notifier:
             "Idempotency-Key": delivery.idempotency_key,
             SIGNATURE_HEADER: sign(self.secret, int(time.time()), body),
         }
+        host = httpx.URL(delivery.url).host
+        if not self.allow_link_local and resolves_link_local(host):
+            return "refused: the receiver's host resolves to a link-local or metadata address"
         try:
             response = client.post(delivery.url, content=body, headers=headers, timeout=self.timeout_s)
-        except httpx.HTTPError as exc:
-            return f"{type(exc).__name__}: {exc}"
+        except httpx.HTTPError as exc:  # its text may hold the URL, whose path can be a secret
+            return f"{type(exc).__name__}: {str(exc).replace(delivery.url, redact_url(delivery.url))}"
         if 200 <= response.status_code < 300:
             return None
         return f"HTTP {response.status_code}"

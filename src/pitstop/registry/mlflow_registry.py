@@ -1,21 +1,26 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import hmac
 import logging
+import sqlite3
 import tempfile
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
+from sqlalchemy.exc import SQLAlchemyError
 
-from pitstop.errors import ArtifactIntegrityError, ModelError
+from pitstop.errors import ArtifactIntegrityError, ModelError, PitstopError
 from pitstop.registry.bundle import ModelBundle, manifest_digest
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 EXPERIMENT = "pitstop-rul"
 ARTIFACT_PATH = "model"
@@ -28,6 +33,39 @@ class LoadedModel:
     name: str
     version: str
     bundle: ModelBundle
+
+
+class _StoreFailure(Exception):
+    """An MLflow error that is not "no such model, version or alias": the store itself failed."""
+
+
+def _missing(exc: Exception) -> bool:
+    """Whether an MlflowException only says that something does not exist; else the store failed
+    (raised as ``_StoreFailure``, which the registry's boundary turns into one clear error)."""
+    if getattr(exc, "error_code", None) in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+        return True
+    raise _StoreFailure(str(exc)) from exc
+
+
+def _store_errors(method: Callable[..., T]) -> Callable[..., T]:
+    """A registry call whose store is broken (``mlflow.db`` corrupted or unreadable, a full or
+    read-only disk, a server down) raises one ``ModelError`` that says so, not a library traceback."""
+
+    @functools.wraps(method)
+    def call(self: Registry, *args: Any, **kwargs: Any) -> T:
+        try:
+            return method(self, *args, **kwargs)
+        except PitstopError:
+            raise
+        except (SQLAlchemyError, sqlite3.Error, OSError, _StoreFailure) as exc:
+            first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+            raise ModelError(
+                f"the model registry at {self.tracking_uri} cannot be used: {first}. If mlflow.db is "
+                "damaged, restore the data dir from a backup (`pitstop restore`)",
+                code="registry_unavailable",
+            ) from exc
+
+    return call
 
 
 class Registry:
@@ -64,6 +102,7 @@ class Registry:
         self.artifacts_dir.mkdir(parents=True, exist_ok=True)
         return str(self.client.create_experiment(EXPERIMENT, artifact_location=self.artifacts_dir.as_uri()))
 
+    @_store_errors
     def log_and_register(
         self,
         bundle: ModelBundle,
@@ -118,53 +157,65 @@ class Registry:
             raise ModelError(f"could not log the model to MLflow at {self.tracking_uri}: {exc}") from exc
         return str(version.version)
 
+    @_store_errors
     def set_alias(self, alias: str, version: str) -> None:
         self.client.set_registered_model_alias(self.model_name, alias, version)
 
+    @_store_errors
     def delete_alias(self, alias: str) -> None:
         self.client.delete_registered_model_alias(self.model_name, alias)
 
+    @_store_errors
     def model_tag(self, key: str) -> str | None:
         """A tag of the registered model (not of a version), or None."""
         from mlflow.exceptions import MlflowException
 
         try:
             tags = self.client.get_registered_model(self.model_name).tags or {}
-        except MlflowException:
+        except MlflowException as exc:
+            _missing(exc)
             return None
         value = tags.get(key)
         return str(value) if value is not None else None
 
+    @_store_errors
     def set_model_tag(self, key: str, value: str) -> None:
         self.client.set_registered_model_tag(self.model_name, key, value)
 
+    @_store_errors
     def delete_model_tag(self, key: str) -> None:
         from mlflow.exceptions import MlflowException
 
         with contextlib.suppress(MlflowException):  # already gone
             self.client.delete_registered_model_tag(self.model_name, key)
 
+    @_store_errors
     def version_tag(self, version: str, key: str) -> str | None:
         """A tag of one version, or None (also when the version does not exist)."""
         from mlflow.exceptions import MlflowException
 
         try:
             value = (self.client.get_model_version(self.model_name, version).tags or {}).get(key)
-        except MlflowException:
+        except MlflowException as exc:
+            _missing(exc)
             return None
         return str(value) if value is not None else None
 
+    @_store_errors
     def set_version_tag(self, version: str, key: str, value: str) -> None:
         self.client.set_model_version_tag(self.model_name, version, key, value)
 
+    @_store_errors
     def alias_version(self, alias: str) -> str | None:
         from mlflow.exceptions import MlflowException
 
         try:
             return str(self.client.get_model_version_by_alias(self.model_name, alias).version)
-        except MlflowException:
+        except MlflowException as exc:
+            _missing(exc)
             return None
 
+    @_store_errors
     def load(self, alias: str = "champion") -> LoadedModel:
         """Download and verify the version an alias points to."""
         from mlflow.exceptions import MlflowException
@@ -177,6 +228,7 @@ class Registry:
             ) from exc
         return self._load(mv, alias)
 
+    @_store_errors
     def load_version(self, version: str) -> LoadedModel:
         """Download and verify one version."""
         from mlflow.exceptions import MlflowException
@@ -243,13 +295,15 @@ class Registry:
             )
         return None
 
+    @_store_errors
     def versions(self) -> list[dict[str, Any]]:
         from mlflow.exceptions import MlflowException
 
         try:
             found = self.client.search_model_versions(f"name='{self.model_name}'")
             model = self.client.get_registered_model(self.model_name)
-        except MlflowException:
+        except MlflowException as exc:
+            _missing(exc)
             return []
         aliases: dict[str, list[str]] = {}
         for alias, version in (model.aliases or {}).items():

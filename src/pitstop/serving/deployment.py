@@ -285,6 +285,7 @@ def follow_in_background(deployments: list[Deployment], interval: float) -> thre
     """In a server without a processor: follow every type's champion alias from a background
     thread (registry calls can be slow; requests never wait on them). Set the event to stop."""
     stop = threading.Event()
+    said: dict[str, str | None] = {}  # the problem last logged per type: a lasting one is said once
 
     def run() -> None:
         while not stop.wait(max(0.1, interval)):
@@ -292,9 +293,13 @@ def follow_in_background(deployments: list[Deployment], interval: float) -> thre
                 scorer = deployment.champion
                 before = scorer.model.version if scorer.loaded else None
                 problem = scorer.refresh()
-                if problem:
-                    log.warning("%s serving model unchanged: %s", deployment.machine_type, problem)
-                elif scorer.loaded and scorer.model.version != before:
+                if problem != said.get(deployment.machine_type):
+                    if problem:
+                        log.warning("%s serving model unchanged: %s", deployment.machine_type, problem)
+                    else:
+                        log.info("%s: the serving model's problem has cleared", deployment.machine_type)
+                    said[deployment.machine_type] = problem
+                if not problem and scorer.loaded and scorer.model.version != before:
                     log.info(
                         "%s now serving version %s (was %s)",
                         deployment.machine_type,

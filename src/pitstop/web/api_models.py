@@ -9,6 +9,7 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import func, select
 
+from pitstop.errors import ModelError
 from pitstop.platform import Platform
 from pitstop.serving.deploy import CHALLENGER, CHAMPION, PREVIOUS, promote, rollback
 from pitstop.serving.deployment import Deployment
@@ -37,11 +38,16 @@ def _type_json(
     platform: Platform, machine_type: str, deployment: Deployment, moves: list[dict[str, Any]]
 ) -> dict[str, Any]:
     registry = deployment.registry
-    versions = registry.versions()
-    by_alias = {alias: v for v in versions for alias in v["aliases"]}
     scorer = deployment.champion
+    try:
+        versions = registry.versions()
+        unavailable = None
+    except ModelError as exc:  # the store is broken: say so, and show what is serving (cached)
+        versions, unavailable = [], exc.message
+    by_alias = {alias: v for v in versions for alias in v["aliases"]}
     return {
         "model": registry.model_name,
+        "registry": {"available": unavailable is None, "problem": unavailable},
         "serving": _serving_json(scorer.model, scorer.alias) if scorer.loaded else None,
         "champion": _version_json(registry, by_alias.get(CHAMPION)),
         "challenger": _version_json(registry, by_alias.get(CHALLENGER)),

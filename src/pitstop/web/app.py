@@ -30,6 +30,7 @@ from pitstop.web.limits import RequestLimits
 from pitstop.web.login import LoginThrottle
 from pitstop.web.login import router as login_router
 from pitstop.web.pages import router as pages_router
+from pitstop.web.request_ids import RequestIds
 from pitstop.web.sessions import Sessions
 from pitstop.web.trends import Trends
 from pitstop.web.users import Users
@@ -91,6 +92,7 @@ def create_app(platform: Platform, processor: Processor | None = None) -> FastAP
     app.state.assistant = Assistant(platform.db, platform.policy, knowledge)
     install_error_handlers(app)
     app.add_middleware(RequestLimits, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestIds)  # outermost: even a refused request has an id
 
     @app.get("/healthz", tags=["ops"])
     def healthz() -> dict[str, str]:

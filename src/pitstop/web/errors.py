@@ -8,6 +8,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from pitstop.errors import PitstopError
+from pitstop.logs import request_id
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +31,9 @@ def error_response(
     body: dict[str, object] = {"code": code, "message": message}
     if details is not None:
         body["details"] = details
+    rid = request_id.get()
+    if rid is not None:
+        body["request_id"] = rid  # the same id as the server's log lines for this request
     return JSONResponse({"error": body}, status_code=status, headers=headers)
 
 
