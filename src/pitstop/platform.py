@@ -29,11 +29,25 @@ from pitstop.store import Database
 log = logging.getLogger(__name__)
 
 
+def _read_only(data_dir: Path) -> bool:
+    """A data dir on a read-only mount, or one this user may not write (even root cannot write a
+    read-only mount: SQLite then says only "unable to open database file")."""
+    try:
+        return bool(os.statvfs(data_dir).f_flag & os.ST_RDONLY) or not os.access(data_dir, os.W_OK)
+    except OSError:
+        return False
+
+
 def storage_error(data_dir: Path, exc: BaseException) -> StorageError:
     """One clear line for a data dir that cannot be used, with what to check."""
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     lowered = text.lower()
-    if "readonly" in lowered or "read-only" in lowered or isinstance(exc, PermissionError):
+    if (
+        "readonly" in lowered
+        or "read-only" in lowered
+        or isinstance(exc, PermissionError)
+        or _read_only(data_dir)
+    ):
         hint = "it is read-only for this user: run as its owner or fix its permissions"
     elif "disk is full" in lowered or "no space" in lowered:
         hint = "the disk is full: free space, then start again"

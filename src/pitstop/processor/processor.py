@@ -199,15 +199,25 @@ class Processor:
 
     def _run(self) -> None:
         settings = self.p.settings
+        failing: str | None = None  # the failure last logged: a lasting one (a full disk) is said once
+        failed, backoff = 0, 1.0
         while not self._stop.is_set():
             started = time.monotonic()
             try:
                 report = self.run_once()
-            except Exception:  # keep the loop alive; the batch is retried from the bus
+            except Exception as exc:  # keep the loop alive; the batch is retried from the bus
                 self.errors += 1
-                log.exception("processor batch failed; retrying")
-                self._stop.wait(1.0)
+                failed += 1
+                what = f"{type(exc).__name__}: {exc}"
+                if what != failing:
+                    _log_failure(exc)
+                    failing = what
+                self._stop.wait(backoff)
+                backoff = min(30.0, backoff * 2)
                 continue
+            if failing is not None:
+                log.warning("processor batches succeed again, after %d failed attempts", failed)
+                failing, failed, backoff = None, 0, 1.0
             if report.messages == 0:
                 self._stop.wait(settings.processor_poll_s)
             elif report.messages < settings.processor_max_messages:
@@ -413,3 +423,17 @@ class Processor:
             have = lane.challenger_online.spec.hash if lane.challenger_online is not None else None
             if wanted != have:  # a challenger with a spec of its own arrived, left or changed
                 self.state.rebuild_challenger(lane, self.p.bus.position(CONSUMER))
+
+
+def _log_failure(exc: Exception) -> None:
+    """One line for a failure the operator must fix (a full or read-only disk, a store that is
+    down), a traceback for anything else. Either way the batch is retried, with a growing wait."""
+    text = str(exc)
+    lowered = text.lower()
+    if isinstance(exc, PitstopError) or any(
+        sign in lowered for sign in ("disk is full", "no space left", "read-only", "readonly")
+    ):
+        first = (text.splitlines() or [type(exc).__name__])[0]
+        log.error("processor batch failed, retrying with backoff until it succeeds: %s", first)
+    else:
+        log.exception("processor batch failed; retrying with backoff")

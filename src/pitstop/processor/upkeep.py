@@ -29,6 +29,9 @@ class UpkeepThread:
             self.upkeep.protect()
         except PitstopError as exc:
             log.warning("lake upkeep: table properties not set (%s); set on the next run", exc.message)
+        except OSError as exc:  # a full or read-only disk: the processor starts anyway and retries
+            first = (str(exc).splitlines() or [type(exc).__name__])[0]
+            log.warning("lake upkeep: table properties not set (%s); set on the next run", first)
         if self.every_s <= 0:
             return
         self._stop.clear()
