@@ -158,4 +158,7 @@ class Replay:
                 break
             self.stats.retries += 1
             await asyncio.sleep(min(0.2 * 2**attempt, 5.0))
+        if self._stop.is_set():  # the replay is stopping (the server may be gone already): by design
+            log.debug("replay stopping: a batch of %d readings for %s not sent", n, feed.machine_id)
+            return
         log.error("gave up on a batch of %d readings for %s (last status %s)", n, feed.machine_id, status)
