@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+import sqlalchemy
 from click.testing import CliRunner
 from fastapi.testclient import TestClient
 from sqlalchemy import select
@@ -302,3 +303,83 @@ def test_a_retrain_cut_during_its_shadow_leaves_a_candidate_promote_refuses(
     assert registry.alias_version(CHAMPION) == candidate
     (entry,) = db.audit_entries(action="model_promoted")
     assert entry["detail"]["forced"] is True and entry["detail"]["candidate"] == "shadowing"
+
+
+def test_an_event_the_lake_cannot_hold_is_refused_and_never_blocks_the_drain(platform: Platform) -> None:
+    _order(platform)
+    admin = admin_headers(platform)
+    with TestClient(create_app(platform)) as client:
+        huge = client.post(
+            "/api/v1/admin/events",
+            json={"machine_id": "eng-007", "kind": "failure", "seq": 2**63},
+            headers=admin,
+        )
+        assert huge.status_code == 422
+    # a row written before rows were checked (straight into the table) is set aside, not retried
+    # forever: the events behind it still reach the lake
+    with platform.db.session() as s:
+        pitstop.lake.outbox.enqueue(s, "maintenance-legacy", {})  # another table: never drained
+        s.add(
+            pitstop.store.LakeOutbox(
+                table_name="events",
+                payload=json.dumps(
+                    {
+                        "machine_id": "eng-007",
+                        "seq": 2**64,
+                        "kind": "failure",
+                        "ts": "2026-11-30T10:00:00+00:00",
+                    }
+                ),
+                created_at=datetime.now(UTC),
+            )
+        )
+        pitstop.lake.outbox.enqueue(
+            s, "events", {"machine_id": "eng-007", "ts": datetime.now(UTC), "kind": "inspection"}
+        )
+    assert platform.outbox.drain() == 1
+    assert [e["kind"] for e in _admin_events(platform)] == ["inspection"]
+
+
+def test_outbox_ids_are_never_reused_even_after_an_older_ops_db_comes_back(platform: Platform) -> None:
+    _order(platform)
+    with TestClient(create_app(platform)) as client:
+        for n in range(3):
+            body = {"machine_id": "eng-007", "kind": "inspection", "detail": f"round {n}"}
+            assert (
+                client.post("/api/v1/admin/events", json=body, headers=admin_headers(platform)).status_code
+                == 201
+            )
+    # the ops DB goes back to before the last two (a restore of a backup taken mid-way, say)
+    with platform.db.session() as s:
+        s.execute(pitstop.store.LakeOutbox.__table__.delete().where(pitstop.store.LakeOutbox.id > 1))
+        s.execute(sqlalchemy.text("UPDATE sqlite_sequence SET seq = 1 WHERE name = 'lake_outbox'"))
+    restarted = _restart(platform)
+    try:
+        with TestClient(create_app(restarted)) as client:
+            body = {"machine_id": "eng-007", "kind": "maintenance", "detail": "after the restore"}
+            assert (
+                client.post("/api/v1/admin/events", json=body, headers=admin_headers(restarted)).status_code
+                == 201
+            )
+        assert restarted.outbox.pending() == 0
+        details = sorted(str(e["detail"]) for e in _admin_events(restarted))
+        assert details == ["after the restore", "round 0", "round 1", "round 2"]  # not taken as stored
+    finally:
+        restarted.close()
+
+
+def test_a_keyed_event_retried_after_the_machines_next_reading_is_still_the_same_event(
+    platform: Platform,
+) -> None:
+    _order(platform)
+    headers = {**admin_headers(platform), "Idempotency-Key": "wo-27-close"}
+    body = {"machine_id": "eng-007", "kind": "maintenance"}
+    with TestClient(create_app(platform)) as client:
+        first = client.post("/api/v1/admin/events", json=body, headers=headers)
+        with platform.db.session() as s:  # a reading arrives before the client's retry
+            state = s.get(MachineState, "eng-007")
+            assert state is not None
+            state.last_seq = 121
+        retry = client.post("/api/v1/admin/events", json=body, headers=headers)
+    assert (first.status_code, retry.status_code) == (201, 200), retry.text
+    assert retry.json()["seq"] == first.json()["seq"] == 120 and len(_admin_events(platform)) == 1

@@ -76,3 +76,25 @@ def test_text_logs_name_the_request_too(capsys: pytest.CaptureFixture[str], rest
         request_id.reset(token)
     err = capsys.readouterr().err
     assert "WARNING pitstop.test: hello [request r-1]" in err and not err.lstrip().startswith("{")
+
+
+def test_an_unexpected_500_still_carries_the_request_id(
+    platform: Platform,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    restore_logging: None,
+) -> None:
+    import pitstop.web.app
+
+    def broken(platform: Platform) -> None:
+        raise RuntimeError("boom")
+
+    configure(fmt="json")
+    monkeypatch.setattr(pitstop.web.app, "_work_orders_by_state", broken)
+    with TestClient(create_app(platform), raise_server_exceptions=False) as client:
+        r = client.get("/metrics", headers={"X-Request-ID": "incident-9"})
+    assert r.status_code == 500 and r.headers["x-request-id"] == "incident-9"
+    assert r.json()["error"]["request_id"] == "incident-9"
+    lines = [json.loads(x) for x in capsys.readouterr().err.splitlines() if x.startswith("{")]
+    (unhandled,) = [x for x in lines if x["message"] == "unhandled error"]
+    assert unhandled["request_id"] == "incident-9" and "boom" in unhandled["exc"]

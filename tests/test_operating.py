@@ -172,3 +172,32 @@ def test_a_data_dir_that_cannot_be_written_is_one_clear_line(tmp_path: Path) -> 
     assert run.exit_code == 2 and "Traceback" not in run.output
     assert run.output.startswith("error [storage_unavailable]: cannot use the data dir")
     assert "restore the data dir from a backup" in run.output
+
+
+def test_a_url_the_http_client_cannot_parse_is_refused_and_never_blocks_other_deliveries(
+    tmp_path: Path,
+) -> None:
+    with pytest.raises(ConfigError, match="not a valid URL"):
+        load_settings(None, webhook_urls=["http://0251.0376.0251.0376/hook"])
+    db = Database(f"sqlite:///{tmp_path / 'ops.db'}")
+    db.migrate()
+    # an outbox row from before the check: it fails alone, the next URL is still tried
+    notifier = Notifier(
+        db, ["http://0251.0376.0251.0376/hook", "http://127.0.0.1:9/hook"], "s", timeout_s=0.5
+    )
+    with db.session() as s:
+        notifier.enqueue(s, "work_order.opened", {"id": 1})
+    with httpx.Client() as client:
+        assert notifier.deliver_due(client) == 0
+    from pitstop.store import WebhookDelivery
+
+    with db.session() as s:
+        rows = s.query(WebhookDelivery).order_by(WebhookDelivery.id).all()
+        assert [r.attempts for r in rows] == [1, 1] and "not a URL" in (rows[0].last_error or "")
+    db.close()
+
+
+def test_a_short_or_empty_signing_key_is_refused() -> None:
+    for key in ("", "short"):
+        with pytest.raises(ConfigError, match="at least 16 characters"):
+            load_settings(None, model_signing_key=key)

@@ -84,6 +84,7 @@ class Platform:
 
     def __post_init__(self) -> None:
         self.outbox = Outbox(self.db, self.lake)
+        self.outbox.reserve_ids()
 
     @classmethod
     def open(cls, settings: Settings, fleet: FleetSchema | None = None) -> Platform:

@@ -232,6 +232,16 @@ class Settings(BaseSettings):
     def _expand(cls, value: Path) -> Path:
         return value.expanduser()
 
+    @field_validator("model_signing_key")
+    @classmethod
+    def _signing_key(cls, key: SecretStr | None) -> SecretStr | None:
+        if key is not None and len(key.get_secret_value()) < 16:
+            raise ValueError(
+                "a model signing key needs at least 16 characters (e.g. `openssl rand -hex 32`); "
+                "unset it to turn signing off"
+            )
+        return key
+
     @field_validator("webhook_urls")
     @classmethod
     def _webhooks(cls, urls: list[str], info: ValidationInfo) -> list[str]:

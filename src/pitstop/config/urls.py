@@ -16,7 +16,11 @@ import ipaddress
 import socket
 from urllib.parse import urlsplit
 
+import httpx
+
 _METADATA_HOSTS = frozenset({"metadata.google.internal", "metadata", "metadata.azure.com", "instance-data"})
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+_V4_COMPATIBLE = ipaddress.IPv6Network("::/96")
 _METADATA_IPS = frozenset({"100.100.100.200", "fd00:ec2::254"})  # Alibaba, AWS IPv6
 
 
@@ -25,7 +29,8 @@ def check_webhook_url(url: str, allow_link_local: bool = False) -> None:
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018  (raises on a port that is not a number)
-    except ValueError as exc:
+        httpx.URL(url)  # what delivery parses it with: refuse here what it would refuse there
+    except (ValueError, httpx.InvalidURL) as exc:
         raise ValueError(f"{redact_url(url)} is not a valid URL: {exc}") from None
     if parts.scheme not in ("http", "https"):
         raise ValueError(f"{redact_url(url)}: only http and https webhooks are sent (not {parts.scheme!r})")
@@ -68,9 +73,12 @@ def resolves_link_local(host: str) -> bool:
 
 
 def _link_local(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-    mapped = getattr(address, "ipv4_mapped", None)
-    if mapped is not None:
-        address = mapped
+    if isinstance(address, ipaddress.IPv6Address):
+        embedded = address.ipv4_mapped or address.sixtofour
+        if embedded is None and (address in _NAT64 or address in _V4_COMPATIBLE):
+            embedded = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)  # the IPv4 address inside
+        if embedded is not None and _link_local(embedded):
+            return True
     return address.is_link_local or str(address) in _METADATA_IPS
 
 

@@ -91,7 +91,9 @@ class NewEvent(BaseModel):
     machine_id: str = Field(min_length=1, max_length=64)
     kind: Literal["failure", "maintenance", "inspection"]
     ts: datetime | None = Field(None, description="when it happened (default: now); ISO 8601 with a zone")
-    seq: int | None = Field(None, ge=0, description="the machine's reading it follows (default: its latest)")
+    seq: int | None = Field(
+        None, ge=0, le=2**63 - 1, description="the machine's reading it follows (default: its latest)"
+    )
     detail: str | None = Field(None, max_length=4000)
     component: str | None = Field(
         None, max_length=128, description="the component that failed or was serviced (one of its type's)"
@@ -154,7 +156,9 @@ def _record_event(
     if body.ts is not None and body.ts.tzinfo is None:
         raise ValidationError("ts needs a timezone (e.g. 2026-11-22T10:00:00Z)", code="naive_timestamp")
     seq = body.seq if body.seq is not None else last_seq
-    request_hash = _event_hash(body, seq)
+    # a keyed request is the same request when its body is; a derived key also needs the seq an
+    # event without one resolves to (the same body after the machine's next reading is a new event)
+    request_hash = _event_hash(body, body.seq if key is not None else seq)
     outbox_key = f"event:{key}" if key is not None else f"event-body:{request_hash}"
     event: dict[str, Any] = {
         "machine_id": body.machine_id,

@@ -19,10 +19,11 @@ from datetime import datetime
 from typing import Any
 
 import pyarrow as pa
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, text, update
 from sqlalchemy.orm import Session
 
-from pitstop.lake import Lake
+from pitstop.errors import ValidationError
+from pitstop.lake.tables import EVENTS_SCHEMA, Lake
 from pitstop.store import Database, LakeOutbox, utcnow
 
 log = logging.getLogger(__name__)
@@ -40,7 +41,16 @@ def enqueue(
     request_hash: str | None = None,
 ) -> None:
     """Write ``row`` for the lake's ``table`` inside the caller's transaction. With ``key`` the
-    row is stored once: a second row with the same key fails the transaction (unique index)."""
+    row is stored once: a second row with the same key fails the transaction (unique index). A row
+    the lake table cannot hold is refused here, before anything commits, so it can never block
+    the drain."""
+    if table == "events":
+        try:
+            pa.Table.from_pylist([row], schema=EVENTS_SCHEMA)
+        except (pa.ArrowException, OverflowError, TypeError, ValueError) as exc:
+            raise ValidationError(
+                f"the event does not fit the lake's events table: {exc}", code="invalid_event"
+            ) from None
     payload = {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in row.items()}
     session.add(
         LakeOutbox(
@@ -72,17 +82,41 @@ class Outbox:
         self.batch = batch
         self._lock = threading.Lock()
 
+    def reserve_ids(self) -> None:
+        """Start new outbox ids above the highest the lake holds. Ids are AUTOINCREMENT, so they
+        are not reused within one ops DB; this covers an ops DB restored from before rows the
+        lake has (a new row must never look as if it were in the lake already)."""
+        if not self.db.url.startswith("sqlite"):
+            return
+        committed = self.lake.committed_position(APP_ID, "events")
+        if committed <= 0:
+            return
+        with self.db.session() as s:
+            current = s.execute(text("SELECT seq FROM sqlite_sequence WHERE name = 'lake_outbox'")).scalar()
+            if current is None:
+                s.execute(
+                    text("INSERT INTO sqlite_sequence (name, seq) VALUES ('lake_outbox', :seq)"),
+                    {"seq": committed},
+                )
+            elif current < committed:
+                s.execute(
+                    text("UPDATE sqlite_sequence SET seq = :seq WHERE name = 'lake_outbox'"),
+                    {"seq": committed},
+                )
+                log.warning("lake outbox ids start after %d, the highest the lake holds", committed)
+
     def drain(self) -> int:
         """Append the pending rows; returns how many reached the lake now."""
         with self._lock:
             appended = 0
             while True:
-                done = self._drain_once()
+                read, done = self._drain_once()
                 appended += done
-                if done < self.batch:
+                if read < self.batch:
                     return appended
 
-    def _drain_once(self) -> int:
+    def _drain_once(self) -> tuple[int, int]:
+        """One batch: (rows read, rows appended to the lake)."""
         with self.db.session() as s:
             rows = s.execute(
                 select(LakeOutbox.id, LakeOutbox.payload)
@@ -91,18 +125,23 @@ class Outbox:
                 .limit(self.batch)
             ).all()
         if not rows:
-            return 0
+            return 0, 0
         committed = self.lake.committed_position(APP_ID, "events")
         fresh = [(row_id, payload) for row_id, payload in rows if row_id > committed]
+        unfit: list[int] = []
         if fresh:
-            table = pa.Table.from_pylist([_decode(payload) for _, payload in fresh])
-            self.lake.append("events", table, app_id=APP_ID, position=fresh[-1][0])
+            decoded, unfit = _fitting(fresh)
+            if unfit:  # written before enqueue checked rows: set aside, never retried forever
+                log.error("lake outbox rows %s cannot be stored in the events table; set aside", unfit)
+            if decoded:
+                table = pa.Table.from_pylist(decoded, schema=EVENTS_SCHEMA)
+                self.lake.append("events", table, app_id=APP_ID, position=fresh[-1][0])
         self._mark_appended([row_id for row_id, _ in rows])
         if len(rows) > len(fresh):
             log.info(
                 "%d outbox rows were in the lake already (an earlier drain stopped)", len(rows) - len(fresh)
             )
-        return len(fresh)
+        return len(rows), len(fresh) - len(unfit)
 
     def _mark_appended(self, ids: list[int]) -> None:
         with self.db.session() as s:
@@ -114,6 +153,20 @@ class Outbox:
                 s.scalar(select(func.count()).select_from(LakeOutbox).where(LakeOutbox.appended_at.is_(None)))
                 or 0
             )
+
+
+def _fitting(rows: list[tuple[int, str]]) -> tuple[list[dict[str, Any]], list[int]]:
+    """The rows the events table can hold, and the ids of those it cannot."""
+    good, bad = [], []
+    for row_id, payload in rows:
+        row = _decode(payload)
+        try:
+            pa.Table.from_pylist([row], schema=EVENTS_SCHEMA)
+        except (pa.ArrowException, OverflowError, TypeError, ValueError):
+            bad.append(row_id)
+            continue
+        good.append(row)
+    return good, bad
 
 
 def _decode(payload: str) -> dict[str, Any]:

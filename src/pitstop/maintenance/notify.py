@@ -144,11 +144,13 @@ class Notifier:
             "Idempotency-Key": delivery.idempotency_key,
             SIGNATURE_HEADER: sign(self.secret, int(time.time()), body),
         }
-        host = httpx.URL(delivery.url).host
-        if not self.allow_link_local and resolves_link_local(host):
-            return "refused: the receiver's host resolves to a link-local or metadata address"
         try:
+            host = httpx.URL(delivery.url).host
+            if not self.allow_link_local and resolves_link_local(host):
+                return "refused: the receiver's host resolves to a link-local or metadata address"
             response = client.post(delivery.url, content=body, headers=headers, timeout=self.timeout_s)
+        except httpx.InvalidURL:
+            return "refused: not a URL the HTTP client can send to"
         except httpx.HTTPError as exc:  # its text may hold the URL, whose path can be a secret
             return f"{type(exc).__name__}: {str(exc).replace(delivery.url, redact_url(delivery.url))}"
         if 200 <= response.status_code < 300:

@@ -239,6 +239,8 @@ class Processor:
             self.p.outbox.drain()
         except PitstopError as exc:
             log.warning("lake outbox not drained this batch: %s", exc.message)
+        except Exception:  # never let the outbox stop the stream; its rows wait for the next batch
+            log.exception("lake outbox not drained this batch")
 
     # -- one micro-batch ---------------------------------------------------------------------
     def run_once(self) -> BatchReport:

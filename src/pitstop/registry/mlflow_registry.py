@@ -148,7 +148,7 @@ class Registry:
                     "pitstop.model_sha256": manifest["model.txt"],
                     # the trust anchor outside the artifact folder: checked on every load
                     MANIFEST_TAG: digest,
-                    **({SIGNATURE_TAG: self._signature(digest)} if self.signing_key else {}),
+                    **({SIGNATURE_TAG: self._signature(digest)} if self.signing_key is not None else {}),
                     **(version_tags or {}),
                 },
                 description=card,

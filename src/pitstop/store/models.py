@@ -239,6 +239,7 @@ class LakeOutbox(Base):
     __table_args__ = (
         Index("ix_lake_outbox_pending", "appended_at", "id"),
         Index("ux_lake_outbox_key", "idem_key", unique=True),
+        {"sqlite_autoincrement": True},  # ids never reused: the lake keeps the highest it holds
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)

@@ -34,6 +34,7 @@ def error_response(
     rid = request_id.get()
     if rid is not None:
         body["request_id"] = rid  # the same id as the server's log lines for this request
+        headers = {**(headers or {}), "X-Request-ID": rid}
     return JSONResponse({"error": body}, status_code=status, headers=headers)
 
 

@@ -11,7 +11,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from pitstop.logs import request_id
 
-_SANE = re.compile(rb"^[A-Za-z0-9._:-]{1,64}$")
+_SANE = re.compile(rb"[A-Za-z0-9._:-]{1,64}")
 
 
 class RequestIds:
@@ -23,15 +23,19 @@ class RequestIds:
             await self.app(scope, receive, send)
             return
         given = next((v for k, v in scope["headers"] if k == b"x-request-id"), None)
-        rid = given.decode() if given is not None and _SANE.match(given) else secrets.token_hex(8)
+        rid = given.decode() if given is not None and _SANE.fullmatch(given) else secrets.token_hex(8)
         token = request_id.set(rid)
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", []), (b"x-request-id", rid.encode())]
+                headers = list(message.get("headers", []))
+                if not any(k.lower() == b"x-request-id" for k, _ in headers):
+                    headers.append((b"x-request-id", rid.encode()))
+                message["headers"] = headers
             await send(message)
 
-        try:
-            await self.app(scope, receive, send_with_id)
-        finally:
-            request_id.reset(token)
+        await self.app(scope, receive, send_with_id)
+        # reset only on the way out of a handled request: an unhandled error goes on to Starlette's
+        # outermost error middleware, whose 500 (body, header, log line) still needs the id; each
+        # request runs in a context of its own, so nothing leaks to the next one
+        request_id.reset(token)
