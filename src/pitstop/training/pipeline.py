@@ -196,6 +196,7 @@ def train_on_lake(
         "events_version": str(events_version),
         "feature_spec_hash": spec.hash,
         "code_revision": code_revision(),
+        "pitstop_version": __version__,
         "seed": str(s.train_seed),
     }
     if exclude_machines:

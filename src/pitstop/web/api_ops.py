@@ -9,6 +9,7 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy import func, select
 
+from pitstop import __version__
 from pitstop.errors import NotFoundError
 from pitstop.lake import TABLES, list_quarantine, release
 from pitstop.maintenance import OPEN_STATES
@@ -58,6 +59,7 @@ def status(request: Request) -> dict[str, Any]:
         for name, d in platform.deployments.items()
     }
     return {
+        "version": __version__,
         "readings_accepted": int(accepted),
         "readings_processed": int(processed or 0),
         "bus": {"head": platform.bus.head(), "lag": processor.lag() if processor else None},
