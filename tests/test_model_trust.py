@@ -124,9 +124,11 @@ def test_with_a_deployment_key_only_versions_it_signed_are_loaded(trained: Platf
 def test_the_deployment_key_comes_from_the_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from tests.conftest import make_settings
 
-    monkeypatch.setenv("PITSTOP_MODEL_SIGNING_KEY", "from-env")
+    monkeypatch.setenv("PITSTOP_MODEL_SIGNING_KEY", "from-env-0123456789abcdef")
     platform = Platform.open(make_settings(tmp_path / "data"))
     try:
-        assert {d.registry.signing_key for d in platform.deployments.values()} == {"from-env"}
+        assert {d.registry.signing_key for d in platform.deployments.values()} == {
+            "from-env-0123456789abcdef"
+        }
     finally:
         platform.close()

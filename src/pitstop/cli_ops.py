@@ -159,9 +159,14 @@ def lake_compact(ctx: click.Context, data_dir: Path | None, table: str) -> None:
 def lake_vacuum(
     ctx: click.Context, data_dir: Path | None, table: str, retention_hours: int, yes: bool
 ) -> None:
-    """Delete files that no version within the retention uses. Older versions stop being readable."""
+    """Delete files that no version within the retention uses, except the versions registered
+    models were trained on (their lineage); other older versions stop being readable. Refused
+    when the registry cannot be read (an unknown pin must not be deleted)."""
+    from pitstop.registry.pins import lake_pins
+
     with _platform(ctx, data_dir) as p:
-        files = p.lake.vacuum(table, retention_hours, dry_run=not yes)
+        pinned = lake_pins(d.registry for d in p.deployments.values()).get(table, set())
+        files = p.lake.vacuum(table, retention_hours, dry_run=not yes, keep_versions=sorted(pinned))
     verb = "deleted" if yes else "would delete (pass --yes)"
     click.echo(f"{verb} {len(files)} files")
 

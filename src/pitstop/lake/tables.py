@@ -257,16 +257,26 @@ class Lake:
                 raise LakeError(f"compaction of {name} failed: {exc}") from exc
         return {k: result.get(k) for k in ("numFilesAdded", "numFilesRemoved", "partitionsOptimized")}
 
-    def vacuum(self, name: str, retention_hours: int = 168, dry_run: bool = True) -> list[str]:
-        """Files no longer referenced by versions newer than the retention (deleted unless dry_run).
+    def vacuum(
+        self,
+        name: str,
+        retention_hours: int = 168,
+        dry_run: bool = True,
+        keep_versions: list[int] | None = None,
+    ) -> list[str]:
+        """Files no longer referenced by versions newer than the retention, nor by any of
+        ``keep_versions`` (deleted unless dry_run).
 
-        Time travel to versions older than the retention stops working once they are deleted.
+        Time travel to other versions older than the retention stops working once they are deleted.
         """
         with self._lock:
             try:
                 return list(
                     self._writer(name).vacuum(
-                        retention_hours=retention_hours, dry_run=dry_run, enforce_retention_duration=False
+                        retention_hours=retention_hours,
+                        dry_run=dry_run,
+                        enforce_retention_duration=False,
+                        keep_versions=sorted(keep_versions) if keep_versions else None,
                     )
                 )
             except DeltaError as exc:
