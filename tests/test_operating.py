@@ -168,10 +168,11 @@ def test_a_data_dir_that_cannot_be_written_is_one_clear_line(tmp_path: Path) -> 
     data = tmp_path / "data"
     Platform.open(make_settings(data)).close()
     _damage(data / "ops.db")
-    run = CliRunner().invoke(cli, ["audit", "--data-dir", str(data)])
-    assert run.exit_code == 2 and "Traceback" not in run.output
-    assert run.output.startswith("error [storage_unavailable]: cannot use the data dir")
-    assert "restore the data dir from a backup" in run.output
+    for command in (["audit"], ["users", "list"]):
+        run = CliRunner().invoke(cli, [*command, "--data-dir", str(data)])
+        assert run.exit_code == 2 and "Traceback" not in run.output, command
+        assert run.output.startswith("error [storage_unavailable]: cannot use the data dir")
+        assert "restore the data dir from a backup" in run.output
 
 
 def test_a_url_the_http_client_cannot_parse_is_refused_and_never_blocks_other_deliveries(

@@ -28,15 +28,21 @@ _role_choice = click.Choice(list(ROLES))
 @contextmanager
 def _users(ctx: click.Context, data_dir: Path | None) -> Iterator[tuple[Users, Database]]:
     """The user store over the data dir's ops DB (migrated), without opening the whole platform."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from pitstop.platform import storage_error
     from pitstop.store import Database
     from pitstop.web.users import Users
 
     with _errors():
         settings = _settings(ctx, data_dir=data_dir)
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
         db = Database(settings.ops_db_url)
         try:
-            db.migrate()
+            try:
+                settings.data_dir.mkdir(parents=True, exist_ok=True)
+                db.migrate()
+            except (OSError, SQLAlchemyError) as exc:  # read-only, full or damaged: one clear line
+                raise storage_error(settings.data_dir, exc) from exc
             yield Users(db), db
         finally:
             db.close()
