@@ -95,3 +95,10 @@ class ArtifactIntegrityError(ModelError):
 class ConflictError(PitstopError):
     code = "conflict"
     status = 409
+
+
+def first_line(exc: BaseException, limit: int = 300) -> str:
+    """An exception's first line (or its type's name), for one-line messages and log lines:
+    library errors (SQLAlchemy, delta-rs) append the statement or a cause chain below it."""
+    text = str(exc).strip()
+    return (text.splitlines()[0] if text else type(exc).__name__)[:limit]

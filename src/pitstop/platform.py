@@ -14,7 +14,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from pitstop.bus import Bus, SqliteBus
 from pitstop.config import Settings
-from pitstop.errors import StorageError, ValidationError
+from pitstop.errors import StorageError, ValidationError, first_line
 from pitstop.fleetops import stored_fleet
 from pitstop.lake import Lake
 from pitstop.lake.outbox import Outbox
@@ -40,7 +40,7 @@ def _read_only(data_dir: Path) -> bool:
 
 def storage_error(data_dir: Path, exc: BaseException) -> StorageError:
     """One clear line for a data dir that cannot be used, with what to check."""
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    text = first_line(exc)
     lowered = text.lower()
     if (
         "readonly" in lowered
@@ -55,7 +55,7 @@ def storage_error(data_dir: Path, exc: BaseException) -> StorageError:
         hint = "a database file is damaged: restore the data dir from a backup (`pitstop restore`)"
     else:
         hint = "check that it exists, is writable and has free space"
-    return StorageError(f"cannot use the data dir {data_dir}: {text[:300]} ({hint})")
+    return StorageError(f"cannot use the data dir {data_dir}: {text} ({hint})")
 
 
 def open_bus(settings: Settings) -> Bus:

@@ -10,7 +10,7 @@ import polars as pl
 import pyarrow as pa
 from sqlalchemy import select
 
-from pitstop.errors import PitstopError
+from pitstop.errors import PitstopError, first_line
 from pitstop.features import OnlineFeatures
 from pitstop.lake.upkeep import LakeUpkeep, UpkeepPolicy
 from pitstop.maintenance import PolicyState, RiskPolicy
@@ -430,12 +430,10 @@ class Processor:
 def _log_failure(exc: Exception) -> None:
     """One line for a failure the operator must fix (a full or read-only disk, a store that is
     down), a traceback for anything else. Either way the batch is retried, with a growing wait."""
-    text = str(exc)
-    lowered = text.lower()
+    lowered = str(exc).lower()
     if isinstance(exc, PitstopError) or any(
         sign in lowered for sign in ("disk is full", "no space left", "read-only", "readonly")
     ):
-        first = (text.splitlines() or [type(exc).__name__])[0]
-        log.error("processor batch failed, retrying with backoff until it succeeds: %s", first)
+        log.error("processor batch failed, retrying with backoff until it succeeds: %s", first_line(exc))
     else:
         log.exception("processor batch failed; retrying with backoff")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 
-from pitstop.errors import PitstopError
+from pitstop.errors import PitstopError, first_line
 from pitstop.lake.upkeep import LakeUpkeep, UpkeepReport
 
 log = logging.getLogger(__name__)
@@ -30,8 +30,7 @@ class UpkeepThread:
         except PitstopError as exc:
             log.warning("lake upkeep: table properties not set (%s); set on the next run", exc.message)
         except OSError as exc:  # a full or read-only disk: the processor starts anyway and retries
-            first = (str(exc).splitlines() or [type(exc).__name__])[0]
-            log.warning("lake upkeep: table properties not set (%s); set on the next run", first)
+            log.warning("lake upkeep: table properties not set (%s); set on the next run", first_line(exc))
         if self.every_s <= 0:
             return
         self._stop.clear()

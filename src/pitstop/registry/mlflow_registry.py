@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 import numpy as np
 from sqlalchemy.exc import SQLAlchemyError
 
-from pitstop.errors import ArtifactIntegrityError, ModelError, PitstopError
+from pitstop.errors import ArtifactIntegrityError, ModelError, PitstopError, first_line
 from pitstop.registry.bundle import ModelBundle, manifest_digest
 
 log = logging.getLogger(__name__)
@@ -58,10 +58,9 @@ def _store_errors(method: Callable[..., T]) -> Callable[..., T]:
         except PitstopError:
             raise
         except (SQLAlchemyError, sqlite3.Error, OSError, _StoreFailure) as exc:
-            first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
             raise ModelError(
-                f"the model registry at {self.tracking_uri} cannot be used: {first}. If mlflow.db is "
-                "damaged, restore the data dir from a backup (`pitstop restore`)",
+                f"the model registry at {self.tracking_uri} cannot be used: {first_line(exc)}. If "
+                "mlflow.db is damaged, restore the data dir from a backup (`pitstop restore`)",
                 code="registry_unavailable",
             ) from exc
 
