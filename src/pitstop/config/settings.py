@@ -123,6 +123,16 @@ class Settings(BaseSettings):
     drift_correction: Literal["holm", "bonferroni", "bh"] = Field(
         "holm", description="Correction of the KS p-values for the number of features tested."
     )
+    drift_persist_windows: int = Field(
+        3,
+        ge=1,
+        description="Drift windows in a row a fleet-wide distribution shift must last before it alerts.",
+    )
+    drift_machine_windows: int = Field(
+        3,
+        ge=1,
+        description="Drift windows in a row one machine's sensor must disagree with its others to alert.",
+    )
     retrain_holdout: float = Field(
         0.2, gt=0, lt=1, description="Share of failed machines (the newest) a retrain holds out to gate on."
     )

@@ -17,14 +17,26 @@ keeps a large window from flagging a shift too small to matter.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from scipy.special import kolmogorov
 
+from pitstop.monitoring.baseline import PREDICTION, band_weights
+
+__all__ = [
+    "PREDICTION",
+    "FeatureDrift",
+    "adjust",
+    "drift_between",
+    "drift_conditioned",
+    "drift_from_profile",
+    "one_family",
+    "reference_profile",
+]
+
 LEVELS = np.linspace(0.0, 1.0, 201)
 PSI_BINS = 10
-PREDICTION = "__prediction__"  # the profile entry of the model's own output
 
 
 @dataclass(frozen=True)
@@ -185,6 +197,72 @@ def _drift(
         inner, share = _profile_bins(q)
         psi[j] = _psi(inner, share, c)
     return _verdicts(names, psi, d, p, alpha, psi_threshold, correction)
+
+
+def drift_conditioned(
+    bands: dict[str, Any],
+    names: list[str],
+    current: np.ndarray,
+    by: list[np.ndarray],
+    machines: int,
+    *,
+    alpha: float = 0.05,
+    psi_threshold: float = 0.2,
+    correction: str = "holm",
+) -> list[FeatureDrift]:
+    """Drift of ``current`` (rows × ``names``) against the training fleet in the same place:
+    the baseline's ``bands`` (cells of life stage and age, or age, see ``baseline.py``) mixed in
+    the live window's own mix of ``by`` (per axis, each row's predicted RUL or age).
+
+    Rows of one machine in a window are not independent (rolling features of one engine), so
+    the KS p-value counts machines: the window's ``machines`` against the bands' machines
+    (Kish's effective size of the weighted mixture). PSI bins are the mixture's deciles."""
+    weights = band_weights(bands, by)
+    used = [(w, band) for w, band in zip(weights, bands["bands"], strict=True) if w > 0 and band["n"]]
+    d, psi, p = np.zeros(len(names)), np.zeros(len(names)), np.ones(len(names))
+    if used:
+        total = sum(w for w, _ in used)
+        n_ref = 1.0 / max(1e-12, sum(w * w / band["machines"] for w, band in used) / total**2)
+        deciles = np.arange(1, PSI_BINS) / PSI_BINS
+        for j, name in enumerate(names):
+            c = np.sort(current[:, j][np.isfinite(current[:, j])])
+            if len(c) == 0:
+                continue
+            parts = [(w / total, np.asarray(band["quantiles"][name], np.float64)) for w, band in used]
+            points = np.unique(np.concatenate([*(q for _, q in parts), c]))
+            cdf = _mixture_cdf(parts, points, "right")
+            d[j] = float(np.max(np.abs(cdf - np.searchsorted(c, points, side="right") / len(c))))
+            p[j] = _ks_pvalue(d[j : j + 1], int(n_ref), machines)[0]
+            inner = np.unique(points[np.minimum(np.searchsorted(cdf, deciles, side="left"), len(points) - 1)])
+            share = np.diff(np.concatenate([[0.0], _mixture_cdf(parts, inner, "left"), [1.0]]))
+            psi[j] = _psi(inner, share, c)
+    return _verdicts(names, psi, d, p, alpha, psi_threshold, correction)
+
+
+def _mixture_cdf(
+    parts: list[tuple[float, np.ndarray]], x: np.ndarray, side: Literal["left", "right"]
+) -> np.ndarray:
+    """The CDF at ``x`` of a mixture of empirical distributions (weight, sorted points)."""
+    out = np.zeros(len(x))
+    for w, q in parts:
+        out += w * np.searchsorted(q, x, side=side) / len(q)
+    return out
+
+
+def one_family(
+    results: list[FeatureDrift], *, alpha: float = 0.05, psi_threshold: float = 0.2, correction: str = "holm"
+) -> list[FeatureDrift]:
+    """Verdicts of tests made apart (the features, the prediction) corrected as one family: a
+    window is one look at the fleet, however its tests were grouped."""
+    return _verdicts(
+        [r.name for r in results],
+        np.array([r.psi for r in results]),
+        np.array([r.ks for r in results]),
+        np.array([r.p_value for r in results]),
+        alpha,
+        psi_threshold,
+        correction,
+    )
 
 
 def _verdicts(

@@ -16,7 +16,7 @@ import polars as pl
 
 from pitstop.maintenance import RiskPolicy
 from pitstop.monitoring.metrics import Metrics
-from pitstop.monitoring.monitor import DriftMonitor, DriftReport
+from pitstop.monitoring.monitor import DriftMonitor, DriftReport, Finding
 from pitstop.monitoring.performance import record, score_failure
 from pitstop.schema import FleetSchema
 from pitstop.store import Database
@@ -54,6 +54,8 @@ class LiveMonitor:
             settings.drift_correction,
             on_report=self._drift_report,
             fleet_scope=fleet_scope,
+            machine_windows=settings.drift_machine_windows,
+            persist_windows=settings.drift_persist_windows,
         )
 
     def count_missing(self, clean: pl.DataFrame, fleet: FleetSchema, types: dict[str, str]) -> None:
@@ -78,10 +80,11 @@ class LiveMonitor:
         matrix: np.ndarray,
         predictions: np.ndarray,
         types: list[str],
+        machine_ids: list[str] | None = None,
     ) -> None:
-        """Scored rows into the live drift windows (against the serving model's training profile)."""
+        """Scored rows into the live drift windows (against the serving model's training baseline)."""
         try:
-            self.drift.observe(reference, names, matrix, predictions, types)
+            self.drift.observe(reference, names, matrix, predictions, types, machine_ids)
         except Exception:  # monitoring must never stop scoring
             log.exception("drift check failed")
 
@@ -103,26 +106,38 @@ class LiveMonitor:
         except Exception:
             log.exception("could not score the predictions before %s's failure", machine_id)
 
-    def _drift_report(self, report: DriftReport, raised: dict[str, list[str]], cleared: list[str]) -> None:
+    def _drift_report(
+        self, report: DriftReport, raised: dict[str, Finding], cleared: dict[str, Finding]
+    ) -> None:
         metrics = self.metrics
         metrics.drift_checks.labels(report.scope).inc()
         for f in report.features:
             metrics.drift_psi.labels(report.scope, f.name).set(f.psi)
         if report.prediction is not None:
             metrics.drift_psi.labels(report.scope, report.prediction.name).set(report.prediction.psi)
-        for sensor, features in raised.items():
-            metrics.drift_alert.labels(report.scope, sensor).set(1)
+        for key, finding in raised.items():
+            metrics.drift_alert.labels(report.scope, key).set(1)
             self.audit(
                 "monitor",
                 "drift_alert",
                 scope=report.scope,
-                sensor=sensor,
-                features=features,
+                sensor=finding.sensor,
+                kind=finding.kind,
+                features=list(finding.features),
+                machines=list(finding.machines),
+                machine_id=finding.machine_id,
                 rows=report.rows,
+                machines_checked=report.machines,
             )
         scoped = report.scope.removeprefix("type:") if report.scope.startswith("type:") else None
         if raised and self.retrain_on_drift and self.retrain("drift", scoped):
             log.warning("retraining on drift (%s: %s)", report.scope, ", ".join(raised))
-        for sensor in cleared:
-            metrics.drift_alert.labels(report.scope, sensor).set(0)
-            self.audit("monitor", "drift_cleared", scope=report.scope, sensor=sensor)
+        for key, finding in cleared.items():
+            metrics.drift_alert.labels(report.scope, key).set(0)
+            self.audit(
+                "monitor",
+                "drift_cleared",
+                scope=report.scope,
+                sensor=finding.sensor,
+                machine_id=finding.machine_id,
+            )

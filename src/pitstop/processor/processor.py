@@ -380,7 +380,7 @@ class Processor:
         bundle = lane.deployment.champion.model.bundle
         predictions = np.array([acting[m].rul if m in acting else np.nan for m in ids])
         self.monitor.observe(
-            bundle.reference, bundle.spec.names, matrix, predictions, [lane.machine_type] * len(ids)
+            bundle.reference, bundle.spec.names, matrix, predictions, [lane.machine_type] * len(ids), ids
         )
 
     # -- following the registry ------------------------------------------------------------------

@@ -28,6 +28,7 @@ import polars as pl
 
 from pitstop.features import FeatureSpec, build_features, fit_regimes
 from pitstop.features.offline import fit_fill
+from pitstop.monitoring.baseline import BASELINE, build_baseline
 from pitstop.monitoring.drift import PREDICTION, reference_profile
 from pitstop.registry.bundle import ModelBundle, apply_interval
 from pitstop.training.labels import rul_labels
@@ -384,9 +385,10 @@ def _metrics(
 
 def _reference(data: _Data, predictions: np.ndarray) -> dict[str, dict[str, Any]]:
     """The training profile drift is measured against: every feature's, and the model's own
-    (out-of-fold) predictions' under ``PREDICTION``."""
+    (out-of-fold) predictions' under ``PREDICTION``; and the age-banded baseline (``BASELINE``)."""
     profile = reference_profile(data.X, data.spec.names)
     profile |= reference_profile(np.clip(predictions, 0.0, None).reshape(-1, 1), [PREDICTION])
+    profile[BASELINE] = build_baseline(data.X, data.spec.names, predictions, data.machines)
     return profile
 
 

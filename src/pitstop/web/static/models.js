@@ -90,7 +90,11 @@
     const table = (rows, cap) => `<table class="drift"><caption class="visually-hidden">${esc(cap)}</caption><thead><tr><th scope="col">Feature</th><th scope="col" class="num">PSI</th><th scope="col" class="num">p-value</th><th scope="col">State</th></tr></thead><tbody>${rows.map(row).join("") || `<tr class="empty"><td colspan="4">no features</td></tr>`}</tbody></table>`;
     const pred = rep.prediction && typeof rep.prediction === "object"
       ? ` Predictions: ${rep.prediction.drifted ? badge("drifted") : badge("ok", "stable")} (PSI ${isNum(rep.prediction.psi) ? rep.prediction.psi.toFixed(3) : "–"}).` : "";
-    return `<p class="small">${drifted} of ${feats.length} features drifted${isNum(rep.rows) ? ` in the last ${fmt(rep.rows)} rows` : ""}${sensors.length ? ` · sensors: ${esc(sensors.join(", "))}` : ""}.${pred}</p>`
+    const odd = Array.isArray(rep.consistency) ? rep.consistency.filter((c) => c && c.inconsistent && Object.keys(c.inconsistent).length) : [];
+    const consistency = odd.length
+      ? ` Sensors out of line with the rest on: ${esc(odd.map((c) => `${c.sensor} (${Object.keys(c.inconsistent).length} machine${Object.keys(c.inconsistent).length === 1 ? "" : "s"})`).join(", "))}.`
+      : "";
+    return `<p class="small">${drifted} of ${feats.length} features drifted${isNum(rep.rows) ? ` in the last ${fmt(rep.rows)} rows` : ""}${rep.method === "conditioned" ? " (against training at the same life stage)" : ""}${sensors.length ? ` · alerting: ${esc(sensors.join(", "))}` : ""}.${pred}${consistency}</p>`
       + `<div class="table-wrap">${table(feats.slice(0, FEATURES_SHOWN), `Drift of the ${scope} scope, most drifted first`)}</div>`
       + (feats.length > FEATURES_SHOWN ? `<details class="small" id="${idp}-all"><summary>All ${feats.length} features</summary><div class="table-wrap">${table(feats.slice(FEATURES_SHOWN), `Drift of the ${scope} scope, remaining features`)}</div></details>` : "");
   }
