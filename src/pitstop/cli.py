@@ -315,6 +315,8 @@ def process(ctx: click.Context, data_dir: Path | None) -> None:
         platform = Platform.open(_settings(ctx, data_dir=data_dir))
         proc = Processor(platform)
         proc.start()
+        if platform.notifier is not None:
+            platform.notifier.start()  # webhooks and alerts from the outbox, overdue work orders
         stop = threading.Event()
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
         click.echo(f"processing {platform.settings.bus_path} (Ctrl-C to stop)")
@@ -365,6 +367,7 @@ def settings_cmd(markdown: bool) -> None:
 
 
 def _register() -> None:
+    from pitstop.cli_alerts import alerts
     from pitstop.cli_backtest import backtest
     from pitstop.cli_backup import backup, restore
     from pitstop.cli_fleet import fleet
@@ -391,6 +394,7 @@ def _register() -> None:
         retrain,
         audit,
         users,
+        alerts,
         backup,
         restore,
     )
