@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, get_args
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -28,6 +28,9 @@ Kind = Literal[
 ]
 if set(get_args(Kind)) != set(KINDS):  # one list of kinds
     raise RuntimeError("api_alerts.Kind differs from alert_rules.KINDS")
+
+
+SilenceId = Annotated[int, Path(ge=1, le=2**63 - 1, description="silence id from GET /api/v1/alerts")]
 
 
 def _platform(request: Request) -> Platform:
@@ -76,7 +79,7 @@ async def silence(request: Request, body: SilenceRequest) -> dict[str, Any]:
 
 
 @router.delete("/alerts/silences/{silence_id}", summary="End a silence now")
-async def unsilence(request: Request, silence_id: int) -> dict[str, Any]:
+async def unsilence(request: Request, silence_id: SilenceId) -> dict[str, Any]:
     who: Principal = request.state.principal
     db = _platform(request).db
     return await run_in_threadpool(remove_silence, db, who.name, silence_id, who.role)
