@@ -205,10 +205,14 @@ def test_alerts_of_one_group_raised_together_go_out_as_one_message(db: Database)
     drift(db, sensor="s2")
     drift(db, sensor="s3")  # same group (drift, turbofan), within the window: joins the first
     drift(db, sensor="s2", scope="type:harvester")  # another group: its own message
+    with db.session() as s:  # two of a group in one transaction: one message too
+        s.add(audit_entry("monitor", "drift_alert", scope="type:pump", sensor="s1"))
+        s.add(audit_entry("monitor", "drift_alert", scope="type:pump", sensor="s2"))
     rows = outbox(db)
     assert [[a["key"] for a in p["data"]["alerts"]] for p in rows] == [
         ["drift:type:turbofan:s2", "drift:type:turbofan:s3"],
         ["drift:type:harvester:s2"],
+        ["drift:type:pump:s1", "drift:type:pump:s2"],
     ]
     with db.session() as s:  # held for the window, so later alerts of the group can join
         due = [r.next_attempt_at for r in s.scalars(select(WebhookDelivery))]
