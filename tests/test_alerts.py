@@ -415,3 +415,25 @@ def test_the_alerts_api_lists_for_viewers_and_silences_for_engineers(platform: P
     (entry,) = platform.db.audit_entries(action="alert_silenced")
     assert entry["actor"] == "u-engineer" and entry["role"] == "engineer"
     assert platform.db.audit_entries(action="alert_unsilenced")[0]["actor"] == "u-engineer"
+
+
+def test_the_shipped_alertmanager_rules_parse_and_name_only_metrics_we_export() -> None:
+    import re
+
+    import yaml
+
+    from pitstop.monitoring import Metrics
+
+    rules_file = Path(__file__).resolve().parent.parent / "deploy" / "alertmanager" / "pitstop-rules.yml"
+    groups = yaml.safe_load(rules_file.read_text())["groups"]
+    rules = [rule for group in groups for rule in group["rules"]]
+    assert rules and all({"alert", "expr", "labels", "annotations"} <= set(rule) for rule in rules)
+    assert all(rule["labels"]["severity"] in ("info", "warning", "critical") for rule in rules)
+    exported = set()
+    suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), "gauge": ("",)}
+    for family in Metrics().registry.collect():
+        exported |= {family.name + suffix for suffix in suffixes.get(family.type, ("",))}
+    named = {name for rule in rules for name in re.findall(r"\bpitstop_[a-z_]+", rule["expr"])}
+    assert named, "the rules name no Pitstop metric"
+    assert named <= exported, f"rules name metrics we do not export: {sorted(named - exported)}"
+    assert {"pitstop_drift_alert", "pitstop_bus_lag_messages", "pitstop_scoring_failures_total"} <= named
