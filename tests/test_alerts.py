@@ -437,3 +437,33 @@ def test_the_shipped_alertmanager_rules_parse_and_name_only_metrics_we_export() 
     assert named, "the rules name no Pitstop metric"
     assert named <= exported, f"rules name metrics we do not export: {sorted(named - exported)}"
     assert {"pitstop_drift_alert", "pitstop_bus_lag_messages", "pitstop_scoring_failures_total"} <= named
+
+
+def test_the_platform_wires_routes_from_settings_and_checks_them(tmp_path: Path) -> None:
+    from pitstop.errors import ConfigError
+    from tests.conftest import make_settings
+
+    with pytest.raises(ConfigError, match="alert_email_to needs smtp_host"):
+        make_settings(tmp_path / "a", alert_email_to=["ops@plant.example"])
+    with pytest.raises(ConfigError, match="link-local"):
+        make_settings(tmp_path / "b", alert_slack_urls=["http://169.254.169.254/hook"])
+    receiver = Receiver()
+    settings = make_settings(
+        tmp_path / "data",
+        alert_teams_urls=[receiver.url("/teams")],
+        alert_group_s=0,
+        alert_min_severity="critical",
+    )
+    platform = Platform.open(settings)
+    try:
+        assert platform.notifier is not None
+        platform.db.audit("monitor", "drift_alert", scope="fleet", sensor="s2")  # warning: not sent
+        platform.db.audit("guard", "champion_rolled_back", machine_type="turbofan", from_version="2")
+        with httpx.Client() as client:
+            assert platform.notifier.deliver_due(client) == 1
+        assert len(list_alerts(platform.db)) == 2
+    finally:
+        platform.close()
+        receiver.close()
+    (card,) = receiver.bodies("/teams")
+    assert "champion 2 rolled back" in card["title"] + card["sections"][0]["activityTitle"]
