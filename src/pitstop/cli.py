@@ -315,8 +315,6 @@ def process(ctx: click.Context, data_dir: Path | None) -> None:
         platform = Platform.open(_settings(ctx, data_dir=data_dir))
         proc = Processor(platform)
         proc.start()
-        if platform.notifier is not None:
-            platform.notifier.start()  # webhooks and alerts from the outbox, overdue work orders
         stop = threading.Event()
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
         click.echo(f"processing {platform.settings.bus_path} (Ctrl-C to stop)")
