@@ -467,3 +467,30 @@ def test_the_platform_wires_routes_from_settings_and_checks_them(tmp_path: Path)
         receiver.close()
     (card,) = receiver.bodies("/teams")
     assert "champion 2 rolled back" in card["title"] + card["sections"][0]["activityTitle"]
+
+
+def test_a_hanging_receiver_never_holds_up_the_transaction_that_raises(db: Database) -> None:
+    hang = socket.socket()
+    hang.bind(("127.0.0.1", 0))
+    hang.listen(8)  # accepts connections, never answers
+    url = f"http://127.0.0.1:{hang.getsockname()[1]}/slack"
+    _, notifier = wire(db, AlertRoutes(slack=(url,)))
+    notifier.timeout_s = 0.3
+    notifier.start(poll_s=0.05)
+    try:
+        started = time.monotonic()
+        for sensor in ("s1", "s2", "s3"):
+            drift(db, sensor=sensor)
+        assert time.monotonic() - started < 1.0  # the audit calls only wrote rows
+        deadline = time.monotonic() + 10
+        while True:  # the delivery thread meets the hang, times out and keeps them for a retry
+            with db.session() as s:
+                rows = list(s.scalars(select(WebhookDelivery)))
+            if rows and all(r.attempts >= 1 for r in rows):
+                break
+            assert time.monotonic() < deadline, "the delivery thread never tried"
+            time.sleep(0.05)
+    finally:
+        notifier.stop()
+        hang.close()
+    assert len(rows) == 3 and all(r.delivered_at is None and r.last_error for r in rows)
