@@ -29,7 +29,13 @@ from pitstop.web.users import Users
 from tests.conftest import make_settings
 
 # a value for each path parameter: real where the route can answer 200
-SAMPLE = {"machine_id": "eng-001", "order_id": "999999", "device_id": "999999", "machine_type": "turbofan"}
+SAMPLE = {
+    "machine_id": "eng-001",
+    "order_id": "999999",
+    "device_id": "999999",
+    "silence_id": "999999",
+    "machine_type": "turbofan",
+}
 # allowed GETs that may not answer 200 on the sample data (and why)
 NOT_200 = {"/api/v1/machines/{machine_id}/explanation": 404}  # eng-001 has no readings yet
 
@@ -94,6 +100,8 @@ def test_every_route_answers_each_role_by_the_table(
     def call(headers: dict[str, str]) -> Any:
         if method == "GET":
             return client.get(url, headers=headers)
+        if method == "DELETE":
+            return client.delete(url, headers=headers)
         return client.post(url, json={}, headers=headers)
 
     anonymous = call({})

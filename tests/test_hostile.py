@@ -170,7 +170,13 @@ def _int_queries(app: Any) -> dict[tuple[str, str], list[str]]:
 
 
 def _fill(path: str, **values: str) -> str:
-    sample = {"machine_id": "eng-001", "order_id": "1", "device_id": "1", "machine_type": "turbofan"}
+    sample = {
+        "machine_id": "eng-001",
+        "order_id": "1",
+        "device_id": "1",
+        "silence_id": "1",
+        "machine_type": "turbofan",
+    }
     for name, value in {**sample, **values}.items():
         path = path.replace("{" + name + "}", value)
     return path
@@ -189,7 +195,9 @@ def _corpus(app: Any, size: int, seed: int = 16) -> list[tuple[str, str, str, di
     protected = [
         (m, p) for (m, p), rule in ROUTES.items() if p.startswith("/api/") and rule not in (PUBLIC, METRICS)
     ]
-    int_paths = [(m, p) for (m, p) in api if "{order_id}" in p or "{device_id}" in p]
+    int_paths = [
+        (m, p) for (m, p) in api if any(f"{{{n}}}" in p for n in ("order_id", "device_id", "silence_id"))
+    ]
     id_paths = [(m, p) for (m, p) in api if "{machine_id}" in p or "{machine_type}" in p]
     methods_of: dict[str, set[str]] = {}
     for m, p in ROUTES:
@@ -210,7 +218,8 @@ def _corpus(app: Any, size: int, seed: int = 16) -> list[tuple[str, str, str, di
         value = rng.choice(_BAD_INTS)
         body = json.dumps({"status": "acknowledged"}).encode() if method == "POST" else b""
         headers = {**keys_for("admin"), "content-type": "application/json"}
-        return "path integer", method, _fill(path, order_id=value, device_id=value), headers, body
+        url = _fill(path, order_id=value, device_id=value, silence_id=value)
+        return "path integer", method, url, headers, body
 
     def id_case() -> tuple[str, str, str, dict[str, str], bytes]:
         method, path = rng.choice(id_paths)

@@ -38,6 +38,12 @@ def test_a_degraded_challenger_is_never_promoted(trained: Platform) -> None:
     assert out.exit_code == 0
     rejected = json.loads(out.output.splitlines()[0])
     assert rejected["action"] == "retrain_rejected" and rejected["detail"]["reason"] == result.reason
+    # and raised a retrain alert for the machine type, from that audit row
+    from pitstop.monitoring.alerts import list_alerts
+
+    (alert,) = list_alerts(trained.db, kind="retrain")
+    assert alert["machine_type"] == "turbofan" and alert["severity"] == "warning"
+    assert alert["summary"].startswith("retrain (test) rejected")
 
 
 def test_a_good_challenger_is_gated_shadowed_and_promoted_on_its_own(trained: Platform) -> None:

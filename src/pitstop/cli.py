@@ -365,6 +365,7 @@ def settings_cmd(markdown: bool) -> None:
 
 
 def _register() -> None:
+    from pitstop.cli_alerts import alerts
     from pitstop.cli_backtest import backtest
     from pitstop.cli_backup import backup, restore
     from pitstop.cli_fleet import fleet
@@ -391,6 +392,7 @@ def _register() -> None:
         retrain,
         audit,
         users,
+        alerts,
         backup,
         restore,
     )

@@ -19,7 +19,9 @@ from pitstop.fleetops import stored_fleet
 from pitstop.lake import Lake
 from pitstop.lake.outbox import Outbox
 from pitstop.maintenance import ComponentMap, Notifier, RiskPolicy
+from pitstop.maintenance.notify_routes import AlertRoutes
 from pitstop.monitoring import Metrics
+from pitstop.monitoring.alerts import AlertPolicy, Alerts
 from pitstop.registry import Registry
 from pitstop.schema import FleetSchema, default_fleet
 from pitstop.serving import Scorer
@@ -80,6 +82,7 @@ class Platform:
     components: ComponentMap = field(default_factory=lambda: ComponentMap({}))
     policies: dict[str, RiskPolicy] = field(default_factory=dict)  # per machine type, with overrides
     notifier: Notifier | None = None
+    alerts: Alerts | None = None
     outbox: Outbox = field(init=False)
 
     def __post_init__(self) -> None:
@@ -147,14 +150,20 @@ class Platform:
             ),
             policies=policies,
         )
-        if settings.webhook_urls:
-            platform.notifier = Notifier(
-                db,
-                settings.webhook_urls,
-                platform.webhook_secret(),
-                settings.webhook_max_backoff_s,
-                allow_link_local=settings.webhook_allow_link_local,
-            )
+        routes = AlertRoutes.from_settings(settings)
+        signed = settings.webhook_urls or routes.webhooks
+        platform.notifier = Notifier(
+            db,
+            settings.webhook_urls,
+            platform.webhook_secret() if signed else "",
+            settings.webhook_max_backoff_s,
+            allow_link_local=settings.webhook_allow_link_local,
+            routes=routes,
+        )
+        # alerts from audit rows, sent through the outbox; overdue orders checked on its thread
+        platform.alerts = Alerts(AlertPolicy.from_settings(settings), platform.notifier.enqueue_alert)
+        platform.alerts.attach(db)
+        platform.notifier.every(settings.alert_check_s, platform.alerts.sweep)
         return platform
 
     @property

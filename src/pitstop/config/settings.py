@@ -4,7 +4,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from pitstop.config.urls import check_webhook_url
@@ -108,6 +108,45 @@ class Settings(BaseSettings):
     )
     webhook_max_backoff_s: float = Field(
         300.0, gt=0, description="Longest wait between two attempts to deliver a webhook."
+    )
+    alert_min_severity: Literal["info", "warning", "critical"] = Field(
+        "warning", description="Least severity of an alert that is sent (every alert is recorded)."
+    )
+    alert_group_s: float = Field(
+        30.0,
+        ge=0,
+        description="Alerts of one group (kind and machine type) raised within this many seconds go out "
+        "as one message (0: each at once).",
+    )
+    alert_event_ttl_s: float = Field(
+        86400.0,
+        gt=0,
+        description="An event alert (rollback, retrain outcome, missed failure) resolves quietly this long "
+        "after it was last raised.",
+    )
+    alert_check_s: float = Field(
+        60.0, ge=0, description="How often overdue work orders are checked for alerts, in seconds (0: never)."
+    )
+    alert_slack_urls: list[str] = Field(
+        default_factory=list, description="Slack incoming-webhook URLs that receive alerts."
+    )
+    alert_teams_urls: list[str] = Field(
+        default_factory=list, description="Microsoft Teams incoming-webhook URLs that receive alerts."
+    )
+    alert_webhook_urls: list[str] = Field(
+        default_factory=list,
+        description="URLs that receive alerts as JSON, HMAC-signed like work-order webhooks.",
+    )
+    alert_email_to: list[str] = Field(
+        default_factory=list, description="Addresses that receive alerts by email (needs smtp_host)."
+    )
+    smtp_host: str | None = Field(None, description="SMTP server for alert emails.")
+    smtp_port: int = Field(25, ge=1, le=65535, description="SMTP server port.")
+    smtp_from: str = Field("pitstop@localhost", description="Sender address of alert emails.")
+    smtp_starttls: bool = Field(False, description="Upgrade the SMTP connection with STARTTLS.")
+    smtp_user: str | None = Field(None, description="SMTP login user (none: no login).")
+    smtp_password: SecretStr | None = Field(
+        None, description="SMTP login password (set it in PITSTOP_SMTP_PASSWORD, not in a file you share)."
     )
     drift_window: int = Field(
         500,
@@ -252,12 +291,18 @@ class Settings(BaseSettings):
             )
         return key
 
-    @field_validator("webhook_urls")
+    @field_validator("webhook_urls", "alert_slack_urls", "alert_teams_urls", "alert_webhook_urls")
     @classmethod
     def _webhooks(cls, urls: list[str], info: ValidationInfo) -> list[str]:
         for url in urls:
             check_webhook_url(url, bool(info.data.get("webhook_allow_link_local")))
         return urls
+
+    @model_validator(mode="after")
+    def _email_route(self) -> Settings:
+        if self.alert_email_to and not self.smtp_host:
+            raise ValueError("alert_email_to needs smtp_host (the SMTP server that sends the emails)")
+        return self
 
     # Paths derived from data_dir, in one place.
     @property

@@ -133,7 +133,11 @@ def retrain(
     held = holdout_machines(events, s.retrain_holdout)
     if events.filter(pl.col("kind") == "failure")["machine_id"].n_unique() < len(held) + s.train_folds:
         return _reject(
-            platform, registry, "not enough failed machines to train and to hold some out", trigger
+            platform,
+            registry,
+            "not enough failed machines to train and to hold some out",
+            trigger,
+            machine_type=mt.name,
         )
     trained = train_on_lake(platform, exclude_machines=held, params=params, machine_type=mt.name)
     challenger = trained.result.bundle
@@ -176,7 +180,7 @@ def retrain(
             }
     problem = _gate_problem(gate, s.retrain_tolerance)
     if problem:
-        return _reject(platform, registry, f"gate: {problem}", trigger, gate=gate)
+        return _reject(platform, registry, f"gate: {problem}", trigger, gate=gate, machine_type=mt.name)
     # a candidate from its first moment: promote refuses it (unless forced) until it has passed
     registered = register(platform, trained, "challenger", ACTOR, version_tags={CANDIDATE_TAG: GATED})
     audit(ACTOR, "retrain_gate_passed", version=registered.version, gate=gate)
@@ -188,7 +192,14 @@ def retrain(
         shadow = _shadow(platform, challenger, champion.bundle, readings, timeout, trained.telemetry, members)
         if shadow.get("problem"):
             return _reject(
-                platform, registry, f"shadow: {shadow['problem']}", trigger, registered.version, gate, shadow
+                platform,
+                registry,
+                f"shadow: {shadow['problem']}",
+                trigger,
+                registered.version,
+                gate,
+                shadow,
+                machine_type=mt.name,
             )
         audit(ACTOR, "retrain_shadow_passed", version=registered.version, shadow=shadow)
     registry.set_version_tag(registered.version, CANDIDATE_TAG, PASSED)
@@ -298,11 +309,20 @@ def _reject(
     version: str | None = None,
     gate: dict[str, Any] | None = None,
     shadow: dict[str, Any] | None = None,
+    machine_type: str | None = None,
 ) -> RetrainResult:
     from pitstop.serving.deploy import CANDIDATE_TAG, REJECTED
 
     log.warning("retrain rejected: %s", reason)
-    platform.db.audit(ACTOR, "retrain_rejected", trigger=trigger, version=version, reason=reason, gate=gate)
+    platform.db.audit(
+        ACTOR,
+        "retrain_rejected",
+        trigger=trigger,
+        machine_type=machine_type,
+        version=version,
+        reason=reason,
+        gate=gate,
+    )
     if version is not None:
         registry.set_version_tag(version, CANDIDATE_TAG, REJECTED)
         if registry.alias_version("challenger") == version:

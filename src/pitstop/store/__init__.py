@@ -2,6 +2,8 @@
 
 from pitstop.store.db import Database, audit_entry, utcnow
 from pitstop.store.models import (
+    Alert,
+    AlertSilence,
     ApiKey,
     AuditEntry,
     Base,
@@ -20,6 +22,8 @@ from pitstop.store.models import (
 )
 
 __all__ = [
+    "Alert",
+    "AlertSilence",
     "ApiKey",
     "AuditEntry",
     "Base",

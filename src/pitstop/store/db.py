@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from importlib import resources
@@ -63,6 +63,11 @@ class Database:
         """A transaction: committed on success, rolled back on error."""
         with self._sessions() as session, session.begin():
             yield session
+
+    def on_flush(self, handler: Callable[[Session], None]) -> None:
+        """Call ``handler(session)`` before every flush of this DB's sessions, inside their
+        transaction: what it adds commits or rolls back with the rows being flushed."""
+        event.listen(self._sessions, "before_flush", lambda session, _ctx, _objs: handler(session))
 
     def audit(self, actor: str, action: str, *, role: str | None = None, **detail: Any) -> None:
         """Record ``action`` by ``actor``: a person's user name (with their ``role``) or a part of

@@ -14,6 +14,7 @@ from sqlalchemy import (
     String,
     Text,
     false,
+    text,
     true,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -145,6 +146,58 @@ class WebhookDelivery(Base):
     next_attempt_at: Mapped[datetime] = mapped_column(UtcDateTime())
     delivered_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
     last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # how it is sent: webhook (signed JSON), slack, teams (incoming webhooks) or email (SMTP)
+    channel: Mapped[str] = mapped_column(String(16), default="webhook", server_default="webhook")
+    # alerts of one group raised close together are sent as one message: the group's open delivery
+    group_key: Mapped[str | None] = mapped_column(String(128), nullable=True)
+
+
+class Alert(Base):
+    """One firing of an alert key: re-fires bump ``count``/``last_at``; a resolve closes it."""
+
+    __tablename__ = "alerts"
+    __table_args__ = (
+        Index("ix_alerts_status_kind", "status", "kind"),
+        Index(
+            "ux_alerts_firing_key",
+            "key",
+            unique=True,
+            sqlite_where=text("status = 'firing'"),
+            postgresql_where=text("status = 'firing'"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    key: Mapped[str] = mapped_column(String(255))
+    kind: Mapped[str] = mapped_column(String(32))
+    severity: Mapped[str] = mapped_column(String(16))  # info | warning | critical
+    group_key: Mapped[str] = mapped_column(String(128))
+    machine_type: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    machine_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    summary: Mapped[str] = mapped_column(Text)
+    detail: Mapped[str] = mapped_column(Text, default="{}", server_default="{}")  # JSON
+    status: Mapped[str] = mapped_column(String(16))  # firing | resolved
+    count: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    first_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    last_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    resolved_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    silenced_by: Mapped[int | None] = mapped_column(Integer, nullable=True)  # the silence, when fired
+
+
+class AlertSilence(Base):
+    """Alerts matching every given field (kind, machine type, key prefix) are recorded, not notified."""
+
+    __tablename__ = "alert_silences"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    kind: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    machine_type: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    key_prefix: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    until: Mapped[datetime] = mapped_column(UtcDateTime())
+    created_by: Mapped[str] = mapped_column(String(64))
+    reason: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    removed_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
 
 
 class AuditEntry(Base):

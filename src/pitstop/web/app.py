@@ -20,6 +20,7 @@ from pitstop.ingest import router as ingest_router
 from pitstop.ingest.admin import router as admin_router
 from pitstop.serving.deployment import follow_in_background
 from pitstop.web.api import router as api_router
+from pitstop.web.api_alerts import router as alerts_router
 from pitstop.web.api_models import router as models_router
 from pitstop.web.api_ops import router as ops_router
 from pitstop.web.api_scores import router as scores_router
@@ -61,7 +62,7 @@ def create_app(platform: Platform, processor: Processor | None = None) -> FastAP
             else follow_in_background(list(platform.deployments.values()), platform.settings.serving_poll_s)
         )
         if platform.notifier is not None:
-            platform.notifier.start()  # work-order webhooks, from the outbox
+            platform.notifier.start()  # webhooks and alerts from the outbox, overdue work orders
         try:
             yield
         finally:
@@ -111,6 +112,7 @@ def create_app(platform: Platform, processor: Processor | None = None) -> FastAP
     app.include_router(scores_router)
     app.include_router(models_router)
     app.include_router(ops_router)
+    app.include_router(alerts_router)
     app.include_router(login_router)
     app.include_router(pages_router)
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")

@@ -19,6 +19,7 @@ PERMISSIONS: Final[dict[str, str]] = {
     "events.record": "engineer",  # failures, maintenance and inspections by API
     "models.promote": "engineer",  # promote, roll back
     "quarantine.release": "engineer",
+    "alerts.silence": "engineer",
     "audit.read": "engineer",
     "devices.manage": "admin",
     "users.manage": "admin",
@@ -64,6 +65,9 @@ ROUTES: Final[dict[tuple[str, str], str]] = {
     ("GET", "/api/v1/quarantine"): "fleet.read",
     ("POST", "/api/v1/quarantine/release"): "quarantine.release",
     ("GET", "/api/v1/audit"): "audit.read",
+    ("GET", "/api/v1/alerts"): "fleet.read",
+    ("POST", "/api/v1/alerts/silences"): "alerts.silence",
+    ("DELETE", "/api/v1/alerts/silences/{silence_id}"): "alerts.silence",
     ("POST", "/api/v1/admin/events"): "events.record",
     ("GET", "/api/v1/admin/devices"): "devices.manage",
     ("POST", "/api/v1/admin/devices"): "devices.manage",
