@@ -38,7 +38,7 @@ high = 1000
 informative = false
 """
 POLICY = QualityPolicy(
-    window=20, missing_rate=0.2, out_of_range_rate=0.1, stuck_readings=8, gap_factor=5, clock_skew_s=60
+    window=20, missing_rate=0.2, out_of_range_rate=0.1, stuck_readings=8, gap_factor=5, clock_skew_s=120
 )
 MINUTE_US = 60_000_000
 T0 = 1_700_000_000_000_000
@@ -78,6 +78,9 @@ class Stream:
                         "gps": 7.0,  # constant, and not informative: never "stuck"
                     }
                 )
+        if bend.get("backlog"):  # p1 sends its readings only after the last: the older ones wait
+            sent = self.ts["p1"] + 2_000_000
+            rows = [r | {"received": sent} if r["machine_id"] == "p1" else r for r in rows]
         frame = pl.DataFrame(rows).with_columns(
             pl.col("ts").cast(pl.Datetime("us", "UTC")), pl.col("received").cast(pl.Datetime("us", "UTC"))
         )
@@ -166,4 +169,11 @@ def test_readings_without_an_arrival_time_are_not_checked_for_skew(stream: Strea
     _healthy(stream)
     for _ in range(4):  # from tools, or on the bus from before intake stamped arrivals
         stream.batch(skew_us=-10 * MINUTE_US, unstamped=True)
+    assert stream.audits() == []
+
+
+def test_a_backlog_sent_late_is_not_clock_skew(stream: Stream) -> None:
+    _healthy(stream)
+    for _ in range(4):  # the oldest readings of each batch arrive 4 minutes after their time
+        stream.batch(n=5, backlog=True)
     assert stream.audits() == []
