@@ -147,7 +147,7 @@ def _ranges(report: ValidationReport, telemetry: pl.DataFrame, mt: MachineType) 
             exprs += [
                 v.null_count().alias(f"{s.name}:nulls"),
                 (~v.is_finite()).sum().alias(f"{s.name}:non_finite"),
-                ((v < s.low) | (v > s.high)).sum().alias(f"{s.name}:out_of_range"),
+                (v.is_finite() & ((v < s.low) | (v > s.high))).sum().alias(f"{s.name}:out_of_range"),
                 finite.min().alias(f"{s.name}:min"),
                 finite.max().alias(f"{s.name}:max"),
                 finite.mean().alias(f"{s.name}:mean"),
