@@ -177,3 +177,49 @@ def test_a_backlog_sent_late_is_not_clock_skew(stream: Stream) -> None:
     for _ in range(4):  # the oldest readings of each batch arrive 4 minutes after their time
         stream.batch(n=5, backlog=True)
     assert stream.audits() == []
+
+
+def test_the_processor_checks_quality_on_what_intake_stamped(tmp_path: Path) -> None:
+    """End to end: intake's validation stamps arrival, the processor runs the checks on each batch,
+    and the arrival stamp never reaches the lake."""
+    from datetime import UTC, datetime, timedelta
+
+    from pitstop.ingest.devices import DeviceRegistry
+    from pitstop.ingest.validate import validate_batch
+    from pitstop.platform import Platform
+    from pitstop.processor import Processor
+    from pitstop.schema import TURBOFAN, encode_table
+    from tests.conftest import make_settings
+
+    p = Platform.open(make_settings(tmp_path / "data", quality_stuck_readings=5, quality_clock_skew_s=60))
+    try:
+        DeviceRegistry(p.db).add("eng-1", "turbofan", p.fleet)
+        ahead = datetime.now(UTC) + timedelta(minutes=10)  # the device's clock runs 10 minutes fast
+        middle = {s.name: (s.low + s.high) / 2 for s in TURBOFAN.sensors}
+        readings = [
+            {
+                "machine_id": "eng-1",
+                "seq": i,
+                "ts": (ahead + timedelta(seconds=i)).isoformat(),
+                "values": middle,
+            }
+            for i in range(1, 9)
+        ]
+        batch = validate_batch(
+            readings,
+            TURBOFAN,
+            p.lake.sensors,
+            machine_id="eng-1",
+            last_seq=0,
+            max_readings=100,
+            horizon=ahead + timedelta(hours=1),
+        )
+        assert batch.table is not None and batch.table["received"].null_count == 0
+        p.bus.publish(encode_table(batch.table))
+        Processor(p).run_once()
+        raised = {e["detail"]["check"] for e in p.db.audit_entries(100, "quality_alert")}
+        assert raised == {"stuck", "clock_skew"}
+        assert "received" not in p.lake.columns("telemetry")
+        assert p.lake.read("telemetry", columns=["seq"]).height == 8
+    finally:
+        p.close()
