@@ -120,9 +120,8 @@ class QualityMonitor:
         self.policy, self.metrics, self.audit = policy, metrics, audit
         self.alerts: dict[Key, Finding] = {}
         self._windows: dict[str, _Window] = {}
-        self._runs = pl.DataFrame(
-            schema={"machine_id": pl.String, "sensor": pl.String, "last": pl.Float64, "run": pl.Int64}
-        )
+        # per machine type, per machine: each sensor's last value and how long it has held it
+        self._runs: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = {}
         self._clock = pl.DataFrame(
             schema={"machine_id": pl.String, "last_ts": pl.Int64, "typical": pl.Float64, "seen": pl.Int64}
         )
@@ -206,50 +205,61 @@ class QualityMonitor:
             )
 
     def _stuck(self, mt: MachineType, clean: pl.DataFrame) -> None:
-        constant = self._constant.get(mt.name, frozenset())
-        sensors = [s for s in mt.informative if s in clean.columns and s not in constant]
+        """Per machine and sensor, how many readings in a row carried its latest value (missing
+        values neither break nor extend a run); the type's state keeps, per machine, each sensor's
+        last value and run."""
+        sensors = [s for s in mt.informative if s in clean.columns]
         limit = self.policy.stuck_readings
         if not sensors or clean.height == 0:
             return
-        value = pl.col("value")
-        runs = (
-            clean.select("machine_id", *[pl.col(s).cast(pl.Float64) for s in sensors])
-            .with_row_index("_i")
-            .unpivot(index=["_i", "machine_id"], on=sensors, variable_name="sensor", value_name="value")
-            .drop_nulls("value")
-            .sort("machine_id", "sensor", "_i")
-            .group_by("machine_id", "sensor", maintain_order=True)
-            .agg(
-                n=pl.len(),
-                last=value.last(),
-                tail=(value == value.last()).cast(pl.Int64).reverse().cum_prod().sum(),
-            )
-            .join(
-                self._runs.rename({"last": "last_prev", "run": "run_prev"}),
-                on=["machine_id", "sensor"],
-                how="left",
-            )
-            .with_columns(
-                run=pl.when((pl.col("tail") == pl.col("n")) & (pl.col("last_prev") == pl.col("last")))
-                .then(pl.col("tail") + pl.col("run_prev"))
-                .otherwise(pl.col("tail"))
-            )
-            .select("machine_id", "sensor", "last", "run")
+        rows = clean.select("machine_id", *[pl.col(s).cast(pl.Float64) for s in sensors]).sort(
+            "machine_id", maintain_order=True
         )
-        self._runs = pl.concat(
-            [self._runs.join(runs, on=["machine_id", "sensor"], how="anti"), runs], how="vertical"
-        )
-        failing = [
-            Finding(mt.name, "stuck", float(run), float(limit), sensor, machine)
-            for machine, sensor, run in runs.filter(pl.col("run") >= limit)
-            .select("machine_id", "sensor", "run")
-            .iter_rows()
-        ]
-        now = self._values(runs, "stuck", mt.name, ["machine_id", "sensor"], "run")
+        machines = rows["machine_id"].to_numpy()
+        values = rows.select(sensors).to_numpy().astype(np.float64, copy=False)
+        starts = np.flatnonzero(np.r_[True, machines[1:] != machines[:-1]])
+        ends = np.r_[starts[1:], len(machines)] - 1
+        group = np.repeat(np.arange(len(starts)), np.diff(np.r_[starts, len(machines)]))
+        ids = machines[starts].tolist()
+        state = self._runs.setdefault(mt.name, {})
+        k = len(sensors)
+        prev_last = np.array([state.get(m, (np.full(k, np.nan), None))[0] for m in ids]).reshape(-1, k)
+        prev_run = np.array(
+            [state[m][1] if m in state else np.zeros(k, np.int64) for m in ids], np.int64
+        ).reshape(-1, k)
+        # carry each value forward over missing ones, within a machine, then from its state
+        index = np.where(np.isnan(values), -1, np.arange(len(values))[:, None])
+        index[starts] = np.where(index[starts] < 0, starts[:, None], index[starts])
+        filled = values[np.maximum.accumulate(index, axis=0), np.arange(k)]
+        filled = np.where(np.isnan(filled), prev_last[group], filled)
+        before = np.vstack([np.full((1, k), np.nan), filled[:-1]])
+        before[starts] = prev_last
+        same = (filled == before) | (np.isnan(filled) & np.isnan(before))
+        breaks = np.where(same, -1, np.arange(len(values))[:, None])
+        last_break = np.maximum.accumulate(breaks, axis=0)[ends]  # (machines, k)
+        counted = np.vstack([np.zeros((1, k), np.int64), np.cumsum(~np.isnan(values), axis=0)])
+        since_break = counted[ends + 1] - counted[np.maximum(last_break, 0), np.arange(k)]
+        unbroken = last_break < starts[:, None]
+        run = np.where(unbroken, prev_run + counted[ends + 1] - counted[starts], since_break)
+        last = filled[ends]
+        for row, m in enumerate(ids):
+            state[m] = (last[row], run[row])
+        constant = self._constant.get(mt.name, frozenset())
+        checked = [j for j, s in enumerate(sensors) if s not in constant]
+        failing: list[Finding] = []
+        now: dict[tuple[str | None, str | None], float] = {}
+        alerting = [a[3] for a in self.alerts if a[0] == mt.name and a[1] == "stuck" and a[3] is not None]
+        for i in np.flatnonzero((run[:, checked] >= limit).any(axis=1) | np.isin(ids, alerting)):
+            for j in checked:
+                now[ids[i], sensors[j]] = float(run[i, j])
+                if run[i, j] >= limit:
+                    failing.append(
+                        Finding(mt.name, "stuck", float(run[i, j]), float(limit), sensors[j], ids[i])
+                    )
         self._settle(mt.name, "stuck", failing, lambda f: now.get((f.machine_id, f.sensor)))
-        stuck = Counter(k[2] for k in self.alerts if k[0] == mt.name and k[1] == "stuck")
-        for sensor in sensors:
-            self.metrics.quality_stuck.labels(mt.name, sensor).set(stuck.get(sensor, 0))
+        stuck = Counter(a[2] for a in self.alerts if a[0] == mt.name and a[1] == "stuck")
+        for j in checked:
+            self.metrics.quality_stuck.labels(mt.name, sensors[j]).set(stuck.get(sensors[j], 0))
 
     def _gaps(self, mt: MachineType, rows: pl.DataFrame) -> None:
         factor = self.policy.gap_factor
