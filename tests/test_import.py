@@ -150,6 +150,7 @@ def test_bad_rows_are_rejected_with_their_codes_and_nothing_bad_is_stored(
 
     summary = _summary(_run("readings", str(path), "--data-dir", str(data)))
 
+    assert [v["machine_type"] for v in summary.pop("validation")] == ["turbofan"]  # see test_validation
     assert summary | {"seconds": 0, "rows_per_s": 0} == {
         "rows": 13,
         "stored": 4,

@@ -224,7 +224,8 @@ def test_fast_path_builds_the_same_batch_as_the_strict_path() -> None:
         strict = validate_batch(variant, TURBOFAN, default_fleet().sensors, check_values=True, **kw)  # type: ignore[arg-type]
         fast = validate_batch(variant, TURBOFAN, default_fleet().sensors, check_values=False, **kw)  # type: ignore[arg-type]
         assert strict.table is not None and fast.table is not None
-        assert strict.table.equals(fast.table)
+        arrival = ["received"]  # when intake received them: a clock reading, not the batch
+        assert strict.table.drop_columns(arrival).equals(fast.table.drop_columns(arrival))
     # A null value is refused with its code on both paths (the fast one hands over on the null).
     nulled = [dict(r, values=dict(r["values"])) for r in batch]
     nulled[6]["values"]["s2"] = None
@@ -235,7 +236,7 @@ def test_fast_path_builds_the_same_batch_as_the_strict_path() -> None:
     strict = validate_batch(batch, TURBOFAN, default_fleet().sensors, check_values=True, **kw)  # type: ignore[arg-type]
     fast = validate_batch(batch, TURBOFAN, default_fleet().sensors, check_values=False, **kw)  # type: ignore[arg-type]
     assert strict.table is not None and fast.table is not None
-    assert strict.table.equals(fast.table)
+    assert strict.table.drop_columns(arrival).equals(fast.table.drop_columns(arrival))
     assert (
         (fast.accepted, fast.quarantined, fast.duplicates)
         == (strict.accepted, strict.quarantined, strict.duplicates)

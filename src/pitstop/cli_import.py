@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from pitstop.cli_common import _platform, _progress_bar, data_dir_option
+
+if TYPE_CHECKING:
+    from pitstop.platform import Platform
 
 _file = click.Path(dir_okay=False, path_type=Path)
 rejects_option = click.option(
@@ -63,7 +67,7 @@ def readings(
             )
         finally:
             close()
-    summary = result.to_dict()
+        summary = result.to_dict() | {"validation": _validate(p, "readings", files)}
     _say(
         f"{result.rows:,} rows in {result.seconds:.1f} s ({result.rows_per_s:,.0f} rows/s): "
         f"{result.stored:,} stored, {result.quarantined:,} quarantined (out of range; "
@@ -93,6 +97,7 @@ def events(ctx: click.Context, data_dir: Path | None, file: Path, rejects: Path 
             max_future_skew_s=p.settings.max_future_skew_s,
             rejects=rejects,
         )
+        validation = _validate(p, "events", (file,))
     _say(
         f"{result.rows:,} events: {result.stored:,} stored, "
         f"{result.duplicates:,} already stored or repeated, {result.rejected:,} rejected"
@@ -103,7 +108,35 @@ def events(ctx: click.Context, data_dir: Path | None, file: Path, rejects: Path 
             "the lake's events table has no component column yet"
         )
     _say_rejects(result.rejected, [str(result.rejects_file)] if result.rejects_file else [])
-    click.echo(json.dumps(result.to_dict()))
+    click.echo(json.dumps(result.to_dict() | {"validation": validation}))
+
+
+def _validate(p: Platform, kind: str, files: tuple[Path, ...]) -> list[dict[str, Any]]:
+    """Validate the lake's data per machine type after an import and keep each report with an
+    MLflow run (experiment ``pitstop-imports``); say where. A registry that cannot be used costs
+    the kept report, never the import."""
+    from pitstop.errors import PitstopError
+    from pitstop.training.validation_runs import lake_reports, log_report_run
+
+    out = []
+    for report in lake_reports(p):
+        entry: dict[str, Any] = {"machine_type": report.machine_type, "verdict": report.verdict}
+        try:
+            logged = log_report_run(
+                p.registry_for(report.machine_type),
+                report,
+                f"import {kind}",
+                {"import_kind": kind, "files": ", ".join(str(f) for f in files)[:4000]},
+            )
+        except PitstopError as exc:
+            _say(f"validation report of {report.machine_type} ({report.verdict}) not kept: {exc.message}")
+        else:
+            entry |= {"run_id": logged.run_id, "report": logged.html}
+            _say(f"validation of {report.machine_type}: {report.verdict}; report: {logged.html}")
+        for problem in report.problems:
+            _say(f"  {problem.severity}: {problem.message}")
+        out.append(entry)
+    return out
 
 
 def _say(text: str) -> None:

@@ -172,6 +172,34 @@ class Settings(BaseSettings):
         ge=1,
         description="Drift windows in a row one machine's sensor must disagree with its others to alert.",
     )
+    quality_window: int = Field(
+        500,
+        ge=10,
+        description="Readings per machine type over which the missing and out-of-range rates are taken.",
+    )
+    quality_missing_rate: float = Field(
+        0.2,
+        gt=0,
+        le=1,
+        description="Share of readings lacking an optional sensor that raises a quality alert.",
+    )
+    quality_out_of_range_rate: float = Field(
+        0.05,
+        gt=0,
+        le=1,
+        description="Share of readings quarantined (out of range) that raises a quality alert.",
+    )
+    quality_stuck_readings: int = Field(
+        30,
+        ge=2,
+        description="Readings in a row with one unchanged value after which a sensor counts as stuck.",
+    )
+    quality_gap_factor: float = Field(
+        5.0, gt=1, description="An interval this many times a machine's usual one counts as a sampling gap."
+    )
+    quality_clock_skew_s: float = Field(
+        300.0, gt=0, description="Seconds between a reading's time and its arrival that count as clock skew."
+    )
     retrain_holdout: float = Field(
         0.2, gt=0, lt=1, description="Share of failed machines (the newest) a retrain holds out to gate on."
     )

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -221,7 +222,8 @@ def _assemble(
     if columns is None:
         columns = {s: np.array([v.get(s, np.nan) for v in values], dtype=np.float64) for s in sensors}
     reasons = _out_of_range(columns, machine_type, len(seqs))
-    table = batch_table(machine_id, ts_us, seqs, columns, reasons)
+    received = int(time.time() * 1e6)  # arrival (µs): the clock-skew check
+    table = batch_table(machine_id, ts_us, seqs, columns, reasons, received)
     quarantined = sum(r is not None for r in reasons)
     return ValidatedBatch(table, len(seqs) - quarantined, quarantined, duplicates, seqs[-1])
 

@@ -18,6 +18,7 @@ from pitstop.maintenance import RiskPolicy
 from pitstop.monitoring.metrics import Metrics
 from pitstop.monitoring.monitor import DriftMonitor, DriftReport, Finding
 from pitstop.monitoring.performance import record, score_failure
+from pitstop.monitoring.quality import QualityMonitor, QualityPolicy
 from pitstop.schema import FleetSchema
 from pitstop.store import Database
 
@@ -57,21 +58,14 @@ class LiveMonitor:
             machine_windows=settings.drift_machine_windows,
             persist_windows=settings.drift_persist_windows,
         )
+        self.quality = QualityMonitor(QualityPolicy.from_settings(settings), metrics, audit)
 
-    def count_missing(self, clean: pl.DataFrame, fleet: FleetSchema, types: dict[str, str]) -> None:
-        """Data quality: values of optional sensors a machine's type declares that its readings
-        lack (required ones are refused at intake)."""
-        if clean.height == 0:
-            return
-        for machine_type in fleet.machine_types.values():
-            optional = [s.name for s in machine_type.sensors if not s.required and s.name in clean.columns]
-            if not optional:
-                continue
-            ids = [m for m, t in types.items() if t == machine_type.name]
-            rows = clean.filter(pl.col("machine_id").is_in(ids))
-            for sensor, n in zip(optional, rows.select(pl.col(optional).null_count()).row(0), strict=True):
-                if n:
-                    self.metrics.missing_values.labels(sensor).inc(n)
+    def check_quality(self, fresh: pl.DataFrame, fleet: FleetSchema, types: dict[str, str]) -> None:
+        """Data quality of a batch's new readings (``pitstop.monitoring.quality``)."""
+        try:
+            self.quality.check(fresh, fleet, types)
+        except Exception:  # monitoring must never stop scoring
+            log.exception("data quality check failed")
 
     def observe(
         self,
@@ -84,6 +78,8 @@ class LiveMonitor:
     ) -> None:
         """Scored rows into the live drift windows (against the serving model's training baseline)."""
         try:
+            if types:  # the profile's constant sensors are not checked for being stuck
+                self.quality.learn_profile(types[0], reference)
             self.drift.observe(reference, names, matrix, predictions, types, machine_ids)
         except Exception:  # monitoring must never stop scoring
             log.exception("drift check failed")

@@ -99,5 +99,42 @@ class Metrics:
             registry=r,
         )
 
+        self.quality_missing_rate = Gauge(
+            "pitstop_quality_missing_rate",
+            "Share of a machine type's recent readings lacking an optional sensor's value",
+            ["machine_type", "sensor"],
+            registry=r,
+        )
+        self.quality_out_of_range_rate = Gauge(
+            "pitstop_quality_out_of_range_rate",
+            "Share of a machine type's recent readings held in quarantine (out of range)",
+            ["machine_type"],
+            registry=r,
+        )
+        self.quality_stuck = Gauge(
+            "pitstop_quality_stuck_sensors",
+            "Machines whose sensor repeated one value quality_stuck_readings times in a row",
+            ["machine_type", "sensor"],
+            registry=r,
+        )
+        self.quality_gaps = Counter(
+            "pitstop_quality_sampling_gaps",
+            "Intervals between a machine's readings over quality_gap_factor times its usual one",
+            ["machine_type"],
+            registry=r,
+        )
+        self.quality_clock_skew = Gauge(
+            "pitstop_quality_clock_skew_seconds",
+            "Largest clock skew (reading time against arrival) of a machine type's latest batch",
+            ["machine_type"],
+            registry=r,
+        )
+        self.quality_alerts = Gauge(
+            "pitstop_quality_alerts",
+            "Data-quality alerts open, by machine type and check",
+            ["machine_type", "check"],
+            registry=r,
+        )
+
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -264,7 +264,7 @@ class Processor:
         clean = fresh.filter(pl.col("quarantine").is_null())
         held = fresh.filter(pl.col("quarantine").is_not_null())
         types = self.types.of(fresh["machine_id"].unique().to_list())
-        self.monitor.count_missing(clean, self.p.fleet, types)
+        self.monitor.check_quality(fresh, self.p.fleet, types)
         written = self._append_to_lake(fresh, position)
 
         scores: dict[str, Score] = {}

@@ -22,7 +22,18 @@ from pitstop.schema.fleet import SENSOR_ROLES, TIME_UNITS, Component, FleetSchem
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,47}$")
 _SENSOR = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,62}$")
 _RESERVED = frozenset(
-    {"machine_id", "ts", "seq", "day", "bus_position", "reason", "quarantine", "age", "machine_type"}
+    {
+        "machine_id",
+        "ts",
+        "seq",
+        "day",
+        "bus_position",
+        "reason",
+        "quarantine",
+        "received",
+        "age",
+        "machine_type",
+    }
 )
 _TYPE_KEYS = {
     "time_unit",

@@ -1,7 +1,9 @@
 """The bus message format: one batch of one machine's readings as an Arrow IPC stream.
 
 Columns: ``machine_id``, ``ts`` (µs, UTC), ``seq``, ``quarantine`` (the reason a reading is out of
-range, else null), then one float64 column per fleet sensor (null where a machine type lacks it).
+range, else null), ``received`` (when intake received it, µs UTC: the clock-skew check's reference;
+null from tools and from messages written before it existed; never stored in the lake), then one
+float64 column per fleet sensor (null where a machine type lacks it).
 Columnar on the wire, so the processor appends to the lake without touching readings one by one.
 """
 
@@ -27,6 +29,7 @@ def batch_schema(sensors: Sequence[str]) -> pa.Schema:
             pa.field("ts", TS, nullable=False),
             pa.field("seq", pa.int64(), nullable=False),
             pa.field("quarantine", pa.string()),
+            pa.field("received", TS),
             *[pa.field(s, pa.float64()) for s in sensors],
         ]
     )
@@ -38,6 +41,7 @@ def batch_table(
     seqs: Sequence[int],
     columns: dict[str, np.ndarray],
     reasons: Sequence[str | None],
+    received_us: int | None = None,
 ) -> pa.Table:
     n = len(seqs)
     arrays = [
@@ -45,6 +49,7 @@ def batch_table(
         pa.array(ts_us, pa.int64()).cast(TS),
         pa.array(seqs, pa.int64()),
         pa.array(reasons, pa.string()),
+        pa.array([received_us] * n, pa.int64()).cast(TS),
         *[pa.array(col, pa.float64(), from_pandas=True) for col in columns.values()],
     ]
     return pa.Table.from_arrays(arrays, schema=batch_schema(list(columns)))
@@ -70,6 +75,7 @@ def encode_readings(readings: Sequence[Reading], sensors: Sequence[str]) -> byte
         pa.array(ts, pa.int64()).cast(TS),
         pa.array([r.seq for r in readings], pa.int64()),
         pa.nulls(len(readings), pa.string()),
+        pa.nulls(len(readings), TS),
         *[pa.array(col, pa.float64(), from_pandas=True) for col in columns.values()],
     ]
     return encode_table(pa.Table.from_arrays(arrays, schema=batch_schema(list(sensors))))

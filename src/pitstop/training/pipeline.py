@@ -17,6 +17,7 @@ from pitstop.registry.mlflow_registry import DatasetRef
 from pitstop.schema import MachineType
 from pitstop.store import Machine
 from pitstop.training.train import Progress, TrainResult, train_rul_model
+from pitstop.training.validation import ValidationReport, report_texts, validate_dataset
 
 if TYPE_CHECKING:
     from pitstop.config import Settings
@@ -136,6 +137,7 @@ class LakeTraining:
     telemetry: pl.DataFrame
     events: pl.DataFrame
     machine_type: str = ""
+    validation: ValidationReport | None = None  # kept with the run: validation/report.{json,html}
 
 
 def train_on_lake(
@@ -168,6 +170,7 @@ def train_on_lake(
     if exclude_machines:
         telemetry = telemetry.filter(~pl.col("machine_id").is_in(exclude_machines))
         events = events.filter(~pl.col("machine_id").is_in(exclude_machines))
+    validation = training_set_report(mt, s, telemetry, events)
     targets = type_targets(mt, s, telemetry, events)
     spec = type_spec(mt, telemetry, s.train_seed)
     result = train_rul_model(
@@ -207,7 +210,22 @@ def train_on_lake(
         DatasetRef("telemetry", lake.path("telemetry"), version, telemetry.height, telemetry.columns),
         DatasetRef("events", lake.path("events"), events_version, events.height, events.columns),
     ]
-    return LakeTraining(result, lineage, datasets, version, telemetry, events, mt.name)
+    return LakeTraining(result, lineage, datasets, version, telemetry, events, mt.name, validation)
+
+
+def training_set_report(
+    mt: MachineType, settings: Settings, telemetry: pl.DataFrame, events: pl.DataFrame
+) -> ValidationReport:
+    """The validation report of a training set; raises when a problem makes training impossible
+    (the others are only reported)."""
+    cap = (
+        mt.rul_cap if mt.rul_cap is not None else float(settings.rul_cap) if mt.unit_seconds is None else None
+    )
+    report = validate_dataset(telemetry, events, mt, dataset="training", rul_cap=cap)
+    if not report.trainable:
+        blocking = "; ".join(p.message for p in report.problems if p.blocking)
+        raise ValueError(f"machine type {mt.name}: the training set cannot be trained on: {blocking}")
+    return report
 
 
 def register(
@@ -220,7 +238,9 @@ def register(
     """Log a lake training to MLflow, register it (with ``version_tags`` from the start),
     optionally set an alias; audited."""
     result = trained.result
-    texts = {"tuning.json": json.dumps(result.tuning, indent=2)} if result.tuning else None
+    texts = {"tuning.json": json.dumps(result.tuning, indent=2)} if result.tuning else {}
+    if trained.validation is not None:
+        texts |= report_texts(trained.validation)
     registry = platform.registry_for(trained.machine_type) if trained.machine_type else platform.registry
     model_version = registry.log_and_register(
         result.bundle,
