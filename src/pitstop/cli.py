@@ -367,6 +367,7 @@ def settings_cmd(markdown: bool) -> None:
 def _register() -> None:
     from pitstop.cli_backtest import backtest
     from pitstop.cli_backup import backup, restore
+    from pitstop.cli_deployments import deployments
     from pitstop.cli_fleet import fleet
     from pitstop.cli_import import import_group
     from pitstop.cli_lake import lake_upkeep
@@ -389,6 +390,7 @@ def _register() -> None:
         rollback,
         score,
         retrain,
+        deployments,
         audit,
         users,
         backup,

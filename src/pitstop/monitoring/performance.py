@@ -46,6 +46,7 @@ def score_failure(
                 Prediction.rul_upper,
                 Prediction.model_version,
                 Prediction.ts,
+                Prediction.arm,
             )
             .where(
                 Prediction.machine_id == machine_id,
@@ -78,6 +79,7 @@ def score_failure(
         "by_horizon": [],
         "work_order": None,
         "caught_in_time": False,
+        "arms": [],
     }
     if rows:
         rul = np.array([r.rul for r in rows])
@@ -97,6 +99,21 @@ def score_failure(
                         "interval_coverage": round(float(np.mean(covered[mask])), 3),
                     }
                 )
+        # per arm and version (a canary or A/B): one failure is one unit of evidence for its arm
+        arms = [(r.arm, r.model_version) for r in rows]
+        for arm, version in sorted(set(arms)):
+            mask = np.array([a == (arm, version) for a in arms])
+            error = rul[mask] - capped[mask]
+            report["arms"].append(
+                {
+                    "arm": arm,
+                    "version": version,
+                    "predictions": int(mask.sum()),
+                    "mae": round(float(np.mean(np.abs(error))), 3),
+                    "rmse": round(float(np.sqrt(np.mean(error**2))), 3),
+                }
+            )
+        report["arm_at_failure"] = {"arm": rows[-1].arm, "version": rows[-1].model_version}
     if order is not None and order.seq is not None:
         at = next((r.ts for r in rows if r.seq == order.seq), None)
         lead = round(until_failure(order.seq, at), 3) if at is not None else failure_seq - order.seq

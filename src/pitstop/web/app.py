@@ -20,6 +20,7 @@ from pitstop.ingest import router as ingest_router
 from pitstop.ingest.admin import router as admin_router
 from pitstop.serving.deployment import follow_in_background
 from pitstop.web.api import router as api_router
+from pitstop.web.api_deployments import router as deployments_router
 from pitstop.web.api_models import router as models_router
 from pitstop.web.api_ops import router as ops_router
 from pitstop.web.api_scores import router as scores_router
@@ -110,6 +111,7 @@ def create_app(platform: Platform, processor: Processor | None = None) -> FastAP
     app.include_router(api_router)
     app.include_router(scores_router)
     app.include_router(models_router)
+    app.include_router(deployments_router)
     app.include_router(ops_router)
     app.include_router(login_router)
     app.include_router(pages_router)
