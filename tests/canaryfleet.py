@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 from typing import Any
 
 import numpy as np
@@ -82,7 +83,7 @@ class Fleet:
             len(cycles) - tail,
             *(len(cycles) - tail + (i + 1) * tail // batches for i in range(batches)),
         ]
-        for lo, hi in zip(cuts, cuts[1:], strict=False):
+        for lo, hi in pairwise(cuts):
             for machine in MACHINES:
                 batch = [
                     Reading(
