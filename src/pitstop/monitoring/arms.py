@@ -3,7 +3,8 @@
 A canary or A/B deployment sends a stable share of a type's machines to the challenger (see
 ``serving.deployment``). For each arm (the champion's version on arms ``champion``/``a``, the
 challenger's on ``canary``/``b``, or ``shadow`` where it only shadows) this reports, over the time
-both have served (from the challenger's first prediction):
+both have served (from the challenger's first prediction; in a progressive canary, from the
+start of its current step):
 
 - the distribution of its predictions (n, mean, quantiles);
 - its live error at failures: each failure scored (``failure_scored``, see ``performance``) is one
@@ -73,6 +74,7 @@ class Evidence:
 
     errors: dict[str, list[FailureUnit]]
     caught: dict[str, list[bool]]
+    mixed: int = 0  # failures whose predictions came from both sides: no evidence for either
 
     def mae(self, side: str, since: datetime | None = None) -> np.ndarray:
         return np.array([u.mae for u in self.errors[side] if since is None or u.ts >= since])
@@ -124,16 +126,23 @@ def failure_evidence(
     db: Database, arms: Arms, since: datetime | None = None, machines: set[str] | None = None
 ) -> Evidence:
     """Each failure scored since ``since`` for a machine of the type, as evidence for the side
-    (champion or challenger version) whose predictions preceded it."""
+    (champion or challenger version) whose predictions preceded it. A failure whose predictions
+    came from both (its machine moved to the challenger mid-life, at a canary step) counts for
+    neither: each side would have predicted a different stretch of the life."""
     machines = machines_of(db, arms.machine_type) if machines is None else machines
     errors: dict[str, list[FailureUnit]] = {"champion": [], "challenger": []}
     caught: dict[str, list[bool]] = {"champion": [], "challenger": []}
+    mixed = 0
     for entry in reversed(db.audit_entries(limit=5000, action="failure_scored")):
         ts = datetime.fromisoformat(entry["ts"])
         detail = entry["detail"]
         if detail.get("machine_id") not in machines or (since is not None and ts < since):
             continue
-        for part in detail.get("arms", []):
+        parts = detail.get("arms", [])
+        if len(parts) > 1:
+            mixed += 1
+            continue
+        for part in parts:
             side = _side(arms, part["arm"], part["version"])
             if side is not None:
                 errors[side].append(
@@ -143,7 +152,7 @@ def failure_evidence(
         side = _side(arms, last["arm"], last["version"]) if last else None
         if side is not None:
             caught[side].append(bool(detail.get("caught_in_time")))
-    return Evidence(errors, caught)
+    return Evidence(errors, caught, mixed)
 
 
 def _predictions(db: Database, arms: Arms, side: str, since: datetime | None) -> tuple[np.ndarray, int, int]:
@@ -245,6 +254,16 @@ def canary_state(db: Database, machine_type: str) -> dict[str, Any] | None:
 def arms_report(db: Database, arms: Arms, alpha: float = ALPHA) -> dict[str, Any]:
     """One machine type's arms, side by side, and their comparisons (see the module doc)."""
     since = first_prediction(db, arms.model_name, arms.challenger)
+    canary = canary_state(db, arms.machine_type)
+    if (
+        canary is not None
+        and canary.get("version") == arms.challenger
+        and canary["action"] in ("canary_started", "canary_advanced")
+    ):
+        # a progressive canary: the current step only (the shares changed at each step, and a
+        # comparison across them would mix periods in different proportions per arm)
+        step = datetime.fromisoformat(canary["ts"])
+        since = step if since is None else max(since, step)
     machines = machines_of(db, arms.machine_type)
     evidence = failure_evidence(db, arms, since, machines)
     guard = _guard_events(db, arms)
@@ -324,7 +343,8 @@ def arms_report(db: Database, arms: Arms, alpha: float = ALPHA) -> dict[str, Any
         "since": since.isoformat() if since is not None else None,
         "arms": sides,
         "comparisons": [c.to_dict() for c in comparisons],
-        "canary": canary_state(db, arms.machine_type),
+        "failures_mixed": evidence.mixed,
+        "canary": canary,
     }
 
 

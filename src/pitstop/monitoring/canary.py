@@ -4,8 +4,10 @@ when they say it is.
 
 Between two micro-batches the processor calls ``sync`` (the challenger serving now gets the share
 of its step) and ``check`` (at most every ``canary_check_s``). The evidence is the failures scored
-since the canary started (``arms.failure_evidence``): each failure is one unit for the arm whose
-predictions preceded it.
+during the current step (``arms.failure_evidence``): each failure is one unit for the arm whose
+predictions preceded it. Only the current step counts: the share is constant within it, so both
+arms sample the same period, while pooling steps would weigh early and late periods differently
+per arm (a harder stretch of weeks would then look like a worse model).
 
 - **Worse** (Welch's t-test on the MAE at failures, or Fisher's exact test on the failures caught
   in time, at ``deployments_alpha``): the challenger is withdrawn (share 0; not served again until
@@ -158,7 +160,7 @@ class Canary:
             d.champion.model.version,
             state.version,
         )
-        evidence = failure_evidence(self.db, arms, since=state.started)
+        evidence = failure_evidence(self.db, arms, since=state.step_since)
         alpha = self.options.alpha
         errors = compare_errors("mae_at_failure", evidence.mae("champion"), evidence.mae("challenger"), alpha)
         caught = compare_rates(
@@ -167,7 +169,7 @@ class Canary:
         numbers: dict[str, Any] = {"mae_at_failure": errors.to_dict(), "caught_in_time": caught.to_dict()}
         if WORSE in (errors.verdict, caught.verdict):
             return self._roll_back(state, _why(errors, caught), numbers)
-        this_step = len(evidence.mae("challenger", since=state.step_since))
+        this_step = len(evidence.mae("challenger"))
         waited = (utcnow() - state.step_since).total_seconds()
         if this_step < self.options.step_failures or waited < self.options.step_min_s:
             return None
