@@ -9,15 +9,20 @@ predictions preceded it. Only the current step counts: the share is constant wit
 arms sample the same period, while pooling steps would weigh early and late periods differently
 per arm (a harder stretch of weeks would then look like a worse model).
 
+A step is decided once, when its evidence is in: after ``canary_step_min_s`` at the step and at
+least ``canary_step_failures`` failures scored on the challenger's arm during it. Looking at the
+p-value at every check instead would roll back a challenger as good as the champion far more
+often than alpha says; so each step's test runs at ``deployments_alpha`` divided by the number of
+deciding steps (Bonferroni), which bounds the chance of ever rolling back such a challenger by
+``deployments_alpha``.
+
 - **Worse** (Welch's t-test on the MAE at failures, or Fisher's exact test on the failures caught
-  in time, at ``deployments_alpha``): the challenger is withdrawn (share 0; not served again until
-  its alias moves, as the guard does), audited ``canary_rolled_back``.
-- **Advance**: after ``canary_step_min_s`` at a step and at least ``canary_step_failures``
-  failures scored on the challenger's arm during it, with no test saying worse: the next step,
-  audited ``canary_advanced``. Passing the step before 100 completes the canary: the challenger is
-  promoted through ``serving.deploy.promote`` (journalled and audited like a manual promotion),
-  served to every machine until the processor follows the champion alias, audited
-  ``canary_completed``.
+  in time): the challenger is withdrawn (share 0; not served again until its alias moves, as the
+  guard does), audited ``canary_rolled_back``.
+- **Advance**: no test says worse: the next step, audited ``canary_advanced``. Passing the step
+  before 100 completes the canary: the challenger is promoted through ``serving.deploy.promote``
+  (journalled and audited like a manual promotion), served to every machine until the processor
+  follows the champion alias, audited ``canary_completed``.
 
 Every step's audit row carries the numbers that decided it. The audit rows are also the canary's
 memory: after a restart the latest one for the serving challenger's version gives the step and
@@ -161,20 +166,27 @@ class Canary:
             state.version,
         )
         evidence = failure_evidence(self.db, arms, since=state.step_since)
-        alpha = self.options.alpha
+        this_step = len(evidence.mae("challenger"))
+        waited = (utcnow() - state.step_since).total_seconds()
+        if this_step < self.options.step_failures or waited < self.options.step_min_s:
+            return None  # the step's evidence is not in yet: no look at the numbers before it is
+        # one test per step, alpha split over the steps that decide (Bonferroni): a challenger as
+        # good as the champion is rolled back somewhere on the schedule with probability <= alpha
+        alpha = self.options.alpha / (len(self.options.steps) - 1)
         errors = compare_errors("mae_at_failure", evidence.mae("champion"), evidence.mae("challenger"), alpha)
         caught = compare_rates(
             "caught_in_time", evidence.caught_counts("champion"), evidence.caught_counts("challenger"), alpha
         )
-        numbers: dict[str, Any] = {"mae_at_failure": errors.to_dict(), "caught_in_time": caught.to_dict()}
+        numbers: dict[str, Any] = {
+            "mae_at_failure": errors.to_dict(),
+            "caught_in_time": caught.to_dict(),
+            "alpha": round(alpha, 6),
+            "step_failures": this_step,
+            "step_seconds": round(waited, 1),
+            "failures_mixed": evidence.mixed,
+        }
         if WORSE in (errors.verdict, caught.verdict):
             return self._roll_back(state, _why(errors, caught), numbers)
-        this_step = len(evidence.mae("challenger"))
-        waited = (utcnow() - state.step_since).total_seconds()
-        if this_step < self.options.step_failures or waited < self.options.step_min_s:
-            return None
-        numbers["step_failures"] = this_step
-        numbers["step_seconds"] = round(waited, 1)
         if state.step + 2 >= len(self.options.steps):  # passed the step before 100: promote
             return self._complete(state, numbers)
         return self._advance(state, numbers)
