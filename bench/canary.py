@@ -94,6 +94,7 @@ def _step(s: dict[str, Any]) -> dict[str, Any]:
             verdict=errors["verdict"],
             failures=errors["n"],
             n_needed=errors["n_needed"],
+            alpha=s["evidence"].get("alpha"),
         )
     return out
 
@@ -113,7 +114,8 @@ def main() -> None:
         for s in case["steps"]:
             numbers = (
                 f"  MAE at failures {s['mae_challenger']} vs champion {s['mae_champion']}, "
-                f"p={s['p_value']} ({s['verdict']}), failures {s['failures']}, n needed {s['n_needed']}"
+                f"p={s['p_value']} at alpha {s['alpha']} ({s['verdict']}), "
+                f"failures {s['failures']}, n needed {s['n_needed']}"
                 if "verdict" in s
                 else ""
             )

@@ -219,7 +219,7 @@ class Canary:
         return "canary_rolled_back"
 
     def _complete(self, state: _State, numbers: dict[str, Any]) -> str:
-        from pitstop.serving.deploy import CANDIDATE_TAG, PASSED, promote
+        from pitstop.serving.deploy import CANDIDATE_TAG, CHALLENGER, PASSED, promote
 
         d = self.deployment
         before = self.options.steps[state.step or 0]
@@ -229,6 +229,13 @@ class Canary:
             promote(d.registry, d.audit, state.version, actor=ACTOR, audited=self.db.audited_move)
         except PitstopError as exc:  # the version cannot be promoted (altered, gone): not served either
             return self._roll_back(state, f"promotion failed: {exc.message}", numbers)
+        try:
+            if d.registry.alias_version(CHALLENGER) == state.version:
+                d.registry.delete_alias(CHALLENGER)  # it is the champion now: no challenger left
+        except PitstopError as exc:
+            log.warning(
+                "%s: the challenger alias stays on the new champion: %s", self.machine_type, exc.message
+            )
         state.step = None
         d.set_share(100)  # every machine on it until the processor follows the champion alias
         log.info("%s canary of version %s completed: promoted", self.machine_type, state.version)
