@@ -56,6 +56,11 @@ def test_a_drift_alert_in_the_stream_starts_a_retrain(trained: Platform) -> None
     try:
         proc = Processor(platform)
         proc.bootstrap()
+        asked: list[tuple[str, str | None]] = []  # what the monitor asked the real retrainer for
+        start = proc.monitor.retrain
+        proc.monitor.retrain = lambda why, machine_type: (
+            asked.append((why, machine_type)) or start(why, machine_type)
+        )
         shift = {"s3": 25.0}  # about five standard deviations of s3 (HPC outlet temperature)
         for b in range(6):  # one scored row per machine per batch: a window of 50 in five
             for u, machine in enumerate(FLEET, 1):
@@ -63,6 +68,8 @@ def test_a_drift_alert_in_the_stream_starts_a_retrain(trained: Platform) -> None
             proc.run_once()
         alerts = platform.db.audit_entries(limit=50, action="drift_alert")
         assert "s3" in {a["detail"]["sensor"] for a in alerts}
+        # the window's alert is raised in the fleet scope and the type's: one retrain, of every type
+        assert asked == [("drift", None)]
         assert retrains(platform) == [{"trigger": "drift", "machine_type": "turbofan"}]
         assert "retrain_rejected" in finished(platform, proc)
     finally:
