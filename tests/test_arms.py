@@ -209,3 +209,13 @@ def _app(platform: Platform) -> object:
     from pitstop.web import create_app
 
     return create_app(platform)
+
+
+@pytest.mark.parametrize("schedule", ["50,25,100", "5,25,50", "a,b", "100", "0,50,100"])
+def test_a_canary_schedule_that_cannot_run_is_refused_at_start_with_an_example(schedule: str) -> None:
+    from pitstop.config import canary_steps, load_settings
+    from pitstop.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"canary_schedule.*e\.g\. 5,25,50,100"):
+        load_settings(None, canary_schedule=schedule)
+    assert canary_steps(" 5, 25,50,100") == (5, 25, 50, 100) and canary_steps("") == ()
