@@ -145,3 +145,48 @@ def test_a_worse_challenger_is_rolled_back_on_its_own(trained: Platform) -> None
         assert [s["action"] for s in canary_steps(platform)] == ["canary_started", "canary_rolled_back"]
     finally:
         platform.close()
+
+
+def test_each_step_is_judged_once_on_its_own_failures_at_its_share_of_alpha(trained: Platform) -> None:
+    """Failures written as the processor's monitor writes them (``failure_scored``), to fix the
+    numbers: the second step's challenger is worse by p = 0.036, which is no evidence at that
+    step's alpha (0.05 over two deciding steps); pooled with the first step's easier failures it
+    would look far worse."""
+    platform = reopen(trained, **CANARY)
+    try:
+        v1 = platform.registry.alias_version("champion")
+        v2 = same_model(platform)
+        proc = Processor(platform)
+        proc.bootstrap()
+        canary = proc.canaries["turbofan"]
+
+        def failures(arm: str, version: str, maes: list[float]) -> None:
+            for i, mae in enumerate(maes):
+                platform.db.audit(
+                    "monitor",
+                    "failure_scored",
+                    machine_id=f"eng-{i + 1:03d}",
+                    caught_in_time=True,
+                    arms=[{"arm": arm, "version": version, "predictions": 5, "mae": mae, "rmse": mae}],
+                    arm_at_failure={"arm": arm, "version": version},
+                )
+
+        assert canary.check(force=True) is None  # no evidence yet: no look at the numbers
+        failures("champion", v1, [1.5, 1.7, 1.3, 1.6, 1.4] * 2)
+        failures("canary", v2, [1.5])
+        assert canary.check(force=True) is None  # one failure on the challenger's arm: not yet
+        failures("canary", v2, [1.6])
+        assert canary.check(force=True) == "canary_advanced"
+        assert platform.deployments["turbofan"].options.challenger_percent == 50
+
+        failures("champion", v1, [3.0, 3.2, 2.8, 3.1, 2.9])
+        failures("canary", v2, [x + 0.22 for x in (3.0, 3.2, 2.8, 3.1, 2.9, 3.05, 2.95)])
+        assert canary.check(force=True) == "canary_completed"
+        decided = canary_steps(platform)[-1]["evidence"]
+        assert decided["alpha"] == 0.025
+        assert 0.025 < decided["mae_at_failure"]["p_value"] < 0.05
+        assert decided["mae_at_failure"]["n"] == {"champion": 5, "challenger": 7}  # this step's only
+        assert platform.registry.alias_version("champion") == v2
+        assert platform.registry.alias_version("challenger") is None
+    finally:
+        platform.close()
