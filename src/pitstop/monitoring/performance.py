@@ -4,7 +4,8 @@ For each failure (an event of kind ``failure``), the acting predictions the proc
 that machine since its previous reset are compared with the truth that is now known (readings
 left = failure seq - seq, or the time left in the type's unit): absolute RUL error by horizon, and
 whether a work order opened in time (at least the policy's lead time before the failure) and with
-what lead.
+what lead. Per arm and model version (a canary or A/B serves two), the MAE and RMSE of its
+predictions and the arm acting at the failure: the evidence ``arms`` compares deployments on.
 """
 
 from __future__ import annotations
