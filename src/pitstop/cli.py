@@ -368,6 +368,7 @@ def _register() -> None:
     from pitstop.cli_alerts import alerts
     from pitstop.cli_backtest import backtest
     from pitstop.cli_backup import backup, restore
+    from pitstop.cli_deployments import deployments
     from pitstop.cli_fleet import fleet
     from pitstop.cli_import import import_group
     from pitstop.cli_lake import lake_upkeep
@@ -390,6 +391,7 @@ def _register() -> None:
         rollback,
         score,
         retrain,
+        deployments,
         audit,
         users,
         alerts,

@@ -1,5 +1,11 @@
 """One typed settings table: file + environment, validated at start with fix-it messages."""
 
-from pitstop.config.settings import Settings, describe_settings, load_settings, settings_markdown
+from pitstop.config.settings import (
+    Settings,
+    canary_steps,
+    describe_settings,
+    load_settings,
+    settings_markdown,
+)
 
-__all__ = ["Settings", "describe_settings", "load_settings", "settings_markdown"]
+__all__ = ["Settings", "canary_steps", "describe_settings", "load_settings", "settings_markdown"]

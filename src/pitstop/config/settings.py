@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import tomllib
+from itertools import pairwise
 from pathlib import Path
 from typing import Any, Literal
 
@@ -51,6 +52,28 @@ class Settings(BaseSettings):
     )
     serving_poll_s: float = Field(
         2.0, ge=0, description="How often the processor checks whether the champion alias moved."
+    )
+    canary_schedule: str = Field(
+        "",
+        description=(
+            "Progressive canary (deployment canary): the challenger's share of machines per step, "
+            "e.g. 5,25,50,100; it advances while the challenger is not worse, is promoted after the "
+            "step before 100 and rolled back when worse. Empty: a fixed challenger_percent."
+        ),
+    )
+    canary_step_min_s: float = Field(
+        3600.0, ge=0, description="Least time a progressive canary stays at a step before it advances."
+    )
+    canary_step_failures: int = Field(
+        3,
+        ge=1,
+        description="Failures scored on the challenger's arm during a canary step before it may advance.",
+    )
+    canary_check_s: float = Field(
+        30.0, ge=0, description="How often the processor weighs the canary's evidence between batches."
+    )
+    deployments_alpha: float = Field(
+        0.05, gt=0, lt=1, description="Significance level of the deployment arms' tests (report, canary)."
     )
     failure_horizon: float = Field(
         30.0, gt=0, description="Horizon of the failure-within-horizon label and its CV metrics (readings)."
@@ -309,6 +332,13 @@ class Settings(BaseSettings):
     def _expand(cls, value: Path) -> Path:
         return value.expanduser()
 
+    @field_validator("canary_schedule")
+    @classmethod
+    def _schedule(cls, value: str) -> str:
+        if value.strip():
+            canary_steps(value)
+        return value
+
     @field_validator("model_signing_key")
     @classmethod
     def _signing_key(cls, key: SecretStr | None) -> SecretStr | None:
@@ -401,3 +431,21 @@ def settings_markdown() -> str:
     for name, kind, default, help_text in describe_settings():
         lines.append(f"| `{name}` | `PITSTOP_{name.upper()}` | {kind} | `{default}` | {help_text} |")
     return "\n".join(lines)
+
+
+def canary_steps(schedule: str) -> tuple[int, ...]:
+    """A canary schedule (``5,25,50,100``) as its steps: rising percentages ending at 100."""
+    try:
+        steps = tuple(int(part) for part in schedule.replace(" ", "").split(",") if part)
+    except ValueError:
+        raise ValueError(
+            f"canary_schedule {schedule!r}: comma-separated whole percentages, e.g. 5,25,50,100"
+        ) from None
+    if not steps:
+        return ()
+    if len(steps) < 2 or steps[-1] != 100 or any(not 0 < a < b for a, b in pairwise(steps)):
+        raise ValueError(
+            f"canary_schedule {schedule!r}: at least two rising percentages above 0, the last 100 "
+            "(e.g. 5,25,50,100)"
+        )
+    return steps

@@ -48,6 +48,7 @@ class LiveMonitor:
         self.retrain_on_drift = bool(settings.retrain_on_drift)
         self.retrain_on_performance = bool(settings.retrain_on_performance)
         self.db, self.policy_for, self.rul_cap = db, policy_for, float(settings.rul_cap)
+        self._drifted: list[tuple[str | None, str]] = []  # (type or None: all, what) this observe
         self.drift = DriftMonitor(
             settings.drift_window,
             settings.drift_alpha,
@@ -76,13 +77,22 @@ class LiveMonitor:
         types: list[str],
         machine_ids: list[str] | None = None,
     ) -> None:
-        """Scored rows into the live drift windows (against the serving model's training baseline)."""
+        """Scored rows into the live drift windows (against the serving model's training baseline).
+        A drift alert retrains (``retrain_on_drift``) once per call: the fleet scope's alert
+        covers every type, so the same rows' alerts in type scopes start nothing more."""
+        self._drifted = []
         try:
             if types:  # the profile's constant sensors are not checked for being stuck
                 self.quality.learn_profile(types[0], reference)
             self.drift.observe(reference, names, matrix, predictions, types, machine_ids)
         except Exception:  # monitoring must never stop scoring
             log.exception("drift check failed")
+        fleet: list[tuple[str | None, str]] = [(t, what) for t, what in self._drifted if t is None]
+        once = fleet[:1] or list(dict(self._drifted).items())  # one trigger per type
+        for machine_type, what in once:
+            if self.retrain("drift", machine_type):
+                log.warning("retraining on drift (%s)", what)
+        self._drifted = []
 
     def failure(
         self, machine_id: str, seq: int, since: int, machine_type: str | None = None, ts_us: int | None = None
@@ -126,8 +136,8 @@ class LiveMonitor:
                 machines_checked=report.machines,
             )
         scoped = report.scope.removeprefix("type:") if report.scope.startswith("type:") else None
-        if raised and self.retrain_on_drift and self.retrain("drift", scoped):
-            log.warning("retraining on drift (%s: %s)", report.scope, ", ".join(raised))
+        if raised and self.retrain_on_drift:  # started by ``observe``, once for all its scopes
+            self._drifted.append((scoped, f"{report.scope}: {', '.join(raised)}"))
         for key, finding in cleared.items():
             metrics.drift_alert.labels(report.scope, key).set(0)
             self.audit(

@@ -4,7 +4,8 @@ For each failure (an event of kind ``failure``), the acting predictions the proc
 that machine since its previous reset are compared with the truth that is now known (readings
 left = failure seq - seq, or the time left in the type's unit): absolute RUL error by horizon, and
 whether a work order opened in time (at least the policy's lead time before the failure) and with
-what lead.
+what lead. Per arm and model version (a canary or A/B serves two), the MAE and RMSE of its
+predictions and the arm acting at the failure: the evidence ``arms`` compares deployments on.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ def score_failure(
                 Prediction.rul_upper,
                 Prediction.model_version,
                 Prediction.ts,
+                Prediction.arm,
             )
             .where(
                 Prediction.machine_id == machine_id,
@@ -78,6 +80,7 @@ def score_failure(
         "by_horizon": [],
         "work_order": None,
         "caught_in_time": False,
+        "arms": [],
     }
     if rows:
         rul = np.array([r.rul for r in rows])
@@ -97,6 +100,21 @@ def score_failure(
                         "interval_coverage": round(float(np.mean(covered[mask])), 3),
                     }
                 )
+        # per arm and version (a canary or A/B): one failure is one unit of evidence for its arm
+        arms = [(r.arm, r.model_version) for r in rows]
+        for arm, version in sorted(set(arms)):
+            mask = np.array([a == (arm, version) for a in arms])
+            error = rul[mask] - capped[mask]
+            report["arms"].append(
+                {
+                    "arm": arm,
+                    "version": version,
+                    "predictions": int(mask.sum()),
+                    "mae": round(float(np.mean(np.abs(error))), 3),
+                    "rmse": round(float(np.sqrt(np.mean(error**2))), 3),
+                }
+            )
+        report["arm_at_failure"] = {"arm": rows[-1].arm, "version": rows[-1].model_version}
     if order is not None and order.seq is not None:
         at = next((r.ts for r in rows if r.seq == order.seq), None)
         lead = round(until_failure(order.seq, at), 3) if at is not None else failure_seq - order.seq

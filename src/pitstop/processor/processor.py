@@ -14,6 +14,7 @@ from pitstop.errors import PitstopError, first_line
 from pitstop.features import OnlineFeatures
 from pitstop.lake.upkeep import LakeUpkeep, UpkeepPolicy
 from pitstop.maintenance import PolicyState, RiskPolicy
+from pitstop.monitoring.canary import Canary, CanaryOptions
 from pitstop.monitoring.live import LiveMonitor
 from pitstop.monitoring.monitor import DriftMonitor
 from pitstop.monitoring.retrain import Retrainer
@@ -87,6 +88,12 @@ class Processor:
             platform.policy_for,
             fleet_scope=len(self.lanes) == 1,
         )
+        canary = CanaryOptions.from_settings(settings)
+        self.canaries = {  # progressive canaries, stepped between batches
+            name: Canary(lane.deployment, platform.db, canary)
+            for name, lane in self.lanes.items()
+            if canary.enabled and lane.deployment.options.mode == "canary"
+        }
         self.recorder = Recorder(platform.db, platform.policy_for, platform.components, platform.notifier)
         pins = pins_of(d.registry for d in platform.deployments.values())  # model lineage: kept
         self.upkeep = UpkeepThread(
@@ -114,6 +121,8 @@ class Processor:
         rows past it are replayed), else from the lake."""
         for lane in self.lanes.values():
             lane.deployment.load()
+        for canary in self.canaries.values():
+            canary.sync()  # the step a canary had reached, before the first batch is routed
         upto = self.p.bus.position(CONSUMER)
         self._recorded = self._recorded_position(upto)
         restored = self.restored_from = self.state.load(upto)
@@ -425,6 +434,17 @@ class Processor:
             have = lane.challenger_online.spec.hash if lane.challenger_online is not None else None
             if wanted != have:  # a challenger with a spec of its own arrived, left or changed
                 self.state.rebuild_challenger(lane, self.p.bus.position(CONSUMER))
+        self._step_canaries()
+
+    def _step_canaries(self) -> None:
+        """Between batches: each progressive canary's share for the challenger serving now, and
+        its evidence weighed (advance, complete, roll back; see ``monitoring.canary``)."""
+        for name, canary in self.canaries.items():
+            try:
+                canary.sync()
+                canary.check()
+            except Exception:  # the canary must never stop the stream; it is weighed again later
+                log.exception("the progressive canary of %s could not be weighed", name)
 
 
 def _log_failure(exc: Exception) -> None:

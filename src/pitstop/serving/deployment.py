@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -236,7 +236,8 @@ class Deployment:
                 acting.update(zip(chosen, scorer.score_matrix(matrix[rows], arm=arm), strict=True))
         return acting, {}
 
-    def withdraw_challenger(self, reason: str) -> bool:
+    def withdraw_challenger(self, reason: str, actor: str = "guard") -> bool:
+        """Stop serving the challenger until its alias moves (the guard's call, or the canary's)."""
         challenger = self.challenger
         if challenger is None or not challenger.loaded:
             return False
@@ -244,9 +245,14 @@ class Deployment:
         self.problems["challenger"] = reason
         log.error("%s challenger version %s withdrawn: %s", self.machine_type, version, reason)
         self.audit(
-            "guard", "challenger_withdrawn", machine_type=self.machine_type, version=version, reason=reason
+            actor, "challenger_withdrawn", machine_type=self.machine_type, version=version, reason=reason
         )
         return True
+
+    def set_share(self, percent: int) -> None:
+        """The challenger's share of machines under canary or A/B, from the next batch (a
+        progressive canary's step; call it between batches)."""
+        self.options = replace(self.options, challenger_percent=max(0, min(100, int(percent))))
 
     def roll_back(self, reason: str) -> None:
         from pitstop.serving.deploy import rollback

@@ -21,6 +21,7 @@ from pitstop.ingest.admin import router as admin_router
 from pitstop.serving.deployment import follow_in_background
 from pitstop.web.api import router as api_router
 from pitstop.web.api_alerts import router as alerts_router
+from pitstop.web.api_deployments import router as deployments_router
 from pitstop.web.api_models import router as models_router
 from pitstop.web.api_ops import router as ops_router
 from pitstop.web.api_scores import router as scores_router
@@ -111,6 +112,7 @@ def create_app(platform: Platform, processor: Processor | None = None) -> FastAP
     app.include_router(api_router)
     app.include_router(scores_router)
     app.include_router(models_router)
+    app.include_router(deployments_router)
     app.include_router(ops_router)
     app.include_router(alerts_router)
     app.include_router(login_router)

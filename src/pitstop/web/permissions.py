@@ -59,6 +59,7 @@ ROUTES: Final[dict[tuple[str, str], str]] = {
     ("GET", "/api/v1/models"): "fleet.read",
     ("POST", "/api/v1/models/{machine_type}/promote"): "models.promote",
     ("POST", "/api/v1/models/{machine_type}/rollback"): "models.promote",
+    ("GET", "/api/v1/deployments"): "fleet.read",
     ("GET", "/api/v1/monitoring/performance"): "fleet.read",
     ("GET", "/api/v1/monitoring/drift"): "fleet.read",
     ("GET", "/api/v1/lake"): "fleet.read",
