@@ -52,7 +52,9 @@ def finished(platform: Platform, proc: Processor) -> list[str]:
 
 
 def test_a_drift_alert_in_the_stream_starts_a_retrain(trained: Platform) -> None:
-    platform = reopen(trained, retrain_on_drift=True, drift_window=50, **QUICK)
+    # a shift of the whole fleet, judged at once (drift_persist_windows=1): a distribution finding,
+    # which retrains (a consistency finding alone, a faulty sensor, does not)
+    platform = reopen(trained, retrain_on_drift=True, drift_window=50, drift_persist_windows=1, **QUICK)
     try:
         proc = Processor(platform)
         proc.bootstrap()
@@ -68,8 +70,8 @@ def test_a_drift_alert_in_the_stream_starts_a_retrain(trained: Platform) -> None
             proc.run_once()
         alerts = platform.db.audit_entries(limit=50, action="drift_alert")
         assert "s3" in {a["detail"]["sensor"] for a in alerts}
-        # the window's alert is raised in the fleet scope and the type's: one retrain, of every type
-        assert asked == [("drift", None)]
+        assert {a["detail"]["kind"] for a in alerts if a["detail"]["sensor"] == "s3"} == {"distribution"}
+        assert asked == [("drift", "turbofan")]  # one retrain, of the type that drifted
         assert retrains(platform) == [{"trigger": "drift", "machine_type": "turbofan"}]
         assert "retrain_rejected" in finished(platform, proc)
     finally:
@@ -86,6 +88,24 @@ def test_without_retrain_on_drift_the_same_alert_starts_nothing(trained: Platfor
                 publish(platform, machine, u, 10 * b, 10, {"s3": 25.0})
             proc.run_once()
         assert platform.db.audit_entries(limit=50, action="drift_alert")
+        assert retrains(platform) == [] and not proc.retrainer.running
+    finally:
+        platform.close()
+
+
+def test_a_faulty_sensor_alerts_but_never_retrains(trained: Platform) -> None:
+    # the same shift on two machines in ten, for many windows: the sensor disagrees with the
+    # machine's others (a fault), which a retrain would only learn
+    platform = reopen(trained, retrain_on_drift=True, drift_window=50, **QUICK)
+    try:
+        proc = Processor(platform)
+        proc.bootstrap()
+        for b in range(18):
+            for u, machine in enumerate(FLEET, 1):
+                publish(platform, machine, u, 10 * b, 10, {"s3": 25.0} if u <= 2 else {})
+            proc.run_once()
+        kinds = {a["detail"]["kind"] for a in platform.db.audit_entries(limit=50, action="drift_alert")}
+        assert kinds and kinds <= {"consistency", "machine"}
         assert retrains(platform) == [] and not proc.retrainer.running
     finally:
         platform.close()

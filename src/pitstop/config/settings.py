@@ -174,7 +174,7 @@ class Settings(BaseSettings):
     drift_window: int = Field(
         500,
         ge=50,
-        description="Scored readings per live window checked for drift (per fleet and machine type).",
+        description="Scored readings per live window checked for drift (per machine type).",
     )
     drift_alpha: float = Field(
         0.05, gt=0, lt=1, description="Family-wise significance of the per-feature KS drift tests."

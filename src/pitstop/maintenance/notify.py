@@ -208,7 +208,11 @@ class Notifier:
             s.expunge_all()
         accepted = 0
         for delivery in due:
-            error = self._post(client, delivery)
+            try:
+                error = self._post(client, delivery)
+            except Exception as exc:  # a bad row is a failed attempt, never a stop to the others
+                log.exception("delivery %d could not be sent", delivery.id)
+                error = f"{type(exc).__name__}: {exc}"
             with self.db.session() as s:
                 row = s.get(WebhookDelivery, delivery.id)
                 if row is None:

@@ -42,7 +42,7 @@ class Rule:
     key: tuple[str, ...]  # detail fields the key is made of (those present, in this order)
     summary: str  # a format string over the row's detail
     tag: str = ""  # a literal part of the key, to tell two actions of one kind apart
-    when: Callable[[dict[str, Any]], bool] | None = None  # the row raises only when this holds
+    when: Callable[[dict[str, Any], str], bool] | None = None  # raises only when this holds (detail, actor)
 
 
 @dataclass(frozen=True)
@@ -63,8 +63,14 @@ class Signal:
         return f"{self.kind}:{self.machine_type or 'fleet'}"
 
 
-def _missed(detail: dict[str, Any]) -> bool:
+def _missed(detail: dict[str, Any], actor: str) -> bool:
     return detail.get("caught_in_time") is False
+
+
+def _not_by(actor_of_own_alert: str) -> Callable[[dict[str, Any], str], bool]:
+    """A row written as a step of a move that raises its own alert (a canary's withdrawal, the
+    guard's rollback) raises none: one event, one alert."""
+    return lambda detail, actor: actor != actor_of_own_alert
 
 
 _QUALITY_KEY = ("machine_type", "check", "sensor", "machine_id")
@@ -113,6 +119,7 @@ RULES: Final[tuple[Rule, ...]] = (
         "warning",
         ("machine_type", "version"),
         "{machine_type} challenger {version} withdrawn: {reason}",
+        when=_not_by("canary"),  # the canary's rollback alerts as canary_rolled_back
     ),
     Rule(
         "champion_rolled_back",
@@ -130,6 +137,7 @@ RULES: Final[tuple[Rule, ...]] = (
         "warning",
         ("model", "from_version"),
         "{model} rolled back from {from_version} to {to_version} by {actor}",
+        when=_not_by("guard"),  # the guard's rollback alerts as champion_rolled_back
     ),
     Rule(
         "retrain_promoted",
@@ -182,7 +190,7 @@ class _Blank(dict[str, Any]):
 def signal_for(action: str, actor: str, detail: dict[str, Any]) -> Signal | None:
     """The alert an audit row raises or resolves, if any."""
     rule = BY_ACTION.get(action)
-    if rule is None or (rule.when is not None and not rule.when(detail)):
+    if rule is None or (rule.when is not None and not rule.when(detail, actor)):
         return None
     parts = [rule.kind, *([rule.tag] if rule.tag else [])]
     parts += [str(detail[name]) for name in rule.key if detail.get(name) is not None]

@@ -228,7 +228,8 @@ class Canary:
                 d.registry.set_version_tag(state.version, CANDIDATE_TAG, PASSED)  # the canary was its test
             promote(d.registry, d.audit, state.version, actor=ACTOR, audited=self.db.audited_move)
         except PitstopError as exc:  # the version cannot be promoted (altered, gone): not served either
-            return self._roll_back(state, f"promotion failed: {exc.message}", numbers)
+            if getattr(exc, "code", None) != "already_champion":  # promoted already (by hand, or before)
+                return self._roll_back(state, f"promotion failed: {exc.message}", numbers)
         try:
             if d.registry.alias_version(CHALLENGER) == state.version:
                 d.registry.delete_alias(CHALLENGER)  # it is the champion now: no challenger left

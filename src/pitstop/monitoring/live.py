@@ -6,6 +6,7 @@ may stop scoring (every check logs its own failure and returns).
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -61,6 +62,48 @@ class LiveMonitor:
         )
         self.quality = QualityMonitor(QualityPolicy.from_settings(settings), metrics, audit)
 
+    def resume(self) -> None:
+        """Carry on from the alerts still firing (a restart): drift and data-quality alerts raised
+        before it are cleared, when their condition passes, like any other."""
+        from sqlalchemy import select
+
+        from pitstop.monitoring.quality import Finding as QualityFinding
+        from pitstop.store import Alert
+
+        try:
+            with self.db.session() as s:
+                firing = [
+                    (a.kind, json.loads(a.detail))
+                    for a in s.scalars(
+                        select(Alert).where(
+                            Alert.status == "firing", Alert.kind.in_(["drift", "data_quality"])
+                        )
+                    )
+                ]
+        except Exception:  # an ops DB without alerts yet: nothing to carry on from
+            log.exception("could not read the firing alerts")
+            return
+        for kind, d in firing:
+            if kind == "drift" and d.get("scope") and d.get("sensor"):
+                finding = Finding(
+                    str(d["sensor"]),
+                    str(d.get("kind") or "distribution"),
+                    tuple(d.get("features") or ()),
+                    tuple(d.get("machines") or ()),
+                    d.get("machine_id"),
+                )
+                self.drift.resume(str(d["scope"]), finding)
+            elif kind == "data_quality" and d.get("machine_type") and d.get("check"):
+                quality = QualityFinding(
+                    str(d["machine_type"]),
+                    str(d["check"]),
+                    float(d.get("value") or 0.0),
+                    float(d.get("threshold") or 0.0),
+                    d.get("sensor"),
+                    d.get("machine_id"),
+                )
+                self.quality.alerts[quality.key] = quality
+
     def check_quality(self, fresh: pl.DataFrame, fleet: FleetSchema, types: dict[str, str]) -> None:
         """Data quality of a batch's new readings (``pitstop.monitoring.quality``)."""
         try:
@@ -105,6 +148,8 @@ class LiveMonitor:
             report = score_failure(self.db, policy, self.rul_cap, machine_id, seq, since, failure_ts)
             if not report["predictions"]:
                 return
+            if machine_type:
+                report["machine_type"] = machine_type  # its alert is grouped and silenced by type
             record(self.audit, self.metrics, report)
             missed = not report["caught_in_time"]
             if missed and self.retrain_on_performance and self.retrain("performance", machine_type):
@@ -136,8 +181,9 @@ class LiveMonitor:
                 machines_checked=report.machines,
             )
         scoped = report.scope.removeprefix("type:") if report.scope.startswith("type:") else None
-        if raised and self.retrain_on_drift:  # started by ``observe``, once for all its scopes
-            self._drifted.append((scoped, f"{report.scope}: {', '.join(raised)}"))
+        shifted = [k for k, f in raised.items() if f.kind == "distribution"]  # a faulty sensor: no
+        if shifted and self.retrain_on_drift:  # started by ``observe``, once for all its scopes
+            self._drifted.append((scoped, f"{report.scope}: {', '.join(shifted)}"))
         for key, finding in cleared.items():
             metrics.drift_alert.labels(report.scope, key).set(0)
             self.audit(

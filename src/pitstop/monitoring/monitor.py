@@ -243,13 +243,17 @@ class DriftMonitor:
         before = self._alerting.get(scope, {})
         raised = {k: f for k, f in now.items() if k not in before}
         cleared = {k: f for k, f in sorted(before.items()) if k not in now and self._cleared(f, machines)}
-        self._alerting[scope] = {**{k: f for k, f in before.items() if k not in cleared}, **now}
         self.latest[scope] = report
         if raised:
             log.warning("drift alert (%s): %s", scope, ", ".join(sorted(raised)))
         if self.on_report is not None:
-            self.on_report(report, raised, cleared)
+            self.on_report(report, raised, cleared)  # first: an alert not recorded is raised again
+        self._alerting[scope] = {**{k: f for k, f in before.items() if k not in cleared}, **now}
         return report
+
+    def resume(self, scope: str, finding: Finding) -> None:
+        """An alert raised before a restart: it clears like one raised here."""
+        self._alerting.setdefault(scope, {})[finding.key] = finding
 
     def _findings(self, scope: str, report: DriftReport, present: set[str]) -> dict[str, Finding]:
         found: dict[str, Finding] = {}
@@ -281,7 +285,7 @@ class DriftMonitor:
                 pair = (machine, check.sensor)
                 seen.add(pair)
                 streaks[pair] = streaks.get(pair, 0) + 1
-                if streaks[pair] >= self.machine_windows and not check.drifted:
+                if streaks[pair] >= self.machine_windows:  # named in a fleet alert too, if any
                     finding = Finding(check.sensor, "machine", (feature,), (machine,), machine)
                     found[finding.key] = finding
         for pair in [p for p in streaks if p[0] and p not in seen and p[0] in present]:

@@ -137,6 +137,8 @@ class QualityMonitor:
         self._profiles[machine_type] = id(reference)
         spread: dict[str, bool] = {}
         for name, stats in reference.items():
+            if name.startswith("__"):
+                continue  # not a sensor's feature: the prediction's profile, the drift baseline
             sensor = name.split("__", 1)[0]
             spread[sensor] = spread.get(sensor, False) or float(stats.get("std", 1.0)) > 0
         self._constant[machine_type] = frozenset(s for s, varies in spread.items() if not varies)
@@ -361,14 +363,14 @@ class QualityMonitor:
         now = {f.key: f for f in failing}
         for key, finding in now.items():
             if key not in self.alerts:
-                self.alerts[key] = finding
                 log.warning("data quality alert: %s", finding.detail())
                 self.audit("monitor", "quality_alert", **finding.detail())
+                self.alerts[key] = finding  # after: an alert not recorded is raised again
         for key, raised in list(self.alerts.items()):
             if key[0] != machine_type or key[1] != check or key in now:
                 continue
             value = value_now(raised)
             if value is None:
                 continue
-            del self.alerts[key]
             self.audit("monitor", "quality_cleared", **replace(raised, value=value).detail())
+            del self.alerts[key]

@@ -86,7 +86,7 @@ class Processor:
             self.retrainer.trigger,
             platform.db,
             platform.policy_for,
-            fleet_scope=len(self.lanes) == 1,
+            fleet_scope=False,  # type scopes only: with one type a fleet scope would double each alert
         )
         canary = CanaryOptions.from_settings(settings)
         self.canaries = {  # progressive canaries, stepped between batches
@@ -123,6 +123,7 @@ class Processor:
             lane.deployment.load()
         for canary in self.canaries.values():
             canary.sync()  # the step a canary had reached, before the first batch is routed
+        self.monitor.resume()  # drift and quality alerts still firing clear like new ones
         upto = self.p.bus.position(CONSUMER)
         self._recorded = self._recorded_position(upto)
         restored = self.restored_from = self.state.load(upto)
