@@ -119,6 +119,7 @@ def test_healthy_data_raises_no_quality_alert(stream: Stream) -> None:
         ("stuck", {"temp": 42.0}, {"sensor": "temp", "machine_id": "p1"}),
         ("gap", {"gap": 30 * MINUTE_US}, {"machine_id": "p1"}),
         ("clock_skew", {"skew_us": -10 * MINUTE_US}, {"machine_id": "p1"}),
+        ("clock_skew", {"skew_us": 10 * MINUTE_US}, {"machine_id": "p1"}),  # a clock behind
     ],
 )
 def test_each_check_alerts_once_and_clears_once(
@@ -135,8 +136,8 @@ def test_each_check_alerts_once_and_clears_once(
     assert {k: raised[k] for k in expect} == expect
     assert set(raised) == set(cleared)
     assert set(raised) <= {"machine_type", "check", "sensor", "machine_id", "value", "threshold"}
-    if check == "clock_skew":
-        assert raised["value"] == pytest.approx(-598.0)  # ten minutes ahead, 2 s in transit
+    if check == "clock_skew":  # ten minutes off, 2 s in transit
+        assert raised["value"] == pytest.approx((bend["skew_us"] + 2_000_000) / 1e6)
     assert stream.monitor.alerts == {}
 
 
@@ -177,6 +178,13 @@ def test_a_backlog_sent_late_is_not_clock_skew(stream: Stream) -> None:
     for _ in range(4):  # the oldest readings of each batch arrive 4 minutes after their time
         stream.batch(n=5, backlog=True)
     assert stream.audits() == []
+
+
+def test_a_replay_of_history_catching_up_is_not_clock_skew(stream: Stream) -> None:
+    _healthy(stream)
+    for b in range(6):  # a month behind, an hour of readings a minute: the lag shrinks every batch
+        stream.batch(gap=60 * MINUTE_US, skew_us=(30 * 24 * 60 - b * 5 * 59) * MINUTE_US)
+    assert "clock_skew" not in {d["check"] for _, d in stream.audits()}
 
 
 def test_the_processor_checks_quality_on_what_intake_stamped(tmp_path: Path) -> None:

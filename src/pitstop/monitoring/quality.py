@@ -11,7 +11,9 @@ and an alert rule.
   its usual interval (a running mean of its intervals that were not gaps);
 - ``clock_skew``: a machine's reading time against the time intake received it (``received``), the
   smallest difference in the batch, so that a backlog sent late by a device does not count, beyond
-  ``quality_clock_skew_s`` either way.
+  ``quality_clock_skew_s`` either way. Readings stamped in the future alert at once; readings in
+  the past only in a second batch, and not while their time runs faster than the wall clock (a
+  device sending a backlog, or a replay of history, catching up).
 
 An alert is audited once, ``quality_alert`` (actor ``monitor``) with ``{machine_type, check,
 sensor?, machine_id?, value, threshold}``, and ``quality_cleared`` with the same keys once the
@@ -119,6 +121,7 @@ class QualityMonitor:
     def __init__(self, policy: QualityPolicy, metrics: Metrics, audit: Audit) -> None:
         self.policy, self.metrics, self.audit = policy, metrics, audit
         self.alerts: dict[Key, Finding] = {}
+        self._late: dict[str, tuple[float, float]] = {}  # machine -> (its last skew, when, s)
         self._windows: dict[str, _Window] = {}
         # per machine type, per machine: each sensor's last value and how long it has held it
         self._runs: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = {}
@@ -330,13 +333,22 @@ class QualityMonitor:
             pl.Datetime("us", "UTC")
         )
         per = rows.group_by("machine_id", maintain_order=True).agg(
-            skew=delay.min().dt.total_microseconds().cast(pl.Float64) / 1e6
+            skew=delay.min().dt.total_microseconds().cast(pl.Float64) / 1e6,
+            at=pl.col("received").cast(pl.Datetime("us", "UTC")).max().dt.epoch("us").cast(pl.Float64) / 1e6,
         )
         self.metrics.quality_clock_skew.labels(mt.name).set(float(per["skew"].abs().max() or 0.0))  # type: ignore[arg-type]
-        failing = [
-            Finding(mt.name, "clock_skew", float(skew), limit, machine_id=machine)
-            for machine, skew in per.filter(pl.col("skew").abs() > limit).iter_rows()
-        ]
+        failing = []
+        for machine, skew, at in per.iter_rows():
+            before = self._late.get(machine)
+            self._late[machine] = (skew, at)
+            if skew < -limit:  # stamped in the future: a clock ahead, never a backlog
+                failing.append(Finding(mt.name, "clock_skew", float(skew), limit, machine_id=machine))
+            elif skew > limit and before is not None and before[0] > limit:
+                # in the past, twice: a clock behind, unless the readings' time runs faster than
+                # the wall clock (a device sending its backlog, a replay of history catching up)
+                catching_up = (before[0] - skew) > 0.5 * max(0.0, at - before[1])
+                if not catching_up:
+                    failing.append(Finding(mt.name, "clock_skew", float(skew), limit, machine_id=machine))
         now = self._values(per, "clock_skew", mt.name, ["machine_id"], "skew")
         self._settle(mt.name, "clock_skew", failing, lambda f: now.get((f.machine_id,)))
 
