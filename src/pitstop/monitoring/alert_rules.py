@@ -16,10 +16,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, get_args
 
 SEVERITIES: Final = ("info", "warning", "critical")
-KINDS: Final = (
+Kind = Literal[
     "drift",
     "data_quality",
     "performance",
@@ -28,7 +28,8 @@ KINDS: Final = (
     "retrain",
     "deployment",
     "work_order_overdue",
-)
+]
+KINDS: Final = get_args(Kind)
 
 Op = Literal["fire", "resolve", "event"]
 
