@@ -7,6 +7,7 @@ import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -14,6 +15,9 @@ from pitstop import __version__
 from pitstop.cli_common import _errors, _progress_bar, _settings, data_dir_option, tune_option
 from pitstop.config import describe_settings, settings_markdown
 from pitstop.errors import ConfigError
+
+if TYPE_CHECKING:
+    from pitstop.platform import Platform
 
 log = logging.getLogger("pitstop")
 
@@ -331,26 +335,63 @@ def process(ctx: click.Context, data_dir: Path | None) -> None:
 @cli.command()
 @data_dir_option
 @click.argument("question", nargs=-1, required=True)
-@click.option("--json", "as_json", is_flag=True, help="Print the answer and sources as JSON.")
+@click.option("--conversation", "conversation_id", default=None, help="Continue this conversation (its id).")
+@click.option(
+    "--user",
+    default=None,
+    help="Ask as this Pitstop user, within their role (default: the local operator `cli`, admin).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the reply (answer, sources, actions) as JSON.")
 @click.pass_context
-def ask(ctx: click.Context, data_dir: Path | None, question: tuple[str, ...], as_json: bool) -> None:
-    """Ask the maintenance assistant about the fleet or the manuals (answers cite sources)."""
-    from pitstop.assistant import Assistant, KnowledgeBase
+def ask(
+    ctx: click.Context,
+    data_dir: Path | None,
+    question: tuple[str, ...],
+    conversation_id: str | None,
+    user: str | None,
+    as_json: bool,
+) -> None:
+    """Ask the maintenance assistant about the fleet or the manuals; answers cite sources.
+
+    Follow-ups go in the same conversation (--conversation ID, printed with each answer). An action
+    ("close WO-12 as fault confirmed") is proposed first: answer `yes` in the same conversation."""
+    from pitstop.assistant import Assistant
     from pitstop.platform import Platform
+    from pitstop.web.permissions import role_has
 
     with _errors():
         platform = Platform.open(_settings(ctx, data_dir=data_dir))
         try:
-            knowledge = KnowledgeBase.shipped(platform.settings.data_dir / "manuals")
-            answer = Assistant(platform.db, platform.policy, knowledge).ask(" ".join(question))
+            name, role = _cli_user(platform, user)
+            assistant = Assistant.from_platform(platform, role_has)
+            reply = assistant.chat(" ".join(question), user=name, role=role, conversation_id=conversation_id)
         finally:
             platform.close()
         if as_json:
-            click.echo(json.dumps(answer.to_dict()))
+            click.echo(json.dumps(reply.to_dict()))
             return
-        click.echo(answer.text)
-        if answer.sources:
-            click.echo("\nsources: " + ", ".join(f"{s['kind']}:{s['id']}" for s in answer.sources))
+        click.echo(reply.answer)
+        if reply.sources:
+            click.echo("\nsources: " + ", ".join(f"{s['kind']}:{s['id']}" for s in reply.sources))
+        if any(a["state"] == "proposed" for a in reply.actions):
+            click.echo(f"\nanswer with: pitstop ask yes --conversation {reply.conversation_id}")
+        else:
+            click.echo(f"\nconversation: {reply.conversation_id}")
+
+
+def _cli_user(platform: Platform, user: str | None) -> tuple[str, str]:
+    """Who asks from the command line: a named user with their role, or the local operator."""
+    if user is None:
+        return "cli", "admin"
+    from pitstop.errors import NotFoundError
+    from pitstop.web.users import Users
+
+    found = next((u for u in Users(platform.db).list() if u["name"] == user), None)
+    if found is None or found.get("disabled"):
+        raise NotFoundError(
+            f"no active user {user!r}; `pitstop users list` shows them", code="user_not_found"
+        )
+    return user, str(found["role"])
 
 
 @cli.command("settings")

@@ -72,9 +72,23 @@ class Section:
     title: str
     text: str
 
+    machine_type: str | None = None
+    page: int | None = None
+
     @property
     def anchor(self) -> str:
         return re.sub(r"[^a-z0-9]+", "-", self.title.lower()).strip("-")
+
+    def cite(self) -> dict[str, object]:
+        return {
+            "kind": "manual",
+            "id": f"{self.source}#{self.anchor}",
+            "title": self.title,
+            "document": self.source,
+            "section": self.title,
+            "machine_type": self.machine_type,
+            "page": self.page,
+        }
 
 
 class KnowledgeBase:
@@ -112,7 +126,14 @@ class KnowledgeBase:
             files.update({p.name: p.read_text(encoding="utf-8") for p in sorted(extra_dir.glob("*.md"))})
         return cls.from_markdown(files)
 
-    def search(self, query: str, k: int = 2) -> list[tuple[float, Section]]:
+    @classmethod
+    def load(cls, manuals_dir: Path | None, fleet: object = None) -> KnowledgeBase:
+        return cls.shipped(manuals_dir)
+
+    def get(self, source: str, anchor: str) -> Section | None:
+        return next((s for s in self.sections if s.source == source and s.anchor == anchor), None)
+
+    def search(self, query: str, k: int = 2, machine_type: str | None = None) -> list[tuple[float, Section]]:
         q = tokens(query)
         scored = []
         for doc, length, section in zip(self._docs, self._lengths, self.sections, strict=True):

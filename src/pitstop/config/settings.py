@@ -262,6 +262,24 @@ class Settings(BaseSettings):
     admin_token: SecretStr | None = Field(
         None, description="Bearer token for the admin API (default: generated into <data_dir>/admin-token)."
     )
+    assistant_llm_url: str | None = Field(
+        None,
+        description="OpenAI-compatible chat endpoint for the assistant (e.g. http://127.0.0.1:8080/v1); "
+        "none: intents and templates, no LLM.",
+    )
+    assistant_llm_model: str = Field("", description="The model name sent to assistant_llm_url.")
+    assistant_llm_key: SecretStr | None = Field(
+        None, description="API key for assistant_llm_url (set it in PITSTOP_ASSISTANT_LLM_KEY)."
+    )
+    assistant_llm_timeout_s: float = Field(
+        30.0, gt=0, description="How long the assistant waits for the LLM before answering from templates."
+    )
+    assistant_max_chars: int = Field(
+        2000, ge=10, le=20_000, description="The longest message the assistant takes (characters)."
+    )
+    assistant_rate_per_minute: int = Field(
+        30, gt=0, description="Messages a user may send the assistant per minute (429 beyond)."
+    )
     session_idle_s: float = Field(
         3600.0, gt=0, description="A browser session ends after this many seconds without a request."
     )

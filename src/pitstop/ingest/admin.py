@@ -125,13 +125,13 @@ async def add_event(
     machine's baseline. The event and its audit row are one ops-DB transaction; the event reaches
     the lake through the lake outbox, at once when the lake takes it."""
     platform = _intake(request).p
-    stored, fresh = await run_in_threadpool(_record_event, platform, body, idempotency_key, *_who(request))
+    stored, fresh = await run_in_threadpool(record_event, platform, body, idempotency_key, *_who(request))
     if not fresh:
         response.status_code = 200
     return {**stored, "duplicate": not fresh}
 
 
-def _record_event(
+def record_event(
     platform: Platform, body: NewEvent, key: str | None, actor: str, role: str | None
 ) -> tuple[dict[str, Any], bool]:
     """The stored event and whether this request stored it."""

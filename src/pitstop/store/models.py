@@ -304,3 +304,34 @@ class LakeOutbox(Base):
     # idempotency key and a hash of the request it came with
     idem_key: Mapped[str | None] = mapped_column(String(200), nullable=True)
     request_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
+
+
+class Conversation(Base):
+    """A user's conversation with the maintenance assistant: what it is about (``context``, JSON:
+    the machines and work orders in focus, the last list shown, an action awaiting confirmation)."""
+
+    __tablename__ = "conversations"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)  # random, hex
+    user_name: Mapped[str] = mapped_column(String(64), index=True)
+    title: Mapped[str] = mapped_column(Text)
+    context: Mapped[str] = mapped_column(Text, default="{}", server_default="{}")
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class ConversationTurn(Base):
+    """One message of a conversation: the user's, or the assistant's answer with its sources and
+    the actions it proposed or took (JSON lists)."""
+
+    __tablename__ = "conversation_turns"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    conversation_id: Mapped[str] = mapped_column(
+        ForeignKey("conversations.id", ondelete="CASCADE"), index=True
+    )
+    ts: Mapped[datetime] = mapped_column(UtcDateTime())
+    speaker: Mapped[str] = mapped_column(String(16))  # user | assistant
+    text: Mapped[str] = mapped_column(Text)
+    sources: Mapped[str] = mapped_column(Text, default="[]", server_default="[]")
+    actions: Mapped[str] = mapped_column(Text, default="[]", server_default="[]")

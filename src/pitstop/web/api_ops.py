@@ -1,4 +1,4 @@
-"""Who am I, platform status, data (lake versions, quarantine), monitoring, audit, the assistant."""
+"""Who am I, platform status, data (lake versions, quarantine), monitoring, audit."""
 
 from __future__ import annotations
 
@@ -156,17 +156,3 @@ def drift(request: Request) -> dict[str, Any]:
         "window": processor.drift.window,
         "scopes": {k: r.to_dict() for k, r in processor.drift.latest.items()},
     }
-
-
-class AskRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    question: str = Field(min_length=1, max_length=2000)
-
-
-@router.post(
-    "/assistant/ask", tags=["assistant"], summary="Ask the maintenance assistant; answers cite sources"
-)
-def ask(request: Request, body: AskRequest) -> dict[str, Any]:
-    answer: dict[str, Any] = request.app.state.assistant.ask(body.question).to_dict()
-    return answer

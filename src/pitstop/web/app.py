@@ -14,13 +14,15 @@ from fastapi.responses import Response
 from fastapi.staticfiles import StaticFiles
 
 from pitstop import __version__
-from pitstop.assistant import Assistant, KnowledgeBase
+from pitstop.assistant import Assistant
 from pitstop.ingest import Intake
 from pitstop.ingest import router as ingest_router
 from pitstop.ingest.admin import router as admin_router
 from pitstop.serving.deployment import follow_in_background
 from pitstop.web.api import router as api_router
 from pitstop.web.api_alerts import router as alerts_router
+from pitstop.web.api_assistant import UserRate
+from pitstop.web.api_assistant import router as assistant_router
 from pitstop.web.api_deployments import router as deployments_router
 from pitstop.web.api_models import router as models_router
 from pitstop.web.api_ops import router as ops_router
@@ -32,6 +34,7 @@ from pitstop.web.limits import RequestLimits
 from pitstop.web.login import LoginThrottle
 from pitstop.web.login import router as login_router
 from pitstop.web.pages import router as pages_router
+from pitstop.web.permissions import role_has
 from pitstop.web.request_ids import RequestIds
 from pitstop.web.sessions import Sessions
 from pitstop.web.trends import Trends
@@ -90,8 +93,8 @@ def create_app(platform: Platform, processor: Processor | None = None) -> FastAP
         settings.metrics_public,
     )
     app.state.login_throttle = LoginThrottle(settings.login_max_failures, settings.login_window_s)
-    knowledge = KnowledgeBase.shipped(platform.settings.data_dir / "manuals")
-    app.state.assistant = Assistant(platform.db, platform.policy, knowledge)
+    app.state.assistant = Assistant.from_platform(platform, role_has)
+    app.state.assistant_rate = UserRate(settings.assistant_rate_per_minute)
     install_error_handlers(app)
     app.add_middleware(RequestLimits, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(RequestIds)  # outermost: even a refused request has an id
@@ -115,6 +118,7 @@ def create_app(platform: Platform, processor: Processor | None = None) -> FastAP
     app.include_router(deployments_router)
     app.include_router(ops_router)
     app.include_router(alerts_router)
+    app.include_router(assistant_router)
     app.include_router(login_router)
     app.include_router(pages_router)
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")

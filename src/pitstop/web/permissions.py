@@ -56,6 +56,10 @@ ROUTES: Final[dict[tuple[str, str], str]] = {
     ("POST", "/api/v1/work-orders/{order_id}/transition"): "work_orders.transition",
     ("POST", "/api/v1/predict"): "fleet.read",
     ("POST", "/api/v1/assistant/ask"): "fleet.read",
+    ("POST", "/api/v1/assistant/chat"): "fleet.read",  # each action is checked against its own permission
+    ("GET", "/api/v1/assistant/conversations"): "fleet.read",
+    ("GET", "/api/v1/assistant/conversations/{conversation_id}"): "fleet.read",
+    ("DELETE", "/api/v1/assistant/conversations/{conversation_id}"): "fleet.read",
     ("GET", "/api/v1/models"): "fleet.read",
     ("POST", "/api/v1/models/{machine_type}/promote"): "models.promote",
     ("POST", "/api/v1/models/{machine_type}/rollback"): "models.promote",

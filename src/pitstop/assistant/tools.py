@@ -1,0 +1,519 @@
+"""The assistant's tools: read-only calls on live state, each returning its data and its sources.
+
+Every fact an answer states comes from a ``ToolResult``: the template path formats the data, the
+LLM path is handed it as the tool's JSON, and ``grounding`` checks an answer against it. A tool
+never writes; actions are in ``actions`` and only follow a confirmed user turn.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import func, select
+
+from pitstop.maintenance import OPEN_STATES, RiskPolicy, work_order_json
+from pitstop.store import Alert, AuditEntry, Machine, MachineState, Prediction, WorkOrder
+
+if TYPE_CHECKING:
+    from pitstop.assistant.knowledge import KnowledgeBase
+    from pitstop.lake import Lake
+    from pitstop.platform import Platform
+    from pitstop.schema import FleetSchema
+    from pitstop.store import Database
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ToolResult:
+    """What one tool call returned: JSON-able ``data`` and the ``sources`` to cite for it."""
+
+    tool: str
+    args: dict[str, Any]
+    data: Any
+    sources: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_json(self) -> str:
+        return json.dumps(self.data, default=str)
+
+
+def iso(value: datetime | None) -> str | None:
+    return value.isoformat(timespec="seconds") if value is not None else None
+
+
+def machine_status(policy: RiskPolicy, lifecycle: str, rul: float | None, lower: float | None) -> str:
+    """A machine's status as the API and dashboard show it: retired, no_data, at_risk or ok,
+    judged by its own type's policy on the interval's lower bound."""
+    if lifecycle == "retired":
+        return "retired"
+    if rul is None:
+        return "no_data"
+    return "at_risk" if policy.at_risk(lower if lower is not None else rul) else "ok"
+
+
+class Toolbox:
+    """Read-only tools over the ops DB, the lake's events, the registry and the manuals."""
+
+    def __init__(
+        self,
+        db: Database,
+        lake: Lake,
+        fleet: FleetSchema,
+        policy_for: Callable[[str], RiskPolicy],
+        versions_for: Callable[[str], list[dict[str, Any]]],
+        knowledge: KnowledgeBase,
+        interval_coverage: float,
+    ) -> None:
+        self.db = db
+        self.lake = lake
+        self.fleet = fleet
+        self.policy_for = policy_for
+        self.versions_for = versions_for
+        self.knowledge = knowledge
+        self.coverage = interval_coverage
+
+    @classmethod
+    def from_platform(cls, platform: Platform, knowledge: KnowledgeBase) -> Toolbox:
+        def versions(machine_type: str) -> list[dict[str, Any]]:
+            return platform.deployment_for(machine_type).registry.versions()
+
+        return cls(
+            platform.db,
+            platform.lake,
+            platform.fleet,
+            platform.policy_for,
+            versions,
+            knowledge,
+            platform.settings.interval_coverage,
+        )
+
+    # -- lookups the understanding step needs (not tools: they state no fact) -----------------
+
+    def machine_ids(self) -> dict[str, str]:
+        """Every machine id in the fleet (lower-cased → as stored)."""
+        with self.db.session() as s:
+            return {m.lower(): m for m in s.scalars(select(Machine.machine_id))}
+
+    def machine_types(self) -> list[str]:
+        return list(self.fleet.machine_types)
+
+    def time_unit(self, machine_type: str | None) -> str:
+        known = self.fleet.machine_types.get(machine_type or "")
+        return known.time_unit if known is not None else "time units"
+
+    # -- tools ----------------------------------------------------------------------------------
+
+    def machine(self, machine_id: str) -> ToolResult:
+        """One machine: type, status, predicted RUL with its interval, threshold, open work order."""
+        args = {"machine_id": machine_id}
+        with self.db.session() as s:
+            machine = s.get(Machine, machine_id)
+            if machine is None:
+                return ToolResult("machine", args, {"found": False, "machine_id": machine_id})
+            state = s.get(MachineState, machine_id)
+            order = s.scalars(
+                select(WorkOrder)
+                .where(WorkOrder.machine_id == machine_id, WorkOrder.status.in_(OPEN_STATES))
+                .order_by(WorkOrder.id.desc())
+            ).first()
+            order_json = _order_brief(order) if order is not None else None
+        policy = self.policy_for(machine.machine_type)
+        rul = state.predicted_rul if state is not None else None
+        lower = state.rul_lower if state is not None else None
+        data = {
+            "found": True,
+            "machine_id": machine.machine_id,
+            "machine_type": machine.machine_type,
+            "lifecycle": machine.status,
+            "status": machine_status(policy, machine.status, rul, lower),
+            "predicted_rul": rul,
+            "rul_lower": lower,
+            "rul_upper": state.rul_upper if state is not None else None,
+            "interval_coverage_percent": round(self.coverage * 100),
+            "threshold": policy.threshold,
+            "time_unit": self.time_unit(machine.machine_type),
+            "model_version": state.model_version if state is not None else None,
+            "readings": state.readings if state is not None else 0,
+            "last_reading_ts": iso(state.last_ts) if state is not None else None,
+            "scored_at": iso(state.scored_at) if state is not None else None,
+            "open_work_order": order_json,
+        }
+        sources = [_machine_source(machine.machine_id)]
+        if order_json is not None:
+            sources.append(_order_source(order_json["id"], machine.machine_id))
+        return ToolResult("machine", args, data, sources)
+
+    def at_risk(self, machine_type: str | None = None, limit: int = 5) -> ToolResult:
+        """Active machines ordered by the lower bound of their RUL interval, each judged by its
+        own type's policy; ``at_risk`` lists those under their threshold."""
+        args = {"machine_type": machine_type, "limit": limit}
+        with self.db.session() as s:
+            query = (
+                select(
+                    Machine.machine_id,
+                    Machine.machine_type,
+                    MachineState.predicted_rul,
+                    MachineState.rul_lower,
+                    MachineState.rul_upper,
+                )
+                .join(MachineState, MachineState.machine_id == Machine.machine_id)
+                .where(Machine.status == "active", MachineState.predicted_rul.is_not(None))
+            )
+            if machine_type is not None:
+                query = query.where(Machine.machine_type == machine_type)
+            rows = s.execute(query).all()
+        machines: list[dict[str, Any]] = []
+        for machine_id, mtype, rul, lower, upper in rows:
+            policy = self.policy_for(mtype)
+            low = lower if lower is not None else (rul or 0.0)
+            machines.append(
+                {
+                    "machine_id": machine_id,
+                    "machine_type": mtype,
+                    "predicted_rul": rul,
+                    "rul_lower": low,
+                    "rul_upper": upper,
+                    "threshold": policy.threshold,
+                    "time_unit": self.time_unit(mtype),
+                    "at_risk": policy.at_risk(low),
+                }
+            )
+        machines.sort(key=lambda m: (m["rul_lower"] / max(m["threshold"], 1e-9), m["machine_id"]))
+        risky = [m for m in machines if m["at_risk"]]
+        data = {
+            "scored": len(machines),
+            "at_risk_count": len(risky),
+            "at_risk": risky[:limit],
+            "lowest": machines[:limit],
+        }
+        shown = risky[:limit] or machines[:limit]
+        sources = [{"kind": "fleet", "id": "machines", "url": "/api/v1/machines", "title": "the fleet"}]
+        sources += [_machine_source(m["machine_id"]) for m in shown]
+        return ToolResult("at_risk", args, data, sources)
+
+    def fleet_summary(self, machine_type: str | None = None) -> ToolResult:
+        """How many machines per type and status, and how many open work orders."""
+        args = {"machine_type": machine_type}
+        with self.db.session() as s:
+            query = select(
+                Machine.machine_id,
+                Machine.machine_type,
+                Machine.status,
+                MachineState.predicted_rul,
+                MachineState.rul_lower,
+            ).outerjoin(MachineState, MachineState.machine_id == Machine.machine_id)
+            if machine_type is not None:
+                query = query.where(Machine.machine_type == machine_type)
+            rows = s.execute(query).all()
+            orders = s.execute(
+                select(Machine.machine_type, func.count())
+                .select_from(WorkOrder)
+                .join(Machine, Machine.machine_id == WorkOrder.machine_id)
+                .where(WorkOrder.status.in_(OPEN_STATES))
+                .group_by(Machine.machine_type)
+            ).all()
+        types: dict[str, dict[str, Any]] = {}
+        for _, mtype, lifecycle, rul, lower in rows:
+            entry = types.setdefault(
+                mtype,
+                {
+                    "machines": 0,
+                    "active": 0,
+                    "at_risk": 0,
+                    "ok": 0,
+                    "no_data": 0,
+                    "retired": 0,
+                    "open_work_orders": 0,
+                    "time_unit": self.time_unit(mtype),
+                },
+            )
+            entry["machines"] += 1
+            entry["active"] += lifecycle == "active"
+            entry[machine_status(self.policy_for(mtype), lifecycle, rul, lower)] += 1
+        for mtype, n in orders:
+            if mtype in types:
+                types[mtype]["open_work_orders"] = n
+        data = {"machine_types": types, "machines": sum(t["machines"] for t in types.values())}
+        sources = [{"kind": "fleet", "id": "machines", "url": "/api/v1/machines", "title": "the fleet"}]
+        return ToolResult("fleet_summary", args, data, sources)
+
+    def work_orders(
+        self,
+        status: str = "open",
+        machine_id: str | None = None,
+        machine_type: str | None = None,
+        priority: str | None = None,
+        limit: int = 10,
+    ) -> ToolResult:
+        """Work orders, most urgent first (open ones by due date), newest first for closed ones."""
+        args = {
+            "status": status,
+            "machine_id": machine_id,
+            "machine_type": machine_type,
+            "priority": priority,
+            "limit": limit,
+        }
+        with self.db.session() as s:
+            query = select(WorkOrder, Machine.machine_type).join(
+                Machine, Machine.machine_id == WorkOrder.machine_id
+            )
+            if status == "open":
+                query = query.where(WorkOrder.status.in_(OPEN_STATES)).order_by(
+                    WorkOrder.due_at, WorkOrder.id
+                )
+            else:
+                if status == "closed":
+                    query = query.where(WorkOrder.status.not_in(OPEN_STATES))
+                elif status != "all":
+                    query = query.where(WorkOrder.status == status)
+                query = query.order_by(WorkOrder.id.desc())
+            if machine_id is not None:
+                query = query.where(WorkOrder.machine_id == machine_id)
+            if machine_type is not None:
+                query = query.where(Machine.machine_type == machine_type)
+            if priority is not None:
+                query = query.where(WorkOrder.priority == priority)
+            rows = s.execute(query).all()
+            orders = [{**_order_brief(o), "machine_type": t, "time_unit": self.time_unit(t)} for o, t in rows]
+        data = {"count": len(orders), "work_orders": orders[:limit]}
+        sources = [_order_source(o["id"], o["machine_id"]) for o in orders[:limit]]
+        if not sources:
+            sources = [{"kind": "work_orders", "id": status, "url": "/work-orders", "title": "work orders"}]
+        return ToolResult("work_orders", args, data, sources)
+
+    def work_order(self, order_id: int) -> ToolResult:
+        """One work order with its explanation, component, procedure and lifecycle."""
+        args = {"order_id": order_id}
+        with self.db.session() as s:
+            order = s.get(WorkOrder, order_id)
+            if order is None:
+                return ToolResult("work_order", args, {"found": False, "id": order_id})
+            machine = s.get(Machine, order.machine_id)
+            body = work_order_json(order)
+        mtype = machine.machine_type if machine is not None else None
+        data = {"found": True, **body, "machine_type": mtype, "time_unit": self.time_unit(mtype)}
+        return ToolResult("work_order", args, data, [_order_source(order_id, body["machine_id"])])
+
+    def maintenance_history(self, machine_id: str, limit: int = 10) -> ToolResult:
+        """A machine's failures, maintenance and inspections (the lake's events), newest first."""
+        args = {"machine_id": machine_id, "limit": limit}
+        try:
+            frame = self.lake.read(
+                "events", columns=["ts", "kind", "component", "detail"], machine_ids=[machine_id]
+            )
+        except Exception as exc:  # an empty or unreadable events table: no history to state
+            log.debug("events unreadable for the assistant: %s", exc)
+            frame = None
+        events: list[dict[str, Any]] = []
+        if frame is not None and frame.height:
+            for ts, kind, component, detail in frame.sort("ts", descending=True).head(limit).iter_rows():
+                events.append(
+                    {"ts": iso(ts), "kind": kind, "component": component, "detail": _detail_text(detail)}
+                )
+        total = frame.height if frame is not None else 0
+        data = {"machine_id": machine_id, "count": total, "events": events}
+        source = {
+            "kind": "events",
+            "id": machine_id,
+            "url": f"/machines/{machine_id}",
+            "title": f"maintenance history of {machine_id}",
+        }
+        return ToolResult("maintenance_history", args, data, [source])
+
+    def prediction_history(self, machine_id: str, limit: int = 10) -> ToolResult:
+        """A machine's latest predictions (RUL and interval), oldest of them first."""
+        args = {"machine_id": machine_id, "limit": limit}
+        with self.db.session() as s:
+            rows = s.execute(
+                select(
+                    Prediction.ts,
+                    Prediction.seq,
+                    Prediction.rul,
+                    Prediction.rul_lower,
+                    Prediction.rul_upper,
+                    Prediction.model_version,
+                )
+                .where(Prediction.machine_id == machine_id, Prediction.arm == "champion")
+                .order_by(Prediction.id.desc())
+                .limit(limit)
+            ).all()
+        points: list[dict[str, Any]] = [
+            {"ts": iso(ts), "seq": seq, "rul": rul, "rul_lower": lo, "rul_upper": up, "model_version": v}
+            for ts, seq, rul, lo, up, v in reversed(rows)
+        ]
+        data: dict[str, Any] = {"machine_id": machine_id, "count": len(points), "predictions": points}
+        if len(points) >= 2:
+            data["change"] = points[-1]["rul"] - points[0]["rul"]
+        source = {
+            "kind": "predictions",
+            "id": machine_id,
+            "url": f"/api/v1/machines/{machine_id}/predictions",
+            "title": f"prediction history of {machine_id}",
+        }
+        return ToolResult("prediction_history", args, data, [source])
+
+    def alerts(self, kind: str | None = None, machine_type: str | None = None) -> ToolResult:
+        """Firing alerts (drift, data quality, performance, …), newest first."""
+        args = {"kind": kind, "machine_type": machine_type}
+        with self.db.session() as s:
+            query = select(Alert).where(Alert.status == "firing").order_by(Alert.last_at.desc())
+            if kind is not None:
+                query = query.where(Alert.kind == kind)
+            if machine_type is not None:
+                query = query.where(Alert.machine_type == machine_type)
+            rows = s.scalars(query.limit(20)).all()
+            alerts = [
+                {
+                    "id": a.id,
+                    "kind": a.kind,
+                    "severity": a.severity,
+                    "machine_type": a.machine_type,
+                    "machine_id": a.machine_id,
+                    "summary": a.summary,
+                    "since": iso(a.first_at),
+                    "count": a.count,
+                }
+                for a in rows
+            ]
+        data = {"firing": len(alerts), "alerts": alerts}
+        source = {"kind": "alerts", "id": kind or "all", "url": "/api/v1/alerts", "title": "firing alerts"}
+        return ToolResult("alerts", args, data, [source])
+
+    def model_versions(self, machine_type: str) -> ToolResult:
+        """The machine type's champion, challenger and previous model versions (the registry)."""
+        args = {"machine_type": machine_type}
+        try:
+            versions = self.versions_for(machine_type)
+            problem = None
+        except Exception as exc:  # the registry is down: say so rather than guess
+            versions, problem = [], str(getattr(exc, "message", exc))
+        by_alias = {alias: v for v in versions for alias in v.get("aliases", [])}
+        data: dict[str, Any] = {"machine_type": machine_type, "registry_available": problem is None}
+        for alias in ("champion", "challenger", "previous"):
+            found = by_alias.get(alias)
+            data[alias] = (
+                {"version": str(found["version"]), "created_at": str(found.get("created_at", ""))}
+                if found
+                else None
+            )
+        data["versions"] = len(versions)
+        source = {"kind": "models", "id": machine_type, "url": "/models", "title": f"{machine_type} models"}
+        return ToolResult("model_versions", args, data, [source])
+
+    def audit_log(
+        self,
+        work_order: int | None = None,
+        machine_id: str | None = None,
+        actor: str | None = None,
+        limit: int = 10,
+    ) -> ToolResult:
+        """Who did what: the audit log, newest first, optionally about one work order, machine or
+        actor."""
+        args = {"work_order": work_order, "machine_id": machine_id, "actor": actor, "limit": limit}
+        with self.db.session() as s:
+            query = select(AuditEntry).order_by(AuditEntry.id.desc())
+            if actor is not None:
+                query = query.where(AuditEntry.actor == actor)
+            if work_order is not None:
+                query = query.where(AuditEntry.detail.like(f'%"work_order": {int(work_order)}%'))
+            if machine_id is not None:
+                query = query.where(AuditEntry.detail.like(f'%"{machine_id}"%'))
+            rows = s.scalars(query.limit(limit)).all()
+            entries = [
+                {
+                    "id": e.id,
+                    "ts": iso(e.ts),
+                    "actor": e.actor,
+                    "role": e.role,
+                    "action": e.action,
+                    "detail": json.loads(e.detail or "{}"),
+                }
+                for e in rows
+            ]
+        data = {"entries": entries}
+        source = {"kind": "audit", "id": str(entries[0]["id"]) if entries else "none", "url": "/audit"}
+        source["title"] = "the audit log"
+        return ToolResult("audit_log", args, data, [source])
+
+    def search_manuals(self, query: str, machine_type: str | None = None, limit: int = 2) -> ToolResult:
+        """Manual sections for a question, by BM25, restricted to a machine type's manuals."""
+        args = {"query": query, "machine_type": machine_type, "limit": limit}
+        hits = self.knowledge.search(query, k=limit, machine_type=machine_type)
+        sections = [
+            {
+                "document": section.source,
+                "section": section.title,
+                "anchor": section.anchor,
+                "score": round(score, 2),
+                "text": section.text,
+            }
+            for score, section in hits
+        ]
+        sources = [section.cite() for _, section in hits]
+        return ToolResult("search_manuals", args, {"sections": sections}, sources)
+
+    def manual_section(self, reference: str) -> ToolResult:
+        """A manual section by ``document#anchor`` (as fleet files cite them)."""
+        document, _, anchor = reference.partition("#")
+        section = self.knowledge.get(document, anchor)
+        if section is None:
+            return ToolResult("manual_section", {"reference": reference}, {"found": False})
+        data = {
+            "found": True,
+            "document": section.source,
+            "section": section.title,
+            "anchor": section.anchor,
+            "text": section.text,
+        }
+        return ToolResult("manual_section", {"reference": reference}, data, [section.cite()])
+
+
+def _order_brief(order: WorkOrder) -> dict[str, Any]:
+    return {
+        "id": order.id,
+        "machine_id": order.machine_id,
+        "status": order.status,
+        "priority": order.priority,
+        "predicted_rul": order.predicted_rul,
+        "rul_lower": order.rul_lower,
+        "rul_upper": order.rul_upper,
+        "due_at": iso(order.due_at),
+        "opened_at": iso(order.opened_at),
+        "closed_at": iso(order.closed_at),
+        "component": order.component,
+        "procedure": order.procedure,
+        "finding": order.finding,
+        "technician": order.technician,
+    }
+
+
+def _machine_source(machine_id: str) -> dict[str, Any]:
+    return {"kind": "machine", "id": machine_id, "url": f"/machines/{machine_id}", "title": machine_id}
+
+
+def _order_source(order_id: int, machine_id: str) -> dict[str, Any]:
+    return {
+        "kind": "work_order",
+        "id": str(order_id),
+        "url": f"/machines/{machine_id}",
+        "title": f"work order WO-{order_id} on {machine_id}",
+    }
+
+
+def _detail_text(detail: str | None) -> str | None:
+    """An event's detail as a short text (a work order's closing detail is JSON)."""
+    if not detail:
+        return None
+    try:
+        parsed = json.loads(detail)
+    except ValueError:
+        return detail[:300]
+    if isinstance(parsed, dict):
+        parts = [f"{k} {v}" for k, v in parsed.items() if v not in (None, "")]
+        return ", ".join(parts)[:300]
+    return str(parsed)[:300]
