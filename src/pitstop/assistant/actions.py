@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from pitstop.assistant.grounding import when
 from pitstop.errors import PitstopError
 
 if TYPE_CHECKING:
@@ -91,8 +92,12 @@ def execute(
         if action["type"] == "event.inspection":
             stored = run.record_inspection(action["machine_id"], action.get("note"), key, user, role)
             done["state"] = "done"
-            when = str(stored.get("ts", ""))[:19].replace("T", " ")
-            return f"Recorded an inspection of {action['machine_id']} at {when} UTC, as {user}.", done
+            done["recorded_at"] = str(stored.get("ts", ""))
+            return (
+                f"Recorded an inspection of {action['machine_id']} at {when(done['recorded_at'])}, "
+                f"as {user}.",
+                done,
+            )
         body: dict[str, Any] = {}
         for step in action.get("steps", [action["to"]]):
             finding = action.get("finding") if step == "done" else None

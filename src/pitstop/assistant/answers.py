@@ -111,6 +111,8 @@ def orders(r: ToolResult, what: str) -> str:
         for o in d["work_orders"]
     )
     shown = f", showing {len(d['work_orders'])}" if d["count"] > len(d["work_orders"]) else ""
+    if d["count"] == 1:
+        what = what.replace("work orders", "work order")
     return f"{d['count']} {what}{shown}: {items}."
 
 
@@ -124,7 +126,8 @@ def history(r: ToolResult) -> str:
         + (f": {e['detail']}" if e.get("detail") else "")
         for e in d["events"]
     )
-    return f"{d['machine_id']} has {d['count']} recorded events; the latest: {items}."
+    events = "recorded event" if d["count"] == 1 else "recorded events"
+    return f"{d['machine_id']} has {d['count']} {events}; the latest: {items}."
 
 
 def trend(r: ToolResult, unit: str) -> str:
@@ -162,7 +165,8 @@ def models(r: ToolResult) -> str:
     if d["champion"] is None:
         return f"No {d['machine_type']} model is champion yet."
     text = f"The {d['machine_type']} champion is model version {d['champion']['version']}"
-    text += f" (registered {when(d['champion']['created_at'])})" if d["champion"]["created_at"] else ""
+    if d["champion"]["created_at"]:
+        text += f" (registered {when(d['champion']['created_at'])})"
     if d["challenger"]:
         text += f"; version {d['challenger']['version']} is the challenger"
     if d["previous"]:

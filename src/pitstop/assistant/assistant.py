@@ -148,7 +148,10 @@ class Assistant:
         conversation_id: str,
         actions: bool = True,
     ) -> Reply:
-        parsed = parse(message, self.tools.machine_ids(), self.tools.machine_types(), self.reserved())
+        tools = self.tools
+        parsed = parse(
+            message, tools.machine_ids(), tools.machine_types(), self.reserved(), tools.active_ids()
+        )
         turn = Turn(parsed, context, user, role)
         pending = context.pop("pending", None)
         if pending is not None and (parsed.yes or parsed.no):
@@ -194,7 +197,10 @@ class Assistant:
         key = f"assistant:{conversation_id}:{pending['id']}"
         text, done = execute(pending, self.executors, turn.user, turn.role, key)
         turn.actions.append(done)
-        turn.add(text, ToolResult("action", {}, done))
+        sources = [{"kind": "audit", "id": "latest", "url": "/audit", "title": "the audit log"}]
+        if pending.get("work_order"):
+            sources.insert(0, self.tools.work_order(int(pending["work_order"])).sources[0])
+        turn.add(text, ToolResult("action", {}, done, sources))
         if pending.get("work_order"):
             turn.context["order"] = pending["work_order"]
         turn.context["machine"] = pending["machine_id"]

@@ -38,7 +38,7 @@ def resolve(turn: Turn) -> tuple[list[str], list[int], str | None]:
             machines = [ids[index]]
         else:
             orders = [int(ids[index])]
-    if not machines and not orders:
+    if not machines and not orders and not p.ambiguous:
         about_focus = p.pronoun or (
             bool(p.intents & _ABOUT_MACHINE)
             and not p.intents & {"at_risk", "summary"}
@@ -73,7 +73,9 @@ def answer_question(
     for unknown in p.unknown_machines:
         turn.add(f"There is no machine {unknown} in the fleet.")
     for phrase, candidates in p.ambiguous.items():
-        turn.add(f"“{phrase}” could be {', '.join(candidates)}: which one?")
+        turn.add(
+            f"“{phrase}” could be {', '.join(candidates)}: which one?", tools.candidates(phrase, candidates)
+        )
     if "audit" in p.intents and not can(turn.role, "audit.read"):
         turn.add(f"Your role ({turn.role}) cannot read the audit log; an engineer or an admin can.")
         p.intents.discard("audit")

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, select
@@ -27,6 +28,8 @@ if TYPE_CHECKING:
     from pitstop.store import Database
 
 log = logging.getLogger(__name__)
+
+VERSIONS_TTL_S = 10.0  # the registry's answer is kept this long (an MLflow call costs ~100 ms)
 
 
 @dataclass
@@ -79,8 +82,16 @@ class Toolbox:
 
     @classmethod
     def from_platform(cls, platform: Platform, knowledge: KnowledgeBase) -> Toolbox:
+        cache: dict[str, tuple[float, list[dict[str, Any]]]] = {}
+
         def versions(machine_type: str) -> list[dict[str, Any]]:
-            return platform.deployment_for(machine_type).registry.versions()
+            """The registry's versions, read at most every ``VERSIONS_TTL_S`` per type."""
+            now = time.monotonic()
+            kept = cache.get(machine_type)
+            if kept is None or now - kept[0] > VERSIONS_TTL_S:
+                kept = (now, platform.deployment_for(machine_type).registry.versions())
+                cache[machine_type] = kept
+            return kept[1]
 
         return cls(
             platform.db,
@@ -98,6 +109,15 @@ class Toolbox:
         """Every machine id in the fleet (lower-cased → as stored)."""
         with self.db.session() as s:
             return {m.lower(): m for m in s.scalars(select(Machine.machine_id))}
+
+    def active_ids(self) -> set[str]:
+        with self.db.session() as s:
+            return set(s.scalars(select(Machine.machine_id).where(Machine.status == "active")))
+
+    def candidates(self, phrase: str, machine_ids: list[str]) -> ToolResult:
+        """Machines a phrase like "engine 7" may mean (more than one matched)."""
+        data = {"phrase": phrase, "machine_ids": machine_ids}
+        return ToolResult("candidates", {"phrase": phrase}, data, [_machine_source(m) for m in machine_ids])
 
     def machine_types(self) -> list[str]:
         return list(self.fleet.machine_types)
@@ -397,7 +417,7 @@ class Toolbox:
         for alias in ("champion", "challenger", "previous"):
             found = by_alias.get(alias)
             data[alias] = (
-                {"version": str(found["version"]), "created_at": str(found.get("created_at", ""))}
+                {"version": str(found["version"]), "created_at": _registered(found.get("created_at"))}
                 if found
                 else None
             )
@@ -471,6 +491,15 @@ class Toolbox:
             "text": section.text,
         }
         return ToolResult("manual_section", {"reference": reference}, data, [section.cite()])
+
+
+def _registered(stamp: Any) -> str | None:
+    """MLflow's creation timestamp (ms since the epoch) as ISO 8601."""
+    if stamp is None or stamp == "":
+        return None
+    if isinstance(stamp, (int, float)):
+        return iso(datetime.fromtimestamp(stamp / 1000, UTC))
+    return str(stamp)
 
 
 def _order_brief(order: WorkOrder) -> dict[str, Any]:

@@ -175,6 +175,7 @@ def parse(
     machine_ids: dict[str, str],
     machine_types: list[str],
     reserved: set[str] | None = None,
+    active: set[str] | None = None,
 ) -> Parsed:
     """Parse ``text`` against the fleet's ``machine_ids`` (lower-cased → stored) and types.
     ``reserved`` holds words shaped like ids that are not machines (sensor names, procedure
@@ -191,7 +192,7 @@ def parse(
             p.orders.append(int(number))
     order_spans = [m.span() for m in _ORDER_ID.finditer(text)]
     p.machine_type = _machine_type(text, machine_types)
-    _machines(text, p, machine_ids, machine_types, reserved, order_spans)
+    _machines(text, p, machine_ids, machine_types, reserved, order_spans, active or set())
     ordinal = _ORDINAL.search(text)
     if ordinal is not None:
         word = ordinal.group(1) or ordinal.group(3)
@@ -231,6 +232,7 @@ def _machines(
     machine_types: list[str],
     reserved: set[str],
     order_spans: list[tuple[int, int]],
+    active: set[str],
 ) -> None:
     prefixes = {_prefix(m) for m in machine_ids}
 
@@ -265,6 +267,7 @@ def _machines(
         type_noun = next((t for t in machine_types if noun.lower().rstrip("s") == t.lower()), None)
         if type_noun is not None:
             candidates = [c for c in candidates if c.lower().startswith(type_noun.lower()[:1])] or candidates
+        candidates = [c for c in candidates if c in active] or candidates  # in service first
         if len(candidates) == 1:
             if candidates[0] not in p.machines:
                 p.machines.append(candidates[0])
