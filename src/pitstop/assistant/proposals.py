@@ -68,43 +68,7 @@ def _order_id(parsed: Parsed, context: dict[str, Any], tools: Toolbox) -> tuple[
     if parsed.orders:
         return parsed.orders[0], None
     listed = context.get("listed") or {}
-    if parsed.ordinal is not None and not parsed.machines:
-        if not listed:
-            return (
-                None,
-                "I have listed nothing in this conversation yet; name the work order (WO-…) or machine.",
-            )
-        picked = _pick(listed["ids"], parsed.ordinal)
-        if picked is None:
-            return None, f"The last list I gave had {len(listed['ids'])} items."
-        if listed["kind"] == "work_order":
-            return int(picked), None
-        order = tools.machine(str(picked)).data.get("open_work_order")
-        if order is None:
-            return None, f"{picked} has no open work order."
-        return int(order["id"]), None
-    if parsed.unknown_machines and not parsed.machines:
-        return None, f"There is no machine {parsed.unknown_machines[0]} in the fleet. Nothing changed.", None
-    machine_id = _machine(parsed, context)
-    if machine_id is None:
-        return None, "Which machine did you inspect? Name it by its id.", None
-    result = tools.machine(machine_id)
-    action = proposal("event.inspection", machine_id=machine_id, note=parsed.note)
-    context["machine"] = machine_id
-    return action, question(action), result
-
-
-def _order_id(parsed: Parsed, context: dict[str, Any], tools: Toolbox) -> tuple[int | None, str | None]:
-    """The work order meant, or a reason there is none."""
-    if parsed.orders:
-        return parsed.orders[0], None
-    listed = context.get("listed") or {}
-    if parsed.ordinal is not None and not parsed.machines:
-        if listed.get("kind") != "work_order":
-            return (
-                None,
-                "I have not listed work orders in this conversation; name the one you mean (e.g. WO-12).",
-            )
+    if parsed.ordinal is not None and listed.get("kind") == "work_order":
         picked = _pick(listed["ids"], parsed.ordinal)
         if picked is None:
             return None, f"The last list had {len(listed['ids'])} work orders."
@@ -124,7 +88,7 @@ def _order_id(parsed: Parsed, context: dict[str, Any], tools: Toolbox) -> tuple[
         order = tools.machine(str(context["machine"])).data.get("open_work_order")
         if order is not None:
             return int(order["id"]), None
-    return None, "Which work order? Name it (WO-…) or its machine."
+    return None, "Which work order? Name it (e.g. WO-12) or its machine."
 
 
 def _transition(parsed: Parsed, context: dict[str, Any], tools: Toolbox) -> Proposed:
