@@ -68,11 +68,21 @@ def _order_id(parsed: Parsed, context: dict[str, Any], tools: Toolbox) -> tuple[
     if parsed.orders:
         return parsed.orders[0], None
     listed = context.get("listed") or {}
-    if parsed.ordinal is not None and listed.get("kind") == "work_order":
+    if parsed.ordinal is not None and not parsed.machines:
+        if not listed:
+            return (
+                None,
+                "I have listed nothing in this conversation yet; name the work order (WO-…) or machine.",
+            )
         picked = _pick(listed["ids"], parsed.ordinal)
         if picked is None:
-            return None, f"The last list had {len(listed['ids'])} work orders."
-        return int(picked), None
+            return None, f"The last list I gave had {len(listed['ids'])} items."
+        if listed["kind"] == "work_order":
+            return int(picked), None
+        order = tools.machine(str(picked)).data.get("open_work_order")
+        if order is None:
+            return None, f"{picked} has no open work order."
+        return int(order["id"]), None
     if parsed.unknown_machines and not parsed.machines:
         return None, f"There is no machine {parsed.unknown_machines[0]} in the fleet."
     if parsed.machines or (parsed.pronoun and context.get("machine") and not context.get("order")):
@@ -88,7 +98,7 @@ def _order_id(parsed: Parsed, context: dict[str, Any], tools: Toolbox) -> tuple[
         order = tools.machine(str(context["machine"])).data.get("open_work_order")
         if order is not None:
             return int(order["id"]), None
-    return None, "Which work order? Name it (e.g. WO-12) or its machine."
+    return None, "Which work order? Name it (WO-…) or its machine."
 
 
 def _transition(parsed: Parsed, context: dict[str, Any], tools: Toolbox) -> Proposed:
