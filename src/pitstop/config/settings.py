@@ -326,6 +326,12 @@ class Settings(BaseSettings):
     lake_checkpoint_every: int = Field(
         100, ge=1, description="Lake commits between checkpoints (each table's delta.checkpointInterval)."
     )
+    manual_max_mb: int = Field(
+        50,
+        ge=1,
+        le=1024,
+        description="Largest manual file `pitstop manuals add` accepts, in MiB (split a bigger one).",
+    )
 
     @field_validator("data_dir")
     @classmethod
