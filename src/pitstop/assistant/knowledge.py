@@ -37,9 +37,7 @@ class KnowledgeBase:
         self.problems = list(problems)  # manuals that could not be read, one line each
         self._retriever: Any = None
         if self.sections:
-            import bm25s
-
-            self._retriever = bm25s.BM25(method="lucene", k1=K1, b=B)
+            self._retriever = _bm25s().BM25(method="lucene", k1=K1, b=B)
             corpus = [tokens(f"{s.title} {s.title} {s.text}") for s in self.sections]
             self._retriever.index(corpus, show_progress=False)
         self._by_id: dict[tuple[str, str], list[Section]] = {}
@@ -113,3 +111,12 @@ class KnowledgeBase:
             seen.add((section.source, section.anchor))
             out.append((score, section))
         return out
+
+
+def _bm25s() -> Any:
+    """``bm25s``, imported when the first index is built; it sets its own logger to DEBUG when
+    imported (one line per index built), put back to WARNING here."""
+    import bm25s
+
+    logging.getLogger("bm25s").setLevel(logging.WARNING)
+    return bm25s
