@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import time
 from pathlib import Path
 
@@ -393,3 +394,64 @@ def test_pdf_sections_are_read_from_the_cache_until_the_file_changes(tmp_path: P
     os.utime(pdf, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # changed: parsed again
     changed = KnowledgeBase.load(manuals, fleet)
     assert changed.sections == [] and "not a readable PDF" in changed.problems[0]
+
+
+SYMPTOMS = [
+    Section(
+        "h.md", "High coolant temperature", "Check the radiator fan and the coolant level.", machine_type="t"
+    ),
+    Section("h.md", "Drive belt wear", "The belt slips and squeals under load.", machine_type="t"),
+    Section("h.md", "Hydraulic pump wear", "Pressure drops and flow falls.", machine_type="t"),
+    Section("h.md", "Fuel injector fouling", "Black smoke and a rough idle.", machine_type="t"),
+    Section("p.md", "Pump seal leak", "Fluid weeps at the gland.", machine_type="pump"),
+]
+
+
+def test_hybrid_search_finds_a_section_asked_in_other_words_without_any_download(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from pitstop.assistant import dense
+
+    def no_network(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the embedding model tried the network")
+
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    monkeypatch.setattr(dense, "_model", None)  # loaded here, from the installed wheel only
+    bm25 = KnowledgeBase(SYMPTOMS)
+    hybrid = KnowledgeBase(SYMPTOMS, retrieval="hybrid")
+    for query, title in [
+        ("the engine is overheating", "High coolant temperature"),
+        ("machine runs too hot", "High coolant temperature"),
+        ("dark exhaust", "Fuel injector fouling"),
+    ]:
+        assert bm25.search(query, machine_type="t") == [], query  # no word in common
+        [(score, hit)] = hybrid.search(query, k=1, machine_type="t")
+        assert hit.title == title and score >= 1.0, (query, score)
+    # still one score per section, whatever the scope; still no other type's section
+    scoped = hybrid.search("machine runs too hot", k=5, machine_type="t")
+    unscoped = {s.id: score for score, s in hybrid.search("machine runs too hot", k=5)}
+    assert all(unscoped[s.id] == pytest.approx(score) for score, s in scoped if s.id in unscoped)
+    assert all(
+        s.machine_type == "t" for _, s in hybrid.search("fluid weeps at the gland", k=5, machine_type="t")
+    )
+
+
+def test_manuals_search_cites_document_section_and_page(data: Path) -> None:
+    for retrieval in ("bm25", "hybrid"):
+        found = run(
+            "manuals",
+            "search",
+            "how do I replace the mechanical seal",
+            "--machine-type",
+            "pump",
+            "--json",
+            "--data-dir",
+            str(data),
+            env={"PITSTOP_MANUALS_RETRIEVAL": retrieval},
+        )
+        body = json.loads(found.output)
+        assert body["retrieval"] == retrieval
+        top = body["results"][0]
+        assert top["id"] == "pump-fleet.pdf#2-mechanical-seal-replacement", retrieval
+        assert (top["document"], top["page"], top["machine_type"]) == ("pump-fleet.pdf", 2, "pump")
+        assert top["text"].startswith("Drain the casing")

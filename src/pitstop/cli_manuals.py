@@ -108,3 +108,38 @@ def remove(ctx: click.Context, name: str, machine_type: str, data_dir: Path | No
         remove_manual(p.settings.data_dir / "manuals", machine_type, name)
         p.db.audit("cli", "manual_removed", name=name, machine_type=machine_type)
     click.echo(f"{name}: removed for machine type {machine_type}")
+
+
+@manuals.command("search")
+@click.argument("query", nargs=-1, required=True)
+@click.option("--machine-type", default=None, help="Only this type's sections (and general ones).")
+@click.option("-k", "k", type=click.IntRange(min=1, max=50), default=3, show_default=True)
+@data_dir_option
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.pass_context
+def search(
+    ctx: click.Context,
+    query: tuple[str, ...],
+    machine_type: str | None,
+    k: int,
+    data_dir: Path | None,
+    as_json: bool,
+) -> None:
+    """The sections the assistant would find for QUERY, best first, with their scores and citations
+    (as the `manuals_retrieval` setting searches)."""
+    from pitstop.assistant.knowledge import KnowledgeBase
+
+    with _platform(ctx, data_dir) as p:
+        kb = KnowledgeBase.load(
+            p.settings.data_dir / "manuals", p.fleet, retrieval=p.settings.manuals_retrieval
+        )
+    hits = kb.search(" ".join(query), k=k, machine_type=machine_type)
+    if as_json:
+        out = [{"score": round(score, 4), **s.to_dict()} for score, s in hits]
+        click.echo(json.dumps({"results": out, "retrieval": kb.retrieval}))
+        return
+    if not hits:
+        click.echo("no section matches", err=True)
+    for score, s in hits:
+        where = f", page {s.page}" if s.page else ""
+        click.echo(f"{score:6.2f}  {s.id}  [{s.machine_type or 'general'}{where}]  {s.title}")

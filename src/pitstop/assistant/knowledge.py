@@ -1,9 +1,16 @@
 """The manuals the assistant searches: sections per machine type, ranked by BM25.
 
 BM25 (Lucene's variant, k1=1.5, b=0.75) is computed by ``bm25s`` over our own tokens (a
-section's title counts twice); scores are scaled by k1 + 1 so they read as the textbook
+section's own heading counts twice, a parent's it carries once: ``Seals › Run-in`` does not
+outrank ``Seals`` on a question about seals); scores are scaled by k1 + 1 so they read as the textbook
 formula's. One index holds every section, so a score means the same whatever a search is scoped
 to: a scoped search only leaves other types' sections out.
+
+With ``retrieval="hybrid"`` (setting ``manuals_retrieval``), a section's score adds
+``DENSE_WEIGHT * (cosine - DENSE_FLOOR)`` when positive: the cosine of the question's and the
+section's embeddings from a small model shipped inside the ``wordllama`` wheel (see ``dense``),
+so a question in other words than the manual's still finds its section. Still an absolute score
+per section: comparable across calls.
 """
 
 from __future__ import annotations
@@ -12,7 +19,9 @@ import logging
 from collections.abc import Iterable
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
 
 from pitstop.assistant.markdown import markdown_sections
 from pitstop.assistant.section import Section
@@ -27,19 +36,29 @@ __all__ = ["KnowledgeBase", "Section", "tokens"]
 log = logging.getLogger(__name__)
 
 K1, B = 1.5, 0.75
+DENSE_WEIGHT, DENSE_FLOOR = 5.0, 0.05  # a cosine of 0.25 scores as a BM25 of 1
+Retrieval = Literal["bm25", "hybrid"]
 
 
 class KnowledgeBase:
     """Sections of manuals, searched with BM25, each scoped to its machine type (None: general)."""
 
-    def __init__(self, sections: Iterable[Section], problems: Iterable[str] = ()) -> None:
+    def __init__(
+        self, sections: Iterable[Section], problems: Iterable[str] = (), *, retrieval: Retrieval = "bm25"
+    ) -> None:
         self.sections = list(sections)
         self.problems = list(problems)  # manuals that could not be read, one line each
+        self.retrieval = retrieval
         self._retriever: Any = None
+        self._vectors: Any = None
         if self.sections:
             self._retriever = _bm25s().BM25(method="lucene", k1=K1, b=B)
-            corpus = [tokens(f"{s.title} {s.title} {s.text}") for s in self.sections]
+            corpus = [tokens(f"{s.title} {_own(s.title)} {s.text}") for s in self.sections]
             self._retriever.index(corpus, show_progress=False)
+            if retrieval == "hybrid":
+                from pitstop.assistant.dense import embed
+
+                self._vectors = embed([f"{s.title}. {s.text}" for s in self.sections])
         self._by_id: dict[tuple[str, str], list[Section]] = {}
         for s in self.sections:
             self._by_id.setdefault((s.source, s.anchor), []).append(s)
@@ -54,10 +73,14 @@ class KnowledgeBase:
         )
 
     @classmethod
-    def load(cls, manuals_dir: Path | None, fleet: FleetSchema | None) -> KnowledgeBase:
+    def load(
+        cls, manuals_dir: Path | None, fleet: FleetSchema | None, *, retrieval: Retrieval = "bm25"
+    ) -> KnowledgeBase:
         """The shipped manuals and those under ``manuals_dir`` (``<data-dir>/manuals``), each with
         its machine type through ``fleet`` (see ``pitstop.assistant.manuals``). A manual that
-        cannot be read is left out and named in ``problems``: it never stops a start."""
+        cannot be read is left out and named in ``problems``: it never stops a start.
+        ``retrieval`` is the ``manuals_retrieval`` setting (``hybrid`` without ``pitstop[dense]``
+        installed: a ``ConfigError`` saying so)."""
         from pitstop.assistant.manuals import manuals_in_use
 
         sections: list[Section] = []
@@ -69,7 +92,7 @@ class KnowledgeBase:
                 problem = f"{manual.path or manual.name}: {getattr(exc, 'message', exc)}"
                 log.warning("manual left out: %s", problem)
                 problems.append(problem)
-        return cls(sections, problems)
+        return cls(sections, problems, retrieval=retrieval)
 
     @classmethod
     def shipped(cls, extra_dir: Path | None = None) -> KnowledgeBase:
@@ -97,6 +120,11 @@ class KnowledgeBase:
         if self._retriever is None or not q or k <= 0:
             return []
         scores = self._retriever.get_scores(q) * (K1 + 1)
+        if self._vectors is not None:
+            from pitstop.assistant.dense import embed
+
+            cosine = self._vectors @ embed([query])[0]
+            scores = scores + DENSE_WEIGHT * np.clip(cosine - DENSE_FLOOR, 0.0, None)
         order = sorted(range(len(self.sections)), key=lambda i: -scores[i])
         out: list[tuple[float, Section]] = []
         seen: set[tuple[str, str]] = set()
@@ -111,6 +139,11 @@ class KnowledgeBase:
             seen.add((section.source, section.anchor))
             out.append((score, section))
         return out
+
+
+def _own(title: str) -> str:
+    """A section's own heading, without the parent's its title carries."""
+    return title.rsplit(" › ", 1)[-1]
 
 
 def _bm25s() -> Any:
