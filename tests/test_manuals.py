@@ -455,3 +455,12 @@ def test_manuals_search_cites_document_section_and_page(data: Path) -> None:
         assert top["id"] == "pump-fleet.pdf#2-mechanical-seal-replacement", retrieval
         assert (top["document"], top["page"], top["machine_type"]) == ("pump-fleet.pdf", 2, "pump")
         assert top["text"].startswith("Drain the casing")
+
+
+def test_a_manual_the_next_fleet_version_drops_is_no_longer_searched(data: Path, tmp_path: Path) -> None:
+    (tmp_path / "fleet.toml").write_text(two_type_fleet(""))
+    run("fleet", "apply", str(tmp_path / "fleet.toml"), "--data-dir", str(data))
+    assert not (data / "manuals" / "pump-fleet.pdf").exists()  # not left behind as a general manual
+    kb = load(data)
+    assert {s.source for s in kb.sections} == {"harvester-maintenance.md"}
+    assert all(s.source != "pump-fleet.pdf" for _, s in kb.search("mechanical seal casing", k=50))

@@ -71,11 +71,12 @@ def list_(ctx: click.Context, machine_type: str | None, data_dir: Path | None, a
     """The manuals the assistant searches: name, machine type, origin (shipped, fleet, added),
     format and sections."""
     from pitstop.assistant.knowledge import KnowledgeBase
+    from pitstop.assistant.manuals import check_machine_type, manuals_in_use
 
     with _platform(ctx, data_dir) as p:
+        if machine_type is not None:
+            check_machine_type(p.fleet, machine_type)
         kb = KnowledgeBase.load(p.settings.data_dir / "manuals", p.fleet)
-        from pitstop.assistant.manuals import manuals_in_use
-
         rows = []
         for m in manuals_in_use(p.settings.data_dir / "manuals", p.fleet):
             if machine_type is not None and m.machine_type not in (machine_type, None):

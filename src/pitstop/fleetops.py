@@ -282,8 +282,21 @@ def manual_files(fleet: FleetSchema, base_dir: Path) -> dict[str, Path]:
 
 def install_manuals(manuals: dict[str, Path], folder: Path) -> list[str]:
     """Copy the manuals where the assistant searches them (``<data-dir>/manuals``), each for the
-    types whose ``manuals`` list names it."""
+    types whose ``manuals`` list names it. A manual an earlier fleet installed that this one no
+    longer lists is deleted (noted in ``.fleet-manuals.json``): left there, it would be searched
+    as a general manual, for every type."""
+    import json
+
     folder.mkdir(parents=True, exist_ok=True)
+    manifest = folder / ".fleet-manuals.json"
+    try:
+        before = set(json.loads(manifest.read_text(encoding="utf-8")))
+    except (OSError, ValueError, TypeError):
+        before = set()
     for name, path in manuals.items():
         shutil.copyfile(path, folder / name)
+    for name in sorted(before - set(manuals)):
+        if Path(name).name == name:
+            (folder / name).unlink(missing_ok=True)
+    manifest.write_text(json.dumps(sorted(manuals)), encoding="utf-8")
     return sorted(manuals)

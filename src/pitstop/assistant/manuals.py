@@ -151,12 +151,7 @@ def add_manual(
 ) -> tuple[Manual, list[Section], bool]:
     """Check ``file`` and copy it to ``manuals/<machine_type>/``: the manual, its sections and
     whether it replaced one of the same name."""
-    if machine_type not in fleet.machine_types:
-        raise ManualError(
-            f"unknown machine type {machine_type!r}; the deployment's fleet has "
-            f"{', '.join(fleet.machine_types)} (add a type with pitstop fleet apply)",
-            code="manual_unknown_machine_type",
-        )
+    check_machine_type(fleet, machine_type)
     sections = parse_manual(file, max_bytes)
     folder = manuals_dir / machine_type
     folder.mkdir(parents=True, exist_ok=True)
@@ -169,6 +164,15 @@ def add_manual(
     if FORMATS[target.suffix.lower()] == "pdf":
         _cached(target, manuals_dir / _CACHE / machine_type, sections)
     return manual, [replace(s, machine_type=machine_type) for s in sections], replaced
+
+
+def check_machine_type(fleet: FleetSchema, machine_type: str) -> None:
+    if machine_type not in fleet.machine_types:
+        raise ManualError(
+            f"unknown machine type {machine_type!r}; the deployment's fleet has "
+            f"{', '.join(fleet.machine_types)} (add a type with pitstop fleet apply)",
+            code="manual_unknown_machine_type",
+        )
 
 
 def remove_manual(manuals_dir: Path, machine_type: str, name: str) -> Manual:
