@@ -2,8 +2,8 @@
 
 BM25 (Lucene's variant, k1=1.5, b=0.75) is computed by ``bm25s`` over our own tokens (a
 section's own heading counts twice, a parent's it carries once: ``Seals › Run-in`` does not
-outrank ``Seals`` on a question about seals); scores are scaled by k1 + 1 so they read as the textbook
-formula's. One index holds every section, so a score means the same whatever a search is scoped
+outrank ``Seals`` on a question about seals); scores are scaled by k1 + 1 so they read as the
+textbook formula's. One index holds every section, so a score means the same whatever a search is scoped
 to: a scoped search only leaves other types' sections out.
 
 With ``retrieval="hybrid"`` (setting ``manuals_retrieval``), a section's score adds
@@ -114,8 +114,9 @@ class KnowledgeBase:
         return found[0] if found else None
 
     def search(self, query: str, k: int = 2, machine_type: str | None = None) -> list[tuple[float, Section]]:
-        """The ``k`` best sections for ``query`` with their BM25 scores (highest first, only those
-        sharing a word with it); with ``machine_type``, that type's sections and general ones."""
+        """The ``k`` best sections for ``query`` with their scores (highest first, above zero: with
+        BM25 alone, those sharing a word with it); with ``machine_type``, that type's sections and
+        general ones."""
         q = tokens(query)
         if self._retriever is None or not q or k <= 0:
             return []
@@ -125,7 +126,7 @@ class KnowledgeBase:
 
             cosine = self._vectors @ embed([query])[0]
             scores = scores + DENSE_WEIGHT * np.clip(cosine - DENSE_FLOOR, 0.0, None)
-        order = sorted(range(len(self.sections)), key=lambda i: -scores[i])
+        order = np.argsort(-scores, kind="stable")
         out: list[tuple[float, Section]] = []
         seen: set[tuple[str, str]] = set()
         for i in order:
