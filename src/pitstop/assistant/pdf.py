@@ -73,7 +73,8 @@ def pdf_sections(data: bytes, source: str) -> list[Section]:
 
 
 def _outline(reader: Any) -> list[tuple[int, str, int]]:
-    """The outline flattened to (depth, title, 0-based page)."""
+    """The outline flattened to (depth, title, 0-based page); an entry pypdf cannot resolve (a
+    broken destination) is skipped, a broken outline is no outline."""
     flat: list[tuple[int, str, int]] = []
 
     def walk(items: list[Any], depth: int) -> None:
@@ -81,12 +82,18 @@ def _outline(reader: Any) -> list[tuple[int, str, int]]:
             if isinstance(item, list):
                 walk(item, depth + 1)
                 continue
-            page = reader.get_destination_page_number(item)
-            title = str(getattr(item, "title", "") or "").strip()
-            if title and page is not None and page >= 0:
+            try:
+                page = reader.get_destination_page_number(item)
+            except Exception:  # pypdf raises many kinds on a damaged destination
+                continue
+            title = squash(str(getattr(item, "title", "") or ""))
+            if title and page is not None and 0 <= page < len(reader.pages):
                 flat.append((depth, title, page))
 
-    walk(list(reader.outline), 0)
+    try:
+        walk(list(reader.outline), 0)
+    except Exception:  # an outline pypdf cannot read: fall back to headings or pages
+        return []
     return flat
 
 
