@@ -8,7 +8,6 @@ model phrases answers from the same tools and its answer is checked against thei
 from __future__ import annotations
 
 import logging
-import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,7 +18,7 @@ from pitstop.assistant.actions import Executors, execute, question
 from pitstop.assistant.conversations import Conversations
 from pitstop.assistant.grounding import strip_unsupported
 from pitstop.assistant.proposals import propose
-from pitstop.assistant.tools import Toolbox, ToolResult
+from pitstop.assistant.tools import CODE, Toolbox, ToolResult
 from pitstop.assistant.understand import Parsed, parse
 
 if TYPE_CHECKING:
@@ -29,7 +28,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-_CODE = re.compile(r"\b[A-Za-z]{1,4}-\d{2,4}\b")
 ROLE_CHECK = Callable[[str, str], bool]  # (role, permission) -> allowed
 
 
@@ -234,7 +232,7 @@ class Assistant:
         if self._reserved is None:
             words = {s.lower() for mt in self.tools.fleet.machine_types.values() for s in mt.sensor_names}
             for section in self.tools.knowledge.sections:  # procedure codes: "P-101", "H-203"
-                words |= {c.lower() for c in _CODE.findall(f"{section.title} {section.text}")}
+                words |= {c.lower() for c in CODE.findall(f"{section.title} {section.text}")}
             self._reserved = words
         return self._reserved
 
