@@ -252,6 +252,8 @@ class Toolbox:
                     "retired": 0,
                     "open_work_orders": 0,
                     "time_unit": self.time_unit(mtype),
+                    "threshold": self.policy_for(mtype).threshold,
+                    "lead_time": self.policy_for(mtype).lead_time,
                 },
             )
             entry["machines"] += 1
