@@ -24,6 +24,7 @@ MODES = {
     "faithful",  # calls the tool the question needs, answers from its result
     "invent",  # ... and adds a figure no tool returned
     "invent_only",  # answers with nothing but an invented figure
+    "thinking",  # a reasoning model: its answer starts with a <think> scratchpad
     "unknown_tool",  # first tries a tool that does not exist (an action)
     "bad_args",  # first calls a tool with arguments that break its schema
     "hostile",  # calls the audit log even when it is not offered
@@ -170,6 +171,8 @@ class OpenAIServer:
         answer = " ".join(_phrase(c) for c in contents)
         if self.mode == "invent":
             answer += f" It will fail within {INVENTED} hours."
+        if self.mode == "thinking":
+            answer = f"<think>The user wants eng-031. Maybe {INVENTED} hours?</think>\n\n{answer}"
         return _say(answer)
 
     def _plan(self, text: str, offered: list[str]) -> list[tuple[str, dict[str, Any]]]:
@@ -194,8 +197,6 @@ class OpenAIServer:
             calls.append(("at_risk", {}))
         else:
             calls.append(("fleet_summary", {}))
-        if not calls:
-            return []
         return calls
 
     def _calls(self, calls: list[tuple[str, dict[str, Any]]]) -> dict[str, Any]:

@@ -129,14 +129,15 @@ def test_llm_answers_come_from_the_tools_it_called_and_cite_them(
     assert history[1]["content"] == "How is eng-031 doing?" and history[2]["content"] == reply.text
 
 
+@pytest.mark.parametrize("mode", ["invent", "thinking"])
 def test_a_figure_no_tool_returned_is_removed_from_the_llm_answer(
-    platform_llm: Platform, server: OpenAIServer
+    platform_llm: Platform, server: OpenAIServer, mode: str
 ) -> None:
-    server.mode = "invent"
+    server.mode = mode
     reply = Assistant.from_platform(platform_llm, role_has).ask("How is eng-031 doing?")
     assert reply.answered_by == "llm"
-    assert "predicted remaining useful life" in reply.text
-    assert INVENTED not in reply.text
+    assert reply.text.startswith("eng-031 has a predicted remaining useful life")
+    assert INVENTED not in reply.text and "think>" not in reply.text
 
 
 def test_an_llm_answer_of_invented_figures_only_is_withheld_and_the_templates_answer(

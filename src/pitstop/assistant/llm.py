@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -30,6 +31,7 @@ log = logging.getLogger(__name__)
 MAX_ROUNDS = 5  # model ↔ tools round trips before the answer is given up on
 RECENT_TURNS = 3  # earlier exchanges of the conversation sent with a question
 RECENT_CHARS = 600
+_THINKING = re.compile(r"<think>.*?(?:</think>|$)", re.S)  # reasoning models' scratchpad
 
 SYSTEM = """You are Pitstop's maintenance assistant for a fleet of machines.
 Answer only from the results of the tools you call now: call a tool for every fact you state \
@@ -115,9 +117,10 @@ class LlmAnswerer:
                 calls = message.get("tool_calls") or []
                 if not calls:
                     content = message.get("content")
-                    if not isinstance(content, str) or not content.strip():
+                    text = _THINKING.sub("", content).strip() if isinstance(content, str) else ""
+                    if not text:
                         raise LlmError("the LLM answered with no text", code="llm_bad_response")
-                    return content.strip(), results
+                    return text, results
                 messages.append({"role": "assistant", "content": message.get("content"), "tool_calls": calls})
                 for call in calls:
                     messages.append(self._run(call, tools, allowed, results))
