@@ -266,6 +266,22 @@ def test_an_action_is_taken_from_the_users_own_words_without_asking_the_llm(
     assert _open_order(platform_llm, "eng-031").status == "acknowledged"
 
 
+def test_what_the_llm_listed_is_what_a_follow_up_action_picks_from(
+    platform_llm: Platform, server: OpenAIServer
+) -> None:
+    assistant = Assistant.from_platform(platform_llm, role_has)
+    listed = assistant.chat("Which machines are at risk?", user="tina", role="technician")
+    assert listed.answered_by == "llm" and listed.text.startswith("Lowest first: eng-031")
+    asked = len(server.requests)
+    reply = assistant.chat(
+        "acknowledge the first one", user="tina", role="technician", conversation_id=listed.conversation_id
+    )
+    [action] = reply.actions
+    assert action["state"] == "proposed" and action["machine_id"] == "eng-031"
+    assert action["work_order"] == _open_order(platform_llm, "eng-031").id
+    assert len(server.requests) == asked  # the action turn never reached the model
+
+
 def test_a_viewers_llm_turn_cannot_read_the_audit_log(platform_llm: Platform, server: OpenAIServer) -> None:
     order = _open_order(platform_llm, "eng-031")
     assistant = Assistant.from_platform(platform_llm, role_has)

@@ -18,7 +18,7 @@ from pitstop.assistant import answers
 from pitstop.assistant.actions import Executors, execute, question
 from pitstop.assistant.conversations import Conversations
 from pitstop.assistant.grounding import strip_unsupported
-from pitstop.assistant.llm import remember
+from pitstop.assistant.llm import focus, remember
 from pitstop.assistant.proposals import propose
 from pitstop.assistant.tools import Toolbox, ToolResult
 from pitstop.assistant.understand import Parsed, parse
@@ -226,6 +226,7 @@ class Assistant:
             if checked:
                 turn.parts.append(checked)
                 turn.results.extend(results)
+                focus(turn.context, results)
                 answer_question(turn, self.tools, self.can, context_only=True)
                 remember(turn.context, question_text, checked)
                 return "llm"

@@ -63,6 +63,22 @@ def remember(context: dict[str, Any], question: str, answer: str) -> None:
     context["recent"] = kept
 
 
+def focus(context: dict[str, Any], results: list[ToolResult]) -> None:
+    """Put what the model looked up in the conversation's focus, as the templates do, so that
+    "it" and "the first one" in the user's next message (an action too) resolve against it."""
+    for result in results:
+        data = result.data if isinstance(result.data, dict) else {}
+        if result.tool == "machine" and data.get("found"):
+            context["machine"] = data["machine_id"]
+        elif result.tool == "work_order" and data.get("found"):
+            context["order"], context["machine"] = data["id"], data["machine_id"]
+        elif result.tool == "at_risk" and (data["at_risk"] or data["lowest"]):
+            shown = data["at_risk"] or data["lowest"]
+            context["listed"] = {"kind": "machine", "ids": [m["machine_id"] for m in shown]}
+        elif result.tool == "work_orders" and data["work_orders"]:
+            context["listed"] = {"kind": "work_order", "ids": [o["id"] for o in data["work_orders"]]}
+
+
 class LlmAnswerer:
     """Phrases answers from the assistant's tools through an LLM (configured by settings)."""
 
@@ -180,4 +196,4 @@ class LlmAnswerer:
         return message
 
 
-__all__ = ["LlmAnswerer", "recent", "remember"]
+__all__ = ["LlmAnswerer", "focus", "recent", "remember"]
