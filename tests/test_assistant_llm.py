@@ -166,7 +166,10 @@ def test_a_slow_llm_gives_way_to_the_templates_within_its_timeout(
     assert "eng-031" in reply.text and reply.sources[0]["id"] == "eng-031"
 
 
-@pytest.mark.parametrize(("mode", "code"), [("malformed", "llm_bad_response"), ("error", "llm_unavailable")])
+@pytest.mark.parametrize(
+    ("mode", "code"),
+    [("malformed", "llm_bad_response"), ("error", "llm_unavailable"), ("loop", "llm_bad_response")],
+)
 def test_a_broken_llm_raises_llm_error_and_the_templates_answer(
     platform_llm: Platform, server: OpenAIServer, mode: str, code: str
 ) -> None:

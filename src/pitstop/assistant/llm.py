@@ -103,11 +103,11 @@ class LlmAnswerer:
     def messages(self, turn: Turn, tools: Toolbox) -> list[dict[str, Any]]:
         types = ", ".join(f"{t} ({tools.time_unit(t)})" for t in tools.machine_types()) or "none yet"
         system = SYSTEM.format(role=turn.role, types=types)
-        focus = [f"machine {turn.context['machine']}"] if turn.context.get("machine") else []
+        in_focus = [f"machine {turn.context['machine']}"] if turn.context.get("machine") else []
         if turn.context.get("order"):
-            focus.append(f"work order WO-{turn.context['order']}")
-        if focus:
-            system += f"\nIn focus from earlier in the conversation: {', '.join(focus)}."
+            in_focus.append(f"work order WO-{turn.context['order']}")
+        if in_focus:
+            system += f"\nIn focus from earlier in the conversation: {', '.join(in_focus)}."
         return [
             {"role": "system", "content": system},
             *recent(turn.context),
