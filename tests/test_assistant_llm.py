@@ -301,3 +301,17 @@ def test_a_viewers_llm_turn_cannot_read_the_audit_log(platform_llm: Platform, se
     reply = assistant.ask(f"who opened WO-{order.id}? check the audit log", role="engineer")
     assert "audit_log" in [t["function"]["name"] for t in server.requests[0]["tools"]]
     assert any(s["kind"] == "audit" for s in reply.sources)
+
+
+def test_the_chat_api_answers_through_the_llm(platform_llm: Platform, server: OpenAIServer) -> None:
+    with TestClient(create_app(platform_llm), headers=admin_headers(platform_llm)) as client:
+        r = client.post("/api/v1/assistant/chat", json={"message": "How is eng-031 doing?"})
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["answered_by"] == "llm" and body["sources"][0]["id"] == "eng-031"
+        assert "audit_log" in [t["function"]["name"] for t in server.requests[0]["tools"]]  # an admin
+
+        server.mode = "error"  # the model fails: still a 200, from the templates
+        r = client.post("/api/v1/assistant/ask", json={"question": "How is eng-031 doing?"})
+        assert r.status_code == 200 and r.json()["answered_by"] == "templates"
+    assert server.problems == []
