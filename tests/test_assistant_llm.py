@@ -119,7 +119,7 @@ def test_llm_answers_come_from_the_tools_it_called_and_cite_them(
     )
     assert second["messages"][-1]["role"] == "tool"
 
-    # the next turn carries the conversation so far, and a follow-up resolves against it
+    # the next question is sent with the conversation so far
     again = assistant.chat(
         "Which machines are at risk?", user="tina", role="technician", conversation_id=reply.conversation_id
     )
