@@ -167,6 +167,11 @@ def test_a_viewer_is_refused_and_gets_no_yes_button(page_for: Any, server: tuple
     assert page.locator("button[data-chat-reply]").count() == 0
     assert "nothing waiting" in say(page, "yes").inner_text()
     assert work_order(platform, order)[0] != "done"
+    # logging out forgets the conversation in this tab
+    assert stored_conversation(page)
+    page.locator("#logout-form button[type=submit]").click()
+    page.wait_for_url("**/login**")
+    assert page.evaluate("() => sessionStorage.getItem('pitstop.chat')") is None
 
 
 def test_the_panel_opens_on_every_page_by_keyboard_and_escape_closes_it(

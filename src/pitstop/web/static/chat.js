@@ -277,6 +277,10 @@
     document.addEventListener("click", (ev) => {
       if (ev.target.closest("#chat-toggle")) setOpen(!state.open);
     });
+    // logging out ends the conversation in this tab: the next user starts afresh
+    document.addEventListener("submit", (ev) => {
+      if (ev.target.id === "logout-form") try { sessionStorage.removeItem(KEY); } catch (e) { /* nothing kept */ }
+    });
     if (state.open) setOpen(true, { focus: false });
   }
 
