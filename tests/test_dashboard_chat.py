@@ -189,7 +189,7 @@ def test_the_panel_opens_on_every_page_by_keyboard_and_escape_closes_it(
         assert page.evaluate("() => document.activeElement.id") == "chat-input", path
         assert toggle.get_attribute("aria-expanded") == "true"
         page.keyboard.press("Escape")
-        page.locator("#chat-panel").wait_for(state="hidden")
+        page.locator("#chat-panel").wait_for(state="hidden", timeout=5_000)
         assert page.evaluate("() => document.activeElement.id") == "chat-toggle", path
         assert toggle.get_attribute("aria-expanded") == "false"
 
