@@ -116,6 +116,8 @@ def test_a_technician_asks_follows_up_and_closes_a_work_order_with_the_yes_butto
     assert "predicted remaining useful life" in answer.inner_text()
     machine = answer.locator("[data-kind='machine'] a")
     assert machine.get_attribute("href") == "/machines/eng-031"  # the machine, cited as a link
+    live = "() => document.getElementById('chat-live').textContent"
+    page.wait_for_function(f"{live}.includes('predicted remaining useful life')", timeout=5_000)  # announced
     conversation = stored_conversation(page)
     assert conversation
 
@@ -156,7 +158,9 @@ def test_a_technician_asks_follows_up_and_closes_a_work_order_with_the_yes_butto
     assert page.locator("button[data-action='done']").count() == 0
 
 
-def test_a_viewer_is_refused_and_gets_no_yes_button(page_for: Any, server: tuple[str, Platform]) -> None:
+def test_a_viewer_is_refused_and_logging_out_forgets_the_conversation(
+    page_for: Any, server: tuple[str, Platform]
+) -> None:
     _, platform = server
     order = open_order(platform, "eng-034")
     page = page_for("viewer")

@@ -110,6 +110,7 @@
     showError("");
     sending = true;
     const input = $("chat-input");
+    if (input.value.trim() === text) input.value = "";
     messages.push({ role: "user", text, sources: [], actions: [] });
     render();
     $("chat-send").disabled = true;
@@ -120,7 +121,6 @@
       loadedId = state.id;
       save();
       messages.push({ role: "assistant", text: reply.answer ?? "", sources: reply.sources ?? [], actions: reply.actions ?? [] });
-      if (input.value.trim() === text) input.value = "";
       sending = false;
       render();
       announce(`Assistant: ${reply.answer ?? ""}`);
