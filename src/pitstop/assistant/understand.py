@@ -60,7 +60,9 @@ _DEFINITION = re.compile(
     r"\bdifference between\b|\bwhat (?:does|do) [\w\s'-]+ mean\b|\bwhat is meant by\b|\bdefin(?:e|ition)\b",
     re.I,
 )
-_WEAK_RISK = re.compile(r"\burgent\b|\bcritical\b|\battention\b|\brisk\w*\b", re.I)
+_WEAK_RISK = re.compile(
+    r"\burgent\b|\bcritical\b|\battention\b|\brisk\w*\b|\bwhich\b[^?.]*\b(?:first|next|soonest|worst)\b", re.I
+)
 YES = re.compile(
     r"^\s*(yes|y|yep|yeah|yup|sure|confirm|confirmed|ok|okay|do it|go ahead|please do|proceed)\s*[.!]*\s*$",
     re.I,
@@ -113,7 +115,10 @@ INTENTS = {
         r"\bhistory\b|\blast (?:serviced|repaired|maintained|inspected|failed|failure|maintenance|service|"
         r"repair|inspection)\b|\bwhen was\b.*\b(?:serviced|repaired|maintained|inspected|fixed|replaced)\b|"
         r"\bpast (?:failures|repairs|maintenance)\b|\bprevious (?:failures|repairs|maintenance)\b|"
-        r"\b(?:failures|repairs|events)\b|\bfailed\b|\bbroke(?:n)?(?: down)?\b|\bever (?:fail|break)\w*\b",
+        r"\b(?:failures|repairs|events)\b|\bfailed\b|\brecently\b|\blately\b|"
+        r"\b(?:did|has|have) (?:anyone|someone|somebody|we|they|you) (?:ever )?"
+        r"(?:inspect|servic|repair|maint|check|look|work)\w*\b|\bbroke(?:n)?(?: down)?\b|"
+        r"\bever (?:fail|break)\w*\b",
         re.I,
     ),
     "trend": re.compile(
@@ -139,7 +144,9 @@ INTENTS = {
     "at_risk": re.compile(
         r"\bat[-\s]risk\b|\brisk\w*\b|\bworst\b|\bneeds? attention\b|\battention\b|\burgent\b|\bsoonest\b|"
         r"\blowest\b|\bfail (?:next|first|soon)\b|\bclosest to failure\b|\bcritical\b|"
-        r"\bwhich (?:machines|engines|harvesters|units)\b|\bwhat machines\b|\btop \d+\b",
+        r"\bwhich (?:machines|engines|harvesters|units)\b|\bwhat machines\b|\btop \d+\b|"
+        r"\bwhich\b[^?.]*\b(?:first|next|soonest|most urgent|worst)\b|"
+        r"\bneeds? (?:a )?(?:mechanic|fitter|service)\b",
         re.I,
     ),
     "summary": re.compile(
@@ -197,6 +204,8 @@ def parse(
     weak_risk = not INTENTS["at_risk"].search(_WEAK_RISK.sub("", text))
     if p.intents & {"procedure", "orders"} and "at_risk" in p.intents and weak_risk:
         p.intents.discard("at_risk")  # "urgent work orders", "what does urgent mean": not the at-risk list
+    if "history" in p.intents and re.match(r"\s*(?:did|has|have|was|were)\b", text, re.I):
+        p.intents.discard("procedure")  # "did anyone inspect it lately?" asks what happened, not how
     if _DEFINITION.search(text):
         p.intents &= {"procedure", "help"}  # "what's the difference between …": the manual's words
         p.intents.add("procedure")
