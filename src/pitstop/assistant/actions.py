@@ -8,6 +8,7 @@ through the same functions as the API, so it is audited as that user.
 from __future__ import annotations
 
 import secrets
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -66,7 +67,13 @@ class Executors:
 
 
 def proposal(kind: str, **fields: Any) -> dict[str, Any]:
-    return {"id": secrets.token_hex(6), "type": kind, "state": "proposed", **fields}
+    return {
+        "id": secrets.token_hex(6),
+        "type": kind,
+        "state": "proposed",
+        "proposed_at": time.time(),
+        **fields,
+    }
 
 
 def question(action: dict[str, Any]) -> str:
@@ -80,7 +87,8 @@ def question(action: dict[str, Any]) -> str:
     via = ""
     if len(steps) > 1:
         via = f" (it is {action['from'].replace('_', ' ')}: it will be started, then closed)"
-    return f"{verb} WO-{action['work_order']} on {action['machine_id']}{finding}{via}? yes/no"
+    note = f" with the note “{action['note']}”" if action.get("note") else ""
+    return f"{verb} WO-{action['work_order']} on {action['machine_id']}{finding}{note}{via}? yes/no"
 
 
 def execute(

@@ -8,13 +8,14 @@ model phrases answers from the same tools and its answer is checked against thei
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from pitstop.assistant import answers
-from pitstop.assistant.actions import Executors, execute, question
+from pitstop.assistant.actions import LEAST_ROLE, PERMISSION, Executors, execute, question
 from pitstop.assistant.conversations import Conversations
 from pitstop.assistant.grounding import strip_unsupported
 from pitstop.assistant.llm import focus, remember
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+CONFIRM_WITHIN_S = 600.0  # a proposal not confirmed within this is dropped
 ROLE_CHECK = Callable[[str, str], bool]  # (role, permission) -> allowed
 WITHHELD = "(The language model's answer was withheld: it stated figures no tool returned.)"
 
@@ -106,6 +108,7 @@ class Assistant:
         self.can = can
         self.llm = llm
         self._reserved: set[str] | None = None
+        self._locks = [threading.Lock() for _ in range(64)]
 
     @classmethod
     def from_platform(
@@ -131,15 +134,28 @@ class Assistant:
     def chat(self, message: str, *, user: str, role: str, conversation_id: str | None = None) -> Reply:
         """Answer ``message`` in a conversation of ``user`` (a new one without an id) and keep it."""
         started = time.perf_counter()
-        conversation_id, context = self.conversations.context(user, conversation_id)
-        reply = self._answer(message.strip(), user, role, context, conversation_id)
-        self.conversations.record(user, conversation_id, message.strip(), reply.to_dict(), context)
+        with self._locks[hash(conversation_id) % len(self._locks)]:  # one turn at a time per conversation
+            conversation_id, context, stored = self.conversations.context(user, conversation_id)
+            cid = conversation_id
+
+            def claim(after: dict[str, Any]) -> bool:
+                return self.conversations.claim(user, cid, stored, after)
+
+            reply = self._answer(message.strip(), user, role, context, conversation_id, claim=claim)
+            self.conversations.record(
+                user, conversation_id, message.strip(), reply.to_dict(), context, new=stored is None
+            )
         log.debug("assistant answered in %.1f ms", (time.perf_counter() - started) * 1000)
         return reply
 
     def ask(self, question_text: str, *, user: str = "cli", role: str = "viewer") -> Reply:
         """A one-off question, not kept (``POST /api/v1/assistant/ask``); no actions."""
-        return self._answer(question_text.strip(), user, role, {}, "", actions=False)
+        reply = self._answer(question_text.strip(), user, role, {}, "", actions=False)
+        parsed = parse(question_text, self.tools.machine_ids(), self.tools.machine_types())
+        if parsed.action is not None:
+            note = "Actions need a conversation, where you confirm them: POST /api/v1/assistant/chat."
+            reply.answer = f"{note}\n\n{reply.answer}"
+        return reply
 
     # -- one turn ---------------------------------------------------------------------------------
 
@@ -151,6 +167,7 @@ class Assistant:
         context: dict[str, Any],
         conversation_id: str,
         actions: bool = True,
+        claim: Callable[[dict[str, Any]], bool] = lambda _: True,
     ) -> Reply:
         tools = self.tools
         parsed = parse(
@@ -159,7 +176,7 @@ class Assistant:
         turn = Turn(parsed, context, user, role)
         pending = context.pop("pending", None)
         if pending is not None and (parsed.yes or parsed.no):
-            self._confirm(turn, pending, conversation_id)
+            self._confirm(turn, pending, conversation_id, claim)
         elif parsed.yes and not parsed.action:
             turn.add("There is nothing waiting for your confirmation.")
         elif actions and parsed.action is not None:
@@ -187,13 +204,25 @@ class Assistant:
         intents = sorted(turn.parsed.intents) + (["action"] if turn.actions else [])
         return Reply(conversation_id, text, turn.sources(), turn.actions, intents, answered_by)
 
-    def _confirm(self, turn: Turn, pending: dict[str, Any], conversation_id: str) -> None:
+    def _confirm(
+        self,
+        turn: Turn,
+        pending: dict[str, Any],
+        conversation_id: str,
+        claim: Callable[[dict[str, Any]], bool],
+    ) -> None:
+        if not claim(turn.context):  # another turn answered this proposal first
+            turn.add("That request was answered already in this conversation: nothing more changed.")
+            return
         if turn.parsed.no:
             turn.actions.append({**pending, "state": "cancelled"})
             turn.add("Cancelled: nothing changed.")
             return
-        from pitstop.assistant.actions import LEAST_ROLE, PERMISSION
-
+        if time.time() - float(pending.get("proposed_at", 0)) > CONFIRM_WITHIN_S:
+            turn.actions.append({**pending, "state": "expired"})
+            minutes = round(CONFIRM_WITHIN_S / 60)
+            turn.add(f"That request is older than {minutes} minutes: ask again. Nothing changed.")
+            return
         if not self.can(turn.role, PERMISSION[pending["type"]]):
             turn.actions.append({**pending, "state": "refused"})
             turn.add(f"Your role ({turn.role}) cannot do that; a {LEAST_ROLE[pending['type']]} can.")

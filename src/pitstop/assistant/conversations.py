@@ -7,7 +7,9 @@ import json
 import secrets
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm.exc import StaleDataError
 
 from pitstop.errors import NotFoundError
 from pitstop.store import Conversation, ConversationTurn, Database, utcnow
@@ -29,15 +31,33 @@ class Conversations:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    def context(self, user: str, conversation_id: str | None) -> tuple[str, dict[str, Any]]:
-        """The conversation's id and context; a new id (not stored yet) without one."""
+    def context(self, user: str, conversation_id: str | None) -> tuple[str, dict[str, Any], str | None]:
+        """The conversation's id, its context, and the context as stored (None for a new id, not
+        stored yet: the first turn stores it)."""
         if conversation_id is None:
-            return secrets.token_hex(16), {}
+            return secrets.token_hex(16), {}, None
         with self.db.session() as s:
             row = s.get(Conversation, conversation_id)
             if row is None or row.user_name != user:
                 raise _not_found(conversation_id)
-            return row.id, json.loads(row.context or "{}")
+            return row.id, json.loads(row.context or "{}"), row.context
+
+    def claim(self, user: str, conversation_id: str, stored: str | None, context: dict[str, Any]) -> bool:
+        """Replace the stored context by ``context`` only if it is still ``stored``: of two turns
+        that answer the same proposal at once, one wins (a compare-and-set, on any database)."""
+        if stored is None:
+            return True
+        with self.db.session() as s:
+            moved = s.execute(
+                update(Conversation)
+                .where(
+                    Conversation.id == conversation_id,
+                    Conversation.user_name == user,
+                    Conversation.context == stored,
+                )
+                .values(context=json.dumps(context, default=str))
+            )
+            return bool(getattr(moved, "rowcount", 0) == 1)
 
     def record(
         self,
@@ -46,11 +66,29 @@ class Conversations:
         question: str,
         reply: dict[str, Any],
         context: dict[str, Any],
+        new: bool = True,
     ) -> None:
-        """Keep the user's turn, the answer and the new context, in one transaction."""
+        """Keep the user's turn, the answer and the new context, in one transaction. A
+        conversation deleted while its turn was answered stays deleted (404)."""
+        try:
+            self._record(user, conversation_id, question, reply, context, new)
+        except (StaleDataError, IntegrityError) as exc:  # deleted or written meanwhile
+            raise _not_found(conversation_id) from exc
+
+    def _record(
+        self,
+        user: str,
+        conversation_id: str,
+        question: str,
+        reply: dict[str, Any],
+        context: dict[str, Any],
+        new: bool,
+    ) -> None:
         now = utcnow()
         with self.db.session() as s:
             row = s.get(Conversation, conversation_id)
+            if row is None and not new:
+                raise _not_found(conversation_id)
             if row is None:
                 title = " ".join(question.split())
                 row = Conversation(

@@ -83,10 +83,53 @@ def _facts_in(text: str) -> list[str]:
     return facts
 
 
+_AT_RISK = re.compile(r"(?<!not )\bat[- ]risk\b", re.I)
+_FINE = re.compile(r"\b(?:is|looks|seems|are)\s+(?:ok|fine|healthy|safe)\b", re.I)
+_ORDER_STATE = re.compile(
+    r"\bWO-(\d+)\b[^.;]*?\bis (?:now |still )?(open|acknowledged|in progress|done|closed|cancelled)\b", re.I
+)
+
+
+def status_conflicts(answer: str, results: Iterable[ToolResult]) -> list[str]:
+    """Statuses an answer gives that its tools contradict: a machine called at risk (or fine)
+    that the tools judged otherwise, a work order given another state than it has."""
+    machines: dict[str, str] = {}
+    orders: dict[str, str] = {}
+    for r in results:
+        data = r.data if isinstance(r.data, dict) else {}
+        if r.tool == "machine" and data.get("found"):
+            machines[str(data["machine_id"])] = str(data["status"])
+        elif r.tool == "at_risk":
+            for m in data.get("lowest", []) + data.get("at_risk", []):
+                machines[str(m["machine_id"])] = "at_risk" if m["at_risk"] else "ok"
+        elif r.tool == "work_order" and data.get("found"):
+            orders[str(data["id"])] = str(data["status"])
+        elif r.tool == "work_orders":
+            orders.update({str(o["id"]): str(o["status"]) for o in data.get("work_orders", [])})
+    conflicts = []
+    for sentence in re.split(r"(?<=[.!?;])\s+", answer):
+        named = [m for m in machines if re.search(rf"(?<![\w-]){re.escape(m)}(?![\w-])", sentence)]
+        if len(named) == 1:
+            status = machines[named[0]]
+            if _AT_RISK.search(sentence) and status != "at_risk":
+                conflicts.append(f"{named[0]} at risk")
+            elif _FINE.search(sentence) and status == "at_risk":
+                conflicts.append(f"{named[0]} ok")
+        for number, said in _ORDER_STATE.findall(sentence):
+            actual = orders.get(number)
+            said = said.lower().replace(" ", "_")
+            closed = said == "closed" and actual in ("done", "cancelled")
+            if actual is not None and said != actual and not closed:
+                conflicts.append(f"WO-{number} {said}")
+    return conflicts
+
+
 def unsupported(answer: str, results: Iterable[ToolResult], question: str = "") -> list[str]:
-    """The facts in ``answer`` that no tool result (nor the question) contains."""
+    """The facts in ``answer`` that no tool result (nor the question) contains, and the
+    statuses the tools contradict."""
+    results = list(results)
     ok = allowed(results, question)
-    missing = []
+    missing = status_conflicts(answer, results)
     for fact in _facts_in(answer):
         key = fact.lower()
         if key in ok:

@@ -63,48 +63,55 @@ def _inspection(parsed: Parsed, context: dict[str, Any], tools: Toolbox) -> Prop
     return action, question(action), result
 
 
-def _order_id(parsed: Parsed, context: dict[str, Any], tools: Toolbox) -> tuple[int | None, str | None]:
-    """The work order meant, or a reason there is none."""
+Target = tuple[int | None, str | None, ToolResult | None]
+
+
+def _order_id(parsed: Parsed, context: dict[str, Any], tools: Toolbox) -> Target:
+    """The work order meant, or a reason there is none; with the tool result behind either."""
     if parsed.orders:
-        return parsed.orders[0], None
+        return parsed.orders[0], None, None
     listed = context.get("listed") or {}
     if parsed.ordinal is not None and not parsed.machines:
         if not listed:
             return (
                 None,
                 "I have listed nothing in this conversation yet; name the work order (WO-…) or machine.",
+                None,
             )
         picked = _pick(listed["ids"], parsed.ordinal)
         if picked is None:
-            return None, f"The last list I gave had {len(listed['ids'])} items."
+            shown = ToolResult("conversation", {}, {"listed": listed["ids"], "count": len(listed["ids"])})
+            return None, f"The last list I gave had {len(listed['ids'])} items.", shown
         if listed["kind"] == "work_order":
-            return int(picked), None
-        order = tools.machine(str(picked)).data.get("open_work_order")
-        if order is None:
-            return None, f"{picked} has no open work order."
-        return int(order["id"]), None
+            return int(picked), None, None
+        return _open_order(tools, str(picked))
     if parsed.unknown_machines and not parsed.machines:
-        return None, f"There is no machine {parsed.unknown_machines[0]} in the fleet."
+        return None, f"There is no machine {parsed.unknown_machines[0]} in the fleet.", None
     if parsed.machines or (parsed.pronoun and context.get("machine") and not context.get("order")):
         machine_id = _machine(parsed, context)
         if machine_id is not None:
-            order = tools.machine(machine_id).data.get("open_work_order")
-            if order is None:
-                return None, f"{machine_id} has no open work order."
-            return int(order["id"]), None
+            return _open_order(tools, machine_id)
     if context.get("order"):
-        return int(context["order"]), None
+        return int(context["order"]), None, None
     if context.get("machine"):
-        order = tools.machine(str(context["machine"])).data.get("open_work_order")
-        if order is not None:
-            return int(order["id"]), None
-    return None, "Which work order? Name it (WO-…) or its machine."
+        found = _open_order(tools, str(context["machine"]))
+        if found[0] is not None:
+            return found
+    return None, "Which work order? Name it (WO-…) or its machine.", None
+
+
+def _open_order(tools: Toolbox, machine_id: str) -> Target:
+    status = tools.machine(machine_id)
+    order = status.data.get("open_work_order")
+    if order is None:
+        return None, f"{machine_id} has no open work order.", status
+    return int(order["id"]), None, None
 
 
 def _transition(parsed: Parsed, context: dict[str, Any], tools: Toolbox) -> Proposed:
-    order_id, problem = _order_id(parsed, context, tools)
+    order_id, problem, evidence = _order_id(parsed, context, tools)
     if order_id is None:
-        return None, f"{problem} Nothing changed.", None
+        return None, f"{problem} Nothing changed.", evidence
     result = tools.work_order(order_id)
     order = result.data
     if not order["found"]:

@@ -9,12 +9,15 @@ from typing import TYPE_CHECKING, Any
 
 from pitstop.assistant import answers
 from pitstop.assistant.tools import Toolbox
+from pitstop.assistant.understand import unknown_type
 
 if TYPE_CHECKING:
     from pitstop.assistant.assistant import Turn
 
 MAX_MACHINES = 5
-MANUAL_MIN_SCORE = 1.0
+MANUAL_MIN_SCORE = 2.0  # a section must share more than a common word with the question
+FALLBACK_MIN_SCORE = 3.0  # … and more still when the question did not ask for a procedure
+SECOND_SECTION = 0.6  # a second section only when it scores this close to the first
 _ABOUT_MACHINE = {"status", "history", "trend", "orders", "procedure"}
 _PRIORITY = re.compile(r"\b(urgent|high|normal)\b", re.I)
 _CLOSED = re.compile(r"\b(closed|done|finished|completed|cancelled|canceled|past)\b", re.I)
@@ -62,6 +65,12 @@ def answer_question(
             turn.add(answers.CAPABILITIES)
         return
     machines, orders, problem = resolve(turn)
+    kind = unknown_type(p.text, tools.vocabulary())
+    if kind is not None and not machines and not orders and not context_only:
+        types = tools.fleet_types()
+        names = ", ".join(types.data["machine_types"])
+        turn.add(f"This fleet has no {kind} machines: its machine types are {names}.", types)
+        return
     if context_only:
         if machines:
             ctx["machine"] = machines[-1]
@@ -79,11 +88,13 @@ def answer_question(
     if "audit" in p.intents and not can(turn.role, "audit.read"):
         turn.add(f"Your role ({turn.role}) cannot read the audit log; an engineer or an admin can.")
         p.intents.discard("audit")
+    if p.codes:
+        _codes(turn, tools)
     for machine_id in machines:
         _about_machine(turn, tools, machine_id)
     for order_id in orders:
         _about_order(turn, tools, order_id)
-    if not machines and not orders and not p.unknown_machines and not p.ambiguous:
+    if not machines and not orders and not p.unknown_machines and not p.ambiguous and not p.codes:
         _about_fleet(turn, tools)
     if not turn.parts:
         _from_manuals(turn, tools, manual_type(turn, tools), fallback=True)
@@ -221,12 +232,26 @@ def _procedure(turn: Turn, tools: Toolbox, machine_type: str, order: dict[str, A
     _from_manuals(turn, tools, machine_type, extra=component)
 
 
+def _codes(turn: Turn, tools: Toolbox) -> None:
+    """The manual sections of the procedures the question names by code ("what is P-101?")."""
+    mtype = manual_type(turn, tools)
+    for code in turn.parsed.codes:
+        cited = tools.procedure_sections(code, mtype, limit=1)
+        if cited.data["sections"]:
+            turn.parts.extend(answers.manual(cited))
+            turn.results.append(cited)
+        else:
+            turn.add(f"No manual section names procedure {code}.")
+
+
 def _from_manuals(
     turn: Turn, tools: Toolbox, machine_type: str | None, extra: str = "", fallback: bool = False
 ) -> None:
     query = f"{turn.parsed.text} {extra}".strip()
     result = tools.search_manuals(query, machine_type, limit=1 if fallback or extra else 2)
-    sections = [s for s in result.data["sections"] if s["score"] >= MANUAL_MIN_SCORE]
+    floor = FALLBACK_MIN_SCORE if fallback else MANUAL_MIN_SCORE
+    sections = [s for s in result.data["sections"] if s["score"] >= floor]
+    sections = [s for s in sections if s["score"] >= SECOND_SECTION * sections[0]["score"]]
     if not sections:
         if not fallback:
             where = f" for {machine_type}" if machine_type else ""

@@ -81,6 +81,7 @@ class Toolbox:
         self.versions_for = versions_for
         self.knowledge = knowledge
         self.coverage = interval_coverage
+        self._vocabulary: str | None = None
 
     @classmethod
     def from_platform(cls, platform: Platform, knowledge: KnowledgeBase) -> Toolbox:
@@ -123,6 +124,25 @@ class Toolbox:
 
     def machine_types(self) -> list[str]:
         return list(self.fleet.machine_types)
+
+    def vocabulary(self) -> str:
+        """Everything the fleet's configuration and manuals name, lower case (kept once built)."""
+        if self._vocabulary is None:
+            words = []
+            for name, mt in self.fleet.machine_types.items():
+                words += [name, mt.description, *mt.component_names]
+                words += [f"{c.description} {c.name}" for c in mt.components]
+            words += [f"{s.title} {s.text}" for s in self.knowledge.sections]
+            self._vocabulary = " ".join(words).lower()
+        return self._vocabulary
+
+    def fleet_types(self) -> ToolResult:
+        """The fleet's machine types with their time units."""
+        types = {name: mt.time_unit for name, mt in self.fleet.machine_types.items()}
+        data = {"machine_types": list(types), "time_units": types}
+        return ToolResult(
+            "fleet_types", {}, data, [{"kind": "fleet", "id": "machine_types", "url": "/models"}]
+        )
 
     def time_unit(self, machine_type: str | None) -> str:
         known = self.fleet.machine_types.get(machine_type or "")
@@ -443,22 +463,33 @@ class Toolbox:
             query = select(AuditEntry).order_by(AuditEntry.id.desc())
             if actor is not None:
                 query = query.where(AuditEntry.actor == actor)
-            if work_order is not None:
-                query = query.where(AuditEntry.detail.like(f'%"work_order": {int(work_order)}%'))
-            if machine_id is not None:
-                query = query.where(AuditEntry.detail.like(f'%"{machine_id}"%'))
-            rows = s.scalars(query.limit(limit)).all()
-            entries = [
-                {
-                    "id": e.id,
-                    "ts": iso(e.ts),
-                    "actor": e.actor,
-                    "role": e.role,
-                    "action": e.action,
-                    "detail": json.loads(e.detail or "{}"),
-                }
-                for e in rows
-            ]
+            # the detail is JSON text: a LIKE narrows the rows (wildcards escaped), the parsed
+            # detail decides ("work_order": 1 must not match 10)
+            for value in (work_order, machine_id):
+                if value is not None:
+                    query = query.where(AuditEntry.detail.like(f"%{_like(str(value))}%", escape="\\"))
+            rows = s.scalars(
+                query.limit(500 if work_order is not None or machine_id is not None else limit)
+            ).all()
+            entries = []
+            for e in rows:
+                detail = json.loads(e.detail or "{}")
+                if work_order is not None and str(detail.get("work_order")) != str(work_order):
+                    continue
+                if machine_id is not None and machine_id not in {str(v) for v in detail.values()}:
+                    continue
+                entries.append(
+                    {
+                        "id": e.id,
+                        "ts": iso(e.ts),
+                        "actor": e.actor,
+                        "role": e.role,
+                        "action": e.action,
+                        "detail": detail,
+                    }
+                )
+                if len(entries) == limit:
+                    break
         data = {"entries": entries}
         source = {"kind": "audit", "id": str(entries[0]["id"]) if entries else "none", "url": "/audit"}
         source["title"] = "the audit log"
@@ -524,6 +555,11 @@ class Toolbox:
             "text": section.text,
         }
         return ToolResult("manual_section", {"reference": reference}, data, [section.cite()])
+
+
+def _like(text: str) -> str:
+    """``text`` for a LIKE pattern, its wildcards escaped."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
 def _registered(stamp: Any) -> str | None:

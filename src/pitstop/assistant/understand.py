@@ -201,6 +201,7 @@ class Parsed:
     ambiguous: dict[str, list[str]] = field(default_factory=dict)  # "engine 7" -> candidates
     machine_type: str | None = None
     orders: list[int] = field(default_factory=list)
+    codes: list[str] = field(default_factory=list)  # procedure codes named: "P-101"
     ordinal: int | None = None  # 1-based; -1 for "the last one"
     pronoun: bool = False
     order_pronoun: bool = False
@@ -299,15 +300,16 @@ def _starts_with_machine(rest: str, machine_ids: dict[str, str]) -> bool:
     return any(w.lower() in machine_ids for w in words if w.lower() not in ("the", "on", "for", "of"))
 
 
-def unknown_type(text: str, machine_types: dict[str, str]) -> str | None:
-    """A kind of machine the question names that the fleet does not have ("how many pumps?"),
-    from a vocabulary of machine nouns; ``machine_types`` maps each type to its description."""
-    known = " ".join(f"{name} {description}" for name, description in machine_types.items()).lower()
+def unknown_type(text: str, known: str) -> str | None:
+    """A kind of machine the question names that the fleet does not have ("how many tractors?"),
+    from a vocabulary of machine nouns: the last one named that ``known`` (the fleet's type
+    names, descriptions, components and manuals, lower case) never mentions."""
+    unknown = None
     for match in _KINDS.finditer(text):
         noun = match.group(1).lower()
         if not re.search(rf"\b{re.escape(noun)}", known):
-            return noun
-    return None
+            unknown = noun
+    return unknown
 
 
 def _machine_type(text: str, machine_types: list[str]) -> str | None:
@@ -341,6 +343,9 @@ def _machines(
         if stored is not None:
             if stored not in p.machines:
                 p.machines.append(stored)
+        elif _is_code(token, text[: match.start()], reserved):
+            if token.upper() not in p.codes:
+                p.codes.append(token.upper())
         elif (
             _looks_like_id(token, prefixes)
             and token.lower() not in reserved
@@ -382,3 +387,13 @@ def _looks_like_id(token: str, prefixes: set[str]) -> bool:
         return True
     joined = _JOINED_ID.match(token)
     return joined is not None and joined.group(1).lower() in prefixes
+
+
+def _is_code(token: str, before: str, reserved: set[str]) -> bool:
+    """A manual's code ("P-101", known from the manuals), or any code the message calls a
+    procedure ("procedure P-999"): not a machine."""
+    if token.lower() in reserved:
+        return bool(re.match(r"^[a-z]{1,4}-\d{2,4}$", token, re.I))
+    return bool(re.search(r"\bprocedures?\s*$", before, re.I)) and bool(
+        re.match(r"^[a-z]{1,4}-\d+$", token, re.I)
+    )

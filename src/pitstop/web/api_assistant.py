@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections import deque
@@ -18,6 +19,7 @@ from pitstop.web.users import Principal
 
 router = APIRouter(prefix="/api/v1/assistant", tags=["assistant"], route_class=OrjsonRoute)
 
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 ConversationId = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[0-9a-f]+$")]
 
 
@@ -71,6 +73,11 @@ def _checked(request: Request, text: str) -> Principal:
     limit = request.app.state.platform.settings.assistant_max_chars
     if not text.strip():
         raise ValidationError("the message is empty: ask a question", code="empty_message")
+    if _CONTROL.search(text):
+        raise ValidationError(
+            "the message holds control characters (other than tab and newline): send plain text",
+            code="invalid_message",
+        )
     if len(text) > limit:
         raise ValidationError(
             f"the message has {len(text)} characters; the assistant takes at most {limit} "
