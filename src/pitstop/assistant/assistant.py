@@ -20,7 +20,8 @@ from pitstop.assistant.conversations import Conversations
 from pitstop.assistant.grounding import strip_unsupported
 from pitstop.assistant.llm import focus, remember
 from pitstop.assistant.proposals import propose
-from pitstop.assistant.tools import CODE, Toolbox, ToolResult
+from pitstop.assistant.records import CODE
+from pitstop.assistant.tools import Toolbox, ToolResult
 from pitstop.assistant.understand import Parsed, parse
 from pitstop.errors import first_line
 
@@ -177,11 +178,15 @@ class Assistant:
         pending = context.pop("pending", None)
         if pending is not None and (parsed.yes or parsed.no):
             self._confirm(turn, pending, conversation_id, claim)
-        elif parsed.yes and not parsed.action:
+            return self._finish(turn, conversation_id, "templates")
+        if pending is not None:  # anything else drops the proposal
+            dropped = ToolResult("pending", {}, dict(pending))
+            turn.add(
+                f"(The earlier request, “{question(pending)}”, was not confirmed; nothing changed.)", dropped
+            )
+        if parsed.yes and not parsed.action:
             turn.add("There is nothing waiting for your confirmation.")
         elif actions and parsed.action is not None:
-            if pending is not None:
-                turn.add(f"(The earlier request, “{question(pending)}”, was not confirmed; nothing changed.)")
             action, text, result = propose(parsed, context, role, self.can, self.tools)
             turn.add(text, result)
             if action is not None:
@@ -189,17 +194,14 @@ class Assistant:
                     context["pending"] = action
                 turn.actions.append(action)
         else:
-            if pending is not None:
-                turn.add(f"(The earlier request, “{question(pending)}”, was not confirmed; nothing changed.)")
-            answered_by = self._question(turn)
-            return self._finish(turn, conversation_id, answered_by)
+            return self._finish(turn, conversation_id, self._question(turn))
         return self._finish(turn, conversation_id, "templates")
 
     def _finish(self, turn: Turn, conversation_id: str, answered_by: str) -> Reply:
         text = "\n\n".join(p for p in turn.parts if p)
         checked, missing = strip_unsupported(text, turn.results, turn.parsed.text)
         if missing:  # a template bug, never shown as fact: log it loudly
-            log.error("assistant answer stated facts no tool returned: %s", missing)
+            log.warning("assistant answer stated facts no tool returned (dropped): %s", missing)
             text = checked or "I cannot answer that from what the tools returned."
         intents = sorted(turn.parsed.intents) + (["action"] if turn.actions else [])
         return Reply(conversation_id, text, turn.sources(), turn.actions, intents, answered_by)
