@@ -81,9 +81,10 @@ def focus(context: dict[str, Any], results: list[ToolResult], answer: str) -> No
             orders |= {int(o["id"]): str(o["machine_id"]) for o in data.get("work_orders", [])}
     shown_orders = _in_order(answer, {f"WO-{i}": i for i in orders})
     shown_machines = _in_order(answer, {m: m for m in machines})
-    if len(shown_orders) > 1:
+    tools = {r.tool for r in results}
+    if shown_orders and (len(shown_orders) > 1 or "work_orders" in tools):
         context["listed"] = {"kind": "work_order", "ids": shown_orders}
-    elif len(shown_machines) > 1:
+    elif shown_machines and (len(shown_machines) > 1 or "at_risk" in tools):
         context["listed"] = {"kind": "machine", "ids": shown_machines}
     if len(shown_orders) == 1:
         context["order"] = shown_orders[0]
