@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pitstop.assistant.grounding import unsupported, when
+from pitstop.assistant.grounding import allowed, unsupported, when
 from pitstop.assistant.tools import Toolbox, ToolResult
 from pitstop.errors import ValidationError
 
@@ -401,19 +401,21 @@ def invented(
     ``asked`` is everything the user wrote in the conversation so far (a named id that does not
     exist may be repeated back: "there is no machine zzz-9")."""
     found: list[str] = []
+    evidence = _evidence(answer, sources, tools, asked) if tools is not None else []
+    stated = allowed(evidence)  # every value the tools returned, as text
     known_orders = set(snap.orders)
     for n in _WO.findall(answer):
         if int(n) not in known_orders and n not in asked:
             found.append(f"WO-{n} (no such work order)")
     asked_lower = asked.lower()
     for token in re.findall(r"(?<![\w-])[A-Za-z]+[-_]?\d+[A-Za-z0-9_-]*", answer):
-        if token in snap.machines or token.lower() in asked_lower:
-            continue
+        if token in snap.machines or token.lower() in asked_lower or token.lower() in stated:
+            continue  # a machine, named by the user, or a code a manual or an order states
         if re.fullmatch(r"WO-\d+", token) or not _shaped_like(token, snap.machines):
             continue
         found.append(f"{token} (no such machine)")
     if tools is not None:
-        found += [f"{f} (no tool result)" for f in unsupported(answer, _evidence(answer, sources, tools, asked), asked)]
+        found += [f"{f} (no tool result)" for f in unsupported(answer, evidence, asked)]
     return found
 
 
@@ -621,6 +623,32 @@ class Report:
             if o.invented:
                 lines.append(f"    invented: {'; '.join(o.invented)}")
         return "\n".join(lines)
+
+    def markdown(self) -> str:
+        """The failing answers, for whoever fixes the engine: question, answer, what was missing."""
+        s = self.summary()
+        lines = [
+            "# Assistant evaluation: failing answers",
+            "",
+            f"{s['correct']}/{s['questions']} correct ({s['score']:.1%}), {s['invented']} with invented facts, "
+            f"p50 {s['p50_ms']} ms, p95 {s['p95_ms']} ms.",
+            "",
+            "| category | correct | invented |",
+            "|---|---|---|",
+        ]
+        lines += [
+            f"| {name} | {g['correct']}/{g['questions']} | {g['invented']} |" for name, g in s["by_category"].items()
+        ]
+        for o in self.failures():
+            lines += ["", f"## {o.case} turn {o.turn} ({o.category}, {o.fleet})", "", f"Question: {o.question}", ""]
+            lines += ["Answer:", "", *[f"> {line}" if line else ">" for line in o.answer.splitlines()], ""]
+            cited = ", ".join(f"{x.get('kind')}:{x.get('id')}" for x in o.sources) or "none"
+            lines.append(f"Sources: {cited}")
+            if o.missing:
+                lines.append(f"Missing: {'; '.join(o.missing)}")
+            if o.invented:
+                lines.append(f"Invented: {'; '.join(o.invented)}")
+        return "\n".join(lines) + "\n"
 
 
 def run_set(cases: Iterable[Case], call: Call, tools: Toolbox | None = None) -> Report:
