@@ -35,9 +35,13 @@ SAMPLE = {
     "device_id": "999999",
     "silence_id": "999999",
     "machine_type": "turbofan",
+    "conversation_id": "abc123",
 }
 # allowed GETs that may not answer 200 on the sample data (and why)
-NOT_200 = {"/api/v1/machines/{machine_id}/explanation": 404}  # eng-001 has no readings yet
+NOT_200 = {
+    "/api/v1/machines/{machine_id}/explanation": 404,  # eng-001 has no readings yet
+    "/api/v1/assistant/conversations/{conversation_id}": 404,  # nobody has that conversation
+}
 
 
 def _url(path: str) -> str:

@@ -413,6 +413,7 @@ def _register() -> None:
     from pitstop.cli_fleet import fleet
     from pitstop.cli_import import import_group
     from pitstop.cli_lake import lake_upkeep
+    from pitstop.cli_manuals import manuals
     from pitstop.cli_models import audit, benchmark, evaluate, promote, retrain, rollback, score
     from pitstop.cli_ops import devices, lake, quarantine
     from pitstop.cli_sim import simulate
@@ -438,6 +439,7 @@ def _register() -> None:
         alerts,
         backup,
         restore,
+        manuals,
     )
     for group in commands:
         cli.add_command(group)

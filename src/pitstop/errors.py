@@ -58,6 +58,13 @@ class ValidationError(PitstopError):
     status = 422
 
 
+class ManualError(ValidationError):
+    """A manual that cannot be added or read; ``code`` names why (``manual_unsupported_format``,
+    ``manual_empty``, ``manual_unreadable``, ``manual_too_large``, ``manual_unknown_machine_type``)."""
+
+    code = "manual_invalid"
+
+
 class PayloadTooLargeError(PitstopError):
     code = "payload_too_large"
     status = 413

@@ -237,10 +237,13 @@ def _values_held(lake: Lake, sensor: str, machine_ids: list[str]) -> int:
 
 
 def manual_files(fleet: FleetSchema, base_dir: Path) -> dict[str, Path]:
-    """The Markdown manuals the fleet file names, found next to it (paths relative to its folder),
-    by file name; manuals shipped with Pitstop are found already. A ``FleetError`` names any
-    manual that is missing or not Markdown."""
+    """The manuals (Markdown or PDF) the fleet file names, found next to it (paths relative to
+    its folder), by file name; manuals shipped with Pitstop are found already. A ``FleetError``
+    names any manual that is missing, of another format, empty or unreadable."""
     from importlib import resources
+
+    from pitstop.assistant.manuals import FORMATS, read_sections
+    from pitstop.errors import ManualError
 
     shipped = {ref.name for ref in resources.files("pitstop.knowledge").iterdir()}
     found: dict[str, Path] = {}
@@ -250,15 +253,24 @@ def manual_files(fleet: FleetSchema, base_dir: Path) -> dict[str, Path]:
             path = (base_dir / manual).resolve()
             if not path.is_file() and Path(manual).name in shipped:
                 continue  # shipped with Pitstop: the assistant searches it already
-            if path.suffix.lower() != ".md":
+            if path.suffix.lower() not in FORMATS:
                 problems.append(
-                    Problem(name, f"manuals ({manual})", "only Markdown manuals (.md) are searched yet")
+                    Problem(
+                        name,
+                        f"manuals ({manual})",
+                        "only Markdown (.md, .markdown) and PDF (.pdf) manuals are searched",
+                    )
                 )
             elif not path.is_file():
                 problems.append(
                     Problem(name, f"manuals ({manual})", f"no such file next to the fleet file ({path})")
                 )
             else:
+                try:
+                    read_sections(path.name, path.read_bytes())
+                except ManualError as exc:
+                    problems.append(Problem(name, f"manuals ({manual})", f"{exc.message} [{exc.code}]"))
+                    continue
                 found[path.name] = path
     if problems:
         lines = "\n".join(f"  {p}" for p in problems)
@@ -269,8 +281,22 @@ def manual_files(fleet: FleetSchema, base_dir: Path) -> dict[str, Path]:
 
 
 def install_manuals(manuals: dict[str, Path], folder: Path) -> list[str]:
-    """Copy the manuals where the assistant searches them (``<data-dir>/manuals``)."""
+    """Copy the manuals where the assistant searches them (``<data-dir>/manuals``), each for the
+    types whose ``manuals`` list names it. A manual an earlier fleet installed that this one no
+    longer lists is deleted (noted in ``.fleet-manuals.json``): left there, it would be searched
+    as a general manual, for every type."""
+    import json
+
     folder.mkdir(parents=True, exist_ok=True)
+    manifest = folder / ".fleet-manuals.json"
+    try:
+        before = set(json.loads(manifest.read_text(encoding="utf-8")))
+    except (OSError, ValueError, TypeError):
+        before = set()
     for name, path in manuals.items():
         shutil.copyfile(path, folder / name)
+    for name in sorted(before - set(manuals)):
+        if Path(name).name == name:
+            (folder / name).unlink(missing_ok=True)
+    manifest.write_text(json.dumps(sorted(manuals)), encoding="utf-8")
     return sorted(manuals)

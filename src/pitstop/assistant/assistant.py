@@ -113,7 +113,10 @@ class Assistant:
         from pitstop.assistant.knowledge import KnowledgeBase
         from pitstop.assistant.llm import LlmAnswerer
 
-        kb = knowledge or KnowledgeBase.load(platform.settings.data_dir / "manuals", platform.fleet)
+        settings = platform.settings
+        kb = knowledge or KnowledgeBase.load(
+            settings.data_dir / "manuals", platform.fleet, retrieval=settings.manuals_retrieval
+        )
         return cls(
             Toolbox.from_platform(platform, kb),
             Conversations(platform.db),

@@ -344,6 +344,18 @@ class Settings(BaseSettings):
     lake_checkpoint_every: int = Field(
         100, ge=1, description="Lake commits between checkpoints (each table's delta.checkpointInterval)."
     )
+    manual_max_mb: int = Field(
+        50,
+        ge=1,
+        le=1024,
+        description="Largest manual file `pitstop manuals add` accepts, in MiB (split a bigger one).",
+    )
+    manuals_retrieval: Literal["bm25", "hybrid"] = Field(
+        "bm25",
+        description="How the assistant searches manuals: bm25 (words), or hybrid (BM25 plus a small "
+        "embedding model shipped in the wordllama wheel, for questions in other words; needs "
+        "pip install 'pitstop[dense]').",
+    )
 
     @field_validator("data_dir")
     @classmethod
