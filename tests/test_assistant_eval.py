@@ -16,7 +16,15 @@ from pathlib import Path
 
 import pytest
 
-from pitstop.assistant.evaluation import Expect, Report, Snapshot, check_cite, check_fact, invented, load_cases
+from pitstop.assistant.evaluation import (
+    Expect,
+    Report,
+    Snapshot,
+    check_cite,
+    check_fact,
+    invented,
+    load_cases,
+)
 from tests.assistant_eval.fleets import build_harvesters, live_turbofan
 from tests.assistant_eval.run import SETS, evaluate
 

@@ -35,7 +35,8 @@ USERS = {"viewer": "vera", "technician": "tess", "engineer": "eli", "admin": "ad
 TURBOFAN_STEPS = 120
 HARVESTER_HISTORY = (6, 180)  # machines, days
 HARVESTER_FOLDS = 2  # cross-validation folds when training (the default 5 triples the time)
-HARVESTER_LIVE = (6, 60)
+HARVESTER_LIVE = (6, 60)  # machines, days up to LIVE_END
+LIVE_END = datetime(2025, 12, 15, tzinfo=UTC)  # fixed (the simulation depends on the date), in the past
 HARVESTER_SEED = 7
 
 Echo = Callable[[str], None]
@@ -174,12 +175,13 @@ def build_harvesters(root: Path, echo: Echo = _quiet) -> Path:
 
 
 def _live_harvesters() -> tuple[pl.DataFrame, list[str]]:
-    """The live harvesters: simulated up to now by seed, each cut before its first failure."""
+    """The live harvesters: simulated by seed up to ``LIVE_END``, each cut before its first
+    failure (the same fleet whatever the clock; the demo's runs up to now)."""
     from pitstop.sim.harvester import simulate
 
     machines, days = HARVESTER_LIVE
-    now = datetime.now(UTC)
-    start = (now - timedelta(days=days)).replace(minute=0, second=0, microsecond=0)
+    now = LIVE_END
+    start = now - timedelta(days=days)
     history = simulate(machines, days, seed=HARVESTER_SEED + 1, start=start, prefix="HV-")
     first = (
         history.events.filter(pl.col("kind").is_in(["failure", "maintenance"]))
@@ -210,7 +212,13 @@ def _lifecycle(p: Platform, proc: Processor) -> None:
     if len(orders) >= 2:
         transition(p, orders[1][0], "in_progress", technician=tech, role="technician")
         transition(
-            p, orders[1][0], "done", "fault_confirmed", "replaced the worn part", technician=tech, role="technician"
+            p,
+            orders[1][0],
+            "done",
+            "fault_confirmed",
+            "replaced the worn part",
+            technician=tech,
+            role="technician",
         )
     if len(orders) >= 3:
         body = NewEvent(machine_id=orders[2][1], kind="inspection", detail="visual check, no leaks")
