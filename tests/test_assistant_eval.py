@@ -122,6 +122,7 @@ def test_a_citation_counts_only_with_its_kind_and_id() -> None:
 def test_an_id_the_fleet_does_not_have_is_invented_unless_the_user_named_it() -> None:
     snap = _snapshot()
     assert invented("eng-007 is at risk; see WO-4.", [], snap, "how is eng-007?", None) == []
+    assert invented("eng-010 is ok.", [], snap, "which engines are ok?", None) == []
     assert invented("eng-099 is at risk.", [], snap, "which engines?", None) == ["eng-099 (no such machine)"]
     assert invented("There is no machine eng-099.", [], snap, "how is eng-099?", None) == []
     assert invented("Open: WO-77.", [], snap, "open orders?", None) == ["WO-77 (no such work order)"]
