@@ -56,6 +56,7 @@ def test_the_assistant_answers_the_set_at_target_with_no_invented_fact(reports: 
     report = Report([o for r in reports.values() for o in r.outcomes])
     print(report.text())  # the per-category scores and every failing answer, in the test's log
     assert report.questions >= 100
+    assert report.by("category")["generated"]["questions"] >= 20  # drawn from the API, unseen
     assert report.invented == 0, [o.to_dict() for o in report.outcomes if o.invented]
     assert report.correct / report.questions >= TARGET_SCORE, report.text()
     assert report.percentile(95) < TARGET_P95_MS, report.summary()

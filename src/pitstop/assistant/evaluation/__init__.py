@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from pitstop.assistant.evaluation.cases import CATEGORIES, Case, Expect, load_cases
 from pitstop.assistant.evaluation.facts import check_cite, check_fact, invented
+from pitstop.assistant.evaluation.generate import generated_cases
 from pitstop.assistant.evaluation.run import Outcome, Report, run_case, run_set
 from pitstop.assistant.evaluation.snapshot import Call, Snapshot
 
@@ -31,6 +32,7 @@ __all__ = [
     "Snapshot",
     "check_cite",
     "check_fact",
+    "generated_cases",
     "invented",
     "load_cases",
     "run_case",
