@@ -99,6 +99,13 @@ class ArtifactIntegrityError(ModelError):
     code = "artifact_integrity"
 
 
+class LlmError(PitstopError):
+    """The assistant's LLM endpoint timed out, failed or answered outside the protocol."""
+
+    code = "llm_unavailable"
+    status = 503
+
+
 class ConflictError(PitstopError):
     code = "conflict"
     status = 409

@@ -180,7 +180,8 @@ def summary(r: ToolResult) -> str:
         parts.append(
             f"{t['machines']} {mtype} machines ({t['active']} active): {t['at_risk']} at risk, {t['ok']} ok, "
             f"{t['no_data']} without scored readings, {t['retired']} retired; "
-            f"{t['open_work_orders']} open work orders"
+            f"{t['open_work_orders']} open work orders; a work order opens when the lower bound falls under "
+            f"{n(t['threshold'])} {t['time_unit']} (lead time {n(t['lead_time'])} {t['time_unit']})"
         )
     if not parts:
         return "The fleet has no machines yet."

@@ -8,7 +8,6 @@ model phrases answers from the same tools and its answer is checked against thei
 from __future__ import annotations
 
 import logging
-import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,9 +17,11 @@ from pitstop.assistant import answers
 from pitstop.assistant.actions import Executors, execute, question
 from pitstop.assistant.conversations import Conversations
 from pitstop.assistant.grounding import strip_unsupported
+from pitstop.assistant.llm import focus, remember
 from pitstop.assistant.proposals import propose
-from pitstop.assistant.tools import Toolbox, ToolResult
+from pitstop.assistant.tools import CODE, Toolbox, ToolResult
 from pitstop.assistant.understand import Parsed, parse
+from pitstop.errors import first_line
 
 if TYPE_CHECKING:
     from pitstop.assistant.knowledge import KnowledgeBase
@@ -29,8 +30,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-_CODE = re.compile(r"\b[A-Za-z]{1,4}-\d{2,4}\b")
 ROLE_CHECK = Callable[[str, str], bool]  # (role, permission) -> allowed
+WITHHELD = "(The language model's answer was withheld: it stated figures no tool returned.)"
 
 
 @dataclass
@@ -211,22 +212,30 @@ class Assistant:
     def _question(self, turn: Turn) -> str:
         from pitstop.assistant.questions import answer_question
 
-        if self.llm is not None:
-            try:
-                answered = self.llm.answer(turn, self.tools)
-            except Exception as exc:  # the model is down or misbehaves: the templates answer
-                log.warning("the LLM did not answer (%s); answering from templates", exc)
-                answered = None
-            if answered is not None:
-                text, results = answered
-                checked, missing = strip_unsupported(text, results, turn.parsed.text)
-                if checked and not missing:
-                    turn.parts.append(checked)
-                    turn.results.extend(results)
-                    answer_question(turn, self.tools, self.can, context_only=True)
-                    return "llm"
-                log.warning("LLM answer refused: it stated %s, which no tool returned", missing)
+        if self.llm is None:
+            answer_question(turn, self.tools, self.can)
+            return "templates"
+        question_text, before, refused = turn.parsed.text, len(turn.parts), False
+        try:
+            text, results = self.llm.answer(turn, self.tools, self.can)
+        except Exception as exc:  # the model is down or misbehaves: the templates answer
+            log.warning("the LLM did not answer (%s); answering from templates", first_line(exc))
+        else:
+            checked, missing = strip_unsupported(text, results, question_text)
+            if missing:
+                log.warning("LLM answer: removed what stated %s, which no tool returned", missing)
+            if checked:
+                turn.parts.append(checked)
+                turn.results.extend(results)
+                focus(turn.context, results)
+                answer_question(turn, self.tools, self.can, context_only=True)
+                remember(turn.context, question_text, checked)
+                return "llm"
+            refused = True
         answer_question(turn, self.tools, self.can)
+        if refused:
+            turn.parts.insert(before, WITHHELD)
+        remember(turn.context, question_text, "\n\n".join(turn.parts[before:]))
         return "templates"
 
     def reserved(self) -> set[str]:
@@ -234,7 +243,7 @@ class Assistant:
         if self._reserved is None:
             words = {s.lower() for mt in self.tools.fleet.machine_types.values() for s in mt.sensor_names}
             for section in self.tools.knowledge.sections:  # procedure codes: "P-101", "H-203"
-                words |= {c.lower() for c in _CODE.findall(f"{section.title} {section.text}")}
+                words |= {c.lower() for c in CODE.findall(f"{section.title} {section.text}")}
             self._reserved = words
         return self._reserved
 

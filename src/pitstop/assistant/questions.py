@@ -86,7 +86,7 @@ def answer_question(
     if not machines and not orders and not p.unknown_machines and not p.ambiguous:
         _about_fleet(turn, tools)
     if not turn.parts:
-        _from_manuals(turn, tools, None, fallback=True)
+        _from_manuals(turn, tools, manual_type(turn, tools), fallback=True)
     if not turn.parts:
         turn.add(f"I don't know that from the fleet's data or its manuals. {answers.CAPABILITIES}")
     elif p.unknown_machines and len(turn.parts) == len(p.unknown_machines):
@@ -129,8 +129,7 @@ def _about_machine(turn: Turn, tools: Toolbox, machine_id: str) -> None:
         if order is not None and order.get("procedure") and "orders" not in p.intents:
             detail = tools.work_order(order["id"])
             turn.add(answers.order_detail(detail), detail)
-        component = order.get("component") if order else None
-        _from_manuals(turn, tools, d["machine_type"], extra=component or "")
+        _procedure(turn, tools, d["machine_type"], order)
 
 
 def _about_order(turn: Turn, tools: Toolbox, order_id: int) -> None:
@@ -147,7 +146,7 @@ def _about_order(turn: Turn, tools: Toolbox, order_id: int) -> None:
         status = tools.machine(result.data["machine_id"])
         turn.add(answers.machine(status), status)
     if "procedure" in p.intents:
-        _from_manuals(turn, tools, result.data["machine_type"], extra=result.data.get("component") or "")
+        _procedure(turn, tools, result.data["machine_type"], result.data)
 
 
 def _about_fleet(turn: Turn, tools: Toolbox) -> None:
@@ -186,7 +185,40 @@ def _about_fleet(turn: Turn, tools: Toolbox) -> None:
         result = tools.audit_log(actor=p.actor)
         turn.add(answers.audit(result), result)
     if "procedure" in p.intents:
-        _from_manuals(turn, tools, mtype or ctx.get("machine_type"))
+        _from_manuals(turn, tools, mtype or manual_type(turn, tools))
+
+
+def manual_type(turn: Turn, tools: Toolbox) -> str | None:
+    """The machine type a question about the manuals is about: named, the conversation's, the one
+    whose sensors it names, or the fleet's only type."""
+    p, ctx = turn.parsed, turn.context
+    if p.machine_type:
+        return p.machine_type
+    by_sensor = tools.sensor_types()
+    named = {by_sensor[w] for w in re.findall(r"[a-z0-9_]+", p.text.lower()) if w in by_sensor}
+    if len(named) == 1:
+        return named.pop()
+    if ctx.get("machine_type"):
+        return str(ctx["machine_type"])
+    if ctx.get("machine"):
+        known = tools.machine(str(ctx["machine"])).data
+        if known.get("found"):
+            return str(known["machine_type"])
+    types = tools.machine_types()
+    return types[0] if len(types) == 1 else None
+
+
+def _procedure(turn: Turn, tools: Toolbox, machine_type: str, order: dict[str, Any] | None) -> None:
+    """How to do the work: the sections the order's procedure names by code, else a search of the
+    type's manuals (with the suspected component)."""
+    if order is not None and order.get("procedure"):
+        cited = tools.procedure_sections(order["procedure"], machine_type)
+        if cited.data["sections"]:
+            turn.parts.extend(answers.manual(cited))
+            turn.results.append(cited)
+            return
+    component = (order or {}).get("component") or ""
+    _from_manuals(turn, tools, machine_type, extra=component)
 
 
 def _from_manuals(

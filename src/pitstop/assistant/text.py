@@ -3,7 +3,10 @@ for indexing and searching alike, and the slug that names a section in a citatio
 
 from __future__ import annotations
 
+import functools
 import re
+
+import snowballstemmer
 
 _WORD = re.compile(r"[a-z0-9]+(?:-[0-9]+)?")
 _STOP = frozenset(
@@ -50,18 +53,43 @@ _STOP = frozenset(
 )
 
 
+# maintenance words that mean the same to a technician (after stemming)
+_SYNONYMS = {
+    "creep": "rise",
+    "climb": "rise",
+    "increas": "rise",
+    "grow": "rise",
+    "drop": "fall",
+    "decreas": "fall",
+    "declin": "fall",
+    "sink": "fall",
+    "swap": "replac",
+    "chang": "replac",
+    "fix": "repair",
+    "mend": "repair",
+    "broke": "fail",
+    "broken": "fail",
+    "breakdown": "fail",
+    "failur": "fail",
+    "lubric": "greas",
+    "regreas": "greas",
+}
+_STEMMER = snowballstemmer.stemmer("english")
+
+
 def tokens(text: str) -> list[str]:
-    return [_stem(t) for t in _WORD.findall(text.lower()) if t not in _STOP]
+    """Lower-cased words without stop words, Snowball-stemmed (replacing/replacement → replac,
+    setting/set → set), with a few synonyms a technician uses folded together (drop → fall)."""
+    words = [t for t in _WORD.findall(text.lower()) if t not in _STOP]
+    return [_stem(w) for w in words]
 
 
+@functools.lru_cache(maxsize=65536)
 def _stem(word: str) -> str:
-    """A light suffix stripper so that rise/rises/rising and fall/falls/falling meet."""
-    if word[:1].isdigit() or len(word) < 4:
-        return word
-    for suffix in ("ing", "ed", "es", "s", "e"):
-        if word.endswith(suffix) and len(word) - len(suffix) >= 3:
-            return word[: -len(suffix)]
-    return word
+    if any(c.isdigit() for c in word):
+        return word  # codes and figures as written: p-101, 250, h-204
+    stem: str = _STEMMER.stemWord(word)
+    return _SYNONYMS.get(stem, stem)
 
 
 def slug(title: str) -> str:

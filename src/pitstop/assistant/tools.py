@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+CODE = re.compile(r"\b[A-Za-z]{1,4}-\d{2,4}\b")  # a procedure code: P-101, H-204
 VERSIONS_TTL_S = 10.0  # the registry's answer is kept this long (an MLflow call costs ~100 ms)
 
 
@@ -250,6 +252,8 @@ class Toolbox:
                     "retired": 0,
                     "open_work_orders": 0,
                     "time_unit": self.time_unit(mtype),
+                    "threshold": self.policy_for(mtype).threshold,
+                    "lead_time": self.policy_for(mtype).lead_time,
                 },
             )
             entry["machines"] += 1
@@ -476,6 +480,35 @@ class Toolbox:
         ]
         sources = [section.cite() for _, section in hits]
         return ToolResult("search_manuals", args, {"sections": sections}, sources)
+
+    def procedure_sections(
+        self, procedure: str, machine_type: str | None = None, limit: int = 2
+    ) -> ToolResult:
+        """The manual sections a work order's procedure names by code ("P-101 borescope …")."""
+        args = {"procedure": procedure, "machine_type": machine_type}
+        codes = list(dict.fromkeys(c.upper() for c in CODE.findall(procedure)))
+        found = []
+        for code in codes:
+            for section in self.knowledge.sections:
+                if machine_type is not None and section.machine_type not in (machine_type, None):
+                    continue
+                if re.search(rf"\b{re.escape(code)}\b", section.title, re.I) and section not in found:
+                    found.append(section)
+                    break
+        found = found[:limit]
+        sections = [
+            {"document": s.source, "section": s.title, "anchor": s.anchor, "score": None, "text": s.text}
+            for s in found
+        ]
+        return ToolResult("procedure_sections", args, {"sections": sections}, [s.cite() for s in found])
+
+    def sensor_types(self) -> dict[str, str]:
+        """Each sensor name (lower case) → the machine type that has it (the first, if several)."""
+        found: dict[str, str] = {}
+        for name, mt in self.fleet.machine_types.items():
+            for sensor in mt.sensor_names:
+                found.setdefault(sensor.lower(), name)
+        return found
 
     def manual_section(self, reference: str) -> ToolResult:
         """A manual section by ``document#anchor`` (as fleet files cite them)."""

@@ -56,6 +56,13 @@ _JOINED_ID = re.compile(r"^([a-z]+)\d+$", re.I)
 _NUMBERED = re.compile(r"\b([a-z]+)\s*(?:no\.?|number|#)?\s*#?(\d{1,6})\b", re.I)
 _MACHINE_NOUNS = {"machine", "machines", "unit", "units", "engine", "engines", "asset", "assets"}
 
+_DEFINITION = re.compile(
+    r"\bdifference between\b|\bwhat (?:does|do) [\w\s'-]+ mean\b|\bwhat is meant by\b|\bdefin(?:e|ition)\b",
+    re.I,
+)
+_WEAK_RISK = re.compile(
+    r"\burgent\b|\bcritical\b|\battention\b|\brisk\w*\b|\bwhich\b[^?.]*\b(?:first|next|soonest|worst)\b", re.I
+)
 YES = re.compile(
     r"^\s*(yes|y|yep|yeah|yup|sure|confirm|confirmed|ok|okay|do it|go ahead|please do|proceed)\s*[.!]*\s*$",
     re.I,
@@ -74,8 +81,8 @@ _FINDINGS = (
     ("other", re.compile(r"\b(?:as|finding)\s+other\b|\bother work\b", re.I)),
 )
 _POLITE = (
-    r"^\s*(?:please\s+|pls\s+|can you\s+|could you\s+|would you\s+|i want to\s+|i'd like to\s+|"
-    r"let's\s+|go\s+)*"
+    r"(?:^|[,.;:!?]\s*|\b(?:and|then|so|now|just)\s+)\s*(?:please\s+|pls\s+|can you\s+|could you\s+|"
+    r"would you\s+|i want to\s+|i'd like to\s+|let's\s+|go\s+|you can\s+)*"
 )
 _ACTIONS = (
     ("acknowledged", re.compile(_POLITE + r"(?:acknowledge|ack)\b", re.I)),
@@ -99,19 +106,25 @@ INTENTS = {
         r"\bhow (?:do|can|should|would) (?:i|we|you)\b|\bhow to\b|\bprocedure\b|\bsteps?\b|\binstructions?\b|"
         r"\bwhat should (?:i|we) (?:do|check)\b|\bwhat does .* mean\b|\bsymptoms?\b|\bmeans?\b|\bfix\b|"
         r"\brepair it\b|\binspect\b|\btorque\b|\bhow often\b|\bchecklist\b|\bmanual\b|\bguide\b|\bexplain\b|"
-        r"\bwhat is (?:a|an|the) [a-z ]*(?:wash|inspection|test|check|overhaul)\b",
+        r"\bwhat is (?:a|an|the) [a-z ]*(?:wash|inspection|test|check|overhaul)\b|\bdifference between\b|"
+        r"\bwalk me through\b|\breplac\w*\b|\bset to\b|\bsettings? for\b|\bspecs?\b|\bspecification\b|"
+        r"\bhow much\b|\bwhat (?:is|are) (?:a|an|the)\s+[\w\s-]*?priorit\w*\b|\bregrease\b|\binterval for\b",
         re.I,
     ),
     "history": re.compile(
         r"\bhistory\b|\blast (?:serviced|repaired|maintained|inspected|failed|failure|maintenance|service|"
         r"repair|inspection)\b|\bwhen was\b.*\b(?:serviced|repaired|maintained|inspected|fixed|replaced)\b|"
         r"\bpast (?:failures|repairs|maintenance)\b|\bprevious (?:failures|repairs|maintenance)\b|"
-        r"\b(?:failures|repairs|events)\b",
+        r"\b(?:failures|repairs|events)\b|\bfailed\b|\brecently\b|\blately\b|"
+        r"\b(?:did|has|have) (?:anyone|someone|somebody|we|they|you) (?:ever )?"
+        r"(?:inspect|servic|repair|maint|check|look|work)\w*\b|\bbroke(?:n)?(?: down)?\b|"
+        r"\bever (?:fail|break)\w*\b",
         re.I,
     ),
     "trend": re.compile(
         r"\btrend\b|\bover time\b|\bprediction history\b|\b(?:recent|past|last) predictions\b|"
-        r"\bhow has\b|\bchang(?:ed|ing)\b|\bdropp(?:ed|ing)\b|\bgetting worse\b|\bdeclin",
+        r"\bhow has\b|\bchang(?:ed|ing)\b|\bdropp(?:ed|ing)\b|\bgetting worse\b|\bdeclin|\bmov(?:ed|ing)\b|"
+        r"\bevolv\w*\b|\bprogress(?:ed|ing|ion)\b|\bwent\b",
         re.I,
     ),
     "orders": re.compile(
@@ -131,7 +144,9 @@ INTENTS = {
     "at_risk": re.compile(
         r"\bat[-\s]risk\b|\brisk\w*\b|\bworst\b|\bneeds? attention\b|\battention\b|\burgent\b|\bsoonest\b|"
         r"\blowest\b|\bfail (?:next|first|soon)\b|\bclosest to failure\b|\bcritical\b|"
-        r"\bwhich (?:machines|engines|harvesters|units)\b|\bwhat machines\b|\btop \d+\b",
+        r"\bwhich (?:machines|engines|harvesters|units)\b|\bwhat machines\b|\btop \d+\b|"
+        r"\bwhich\b[^?.]*\b(?:first|next|soonest|most urgent|worst)\b|"
+        r"\bneeds? (?:a )?(?:mechanic|fitter|service)\b",
         re.I,
     ),
     "summary": re.compile(
@@ -186,6 +201,14 @@ def parse(
     for intent, pattern in INTENTS.items():
         if pattern.search(text):
             p.intents.add(intent)
+    weak_risk = not INTENTS["at_risk"].search(_WEAK_RISK.sub("", text))
+    if p.intents & {"procedure", "orders"} and "at_risk" in p.intents and weak_risk:
+        p.intents.discard("at_risk")  # "urgent work orders", "what does urgent mean": not the at-risk list
+    if "history" in p.intents and re.match(r"\s*(?:did|has|have|was|were)\b", text, re.I):
+        p.intents.discard("procedure")  # "did anyone inspect it lately?" asks what happened, not how
+    if _DEFINITION.search(text):
+        p.intents &= {"procedure", "help"}  # "what's the difference between …": the manual's words
+        p.intents.add("procedure")
     for groups in _ORDER_ID.findall(text):
         number = next(g for g in groups if g)
         if int(number) not in p.orders:

@@ -459,6 +459,7 @@ def settings_markdown() -> str:
     """The settings table for the README (a test keeps the README equal to this)."""
     lines = ["| setting | environment | type | default | what it does |", "|---|---|---|---|---|"]
     for name, kind, default, help_text in describe_settings():
+        kind = kind.replace("pydantic.types.", "").replace(" | ", " or ")  # a pipe would split the cell
         lines.append(f"| `{name}` | `PITSTOP_{name.upper()}` | {kind} | `{default}` | {help_text} |")
     return "\n".join(lines)
 

@@ -153,7 +153,8 @@
     }
     const updated = $("updated");
     const keep = updated ? updated.outerHTML : null;
-    bar.innerHTML = `<a class="brand" href="/">Pitstop</a><nav aria-label="Main"><ul>${links}</ul></nav><div class="session">${session}</div>`;
+    const chat = P.chat ? P.chat.toggleButton() : ""; // chat.js: the assistant's panel
+    bar.innerHTML = `<a class="brand" href="/">Pitstop</a><nav aria-label="Main"><ul>${links}</ul></nav><div class="session">${chat}${session}</div>`;
     if (keep) $("updated").outerHTML = keep;
   }
   function region() {

@@ -141,25 +141,5 @@
   $("filter-status").addEventListener("change", (ev) => { state.status = ev.target.value; render(false); });
   $("fleet-filters").addEventListener("submit", (ev) => ev.preventDefault());
 
-  // the assistant
-  $("ask-form").addEventListener("submit", async (ev) => {
-    ev.preventDefault();
-    const question = $("ask-q").value.trim();
-    if (!question) { $("ask-answer").textContent = "Type a question first."; return; }
-    $("ask-answer").textContent = "Thinking…";
-    $("ask-sources").textContent = "";
-    try {
-      const body = await P.post("/assistant/ask", { question });
-      $("ask-answer").textContent = body.answer ?? "(no answer)";
-      const sources = Array.isArray(body.sources) ? body.sources : [];
-      $("ask-sources").innerHTML = sources.length ? "Sources: " + sources.map((s) => {
-        const name = `${esc(s.kind ?? "")}:${esc(s.id ?? "")}`;
-        return s.url && String(s.url).startsWith("/") ? `<a href="${esc(s.url)}">${name}</a>` : name;
-      }).join(", ") : "";
-    } catch (e) {
-      $("ask-answer").textContent = `The assistant could not answer: ${P.errorText(e)}`;
-    }
-  });
-
   P.start("fleet", refresh);
 })();
