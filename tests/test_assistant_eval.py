@@ -42,7 +42,7 @@ def reports(trained_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iter
 
 
 def test_the_set_has_a_hundred_questions_over_both_fleets_in_every_category() -> None:
-    cases = load_cases(SETS.values())
+    cases = load_cases([path for paths in SETS.values() for path in paths])
     turns = [t for c in cases for t in c.turns]
     assert len(turns) >= 100
     assert {c.fleet for c in cases} == {"turbofan", "harvesters"}

@@ -15,7 +15,10 @@ from pitstop.web import create_app
 from tests.assistant_eval.fleets import user_keys
 
 HERE = Path(__file__).resolve().parent
-SETS = {"turbofan": HERE / "turbofan.yaml", "harvesters": HERE / "harvesters.yaml"}
+SETS = {
+    "turbofan": [HERE / "turbofan.yaml", HERE / "turbofan-heldout.yaml"],
+    "harvesters": [HERE / "harvesters.yaml", HERE / "harvesters-heldout.yaml"],
+}
 
 
 GENERATED_SEED = 18
@@ -38,7 +41,7 @@ def evaluate(root: Path, fleet: str) -> Report:
                 return response.status_code, response.json()
 
             tools = client.app.state.assistant.tools  # type: ignore[attr-defined]
-            cases = generated_cases(call, fleet, seed=GENERATED_SEED) + load_cases([SETS[fleet]])
+            cases = generated_cases(call, fleet, seed=GENERATED_SEED) + load_cases(SETS[fleet])
             return run_set(cases, call, tools)
     finally:
         platform.close()

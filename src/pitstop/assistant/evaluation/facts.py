@@ -110,6 +110,11 @@ MACHINE_FACTS: dict[str, Callable[[str, dict[str, Any]], str | None]] = {
     "model_version": lambda a, m: (
         None if m["model_version"] and _has_id(a, str(m["model_version"])) else f"model {m['model_version']}"
     ),
+    "last_reading": lambda a, m: (
+        None
+        if m["last_reading_ts"] and when(m["last_reading_ts"]) in a
+        else f"last reading {m['last_reading_ts']}"
+    ),
     "lifecycle": lambda a, m: None if m["lifecycle"] in a.lower() else m["lifecycle"],
 }
 

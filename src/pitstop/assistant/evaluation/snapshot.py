@@ -46,7 +46,7 @@ class Snapshot:
             return (low / max(m["threshold"], 1e-9), m["machine_id"])
 
         ranked = sorted(scored, key=urgency)
-        for i, name in enumerate(("worst", "second_worst", "third_worst")):
+        for i, name in enumerate(("worst", "second_worst", "third_worst", "fourth_worst", "fifth_worst")):
             if len(ranked) > i:
                 v[name] = ranked[i]["machine_id"]
         if ranked:
