@@ -124,7 +124,12 @@ def run_case(case: Case, call: Call, tools: Toolbox | None = None) -> list[Outco
 
 
 def _check_after(after: dict[str, Any], call: Call, snap: Snapshot) -> list[str]:
-    """The API's view after an action (or a refused one): the order's status and finding."""
+    """The API's view after an action (or a refused or cancelled one): a work order's status,
+    finding and technician (``order``), or whether an event was recorded (``event``: its kind,
+    ``machine``, ``actor``, ``recorded`` true or false), counted in the audit log against the
+    case's start."""
+    if "event" in after:
+        return _check_event(after, call, snap)
     order_id = int(snap.fill(str(after["order"])))
     _, body = call("GET", "/api/v1/work-orders?status=all&limit=5000", "admin", None)
     found = next((o for o in body["work_orders"] if int(o["id"]) == order_id), None)
@@ -135,6 +140,28 @@ def _check_after(after: dict[str, Any], call: Call, snap: Snapshot) -> list[str]
         if key in after and str(found.get(key)) != snap.fill(str(after[key])):
             problems.append(f"after: WO-{order_id} {key} is {found.get(key)}, expected {after[key]}")
     return problems
+
+
+def _check_event(after: dict[str, Any], call: Call, snap: Snapshot) -> list[str]:
+    kind, machine = str(after["event"]), snap.fill(str(after["machine"]))
+    actor = snap.fill(str(after["actor"])) if "actor" in after else None
+
+    def count(entries: list[dict[str, Any]]) -> int:
+        return sum(
+            e["action"] == "event_recorded"
+            and (e.get("detail") or {}).get("kind") == kind
+            and (e.get("detail") or {}).get("machine_id") == machine
+            and (actor is None or e["actor"] == actor)
+            for e in entries
+        )
+
+    _, body = call("GET", "/api/v1/audit?limit=1000", "admin", None)
+    added = count(body["entries"]) - count(snap.extra["audit"])
+    if bool(after.get("recorded", True)) != (added > 0):
+        return [
+            f"after: {added} {kind} event(s) of {machine} recorded, expected {after.get('recorded', True)}"
+        ]
+    return []
 
 
 @dataclass
