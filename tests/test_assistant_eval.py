@@ -22,6 +22,7 @@ from pitstop.assistant.evaluation import (
     Snapshot,
     check_cite,
     check_fact,
+    foreign_manuals,
     invented,
     load_cases,
 )
@@ -118,6 +119,15 @@ def test_a_citation_counts_only_with_its_kind_and_id() -> None:
     assert check_cite("manual:t.md#procedure-p-101", sources, snap, None, None) is None
     assert check_cite("manual:t.md#procedure-p-102", sources, snap, None, None) is not None
     assert check_cite("work_order", sources, snap, None, "4") == "work_order:4"
+
+
+def test_a_manual_of_a_machine_type_the_fleet_does_not_have_is_a_wrong_citation() -> None:
+    snap = _snapshot()
+    own = {"kind": "manual", "id": "t.md#p-101", "machine_type": "turbofan"}
+    general = {"kind": "manual", "id": "site.md#safety", "machine_type": None}
+    other = {"kind": "manual", "id": "h.md#h-203", "machine_type": "harvester"}
+    assert foreign_manuals([own, general], snap) == []
+    assert foreign_manuals([own, other], snap) == ["cites h.md#h-203, a harvester manual"]
 
 
 def test_an_id_the_fleet_does_not_have_is_invented_unless_the_user_named_it() -> None:

@@ -17,7 +17,7 @@ called afresh on the same state) and machine or work-order ids the live API does
 from __future__ import annotations
 
 from pitstop.assistant.evaluation.cases import CATEGORIES, Case, Expect, load_cases
-from pitstop.assistant.evaluation.facts import check_cite, check_fact, invented
+from pitstop.assistant.evaluation.facts import check_cite, check_fact, foreign_manuals, invented
 from pitstop.assistant.evaluation.generate import generated_cases
 from pitstop.assistant.evaluation.run import Outcome, Report, run_case, run_set
 from pitstop.assistant.evaluation.snapshot import Call, Snapshot
@@ -32,6 +32,7 @@ __all__ = [
     "Snapshot",
     "check_cite",
     "check_fact",
+    "foreign_manuals",
     "generated_cases",
     "invented",
     "load_cases",

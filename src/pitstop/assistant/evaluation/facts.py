@@ -169,6 +169,17 @@ def check_cite(
     return f"{kind}:{ident}" if ident else kind
 
 
+def foreign_manuals(sources: list[dict[str, Any]], snap: Snapshot) -> list[str]:
+    """Manual sections cited for machine types the fleet does not have: they answer another
+    question (a harvester's injector symptoms for a turbofan's sensors)."""
+    types = {m["machine_type"] for m in snap.machines.values()}
+    return [
+        f"cites {c['id']}, a {c['machine_type']} manual"
+        for c in sources
+        if c.get("kind") == "manual" and c.get("machine_type") and c["machine_type"] not in types
+    ]
+
+
 # -- invented facts ---------------------------------------------------------------------------
 
 

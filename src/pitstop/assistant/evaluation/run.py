@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pitstop.assistant.evaluation.cases import REFUSALS, Case
-from pitstop.assistant.evaluation.facts import check_cite, check_fact, invented
+from pitstop.assistant.evaluation.facts import check_cite, check_fact, foreign_manuals, invented
 from pitstop.assistant.evaluation.snapshot import Call, Snapshot
 from pitstop.assistant.tools import Toolbox
 from pitstop.errors import ValidationError
@@ -104,6 +104,7 @@ def run_case(case: Case, call: Call, tools: Toolbox | None = None) -> list[Outco
                 missing.append(f"action {want}")
         if turn.after is not None:
             missing += _check_after(turn.after, call, snap)
+        missing += foreign_manuals(sources, snap)
         bad = invented(answer, sources, snap, asked, tools)
         outcomes.append(
             Outcome(
