@@ -221,13 +221,14 @@ class Assistant:
         except Exception as exc:  # the model is down or misbehaves: the templates answer
             log.warning("the LLM did not answer (%s); answering from templates", first_line(exc))
         else:
-            checked, missing = strip_unsupported(text, results, question_text)
+            # the model's figures must come from its tools: what the user typed is no evidence
+            checked, missing = strip_unsupported(text, results)
             if missing:
                 log.warning("LLM answer: removed what stated %s, which no tool returned", missing)
             if checked:
                 turn.parts.append(checked)
                 turn.results.extend(results)
-                focus(turn.context, results)
+                focus(turn.context, results, checked)
                 answer_question(turn, self.tools, self.can, context_only=True)
                 remember(turn.context, question_text, checked)
                 return "llm"

@@ -63,20 +63,43 @@ def remember(context: dict[str, Any], question: str, answer: str) -> None:
     context["recent"] = kept
 
 
-def focus(context: dict[str, Any], results: list[ToolResult]) -> None:
-    """Put what the model looked up in the conversation's focus, as the templates do, so that
-    "it" and "the first one" in the user's next message (an action too) resolve against it."""
+def focus(context: dict[str, Any], results: list[ToolResult], answer: str) -> None:
+    """Put what the model's answer shows in the conversation's focus, as the templates do, so that
+    "it" and "the second one" in the user's next message (an action too) resolve against what the
+    user read, in the order they read it, never against a lookup the answer did not show."""
+    machines: set[str] = set()
+    orders: dict[int, str] = {}
     for result in results:
         data = result.data if isinstance(result.data, dict) else {}
         if result.tool == "machine" and data.get("found"):
-            context["machine"] = data["machine_id"]
+            machines.add(str(data["machine_id"]))
         elif result.tool == "work_order" and data.get("found"):
-            context["order"], context["machine"] = data["id"], data["machine_id"]
-        elif result.tool == "at_risk" and (data["at_risk"] or data["lowest"]):
-            shown = data["at_risk"] or data["lowest"]
-            context["listed"] = {"kind": "machine", "ids": [m["machine_id"] for m in shown]}
-        elif result.tool == "work_orders" and data["work_orders"]:
-            context["listed"] = {"kind": "work_order", "ids": [o["id"] for o in data["work_orders"]]}
+            orders[int(data["id"])] = str(data["machine_id"])
+        elif result.tool == "at_risk":
+            machines |= {str(m["machine_id"]) for m in data.get("at_risk", []) + data.get("lowest", [])}
+        elif result.tool == "work_orders":
+            orders |= {int(o["id"]): str(o["machine_id"]) for o in data.get("work_orders", [])}
+    shown_orders = _in_order(answer, {f"WO-{i}": i for i in orders})
+    shown_machines = _in_order(answer, {m: m for m in machines})
+    if len(shown_orders) > 1:
+        context["listed"] = {"kind": "work_order", "ids": shown_orders}
+    elif len(shown_machines) > 1:
+        context["listed"] = {"kind": "machine", "ids": shown_machines}
+    if len(shown_orders) == 1:
+        context["order"] = shown_orders[0]
+        context["machine"] = orders[shown_orders[0]]
+    elif len(shown_machines) == 1:
+        context["machine"] = shown_machines[0]
+
+
+def _in_order(text: str, names: dict[str, Any]) -> list[Any]:
+    """The values of ``names`` whose key appears in ``text`` as a whole word, by first appearance."""
+    found = []
+    for name, value in names.items():
+        match = re.search(rf"(?<![\w-]){re.escape(name)}(?![\w-])", text)
+        if match is not None:
+            found.append((match.start(), value))
+    return [value for _, value in sorted(found, key=lambda pair: pair[0])]
 
 
 class LlmAnswerer:

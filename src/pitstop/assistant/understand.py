@@ -54,21 +54,32 @@ _TOKEN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:/-]*[A-Za-z0-9]|[A-Za-z0-9]")
 _SEPARATED_ID = re.compile(r"^[a-z]+[-_.:/][a-z0-9_-]*\d[a-z0-9_-]*$", re.I)
 _JOINED_ID = re.compile(r"^([a-z]+)\d+$", re.I)
 _NUMBERED = re.compile(r"\b([a-z]+)\s*(?:no\.?|number|#)?\s*#?(\d{1,6})\b", re.I)
+_KINDS = re.compile(
+    r"\b(harvester|pump|tractor|truck|compressor|turbine|turbofan|motor|conveyor|crane|forklift|generator|"
+    r"boiler|chiller|robot|excavator|loader|locomotive|elevator|escalator|press|lathe|drone|vessel|ship|"
+    r"bus|car|van|train|aircraft|airplane|helicopter|wind turbine|mixer|centrifuge|shaker)(?:s|es)?\b",
+    re.I,
+)
 _MACHINE_NOUNS = {"machine", "machines", "unit", "units", "engine", "engines", "asset", "assets"}
 
 _DEFINITION = re.compile(
-    r"\bdifference between\b|\bwhat (?:does|do) [\w\s'-]+ mean\b|\bwhat is meant by\b|\bdefin(?:e|ition)\b",
+    r"\bdifference between\b|\bwhat (?:does|do) [\w\s'-]+ mean\b|\bwhat is meant by\b|\bdefin(?:e|ition)\b|"
+    r"\bhow (?:do|can|should) (?:i|we|you) (?:close|acknowledge|start|cancel|open|record|create|log) "
+    r"(?:a|an)\b",
     re.I,
 )
 _WEAK_RISK = re.compile(
     r"\burgent\b|\bcritical\b|\battention\b|\brisk\w*\b|\bwhich\b[^?.]*\b(?:first|next|soonest|worst)\b", re.I
 )
 YES = re.compile(
-    r"^\s*(yes|y|yep|yeah|yup|sure|confirm|confirmed|ok|okay|do it|go ahead|please do|proceed)\s*[.!]*\s*$",
+    r"^\s*(?:yes|y|yep|yeah|yup|sure|confirm|confirmed|ok|okay|do it|go ahead|please do|proceed)"
+    r"(?:[,\s]+(?:please|do it|go ahead|thanks|thank you|confirm(?:ed)?))*\s*[.!]*\s*$",
     re.I,
 )
-NO = re.compile(r"^\s*(no|n|nope|nah|cancel|abort|stop|don't|do not|never mind|nevermind)\s*[.!]*\s*$", re.I)
-
+# a "no" to a pending proposal: the message starts by refusing ("no, cancel that", "don't")
+NO = re.compile(
+    r"^\s*(?:no|n|nope|nah|cancel|abort|stop|don't|do not|dont|never ?mind|forget it)\b(?![-\s]*fault)", re.I
+)
 _FINDINGS = (
     (
         "no_fault_found",
@@ -84,16 +95,32 @@ _POLITE = (
     r"(?:^|[,.;:!?]\s*|\b(?:and|then|so|now|just)\s+)\s*(?:please\s+|pls\s+|can you\s+|could you\s+|"
     r"would you\s+|i want to\s+|i'd like to\s+|let's\s+|go\s+|you can\s+)*"
 )
+# (state, pattern, whether the object comes before the verb: "mark WO-3 as done")
 _ACTIONS = (
-    ("acknowledged", re.compile(_POLITE + r"(?:acknowledge|ack)\b", re.I)),
-    ("in_progress", re.compile(_POLITE + r"(?:start|begin|start work on|begin work on)\b", re.I)),
-    ("done", re.compile(_POLITE + r"(?:close|complete|finish|resolve)\b", re.I)),
-    ("cancelled", re.compile(_POLITE + r"cancel\b(?!\s*$)", re.I)),
-    ("inspection", re.compile(_POLITE + r"(?:record|log|add|register|note)\s+(?:an?\s+)?inspection\b", re.I)),
-    ("done", re.compile(_POLITE + r"mark\b.*\b(?:as\s+)?(?:done|closed|complete|completed)\b", re.I)),
-    ("in_progress", re.compile(_POLITE + r"mark\b.*\b(?:as\s+)?(?:in progress|started)\b", re.I)),
-    ("acknowledged", re.compile(_POLITE + r"mark\b.*\b(?:as\s+)?acknowledged\b", re.I)),
+    ("acknowledged", re.compile(_POLITE + r"(?:acknowledge|ack)\b", re.I), False),
+    ("in_progress", re.compile(_POLITE + r"(?:start|begin)\b", re.I), False),
+    ("done", re.compile(_POLITE + r"(?:close|complete|finish|resolve)\b", re.I), False),
+    ("cancelled", re.compile(_POLITE + r"cancel\b(?!\s*$)", re.I), False),
+    (
+        "inspection",
+        re.compile(_POLITE + r"(?:record|log|add|register|note)\s+(?:an?\s+)?inspection\b", re.I),
+        False,
+    ),
+    ("done", re.compile(_POLITE + r"mark\b.*\b(?:as\s+)?(?:done|closed|complete|completed)\b", re.I), True),
+    ("in_progress", re.compile(_POLITE + r"mark\b.*\b(?:as\s+)?(?:in progress|started)\b", re.I), True),
+    ("acknowledged", re.compile(_POLITE + r"mark\b.*\b(?:as\s+)?acknowledged\b", re.I), True),
 )
+# what an action acts on, in the few words after its verb: a work order, a pronoun, an ordinal
+_TARGET = re.compile(
+    r"^\W*(?:(?:work|working)\s+on\s+|on\s+|of\s+|for\s+)?(?:the\s+|my\s+|this\s+|that\s+|its\s+|our\s+)?"
+    r"(?:(?:first|second|third|fourth|fifth|last|\d+(?:st|nd|rd|th))\s+"
+    r"(?:one|order|work order|machine|engine)\b|"
+    r"(?:machine|engine|unit|asset|harvester)\s*(?:no\.?|number|#)?\s*\d+\b|"
+    r"WO[-\s#]?\d+\b|#\d+\b|work\s*orders?\b|orders?\b|tickets?\b|jobs?\b|it\b|them\b|that\b|this\b|one\b)",
+    re.I,
+)
+_NEGATED = re.compile(r"\bnot\b|\bdon'?t\b|\bnever\b|\bno longer\b", re.I)
+_REQUEST = re.compile(r"^\s*(?:please|pls|can you|could you|would you|will you)\b|\bplease\b", re.I)
 _NOTE = re.compile(r"\b(?:note|notes|comment|saying|with note)\s*[:=]\s*(.+)$|[\"“](.+?)[\"”]", re.I | re.S)
 
 INTENTS = {
@@ -209,11 +236,16 @@ def parse(
     if _DEFINITION.search(text):
         p.intents &= {"procedure", "help"}  # "what's the difference between …": the manual's words
         p.intents.add("procedure")
-    for groups in _ORDER_ID.findall(text):
-        number = next(g for g in groups if g)
-        if int(number) not in p.orders:
-            p.orders.append(int(number))
-    order_spans = [m.span() for m in _ORDER_ID.finditer(text)]
+    order_spans = []
+    nouns = _MACHINE_NOUNS | {t.lower() for t in machine_types} | {t.lower() + "s" for t in machine_types}
+    for match in _ORDER_ID.finditer(text):
+        before = re.findall(r"[\w-]+", text[: match.start()])
+        if match.group(4) and before and before[-1].lower() in nouns:
+            continue  # "machine #5" names a machine
+        number = int(next(g for g in match.groups() if g))
+        order_spans.append(match.span())
+        if number not in p.orders:
+            p.orders.append(number)
     p.machine_type = _machine_type(text, machine_types)
     _machines(text, p, machine_ids, machine_types, reserved, order_spans, active or set())
     ordinal = _ORDINAL.search(text)
@@ -222,10 +254,7 @@ def parse(
         p.ordinal = _ORDINALS[word.lower()] if word else int(ordinal.group(4))
     p.pronoun = bool(_PRONOUN.search(text))
     p.order_pronoun = bool(_ORDER_PRONOUN.search(text))
-    for status, pattern in _ACTIONS:
-        if pattern.search(text):
-            p.action = status
-            break
+    p.action = _action(text, p, machine_ids)
     for finding, pattern in _FINDINGS:
         if pattern.search(text):
             p.finding = finding
@@ -237,6 +266,48 @@ def parse(
     if actor is not None:
         p.actor = actor.group(1)
     return p
+
+
+def _action(text: str, p: Parsed, machine_ids: dict[str, str]) -> str | None:
+    """The state an imperative asks a work order to move to (or ``inspection``), when the verb
+    acts on something: "close WO-3", "acknowledge it", "start the second one", "record an
+    inspection of H-017". Questions ("log inspection results?"), negations ("mark it as not
+    done") and verbs about something else ("start the borescope steps") are not actions."""
+    if text.rstrip().endswith("?") and not _REQUEST.search(text):
+        return None
+    for status, pattern, object_first in _ACTIONS:
+        match = pattern.search(text)
+        if match is None:
+            continue
+        rest = text[match.end() :]
+        if _NEGATED.search(text[match.start() : match.end() + 40]):
+            return None
+        if status == "inspection":
+            words = re.findall(r"[\w-]+", rest)[:4]
+            named = any(w.lower() in machine_ids for w in words) or _TARGET.match(rest) is not None
+            return status if named or not words else None
+        if object_first:
+            return status  # "mark WO-3 as done": the object came before the state
+        if _TARGET.match(rest) or _starts_with_machine(rest, machine_ids):
+            return status
+        return None
+    return None
+
+
+def _starts_with_machine(rest: str, machine_ids: dict[str, str]) -> bool:
+    words = re.findall(r"[\w-]+", rest)[:3]
+    return any(w.lower() in machine_ids for w in words if w.lower() not in ("the", "on", "for", "of"))
+
+
+def unknown_type(text: str, machine_types: dict[str, str]) -> str | None:
+    """A kind of machine the question names that the fleet does not have ("how many pumps?"),
+    from a vocabulary of machine nouns; ``machine_types`` maps each type to its description."""
+    known = " ".join(f"{name} {description}" for name, description in machine_types.items()).lower()
+    for match in _KINDS.finditer(text):
+        noun = match.group(1).lower()
+        if not re.search(rf"\b{re.escape(noun)}", known):
+            return noun
+    return None
 
 
 def _machine_type(text: str, machine_types: list[str]) -> str | None:
