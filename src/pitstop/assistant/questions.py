@@ -133,7 +133,11 @@ def _about_machine(turn: Turn, tools: Toolbox, machine_id: str) -> None:
         if d["open_work_order"] is not None:
             ctx["order"] = d["open_work_order"]["id"]
     if "audit" in p.intents:
-        result = tools.audit_log(machine_id=machine_id)
+        order = d["open_work_order"]
+        if "orders" in p.intents and order is not None:  # "who acknowledged its work order?"
+            result = tools.audit_log(work_order=int(order["id"]))
+        else:
+            result = tools.audit_log(machine_id=machine_id)
         turn.add(answers.audit(result), result)
     if "procedure" in p.intents:
         order = d["open_work_order"]
@@ -174,6 +178,12 @@ def _about_fleet(turn: Turn, tools: Toolbox) -> None:
         turn.add(answers.at_risk(result, scope), result)
         shown = result.data["at_risk"] or result.data["lowest"]
         _listed(ctx, "machine", [m["machine_id"] for m in shown])
+        if "procedure" in p.intents and shown:  # "which is worst and what should I check on it?"
+            worst = tools.machine(shown[0]["machine_id"])
+            ctx["machine"] = worst.data["machine_id"]
+            turn.add(answers.machine(worst), worst)
+            _procedure(turn, tools, worst.data["machine_type"], worst.data["open_work_order"])
+            return
     if "orders" in p.intents and "at_risk" not in p.intents:
         status = "closed" if _CLOSED.search(p.text) else "open"
         priority = _PRIORITY.search(p.text)

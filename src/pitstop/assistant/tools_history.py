@@ -12,13 +12,15 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select
 
 from pitstop.assistant.records import ToolResult, iso
-from pitstop.store import Alert, AuditEntry, Prediction
+from pitstop.store import Alert, AuditEntry, Prediction, WorkOrder
 
 if TYPE_CHECKING:
     from pitstop.lake import Lake
     from pitstop.store import Database
 
 log = logging.getLogger(__name__)
+
+SCAN = 2000  # the newest audit entries searched for one work order's or machine's
 
 
 class HistoryTools:
@@ -151,18 +153,23 @@ class HistoryTools:
                 query = query.where(AuditEntry.actor == actor)
             # the detail is JSON text: a LIKE narrows the rows (wildcards escaped), the parsed
             # detail decides ("work_order": 1 must not match 10)
-            for value in (work_order, machine_id):
-                if value is not None:
-                    query = query.where(AuditEntry.detail.like(f"%{_like(str(value))}%", escape="\\"))
-            rows = s.scalars(
-                query.limit(500 if work_order is not None or machine_id is not None else limit)
-            ).all()
+            if work_order is not None:
+                query = query.where(AuditEntry.detail.like(f"%{_like(str(work_order))}%", escape="\\"))
+            # a machine's entries name it, or one of its work orders (a transition names the order)
+            orders: set[str] = set()
+            if machine_id is not None:
+                found = s.scalars(select(WorkOrder.id).where(WorkOrder.machine_id == machine_id))
+                orders = {str(i) for i in found}
+            filtered = work_order is not None or machine_id is not None
+            rows = s.scalars(query.limit(SCAN if filtered else limit)).all()
             entries = []
             for e in rows:
                 detail = json.loads(e.detail or "{}")
                 if work_order is not None and str(detail.get("work_order")) != str(work_order):
                     continue
-                if machine_id is not None and machine_id not in {str(v) for v in detail.values()}:
+                if machine_id is not None and not (
+                    machine_id in {str(v) for v in detail.values()} or str(detail.get("work_order")) in orders
+                ):
                     continue
                 entries.append(
                     {

@@ -229,9 +229,40 @@ def parse(
     for intent, pattern in INTENTS.items():
         if pattern.search(text):
             p.intents.add(intent)
-    weak_risk = not INTENTS["at_risk"].search(_WEAK_RISK.sub("", text))
+    nouns = _MACHINE_NOUNS | {t.lower() for t in machine_types} | {t.lower() + "s" for t in machine_types}
+    which = re.search(r"\bwhich\s+(\w+)", text, re.I)
+    about_machines = which is not None and which.group(1).lower() in nouns  # "which harvester is worst"
+    weak_risk = not INTENTS["at_risk"].search(_WEAK_RISK.sub("", text)) and not about_machines
     if p.intents & {"procedure", "orders"} and "at_risk" in p.intents and weak_risk:
         p.intents.discard("at_risk")  # "urgent work orders", "what does urgent mean": not the at-risk list
+    many = re.search(r"\bhow many\s+((?:[\w-]+\s+){0,3})", text + " ", re.I)
+    if (
+        many is not None
+        and "summary" in p.intents
+        and not re.search(r"\bhow many\b.*\bhow many\b", text, re.I)
+    ):
+        counted = set(many.group(1).lower().split())
+        fleet_words = nouns | {
+            "work",
+            "orders",
+            "order",
+            "alerts",
+            "at",
+            "are",
+            "is",
+            "open",
+            "active",
+            "retired",
+        }
+        units = {"cycles", "hours", "days", "minutes", "flights", "readings"}
+        if counted & units or re.search(r"\b(?:left|remain\w*)\b", text, re.I):
+            p.intents.discard("summary")  # "how many hours has HV-004 got left": its RUL
+            p.intents.add("status")
+        elif not counted & fleet_words and not re.search(
+            r"\boverview|summar|fleet status|count\b", text, re.I
+        ):
+            p.intents.discard("summary")  # "how many technicians does P-201 take": the manual's
+            p.intents.add("procedure")
     if "history" in p.intents and re.match(r"\s*(?:did|has|have|was|were)\b", text, re.I):
         p.intents.discard("procedure")  # "did anyone inspect it lately?" asks what happened, not how
     if _DEFINITION.search(text):
