@@ -353,3 +353,98 @@ def test_extra_manuals_are_searched() -> None:
     )
     [(score, section)] = kb.search("belt tension")
     assert score > 0 and section.source == "harvester.md"
+
+
+def test_two_servers_answering_yes_at_once_act_once(scored: Platform) -> None:
+    """Two assistants (two server processes) share the ops DB: the stored proposal is claimed
+    by one "yes" only, whichever comes first."""
+    import threading
+
+    first, second = (Assistant.from_platform(scored, role_has) for _ in range(2))
+    order_id = first.tools.at_risk(limit=1).data["at_risk"][0]["machine_id"]
+    order_id = first.tools.machine(order_id).data["open_work_order"]["id"]
+    proposal = first.chat(f"close WO-{order_id} as other work", user="bo", role="technician")
+    replies: list[Any] = []
+
+    def yes(assistant: Assistant) -> None:
+        replies.append(
+            assistant.chat("yes", user="bo", role="technician", conversation_id=proposal.conversation_id)
+        )
+
+    threads = [threading.Thread(target=yes, args=(a,)) for a in (first, second, first, second)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    done = [a for r in replies for a in r.actions if a["state"] == "done"]
+    assert len(done) == 1, [r.answer for r in replies]
+    assert sum("answered already" in r.answer or "nothing waiting" in r.answer for r in replies) == 3
+    moves = first.tools.audit_log(work_order=order_id).data["entries"]
+    assert [e["action"] for e in moves] == ["work_order_done", "work_order_in_progress"]
+
+
+def test_a_deleted_conversation_is_not_brought_back_by_its_next_turn(
+    api: tuple[TestClient, dict[str, dict[str, str]]],
+) -> None:
+    client, keys = api
+    cid = chat(client, keys["viewer"], "how many machines are there?")["conversation_id"]
+    assert client.delete(f"/api/v1/assistant/conversations/{cid}", headers=keys["viewer"]).status_code == 204
+    r = client.post(
+        "/api/v1/assistant/chat", json={"message": "and now?", "conversation_id": cid}, headers=keys["viewer"]
+    )
+    assert r.status_code == 404 and r.json()["error"]["code"] == "conversation_not_found"
+    bad = client.post("/api/v1/assistant/chat", json={"message": "hi\u0000there"}, headers=keys["viewer"])
+    assert bad.status_code == 422 and bad.json()["error"]["code"] == "invalid_message"
+
+
+def test_what_is_not_an_action_and_what_is(scored: Platform) -> None:
+    from pitstop.assistant.understand import parse
+
+    ids = {"eng-031": "eng-031", "eng-052": "eng-052", "eng-005": "eng-005"}
+    not_actions = [
+        "mark WO-27 as not done",
+        "so, start the borescope inspection steps for eng-052",
+        "then close the ports and torque to spec on eng-052",
+        "log inspection results for eng-052?",
+        "who closed WO-1?",
+        "how do I close a work order?",
+        "close WO-3?",
+    ]
+    for text in not_actions:
+        assert parse(text, ids, ["turbofan"]).action is None, text
+    actions = {
+        "WO-1 is finished, close it as fault confirmed": "done",
+        "can you close WO-3?": "done",
+        "acknowledge machine #5": "acknowledged",
+        "start the 3rd one": "in_progress",
+        "record an inspection of eng-052 note: clean": "inspection",
+        "mark WO-3 as done": "done",
+    }
+    for text, state in actions.items():
+        assert parse(text, ids, ["turbofan"]).action == state, text
+    assert parse("acknowledge machine #5", ids, ["turbofan"]).orders == []  # a machine, not WO-5
+
+
+def test_unknown_types_procedure_codes_and_exact_audit_lookups(scored: Platform) -> None:
+    assistant = Assistant.from_platform(scored, role_has)
+    reply = assistant.ask("how do I replace the fuel pump on a tractor?")
+    assert reply.answer.startswith("This fleet has no tractor machines") and "turbofan" in reply.answer
+    reply = assistant.ask("how long does P-101 take?")
+    assert reply.sources[0]["id"] == "turbofan-maintenance.md#procedure-p-101-borescope-inspection-of-the-hpc"
+    assert assistant.ask("what is the procedure P-999?").answer == "No manual section names procedure P-999."
+    from pitstop.maintenance import transition
+
+    orders = assistant.tools.work_orders(limit=12).data["work_orders"]
+    low = min(o["id"] for o in orders)
+    ten = next(o["id"] for o in orders if str(o["id"]).startswith(str(low)) and o["id"] != low)
+    transition(scored, ten, "acknowledged", technician="cy", role="technician")
+    assert assistant.tools.audit_log(work_order=low).data["entries"] == []  # WO-1x is not WO-1
+    assert assistant.tools.audit_log(work_order=ten).data["entries"][0]["actor"] == "cy"
+
+
+def test_a_status_the_tools_contradict_is_not_shown() -> None:
+    result = ToolResult("machine", {}, {"found": True, "machine_id": "eng-001", "status": "ok"})
+    assert unsupported("Yes: eng-001 is at risk.", [result]) == ["eng-001 at risk"]
+    assert unsupported("eng-001 is ok; it is not at risk.", [result]) == []
+    order = ToolResult("work_order", {}, {"found": True, "id": 3, "machine_id": "eng-031", "status": "open"})
+    assert unsupported("WO-3 on eng-031 is done.", [order]) == ["WO-3 done"]
