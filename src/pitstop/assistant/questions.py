@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from pitstop.assistant import answers
+from pitstop.assistant.text import tokens
 from pitstop.assistant.tools import Toolbox
 from pitstop.assistant.understand import unknown_type
 
@@ -17,6 +18,7 @@ if TYPE_CHECKING:
 MAX_MACHINES = 5
 MANUAL_MIN_SCORE = 2.0  # a section must share more than a common word with the question
 FALLBACK_MIN_SCORE = 3.0  # … and more still when the question did not ask for a procedure
+COVERAGE = 0.5  # … or hold this share of the question's words (at least two)
 SECOND_SECTION = 0.6  # a second section only when it scores this close to the first
 _ABOUT_MACHINE = {"status", "history", "trend", "orders", "procedure"}
 _PRIORITY = re.compile(r"\b(urgent|high|normal)\b", re.I)
@@ -260,7 +262,8 @@ def _from_manuals(
     query = f"{turn.parsed.text} {extra}".strip()
     result = tools.search_manuals(query, machine_type, limit=1 if fallback or extra else 2)
     floor = FALLBACK_MIN_SCORE if fallback else MANUAL_MIN_SCORE
-    sections = [s for s in result.data["sections"] if s["score"] >= floor]
+    asked = set(tokens(query))
+    sections = [s for s in result.data["sections"] if s["score"] >= floor or _covers(asked, s)]
     sections = [s for s in sections if s["score"] >= SECOND_SECTION * sections[0]["score"]]
     if not sections:
         if not fallback:
@@ -272,6 +275,14 @@ def _from_manuals(
     for text in answers.manual(result):
         turn.parts.append(text)
     turn.results.append(result)
+
+
+def _covers(asked: set[str], section: dict[str, Any]) -> bool:
+    """Whether a section holds most of the question's words (BM25's scores are small in a
+    manual of few sections, where every word is rare)."""
+    have = set(tokens(f"{section['section']} {section['text']}"))
+    shared = asked & have
+    return len(shared) >= 2 and len(shared) >= COVERAGE * len(asked)
 
 
 def _listed(ctx: dict[str, Any], kind: str, ids: list[Any]) -> None:
