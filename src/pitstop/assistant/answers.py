@@ -3,9 +3,11 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from pitstop.assistant.grounding import when
+from pitstop.assistant.text import tokens
 from pitstop.assistant.tools import ToolResult
 
 CAPABILITIES = (
@@ -199,14 +201,37 @@ def audit(r: ToolResult) -> str:
     return f"From the audit log, newest first: {items}."
 
 
-def manual(r: ToolResult, limit: int = 600) -> list[str]:
+def manual(r: ToolResult, limit: int = 700, asked: set[str] | None = None) -> list[str]:
     return [
-        f"From the manual {s['document']}, “{s['section']}”: {_excerpt(s['text'], limit)}"
+        f"From the manual {s['document']}, “{s['section']}”: {_excerpt(s['text'], limit, asked or set())}"
         for s in r.data["sections"]
     ]
 
 
-def _excerpt(text: str, limit: int) -> str:
+def _excerpt(text: str, limit: int, asked: set[str]) -> str:
+    """The section, or when it is long its first sentence and the sentences sharing most words
+    with the question, in their order, within ``limit`` characters."""
     if len(text) <= limit:
         return text
-    return text[:limit].rsplit(" ", 1)[0] + " …"
+    sentences = re.split(r"(?<=[.!?])\s+", text)
+    ranked = sorted(range(1, len(sentences)), key=lambda i: (-len(asked & set(tokens(sentences[i]))), i))
+    keep, size = {0}, len(sentences[0])
+    for i in ranked:
+        if size + len(sentences[i]) + 3 > limit:
+            continue
+        keep.add(i)
+        size += len(sentences[i]) + 3
+    parts, last = [], -1
+    for i in sorted(keep):
+        parts.append(("… " if i != last + 1 else "") + sentences[i])
+        last = i
+    tail = " …" if last != len(sentences) - 1 else ""
+    return " ".join(parts) + tail
+
+
+def best(r: ToolResult, scope: str) -> str:
+    d = r.data
+    if not d["highest"]:
+        return f"No {scope} has been scored yet."
+    listed = "; ".join(_risk_item(m) for m in d["highest"])
+    return f"The {scope} furthest from their work-order threshold, best first: {listed}."

@@ -26,7 +26,7 @@ def propose(
         refused = {"type": kind, "state": "refused", "reason": "role", "role": role}
         return (
             refused,
-            f"Your role ({role}) cannot {what}; a {LEAST_ROLE[kind]} or above can. Nothing changed.",
+            f"Your role ({role}) cannot {what}; {_article(LEAST_ROLE[kind])} or above can. Nothing changed.",
             None,
         )
     if kind == "event.inspection":
@@ -142,3 +142,7 @@ def _transition(parsed: Parsed, context: dict[str, Any], tools: Toolbox) -> Prop
         **{"from": now},
     )
     return action, question(action), result
+
+
+def _article(role: str) -> str:
+    return f"an {role}" if role[:1] in "aeiou" else f"a {role}"

@@ -21,6 +21,11 @@ FALLBACK_MIN_SCORE = 3.0  # … and more still when the question did not ask for
 COVERAGE = 0.5  # … or hold this share of the question's words (at least two)
 SECOND_SECTION = 0.6  # a second section only when it scores this close to the first
 _ABOUT_MACHINE = {"status", "history", "trend", "orders", "procedure"}
+_ORDER_FOLLOW_UP = re.compile(
+    r"\bwhat did (?:they|you|he|she|the technician|the tech) (?:find|found|say|write)\b|\bthe finding\b|"
+    r"\bwho (?:is|was) (?:on|assigned|working)\b|\bwhen is (?:it|that) due\b",
+    re.I,
+)
 _PRIORITY = re.compile(r"\b(urgent|high|normal)\b", re.I)
 _CLOSED = re.compile(r"\b(closed|done|finished|completed|cancelled|canceled|past)\b", re.I)
 _ALERT_KIND = (
@@ -51,7 +56,7 @@ def resolve(turn: Turn) -> tuple[list[str], list[int], str | None]:
             and not p.unknown_machines
             and "orders" not in p.intents - {"status"}
         )
-        if p.order_pronoun and ctx.get("order"):
+        if (p.order_pronoun or _ORDER_FOLLOW_UP.search(p.text)) and ctx.get("order"):
             orders = [int(ctx["order"])]
         elif about_focus and ctx.get("machine") and (p.pronoun or not p.intents & {"procedure"}):
             machines = [str(ctx["machine"])]
@@ -111,9 +116,11 @@ def _about_machine(turn: Turn, tools: Toolbox, machine_id: str) -> None:
     status = tools.machine(machine_id)
     d = status.data
     ctx["machine"] = machine_id
-    wants = p.intents & {"history", "trend", "orders", "procedure", "audit"}
+    wants = p.intents & {"history", "trend", "orders", "procedure", "audit", "models"}
     if not wants or p.intents & {"status"} or not d["found"]:
         turn.add(answers.machine(status), status)
+    else:
+        turn.results.append(status)  # what the other answers say about it rests on this too
     if not d["found"]:
         return
     unit = d["time_unit"]
@@ -134,6 +141,10 @@ def _about_machine(turn: Turn, tools: Toolbox, machine_id: str) -> None:
             _listed(ctx, "work_order", [o["id"] for o in result.data["work_orders"]])
         if d["open_work_order"] is not None:
             ctx["order"] = d["open_work_order"]["id"]
+    if "models" in p.intents:
+        result = tools.model_versions(d["machine_type"])
+        served = f"{machine_id}'s prediction came from model version {d['model_version']}. "
+        turn.add(served + answers.models(result), result)
     if "audit" in p.intents:
         order = d["open_work_order"]
         if "orders" in p.intents and order is not None:  # "who acknowledged its work order?"
@@ -186,6 +197,14 @@ def _about_fleet(turn: Turn, tools: Toolbox) -> None:
             turn.add(answers.machine(worst), worst)
             _procedure(turn, tools, worst.data["machine_type"], worst.data["open_work_order"])
             return
+    if "best" in p.intents and "at_risk" not in p.intents:
+        result = tools.at_risk(mtype)
+        shown = [m["machine_id"] for m in result.data["highest"]]
+        result.sources = result.sources[:1] + [
+            {"kind": "machine", "id": m, "url": f"/machines/{m}", "title": m} for m in shown
+        ]
+        turn.add(answers.best(result, scope), result)
+        _listed(ctx, "machine", [m["machine_id"] for m in result.data["highest"]])
     if "orders" in p.intents and "at_risk" not in p.intents:
         status = "closed" if _CLOSED.search(p.text) else "open"
         priority = _PRIORITY.search(p.text)
@@ -259,6 +278,10 @@ def _codes(turn: Turn, tools: Toolbox) -> None:
 def _from_manuals(
     turn: Turn, tools: Toolbox, machine_type: str | None, extra: str = "", fallback: bool = False
 ) -> None:
+    named = [w for w in re.findall(r"[a-z0-9_]+", turn.parsed.text.lower()) if w in tools.sensor_types()]
+    if named and not extra:  # "what is s4?": the sensor reference names it
+        extra = "sensor reference"
+        fallback = False
     query = f"{turn.parsed.text} {extra}".strip()
     result = tools.search_manuals(query, machine_type, limit=1 if fallback or extra else 2)
     floor = FALLBACK_MIN_SCORE if fallback else MANUAL_MIN_SCORE
@@ -272,7 +295,7 @@ def _from_manuals(
         return
     result.data["sections"] = sections
     result.sources = result.sources[: len(sections)]
-    for text in answers.manual(result):
+    for text in answers.manual(result, asked=asked):
         turn.parts.append(text)
     turn.results.append(result)
 

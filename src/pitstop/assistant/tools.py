@@ -213,6 +213,7 @@ class Toolbox(HistoryTools, ManualTools):
             "at_risk_count": len(risky),
             "at_risk": risky[:limit],
             "lowest": machines[:limit],
+            "highest": machines[::-1][:limit],
         }
         shown = risky[:limit] or machines[:limit]
         sources = [{"kind": "fleet", "id": "machines", "url": "/api/v1/machines", "title": "the fleet"}]

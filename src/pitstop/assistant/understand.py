@@ -41,7 +41,8 @@ _ORDINAL = re.compile(
 )
 _PRONOUN = re.compile(
     r"\b(it|its|it's|itself|that machine|this machine|the machine|that one|this one|that engine|"
-    r"this engine|that harvester|this harvester|same machine|that unit|this unit)\b",
+    r"this engine|that harvester|this harvester|same machine|that unit|this unit|that call|that prediction|"
+    r"that estimate|that number|they|them)\b",
     re.I,
 )
 _ORDER_PRONOUN = re.compile(r"\b(that|this|the|its|same)\s+(work\s*order|order|wo|ticket)\b", re.I)
@@ -68,6 +69,7 @@ _DEFINITION = re.compile(
     r"(?:a|an)\b",
     re.I,
 )
+_LISTING = re.compile(r"\b(?:which|list|show|open|how many|any|all|mine|my)\b", re.I)
 _WEAK_RISK = re.compile(
     r"\burgent\b|\bcritical\b|\battention\b|\brisk\w*\b|\bwhich\b[^?.]*\b(?:first|next|soonest|worst)\b", re.I
 )
@@ -78,7 +80,9 @@ YES = re.compile(
 )
 # a "no" to a pending proposal: the message starts by refusing ("no, cancel that", "don't")
 NO = re.compile(
-    r"^\s*(?:no|n|nope|nah|cancel|abort|stop|don't|do not|dont|never ?mind|forget it)\b(?![-\s]*fault)", re.I
+    r"^\s*(?:no|n|nope|nah|cancel|abort|stop|don't|do not|dont|never ?mind|forget it|hold off|wait|not yet)\b"
+    r"(?![-\s]*fault)",
+    re.I,
 )
 _FINDINGS = (
     (
@@ -104,6 +108,11 @@ _ACTIONS = (
     (
         "inspection",
         re.compile(_POLITE + r"(?:record|log|add|register|note)\s+(?:an?\s+)?inspection\b", re.I),
+        False,
+    ),
+    (
+        "in_progress",
+        re.compile(r"\b(?:i'?m|i am|we'?re|we are)\s+(?:now\s+)?(?:starting|beginning)(?:\s+work)?\b", re.I),
         False,
     ),
     ("done", re.compile(_POLITE + r"mark\b.*\b(?:as\s+)?(?:done|closed|complete|completed)\b", re.I), True),
@@ -135,7 +144,9 @@ INTENTS = {
         r"\brepair it\b|\binspect\b|\btorque\b|\bhow often\b|\bchecklist\b|\bmanual\b|\bguide\b|\bexplain\b|"
         r"\bwhat is (?:a|an|the) [a-z ]*(?:wash|inspection|test|check|overhaul)\b|\bdifference between\b|"
         r"\bwalk me through\b|\breplac\w*\b|\bset to\b|\bsettings? for\b|\bspecs?\b|\bspecification\b|"
-        r"\bhow much\b|\bwhat (?:is|are) (?:a|an|the)\s+[\w\s-]*?priorit\w*\b|\bregrease\b|\binterval for\b",
+        r"\bhow much\b|\bdo (?:we|i) (?:have|need) to\b|\bmust (?:we|i)\b|"
+        r"\bhow long (?:does|will|would|do)\b.*\btake\b|"
+        r"\bremind me\b|\bwhat (?:is|are) (?:a|an|the)\s+[\w\s-]*?priorit\w*\b|\bregrease\b|\binterval for\b",
         re.I,
     ),
     "history": re.compile(
@@ -172,8 +183,12 @@ INTENTS = {
         r"\bat[-\s]risk\b|\brisk\w*\b|\bworst\b|\bneeds? attention\b|\battention\b|\burgent\b|\bsoonest\b|"
         r"\blowest\b|\bfail (?:next|first|soon)\b|\bclosest to failure\b|\bcritical\b|"
         r"\bwhich (?:machines|engines|harvesters|units)\b|\bwhat machines\b|\btop \d+\b|"
-        r"\bwhich\b[^?.]*\b(?:first|next|soonest|most urgent|worst)\b|"
+        r"\bwhich(?:ever)?\b[^?.]*\b(?:first|next|soonest|most urgent|worst)\b|"
         r"\bneeds? (?:a )?(?:mechanic|fitter|service)\b",
+        re.I,
+    ),
+    "best": re.compile(
+        r"\bbest (?:shape|condition)\b|\bhealthiest\b|\bmost (?:life|rul)\b|\bfurthest from\b|\bleast worn\b",
         re.I,
     ),
     "summary": re.compile(
@@ -183,7 +198,8 @@ INTENTS = {
     ),
     "status": re.compile(
         r"\bstatus\b|\bhow is\b|\bhow's\b|\bdoing\b|\bhealth\w*\b|\bRUL\b|\bremaining (?:useful )?life\b|"
-        r"\bpredict\w*\b|\bcondition\b|\bok\b|\bwhen will\b|\bhow long\b|\bfail\b|\binterval\b|\bthreshold\b",
+        r"\bpredict\w*\b|\bcondition\b|\bok\b|\bwhen will\b|\bhow long\b|\bfail\b|\binterval\b|\bthreshold\b|"
+        r"\blife\b|\bleft\b",
         re.I,
     ),
     "help": re.compile(r"^\s*(?:help|\?|what can you do\??|hi|hello|hey)\s*[.!?]*\s*$", re.I),
@@ -263,6 +279,10 @@ def parse(
         ):
             p.intents.discard("summary")  # "how many technicians does P-201 take": the manual's
             p.intents.add("procedure")
+    if p.intents >= {"procedure", "status"} and re.search(r"\bhow much\b.*\b(?:life|left)\b", text, re.I):
+        p.intents.discard("procedure")  # "how much life has it left": its RUL
+    if p.intents >= {"procedure", "orders"} and not p.orders and not _LISTING.search(text):
+        p.intents.discard("orders")  # "if an order is urgent, must we ground the engine?": the manual's
     if "history" in p.intents and re.match(r"\s*(?:did|has|have|was|were)\b", text, re.I):
         p.intents.discard("procedure")  # "did anyone inspect it lately?" asks what happened, not how
     if _DEFINITION.search(text):
