@@ -213,14 +213,21 @@ def _excerpt(text: str, limit: int, asked: set[str]) -> str:
     with the question, in their order, within ``limit`` characters."""
     if len(text) <= limit:
         return text
-    sentences = re.split(r"(?<=[.!?])\s+", text)
+    sentences = [x for x in re.split(r"(?<=[.!?])\s+|(?<=\|)\s+(?=\|)", text) if x.strip()]
     ranked = sorted(range(1, len(sentences)), key=lambda i: (-len(asked & set(tokens(sentences[i]))), i))
     keep, size = {0}, len(sentences[0])
     for i in ranked:
-        if size + len(sentences[i]) + 3 > limit:
+        wanted = {i}
+        if sentences[i].startswith("|"):  # a table row: with the table's header row
+            head = i
+            while head > 0 and sentences[head - 1].startswith("|"):
+                head -= 1
+            wanted.add(head)
+        extra = sum(len(sentences[j]) + 3 for j in wanted - keep)
+        if size + extra > limit:
             continue
-        keep.add(i)
-        size += len(sentences[i]) + 3
+        keep |= wanted
+        size += extra
     parts, last = [], -1
     for i in sorted(keep):
         parts.append(("… " if i != last + 1 else "") + sentences[i])
