@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from pitstop.assistant import answers
 from pitstop.assistant.text import tokens
-from pitstop.assistant.tools import Toolbox
+from pitstop.assistant.tools import Toolbox, ToolResult
 from pitstop.assistant.understand import unknown_type
 
 if TYPE_CHECKING:
@@ -84,8 +84,9 @@ def answer_question(
         if orders:
             ctx["order"] = orders[-1]
         return
-    if problem:
-        turn.add(problem)
+    if problem:  # the conversation's own last list is the evidence
+        ids = (ctx.get("listed") or {}).get("ids", [])
+        turn.add(problem, ToolResult("conversation", {}, {"listed": ids, "count": len(ids)}))
     for unknown in p.unknown_machines:
         turn.add(f"There is no machine {unknown} in the fleet.")
     for phrase, candidates in p.ambiguous.items():
