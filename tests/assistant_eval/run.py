@@ -16,11 +16,17 @@ from tests.assistant_eval.fleets import user_keys
 
 HERE = Path(__file__).resolve().parent
 SETS = {
-    "turbofan": [HERE / "turbofan.yaml", HERE / "turbofan-heldout.yaml", HERE / "turbofan-heldout2.yaml"],
+    "turbofan": [
+        HERE / "turbofan.yaml",
+        HERE / "turbofan-heldout.yaml",
+        HERE / "turbofan-heldout2.yaml",
+        HERE / "turbofan-heldout3.yaml",
+    ],
     "harvesters": [
         HERE / "harvesters.yaml",
         HERE / "harvesters-heldout.yaml",
         HERE / "harvesters-heldout2.yaml",
+        HERE / "harvesters-heldout3.yaml",
     ],
 }
 
