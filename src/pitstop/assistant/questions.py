@@ -23,6 +23,7 @@ SECOND_SECTION = 0.6  # a second section only when it scores this close to the f
 _ABOUT_MACHINE = {"status", "history", "trend", "orders", "procedure"}
 _ORDER_FOLLOW_UP = re.compile(
     r"\bwhat did (?:they|you|he|she|the technician|the tech) (?:find|found|say|write)\b|\bthe finding\b|"
+    r"\bverdict\b|\boutcome\b|"
     r"\bwho (?:is|was) (?:on|assigned|working)\b|\bwhen is (?:it|that) due\b",
     re.I,
 )
@@ -192,6 +193,8 @@ def _about_fleet(turn: Turn, tools: Toolbox) -> None:
         turn.add(answers.at_risk(result, scope), result)
         shown = result.data["at_risk"] or result.data["lowest"]
         _listed(ctx, "machine", [m["machine_id"] for m in shown])
+        if shown:  # "which one first?" then "how long has it got?": the first is in focus
+            ctx["machine"] = shown[0]["machine_id"]
         if "procedure" in p.intents and shown:  # "which is worst and what should I check on it?"
             worst = tools.machine(shown[0]["machine_id"])
             ctx["machine"] = worst.data["machine_id"]

@@ -134,7 +134,9 @@ def parse(
     ordinal = ORDINAL.search(text)
     if ordinal is not None:
         word = ordinal.group(1) or ordinal.group(3)
-        p.ordinal = ORDINALS[word.lower()] if word else int(ordinal.group(4))
+        place = str(ordinal.group(4) or "")
+        spelled = {"one": 1, "two": 2, "three": 3, "four": 4, "five": 5}
+        p.ordinal = ORDINALS[word.lower()] if word else spelled.get(place.lower()) or int(place)
     p.pronoun = bool(PRONOUN.search(text))
     p.order_pronoun = bool(ORDER_PRONOUN.search(text))
     p.action = _action(text, p, machine_ids)

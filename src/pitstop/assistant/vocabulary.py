@@ -30,7 +30,9 @@ ORDINALS = {
 }
 ORDINAL = re.compile(
     r"\b(?:the\s+)?(" + "|".join(ORDINALS) + r")\s+(one|machine|engine|unit|order|work order|item|entry)\b"
-    r"|\bthe\s+(" + "|".join(ORDINALS) + r")\b|\bnumber\s+(\d{1,2})\s+(?:on|in)\s+the\s+list\b",
+    r"|\bthe\s+("
+    + "|".join(ORDINALS)
+    + r")\b|\bnumber\s+(\d{1,2}|one|two|three|four|five)\s+(?:on|in)\s+(?:the|that)\s+list\b",
     re.I,
 )
 PRONOUN = re.compile(
@@ -74,7 +76,8 @@ YES = re.compile(
 )
 # a "no" to a pending proposal: the message starts by refusing ("no, cancel that", "don't")
 NO = re.compile(
-    r"^\s*(?:no|n|nope|nah|cancel|abort|stop|don't|do not|dont|never ?mind|forget it|hold off|wait|not yet)\b"
+    r"^\s*(?:(?:actually|hmm+|oh|sorry|um+|er+|hang on|on second thought)[,.!\s]+)*"
+    r"(?:no|n|nope|nah|cancel|abort|stop|don't|do not|dont|never ?mind|forget it|hold off|wait|not yet)\b"
     r"(?![-\s]*fault)",
     re.I,
 )
@@ -101,7 +104,7 @@ ACTIONS = (
     ("cancelled", re.compile(POLITE + r"cancel\b(?!\s*$)", re.I), False),
     (
         "inspection",
-        re.compile(POLITE + r"(?:record|log|add|register|note)\s+(?:an?\s+)?inspection\b", re.I),
+        re.compile(POLITE + r"(?:record|log|add|register|note|put)\s+(?:an?\s+)?inspection\b", re.I),
         False,
     ),
     (
@@ -139,7 +142,7 @@ INTENTS = {
         r"\bwhat is (?:a|an|the) [a-z ]*(?:wash|inspection|test|check|overhaul)\b|\bdifference between\b|"
         r"\bwalk me through\b|\breplac\w*\b|\bset to\b|\bsettings? for\b|\bspecs?\b|\bspecification\b|"
         r"\bhow much\b|\bdo (?:we|i) (?:have|need) to\b|\bmust (?:we|i)\b|"
-        r"\bhow long (?:does|will|would|do)\b.*\btake\b|"
+        r"\bhow long\b.*\btake\b|\bcan (?:the machine|it|we|i) (?:keep|continue|still|run)\b|"
         r"\bremind me\b|\bwhat (?:is|are) (?:a|an|the)\s+[\w\s-]*?priorit\w*\b|\bregrease\b|\binterval for\b",
         re.I,
     ),
@@ -193,7 +196,8 @@ INTENTS = {
     "status": re.compile(
         r"\bstatus\b|\bhow is\b|\bhow's\b|\bdoing\b|\bhealth\w*\b|\bRUL\b|\bremaining (?:useful )?life\b|"
         r"\bpredict\w*\b|\bcondition\b|\bok\b|\bwhen will\b|\bhow long\b|\bfail\b|\binterval\b|\bthreshold\b|"
-        r"\blife\b|\bleft\b",
+        r"\blife\b|\bleft\b|\bwork order (?:get )?(?:raised|opened|triggered)\b|\btrigger\w*\b|"
+        r"\bget a work order\b",
         re.I,
     ),
     "help": re.compile(r"^\s*(?:help|\?|what can you do\??|hi|hello|hey)\s*[.!?]*\s*$", re.I),
