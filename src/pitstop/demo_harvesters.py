@@ -30,7 +30,7 @@ from pitstop.ingest.history_events import import_events
 from pitstop.platform import Platform
 from pitstop.schema import shipped_fleet
 from pitstop.sim import MachineFeed
-from pitstop.sim.harvester import simulate, write_history
+from pitstop.sim.harvester import HarvesterHistory, simulate, write_history
 from pitstop.store import Machine
 from pitstop.training import train_and_register
 
@@ -120,6 +120,12 @@ def live_history(now: datetime | None = None) -> tuple[pl.DataFrame, list[str]]:
     now = now or datetime.now(UTC)
     start = (now - timedelta(days=LIVE_DAYS)).replace(minute=0, second=0, microsecond=0)
     history = simulate(LIVE_MACHINES, LIVE_DAYS, seed=SEED + 1, start=start, prefix="HV-")
+    return before_first_failure(history, now)
+
+
+def before_first_failure(history: HarvesterHistory, now: datetime) -> tuple[pl.DataFrame, list[str]]:
+    """A simulated history's readings up to ``now``, each machine cut before its first failure or
+    maintenance, and the machines left."""
     first = (
         history.events.filter(pl.col("kind").is_in(["failure", "maintenance"]))
         .group_by("machine_id")

@@ -177,25 +177,14 @@ def build_harvesters(root: Path, echo: Echo = _quiet) -> Path:
 def _live_harvesters() -> tuple[pl.DataFrame, list[str]]:
     """The live harvesters: simulated by seed up to ``LIVE_END``, each cut before its first
     failure (the same fleet whatever the clock; the demo's runs up to now)."""
+    from pitstop.demo_harvesters import before_first_failure
     from pitstop.sim.harvester import simulate
 
     machines, days = HARVESTER_LIVE
     now = LIVE_END
     start = now - timedelta(days=days)
     history = simulate(machines, days, seed=HARVESTER_SEED + 1, start=start, prefix="HV-")
-    first = (
-        history.events.filter(pl.col("kind").is_in(["failure", "maintenance"]))
-        .group_by("machine_id")
-        .agg(pl.col("ts").min().alias("_end"))
-    )
-    readings = (
-        history.readings.join(first, on="machine_id", how="left")
-        .filter(pl.col("_end").is_null() | (pl.col("ts") < pl.col("_end")))
-        .filter(pl.col("ts") <= now)
-        .drop("_end")
-        .sort("machine_id", "ts")
-    )
-    return readings, sorted(readings["machine_id"].unique().to_list())
+    return before_first_failure(history, now)
 
 
 def _lifecycle(p: Platform, proc: Processor) -> None:
