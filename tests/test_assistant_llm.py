@@ -205,7 +205,8 @@ def _answer_directly(assistant: Assistant, text: str, role: str) -> tuple[str, l
     from pitstop.assistant.understand import parse
 
     tools = assistant.tools
-    parsed = parse(text, tools.machine_ids(), tools.machine_types(), assistant.reserved(), tools.active_ids())
+    ids, active = tools.machine_ids()
+    parsed = parse(text, ids, tools.machine_types(), assistant.reserved(), active)
     assert assistant.llm is not None
     return assistant.llm.answer(Turn(parsed, {}, "u", role), tools, assistant.can)
 

@@ -75,8 +75,9 @@ class Turn:
     results: list[ToolResult] = field(default_factory=list)
     actions: list[dict[str, Any]] = field(default_factory=list)
 
-    def add(self, text: str, result: ToolResult | None = None) -> None:
-        self.parts.append(text)
+    def add(self, text: str | list[str], result: ToolResult | None = None) -> None:
+        """Sentences (one part, or several) and the tool result they rest on."""
+        self.parts.extend([text] if isinstance(text, str) else text)
         if result is not None:
             self.results.append(result)
 
@@ -152,7 +153,7 @@ class Assistant:
     def ask(self, question_text: str, *, user: str = "cli", role: str = "viewer") -> Reply:
         """A one-off question, not kept (``POST /api/v1/assistant/ask``); no actions."""
         reply = self._answer(question_text.strip(), user, role, {}, "", actions=False)
-        parsed = parse(question_text, self.tools.machine_ids(), self.tools.machine_types())
+        parsed = parse(question_text, self.tools.machine_ids()[0], self.tools.machine_types())
         if parsed.action is not None:
             note = "Actions need a conversation, where you confirm them: POST /api/v1/assistant/chat."
             reply.answer = f"{note}\n\n{reply.answer}"
@@ -171,9 +172,8 @@ class Assistant:
         claim: Callable[[dict[str, Any]], bool] = lambda _: True,
     ) -> Reply:
         tools = self.tools
-        parsed = parse(
-            message, tools.machine_ids(), tools.machine_types(), self.reserved(), tools.active_ids()
-        )
+        ids, active = tools.machine_ids()
+        parsed = parse(message, ids, tools.machine_types(), self.reserved(), active)
         turn = Turn(parsed, context, user, role)
         pending = context.pop("pending", None)
         if pending is not None and (parsed.yes or parsed.no):

@@ -240,7 +240,7 @@ def manual_type(turn: Turn, tools: Toolbox) -> str | None:
     p, ctx = turn.parsed, turn.context
     if p.machine_type:
         return p.machine_type
-    by_sensor = tools.sensor_types()
+    by_sensor = tools.sensor_types
     named = {by_sensor[w] for w in re.findall(r"[a-z0-9_]+", p.text.lower()) if w in by_sensor}
     if len(named) == 1:
         return named.pop()
@@ -260,8 +260,7 @@ def _procedure(turn: Turn, tools: Toolbox, machine_type: str, order: dict[str, A
     if order is not None and order.get("procedure"):
         cited = tools.procedure_sections(order["procedure"], machine_type)
         if cited.data["sections"]:
-            turn.parts.extend(answers.manual(cited))
-            turn.results.append(cited)
+            turn.add(answers.manual(cited), cited)
             return
     component = (order or {}).get("component") or ""
     _from_manuals(turn, tools, machine_type, extra=component)
@@ -273,8 +272,7 @@ def _codes(turn: Turn, tools: Toolbox) -> None:
     for code in turn.parsed.codes:
         cited = tools.procedure_sections(code, mtype, limit=1)
         if cited.data["sections"]:
-            turn.parts.extend(answers.manual(cited))
-            turn.results.append(cited)
+            turn.add(answers.manual(cited), cited)
         else:
             turn.add(f"No manual section names procedure {code}.")
 
@@ -282,7 +280,7 @@ def _codes(turn: Turn, tools: Toolbox) -> None:
 def _from_manuals(
     turn: Turn, tools: Toolbox, machine_type: str | None, extra: str = "", fallback: bool = False
 ) -> None:
-    named = [w for w in re.findall(r"[a-z0-9_]+", turn.parsed.text.lower()) if w in tools.sensor_types()]
+    named = [w for w in re.findall(r"[a-z0-9_]+", turn.parsed.text.lower()) if w in tools.sensor_types]
     if named and not extra:  # "what is s4?": the sensor reference names it
         extra = "sensor reference"
         fallback = False
@@ -299,9 +297,7 @@ def _from_manuals(
         return
     result.data["sections"] = sections
     result.sources = result.sources[: len(sections)]
-    for text in answers.manual(result, asked=asked):
-        turn.parts.append(text)
-    turn.results.append(result)
+    turn.add(answers.manual(result, asked=asked), result)
 
 
 def _covers(asked: set[str], section: dict[str, Any]) -> bool:

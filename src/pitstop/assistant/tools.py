@@ -89,14 +89,12 @@ class Toolbox(HistoryTools, ManualTools):
 
     # -- lookups the understanding step needs (not tools: they state no fact) -----------------
 
-    def machine_ids(self) -> dict[str, str]:
-        """Every machine id in the fleet (lower-cased → as stored)."""
+    def machine_ids(self) -> tuple[dict[str, str], set[str]]:
+        """Every machine id in the fleet (lower-cased → as stored), and those in service: one
+        query per message."""
         with self.db.session() as s:
-            return {m.lower(): m for m in s.scalars(select(Machine.machine_id))}
-
-    def active_ids(self) -> set[str]:
-        with self.db.session() as s:
-            return set(s.scalars(select(Machine.machine_id).where(Machine.status == "active")))
+            rows = s.execute(select(Machine.machine_id, Machine.status)).all()
+        return {m.lower(): m for m, _ in rows}, {m for m, status in rows if status == "active"}
 
     def candidates(self, phrase: str, machine_ids: list[str]) -> ToolResult:
         """Machines a phrase like "engine 7" may mean (more than one matched)."""

@@ -3,6 +3,7 @@ its citation (a part of ``Toolbox``)."""
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import TYPE_CHECKING
 
@@ -57,8 +58,10 @@ class ManualTools:
         ]
         return ToolResult("procedure_sections", args, {"sections": sections}, [s.cite() for s in found])
 
+    @functools.cached_property
     def sensor_types(self) -> dict[str, str]:
-        """Each sensor name (lower case) → the machine type that has it (the first, if several)."""
+        """Each sensor name (lower case) → the machine type that has it (the first, if several);
+        the fleet is fixed for a toolbox's life."""
         found: dict[str, str] = {}
         for name, mt in self.fleet.machine_types.items():
             for sensor in mt.sensor_names:

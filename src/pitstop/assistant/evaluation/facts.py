@@ -228,7 +228,7 @@ def _evidence(answer: str, sources: list[dict[str, Any]], tools: Toolbox, asked:
     for mtype in tools.machine_types():
         results += [tools.at_risk(mtype), tools.fleet_summary(mtype), tools.model_versions(mtype)]
         results.append(tools.work_orders(status="open", machine_type=mtype, limit=50))
-    ids = tools.machine_ids()
+    ids, _ = tools.machine_ids()
     named = {
         ids[t.lower()]
         for t in re.findall(r"[A-Za-z0-9][A-Za-z0-9_.:/-]*[A-Za-z0-9]", answer)
