@@ -83,3 +83,38 @@ def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str,
 @pytest.fixture(scope="session")
 def nats_url(nats_server: tuple[str, int]) -> str:
     return nats_server[0]
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[object]:
+    """A throwaway PostgreSQL cluster (Debian's postgresql-15, started in about a second); tests make
+    their own databases in it with ``create_database``."""
+    import tempfile
+
+    from pitstop.cluster.postgres import start_postgres
+
+    folder = Path(tempfile.mkdtemp(prefix="pitstop-pg-"))
+    folder.chmod(0o755)  # the postgres user (the server will not run as root) must reach it
+    server = start_postgres(folder / "cluster", free_port())
+    yield server
+    server.stop("immediate")
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A local S3 endpoint (moto_server); buckets are made with ``pitstop.cluster.s3.create_bucket``."""
+    from pitstop.cluster.s3 import CREDENTIALS, start_s3
+
+    port = free_port()
+    proc = start_s3(tmp_path_factory.mktemp("s3"), port)
+    saved = {k: os.environ.get(k) for k in CREDENTIALS}
+    os.environ.update(CREDENTIALS)
+    yield f"http://127.0.0.1:{port}"
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    proc.terminate()
+    proc.wait(10)

@@ -90,6 +90,12 @@ class StorageError(PitstopError):
     status = 503
 
 
+class ServerError(PitstopError):
+    """A local engine (PostgreSQL, the S3 endpoint, nats-server) could not be started or stopped."""
+
+    code = "server_failed"
+
+
 class ModelError(PitstopError):
     code = "model_unavailable"
     status = 503

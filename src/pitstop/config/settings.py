@@ -20,6 +20,35 @@ class Settings(BaseSettings):
     data_dir: Path = Field(
         Path("pitstop-data"), description="Folder for the ops DB, lake, bus and MLflow store."
     )
+    ops_db_url: str = Field(
+        "",
+        validate_default=True,
+        description="The ops DB: empty for SQLite at <data_dir>/ops.db, or postgresql+psycopg://user@host/db "
+        "(scale-out: every API server and processor shares it).",
+    )
+    mlflow_tracking_uri: str = Field(
+        "",
+        validate_default=True,
+        description="MLflow's backend store: empty for SQLite at <data_dir>/mlflow.db, or "
+        "postgresql+psycopg://… (scale-out).",
+    )
+    mlflow_artifacts_uri: str = Field(
+        "",
+        validate_default=True,
+        description="Where model artifacts are kept: empty for <data_dir>/mlartifacts, or s3://bucket/prefix "
+        "(endpoint and keys from MLFLOW_S3_ENDPOINT_URL and AWS_* variables).",
+    )
+    lake_uri: str = Field(
+        "",
+        validate_default=True,
+        description="The lake's root: empty for <data_dir>/lake, or s3://bucket/prefix for Delta tables on "
+        "S3-compatible storage (options in lake_storage_options and AWS_* variables).",
+    )
+    lake_storage_options: dict[str, str] = Field(
+        default_factory=dict,
+        description="delta-rs storage options for an s3:// lake (e.g. endpoint, region, access keys; "
+        "env as JSON); AWS_* variables are read too.",
+    )
     host: str = Field("127.0.0.1", description="Address the HTTP API listens on.")
     port: int = Field(8000, ge=0, le=65535, description="Port the HTTP API listens on.")
     model_name: str = Field("pitstop-rul", description="Registered model name in MLflow.")
@@ -362,6 +391,32 @@ class Settings(BaseSettings):
     def _expand(cls, value: Path) -> Path:
         return value.expanduser()
 
+    @field_validator("ops_db_url", "mlflow_tracking_uri", "mlflow_artifacts_uri", "lake_uri")
+    @classmethod
+    def _derived(cls, value: str, info: ValidationInfo) -> str:
+        """Empty: the embedded default under data_dir; else checked for a scheme we can use."""
+        data_dir = Path(info.data.get("data_dir") or "pitstop-data").expanduser()
+        name = info.field_name
+        if not value.strip():
+            return {
+                "ops_db_url": f"sqlite:///{(data_dir / 'ops.db').resolve()}",
+                "mlflow_tracking_uri": f"sqlite:///{(data_dir / 'mlflow.db').resolve()}",
+                "mlflow_artifacts_uri": str((data_dir / "mlartifacts").resolve()),
+                "lake_uri": str((data_dir / "lake").resolve()),
+            }[str(name)]
+        value = value.strip()
+        databases = ("ops_db_url", "mlflow_tracking_uri")
+        if name in databases and not value.startswith(("sqlite:///", "postgresql")):
+            raise ValueError(
+                f"{value!r} is not a database URL Pitstop uses: sqlite:///path or "
+                "postgresql+psycopg://user:password@host:5432/db"
+            )
+        if name in ("mlflow_artifacts_uri", "lake_uri") and "://" in value and not value.startswith(
+            ("s3://", "file://")
+        ):
+            raise ValueError(f"{value!r}: a local folder, or s3://bucket/prefix for object storage")
+        return value
+
     @field_validator("canary_schedule")
     @classmethod
     def _schedule(cls, value: str) -> str:
@@ -392,26 +447,28 @@ class Settings(BaseSettings):
             raise ValueError("alert_email_to needs smtp_host (the SMTP server that sends the emails)")
         return self
 
-    # Paths derived from data_dir, in one place.
-    @property
-    def ops_db_url(self) -> str:
-        return f"sqlite:///{(self.data_dir / 'ops.db').resolve()}"
-
+    # Paths derived from data_dir, in one place (the stores' URLs above default to places under it).
     @property
     def bus_path(self) -> Path:
         return self.data_dir / "bus.db"
 
     @property
     def lake_dir(self) -> Path:
-        return self.data_dir / "lake"
+        """The lake's local folder (a lake on object storage has none: see ``lake_is_local``)."""
+        return Path(self.lake_uri.removeprefix("file://"))
+
+    @property
+    def lake_is_local(self) -> bool:
+        return not self.lake_uri.startswith("s3://")
 
     @property
     def mlflow_uri(self) -> str:
-        return f"sqlite:///{(self.data_dir / 'mlflow.db').resolve()}"
+        return self.mlflow_tracking_uri
 
     @property
     def mlflow_artifacts_dir(self) -> Path:
-        return (self.data_dir / "mlartifacts").resolve()
+        """The local artifacts folder (artifacts on object storage have none)."""
+        return Path(self.mlflow_artifacts_uri.removeprefix("file://"))
 
 
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
