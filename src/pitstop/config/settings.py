@@ -411,8 +411,10 @@ class Settings(BaseSettings):
                 f"{value!r} is not a database URL Pitstop uses: sqlite:///path or "
                 "postgresql+psycopg://user:password@host:5432/db"
             )
-        if name in ("mlflow_artifacts_uri", "lake_uri") and "://" in value and not value.startswith(
-            ("s3://", "file://")
+        if (
+            name in ("mlflow_artifacts_uri", "lake_uri")
+            and "://" in value
+            and not value.startswith(("s3://", "file://"))
         ):
             raise ValueError(f"{value!r}: a local folder, or s3://bucket/prefix for object storage")
         return value
