@@ -155,6 +155,21 @@ def _closing(
     multiple=True,
     help="Machine type to train (repeatable; default: every type of the fleet).",
 )
+@click.option(
+    "--dask",
+    "dask_address",
+    default=None,
+    metavar="ADDRESS",
+    help="Compute features and models on Dask: a scheduler (tcp://host:8786), or 'local' for an "
+    "in-process cluster. Needs pitstop[scale].",
+)
+@click.option(
+    "--dask-workers",
+    type=click.IntRange(min=1),
+    default=2,
+    show_default=True,
+    help="Workers of the --dask local cluster.",
+)
 @click.pass_context
 def train(
     ctx: click.Context,
@@ -163,62 +178,75 @@ def train(
     alias: str,
     tune_trials: int,
     machine_types: tuple[str, ...],
+    dask_address: str | None,
+    dask_workers: int,
 ) -> None:
     """Train each machine type's RUL model on a lake version, log it to MLflow and register it
     (one registered model per type, ``<model_name>-<type>``, with its own aliases).
 
+    With ``--dask``, features are computed on the Dask workers machine group by machine group
+    (each task reads only its machines' rows) and LightGBM trains with ``lightgbm.dask``.
+
     One JSON line per type trained; the last line is the last type's."""
+    from contextlib import ExitStack
+
     from pitstop.errors import ValidationError
     from pitstop.platform import Platform
     from pitstop.training import train_and_register
 
-    with _errors():
+    if dask_address and tune_trials:
+        raise click.UsageError("--tune runs single-node: leave out --dask or --tune")
+    with _errors(), ExitStack() as stack:
         platform = Platform.open(_settings(ctx, data_dir=data_dir))
+        stack.callback(platform.close)
+        client = None
+        if dask_address:
+            from pitstop.training.on_dask import dask_client
+
+            client = stack.enter_context(dask_client(dask_address, dask_workers))
         failed: list[str] = []
-        try:
-            types = list(machine_types) or list(platform.fleet.machine_types)
-            for name in types:
-                platform.registry_for(name)  # an unknown type fails before any training
-            for name in types:
-                registry = platform.registry_for(name)
-                update, close = _progress_bar(f"training {name}")
-                try:
-                    result = train_and_register(
-                        platform,
-                        alias=alias or None,
-                        lake_version=lake_version,
-                        tune_trials=tune_trials,
-                        progress=update,
-                        machine_type=name,
-                    )
-                except ValueError as exc:  # the other types still train
-                    click.echo(f"error [cannot_train]: cannot train {name}: {exc}", err=True)
-                    failed.append(name)
-                    continue
-                finally:
-                    close()
-                m = result.bundle.metrics
-                click.echo(
-                    f"{name}: version {result.version} of {registry.model_name} on {result.rows:,} rows of "
-                    f"{result.machines} machines, CV RMSE {m['cv_rmse']:.2f}",
-                    err=True,
+        types = list(machine_types) or list(platform.fleet.machine_types)
+        for name in types:
+            platform.registry_for(name)  # an unknown type fails before any training
+        for name in types:
+            registry = platform.registry_for(name)
+            update, close = _progress_bar(f"training {name}")
+            try:
+                result = train_and_register(
+                    platform,
+                    alias=alias or None,
+                    lake_version=lake_version,
+                    tune_trials=tune_trials,
+                    progress=update,
+                    machine_type=name,
+                    dask=client,
                 )
-                click.echo(
-                    json.dumps(
-                        {
-                            "machine_type": name,
-                            "model": registry.model_name,
-                            "version": result.version,
-                            "alias": alias or None,
-                            "lake_version": result.lake_version,
-                            "seconds": round(result.seconds, 2),
-                            "rul_cap": result.bundle.rul_cap,
-                            **m,
-                        }
-                    )
+            except ValueError as exc:  # the other types still train
+                click.echo(f"error [cannot_train]: cannot train {name}: {exc}", err=True)
+                failed.append(name)
+                continue
+            finally:
+                close()
+            m = result.bundle.metrics
+            click.echo(
+                f"{name}: version {result.version} of {registry.model_name} on {result.rows:,} rows of "
+                f"{result.machines} machines, CV RMSE {m['cv_rmse']:.2f}",
+                err=True,
+            )
+            click.echo(
+                json.dumps(
+                    {
+                        "machine_type": name,
+                        "model": registry.model_name,
+                        "version": result.version,
+                        "alias": alias or None,
+                        "lake_version": result.lake_version,
+                        "seconds": round(result.seconds, 2),
+                        "rul_cap": result.bundle.rul_cap,
+                        **m,
+                    }
                 )
-        finally:
-            platform.close()
+            )
         if failed:
             raise ValidationError(f"could not train {', '.join(failed)} (see above)", code="cannot_train")
 

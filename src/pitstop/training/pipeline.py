@@ -20,6 +20,8 @@ from pitstop.training.train import Progress, TrainResult, train_rul_model
 from pitstop.training.validation import ValidationReport, report_texts, validate_dataset
 
 if TYPE_CHECKING:
+    from distributed import Client
+
     from pitstop.config import Settings
     from pitstop.platform import Platform
 
@@ -149,21 +151,19 @@ def train_on_lake(
     params: dict[str, Any] | None = None,
     progress: Progress | None = None,
     machine_type: str | None = None,
+    dask: Client | None = None,
 ) -> LakeTraining:
     """Train the model of one machine type (default: the fleet's first) on a lake version (default:
-    newest), on the type's machines, leaving out ``exclude_machines`` (a hold-out)."""
+    newest), on the type's machines, leaving out ``exclude_machines`` (a hold-out). With a
+    ``dask`` client, features and models are computed on its workers (``on_dask``): the same
+    model, recorded with ``compute: dask`` in its lineage."""
     s = platform.settings
     mt = platform.fleet.type_of(machine_type or next(iter(platform.fleet.machine_types)))
     version = platform.lake.version("telemetry") if lake_version is None else lake_version
     events_version = platform.lake.version("events")
-    inputs = [*mt.sensor_names]
+    columns = ["machine_id", "ts", "seq", "bus_position", *mt.sensor_names]
     members = machines_of_type(platform, mt.name)
-    telemetry = platform.lake.read(
-        "telemetry",
-        version=version,
-        columns=["machine_id", "ts", "seq", "bus_position", *inputs],
-        machine_ids=members,
-    )
+    telemetry = platform.lake.read("telemetry", version=version, columns=columns, machine_ids=members)
     events = platform.lake.read("events", version=events_version, machine_ids=members)
     if members is not None and not members:
         raise ValueError(f"no machines of type {mt.name} yet: import their readings first")
@@ -173,22 +173,36 @@ def train_on_lake(
     validation = training_set_report(mt, s, telemetry, events)
     targets = type_targets(mt, s, telemetry, events)
     spec = type_spec(mt, telemetry, s.train_seed)
-    result = train_rul_model(
-        telemetry,
-        events,
-        spec,
-        rul_cap=targets.rul_cap,
-        folds=s.train_folds,
-        coverage=s.interval_coverage,
-        seed=s.train_seed,
-        params=params,
-        tune_trials=tune_trials,
-        interval_horizon=targets.interval_horizon,
-        failure_horizon=targets.failure_horizon,
-        unit_seconds=targets.unit_seconds,
-        optional=frozenset(set(mt.sensor_names) - mt.required),
-        progress=progress,
-    )
+    options: dict[str, Any] = {
+        "rul_cap": targets.rul_cap,
+        "folds": s.train_folds,
+        "coverage": s.interval_coverage,
+        "seed": s.train_seed,
+        "params": params,
+        "interval_horizon": targets.interval_horizon,
+        "failure_horizon": targets.failure_horizon,
+        "unit_seconds": targets.unit_seconds,
+        "optional": frozenset(set(mt.sensor_names) - mt.required),
+        "progress": progress,
+    }
+    if dask is None:
+        result = train_rul_model(telemetry, events, spec, tune_trials=tune_trials, **options)
+    else:
+        from pitstop.training.dask_parts import LakeSource
+        from pitstop.training.on_dask import train_rul_model_dask
+
+        if tune_trials:
+            raise ValueError("tuning runs single-node: train with --tune, or on Dask without it")
+        lake = platform.lake
+        source = LakeSource(
+            lake.path("telemetry"),
+            version,
+            lake.path("events"),
+            events_version,
+            tuple(columns),
+            None if s.lake_is_local else dict(s.lake_storage_options),
+        )
+        result = train_rul_model_dask(dask, source, telemetry, spec, **options)
     spec = result.bundle.spec  # with its fitted regimes, if any
     lineage = {
         "machine_type": mt.name,
@@ -202,6 +216,9 @@ def train_on_lake(
         "pitstop_version": __version__,
         "seed": str(s.train_seed),
     }
+    if dask is not None:
+        lineage["compute"] = "dask"
+        lineage["dask_workers"] = str(len(dask.scheduler_info()["workers"]))
     if exclude_machines:
         held = json.dumps(sorted(exclude_machines))
         lineage["held_out"] = held if len(held) < 4000 else json.dumps([])  # MLflow tags are short
@@ -273,6 +290,7 @@ def train_and_register(
     tune_trials: int = 0,
     progress: Progress | None = None,
     machine_type: str | None = None,
+    dask: Client | None = None,
 ) -> RegisteredModel:
     """Train a machine type's model (default: the fleet's first type) on a lake version (default:
     newest), log to MLflow, register it under the type's model name, optionally set an alias."""
@@ -282,6 +300,7 @@ def train_and_register(
         tune_trials=tune_trials,
         progress=progress,
         machine_type=machine_type,
+        dask=dask,
     )
     return register(platform, trained, alias)
 

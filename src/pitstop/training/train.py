@@ -31,6 +31,7 @@ from pitstop.features.offline import fit_fill
 from pitstop.monitoring.baseline import BASELINE, build_baseline
 from pitstop.monitoring.drift import PREDICTION, reference_profile
 from pitstop.registry.bundle import ModelBundle, apply_interval
+from pitstop.training.component import train_component_model
 from pitstop.training.labels import rul_labels
 
 Progress = Callable[[str, int, int], None]
@@ -127,34 +128,14 @@ def train_rul_model(
     if progress:
         progress("done", total, total)
 
-    interval = conformal_interval(oof, data.uncapped, coverage, interval_horizon)
-    metrics = _metrics(data, oof, interval, rul_cap, failure_horizon, interval_horizon)
+    targets = Targets(rul_cap, folds, coverage, interval_horizon, failure_horizon, unit_seconds)
     classifier = train_component_model(data, rul_cap, folds, seed)
-    if classifier is not None:
-        metrics["cv_component_accuracy"] = classifier[2]
+    reference = _reference(data.X, data.spec.names, oof, data.machines)
+    bundle = assemble_bundle(data, oof, [final, *members], lgb_params, rounds, targets, classifier, reference)
     if tuning:
-        metrics["tune_best_cv_rmse"] = tuning["best_cv_rmse"]
-        metrics["tune_trials"] = float(tune_trials)
-    bundle = ModelBundle(
-        boosters=[final, *members],
-        spec=data.spec,
-        interval=interval,
-        metrics=metrics,
-        params={
-            **lgb_params,
-            "num_boost_round": rounds,
-            "rul_cap": rul_cap,
-            "folds": folds,
-            "interval_horizon": interval_horizon,
-            "failure_horizon": failure_horizon,
-            "unit_seconds": unit_seconds if unit_seconds is not None else "readings",
-            "tuned": bool(tuning),
-        },
-        reference=_reference(data, oof),
-        rul_cap=rul_cap,
-        component_model=classifier[0] if classifier else None,
-        components=classifier[1] if classifier else [],
-    )
+        bundle.metrics["tune_best_cv_rmse"] = tuning["best_cv_rmse"]
+        bundle.metrics["tune_trials"] = float(tune_trials)
+        bundle.params["tuned"] = True
     return TrainResult(
         bundle,
         len(data.y),
@@ -162,6 +143,56 @@ def train_rul_model(
         time.perf_counter() - started,
         censored_rows=int(np.isnan(data.uncapped).sum()),
         tuning=tuning,
+    )
+
+
+@dataclass(frozen=True)
+class Targets:
+    """What a model is trained for, and how it is cross-validated and calibrated."""
+
+    rul_cap: float
+    folds: int
+    coverage: float
+    interval_horizon: float
+    failure_horizon: float
+    unit_seconds: float | None
+
+
+def assemble_bundle(
+    data: _Data,
+    oof: np.ndarray,
+    boosters: list[lgb.Booster],
+    lgb_params: dict[str, Any],
+    rounds: int,
+    t: Targets,
+    classifier: tuple[lgb.Booster, list[str], float] | None,
+    reference: dict[str, dict[str, Any]],
+) -> ModelBundle:
+    """The bundle of trained boosters (the final model first) with its interval and metrics from
+    the out-of-fold predictions ``oof`` (only ``data``'s label vectors are read, not ``X``)."""
+    interval = conformal_interval(oof, data.uncapped, t.coverage, t.interval_horizon)
+    metrics = _metrics(data, oof, interval, t.rul_cap, t.failure_horizon, t.interval_horizon)
+    if classifier is not None:
+        metrics["cv_component_accuracy"] = classifier[2]
+    return ModelBundle(
+        boosters=boosters,
+        spec=data.spec,
+        interval=interval,
+        metrics=metrics,
+        params={
+            **lgb_params,
+            "num_boost_round": rounds,
+            "rul_cap": t.rul_cap,
+            "folds": t.folds,
+            "interval_horizon": t.interval_horizon,
+            "failure_horizon": t.failure_horizon,
+            "unit_seconds": t.unit_seconds if t.unit_seconds is not None else "readings",
+            "tuned": False,
+        },
+        reference=reference,
+        rul_cap=t.rul_cap,
+        component_model=classifier[0] if classifier else None,
+        components=classifier[1] if classifier else [],
     )
 
 
@@ -176,18 +207,10 @@ def _prepare(
     unit_seconds: float | None = None,
     optional: frozenset[str] = frozenset(),
 ) -> _Data:
-    spec = fit_regimes(telemetry, fit_fill(telemetry, spec, set(optional)), seed=seed)
-    features = build_features(telemetry, spec, events)
-    labelled = rul_labels(features, events, rul_cap, failure_horizon, unit_seconds)
-    failed = labelled.filter(~pl.col("censored"))["machine_id"].n_unique()
-    if failed == 0:
-        raise ValueError("no failures to learn from: training needs machines with a failure event")
+    spec = fit_spec(telemetry, spec, seed, optional)
+    labelled = labelled_rows(telemetry, events, spec, rul_cap, failure_horizon, unit_seconds)
     machines = labelled["machine_id"].to_numpy()
-    unique = np.unique(machines)
-    if len(unique) < folds:
-        raise ValueError(f"need at least {folds} machines for {folds} grouped folds, have {len(unique)}")
-    rng = np.random.default_rng(seed)
-    fold_of = dict(zip(rng.permutation(unique), np.arange(len(unique)) % folds, strict=True))
+    fold = assign_folds(machines, ~labelled["censored"].to_numpy(), folds, seed)
     return _Data(
         spec=spec,
         X=labelled.select(spec.names).to_numpy(),
@@ -195,53 +218,40 @@ def _prepare(
         uncapped=labelled["rul_uncapped"].to_numpy().astype(np.float64),
         fails_within=labelled["fails_within"].cast(pl.Float64).to_numpy(),
         machines=machines,
-        fold=np.array([fold_of[m] for m in machines]),
+        fold=fold,
         component=labelled["failure_component"].fill_null("").to_numpy().astype(str),
     )
 
 
-COMPONENT_PARAMS: dict[str, Any] = {
-    "objective": "multiclass",
-    "learning_rate": 0.05,
-    "num_leaves": 15,
-    "min_data_in_leaf": 40,
-    "feature_fraction": 0.5,
-    "bagging_fraction": 0.8,
-    "bagging_freq": 1,
-    "max_bin": 63,
-}
-COMPONENT_ROUNDS = 100
-COMPONENT_ROWS = 20_000  # consecutive readings are near copies: a strided sample learns the same
+def fit_spec(telemetry: pl.DataFrame, spec: FeatureSpec, seed: int, optional: frozenset[str]) -> FeatureSpec:
+    """The spec with what it learns from every reading: fill values and operating regimes."""
+    return fit_regimes(telemetry, fit_fill(telemetry, spec, set(optional)), seed=seed)
 
 
-def train_component_model(
-    data: _Data, rul_cap: float, folds: int, seed: int
-) -> tuple[lgb.Booster, list[str], float] | None:
-    """Which component the coming failure is in, learned from the labels: the readings within
-    ``rul_cap`` of a failure that named its component (further out, nothing shows yet). Needs two
-    components or more. Returns the model, its classes and the grouped cross-validated accuracy at
-    those readings; None when there is nothing to learn."""
-    rows = (data.component != "") & ~np.isnan(data.uncapped) & (data.uncapped <= rul_cap)
-    chosen = np.flatnonzero(rows)
-    rows = chosen[:: max(1, len(chosen) // COMPONENT_ROWS)]
-    classes = sorted(set(data.component[rows].tolist()))
-    if len(classes) < 2:
-        return None
-    index = {c: i for i, c in enumerate(classes)}
-    X, y = data.X[rows], np.array([index[c] for c in data.component[rows]], np.float64)
-    fold = data.fold[rows]
-    params = _lgb_params({**COMPONENT_PARAMS, "num_class": len(classes)}, seed)
-    names = data.spec.names
-    right = 0
-    for k in range(folds):
-        train, test = fold != k, fold == k
-        if not test.any() or len(np.unique(y[train])) < len(classes):
-            continue
-        model = lgb.train(params, lgb.Dataset(X[train], label=y[train], feature_name=names), COMPONENT_ROUNDS)
-        p = np.asarray(model.predict(X[test], num_threads=1))
-        right += int((p.argmax(axis=1) == y[test]).sum())
-    final = lgb.train(params, lgb.Dataset(X, label=y, feature_name=names), COMPONENT_ROUNDS)
-    return final, classes, right / len(y)
+def labelled_rows(
+    telemetry: pl.DataFrame,
+    events: pl.DataFrame,
+    spec: FeatureSpec,
+    rul_cap: float,
+    failure_horizon: float,
+    unit_seconds: float | None,
+) -> pl.DataFrame:
+    """Every reading's features (a fitted ``spec``) with its labels, sorted by machine and seq.
+    Machine by machine: the rows of a set of machines depend only on their own readings and events."""
+    features = build_features(telemetry, spec, events)
+    return rul_labels(features, events, rul_cap, failure_horizon, unit_seconds)
+
+
+def assign_folds(machines: np.ndarray, failed: np.ndarray, folds: int, seed: int) -> np.ndarray:
+    """Each row's grouped fold (by its machine, seeded); checks there is something to learn from."""
+    if not failed.any():
+        raise ValueError("no failures to learn from: training needs machines with a failure event")
+    unique = np.unique(machines)
+    if len(unique) < folds:
+        raise ValueError(f"need at least {folds} machines for {folds} grouped folds, have {len(unique)}")
+    rng = np.random.default_rng(seed)
+    fold_of = dict(zip(rng.permutation(unique), np.arange(len(unique)) % folds, strict=True))
+    return np.array([fold_of[m] for m in machines])
 
 
 def _lgb_params(p: dict[str, Any], seed: int) -> dict[str, Any]:
@@ -383,12 +393,14 @@ def _metrics(
     }
 
 
-def _reference(data: _Data, predictions: np.ndarray) -> dict[str, dict[str, Any]]:
+def _reference(
+    X: np.ndarray, names: list[str], predictions: np.ndarray, machines: np.ndarray
+) -> dict[str, dict[str, Any]]:
     """The training profile drift is measured against: every feature's, and the model's own
     (out-of-fold) predictions' under ``PREDICTION``; and the age-banded baseline (``BASELINE``)."""
-    profile = reference_profile(data.X, data.spec.names)
+    profile = reference_profile(X, names)
     profile |= reference_profile(np.clip(predictions, 0.0, None).reshape(-1, 1), [PREDICTION])
-    profile[BASELINE] = build_baseline(data.X, data.spec.names, predictions, data.machines)
+    profile[BASELINE] = build_baseline(X, names, predictions, machines)
     return profile
 
 
