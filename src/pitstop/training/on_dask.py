@@ -88,7 +88,7 @@ def dask_client(address: str, workers: int = 2, *, processes: bool = True) -> It
                 n_workers=workers,
                 threads_per_worker=threads,
                 processes=processes,
-                dashboard_address=None,
+                dashboard_address="127.0.0.1:0",  # a free port: never a clash with another cluster
                 silence_logs=logging.ERROR,
             ) as cluster,
             Client(cluster) as client,
