@@ -29,6 +29,7 @@ from pitstop.sim import shipped
 from pitstop.training.cmapss import failures, telemetry
 from pitstop.training.pipeline import train_on_lake
 from tests.conftest import make_settings
+from tests.test_training import regimed
 
 FAST = {"num_boost_round": 60}
 ENGINES = 12
@@ -36,11 +37,15 @@ ENGINES = 12
 
 @pytest.fixture(scope="module")
 def fleet_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A data dir whose lake holds the first FD001 engines run to failure."""
+    """A data dir whose lake holds the first FD001 engines run to failure, in six operating
+    regimes and with a sensor missing now and then (a spec can learn regimes and fill values)."""
     root = tmp_path_factory.mktemp("dask") / "data"
     platform = Platform.open(make_settings(root, train_folds=4))
     try:
-        train = telemetry(shipped("fd001_train").filter(pl.col("unit") <= ENGINES), "u")
+        train = regimed(telemetry(shipped("fd001_train").filter(pl.col("unit") <= ENGINES), "u"))
+        train = train.with_columns(
+            pl.when(pl.col("seq") % 37 == 0).then(None).otherwise(pl.col("s2")).alias("s2")
+        )
         frame = train.with_columns(
             pl.col("ts").dt.date().alias("day"), pl.lit(None, pl.Int64).alias("bus_position")
         )
@@ -74,6 +79,8 @@ def trees(booster: Any) -> str:
 def test_features_computed_on_dask_equal_the_single_node_ones_exactly(
     platform: Platform, one_worker: Any
 ) -> None:
+    from dataclasses import replace
+
     from pitstop.schema import TURBOFAN
     from pitstop.training.dask_parts import Labelling, LakeSource, build_part
     from pitstop.training.on_dask import _labels, _rows
@@ -82,7 +89,8 @@ def test_features_computed_on_dask_equal_the_single_node_ones_exactly(
     lake = platform.lake
     columns = ["machine_id", "ts", "seq", "bus_position", *TURBOFAN.sensor_names]
     readings, events = lake.read("telemetry", columns=columns), lake.read("events")
-    spec = fit_spec(readings, TURBOFAN.feature_spec, 42, frozenset())
+    spec = fit_spec(readings, replace(TURBOFAN.feature_spec, regime_count=6), 42, frozenset())
+    assert spec.regimes is not None and spec.fill is not None  # what the client fits for every part
     single = labelled_rows(readings, events, spec, 125, 30, None)
 
     source = LakeSource(
