@@ -197,3 +197,47 @@ def test_train_on_dask_without_the_scale_extra_is_a_clear_error(
 def test_tuning_is_refused_on_dask(fleet_dir: Path) -> None:
     out = CliRunner().invoke(cli, ["train", "--data-dir", str(fleet_dir), "--dask", "local", "--tune", "2"])
     assert out.exit_code == 2 and "--tune runs single-node" in out.output
+
+
+def test_one_dask_worker_trains_the_single_node_model_of_a_fleet_in_hours_with_components(
+    tmp_path: Path, one_worker: Any
+) -> None:
+    """The awkward pump fleet: hours, irregular sampling, regimes found in the settings, an optional
+    sensor missing for long stretches (a learned fill), several lives a machine, two components."""
+    from tests import pumpfleet
+
+    history = pumpfleet.simulate(8, 1500, seed=11)
+    readings, events = pumpfleet.write(tmp_path / "history", history)
+    fleet = tmp_path / "pumps.toml"
+    fleet.write_text(pumpfleet.FLEET_TOML)
+    data = str(tmp_path / "data")
+    for args in (
+        ["fleet", "apply", str(fleet)],
+        ["import", "readings", str(readings), "--machine-type", "pump"],
+        ["import", "events", str(events)],
+    ):
+        assert CliRunner().invoke(cli, [*args, "--data-dir", data]).exit_code == 0
+    p = Platform.open(make_settings(Path(data), train_folds=4))
+    try:
+        single = train_on_lake(p, params=FAST)
+        dask = train_on_lake(p, params=FAST, dask=one_worker)
+    finally:
+        p.close()
+    a, b = single.result.bundle, dask.result.bundle
+    assert a.spec.regimes is not None and a.spec.fill is not None and len(a.components) == 2
+    assert a.spec == b.spec and a.components == b.components
+    assert a.component_model is not None and b.component_model is not None
+    assert trees(a.component_model) == trees(b.component_model)
+    for x, y in zip(a.boosters, b.boosters, strict=True):
+        assert trees(x) == trees(y)
+    assert a.metrics == b.metrics and a.interval == b.interval and a.reference == b.reference
+
+
+def test_an_unreachable_scheduler_is_a_clear_error() -> None:
+    from pitstop.errors import ServerError
+    from pitstop.training.on_dask import dask_client
+    from tests.conftest import free_port
+
+    with pytest.raises(ServerError) as caught, dask_client(f"tcp://127.0.0.1:{free_port()}", timeout_s=1):
+        pass
+    assert caught.value.code == "dask_unreachable" and "--dask local" in caught.value.message

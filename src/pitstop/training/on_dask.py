@@ -69,10 +69,12 @@ PARTS_PER_WORKER = 4
 
 
 @contextmanager
-def dask_client(address: str, workers: int = 2, *, processes: bool = True) -> Iterator[Client]:
+def dask_client(
+    address: str, workers: int = 2, *, processes: bool = True, timeout_s: float = 10
+) -> Iterator[Client]:
     """A Dask client: of a scheduler at ``address`` (``tcp://host:8786``), or with ``"local"`` of
     an in-process ``LocalCluster`` of ``workers`` workers (threads as single-node training uses),
-    closed after."""
+    closed after. Dask's own info logs are held back meanwhile (warnings still show)."""
     try:
         import lightgbm.dask  # noqa: F401
         from distributed import Client, LocalCluster
@@ -81,32 +83,37 @@ def dask_client(address: str, workers: int = 2, *, processes: bool = True) -> It
             f"training on Dask needs dask[distributed] ({exc}): pip install 'pitstop[scale]'",
             code="dask_missing",
         ) from exc
-    if address == "local":
-        threads = min(2, os.cpu_count() or 1)
-        with (
-            LocalCluster(
-                n_workers=workers,
-                threads_per_worker=threads,
-                processes=processes,
-                dashboard_address="127.0.0.1:0",  # a free port: never a clash with another cluster
-                silence_logs=logging.ERROR,
-            ) as cluster,
-            Client(cluster) as client,
-        ):
-            if processes:
-                client.run(_stdout_to_stderr)  # LightGBM's network logs: stdout is for the JSON
-            yield client
-        return
+    dask_logs = logging.getLogger("distributed")
+    level = dask_logs.level
+    dask_logs.setLevel(logging.WARNING)
     try:
-        client = Client(address, timeout=10)
-    except (OSError, TimeoutError) as exc:
-        raise ServerError(
-            f"cannot reach the Dask scheduler at {address}: {exc}; "
-            "start one (dask scheduler) or use --dask local",
-            code="dask_unreachable",
-        ) from exc
-    with client:
-        yield client
+        if address == "local":
+            with (
+                LocalCluster(
+                    n_workers=workers,
+                    threads_per_worker=min(2, os.cpu_count() or 1),
+                    processes=processes,
+                    dashboard_address="127.0.0.1:0",  # a free port: never a clash with another cluster
+                    silence_logs=logging.ERROR,
+                ) as cluster,
+                Client(cluster) as client,
+            ):
+                if processes:
+                    client.run(_stdout_to_stderr)  # LightGBM's network logs: stdout is for the JSON
+                yield client
+            return
+        try:
+            client = Client(address, timeout=timeout_s)
+        except (OSError, TimeoutError) as exc:
+            raise ServerError(
+                f"cannot reach the Dask scheduler at {address}: {exc}; "
+                "start one (dask scheduler) or use --dask local",
+                code="dask_unreachable",
+            ) from exc
+        with client:
+            yield client
+    finally:
+        dask_logs.setLevel(level)
 
 
 def _stdout_to_stderr() -> None:
