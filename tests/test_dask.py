@@ -4,10 +4,10 @@ The model's precision, stated: with one worker (its threads as single-node's), e
 the single-node booster tree for tree (the model text up to its parameters block, which names the
 network: machines and port), so predictions, interval, metrics and drift reference are equal
 exactly (tolerance 0). With two workers LightGBM's data-parallel learner bins each feature on one
-worker's rows and bags each worker's rows: another model, whose CV RMSE is within 10% of the
-single-node one on these 12 FD001 engines (measured: 11.81 single-node, 12.38 on two workers;
-30 engines: 13.03 and 13.27).
-"""
+worker's rows and bags each worker's rows: another model, whose CV RMSE the test holds within 10%
+of the single-node one (measured here: 22.35 single-node, 22.03 on two workers; plain FD001, 12
+engines, four folds: 11.81 and 12.38; 30 engines: 13.03 and 13.27; all 100 engines with the
+default 600 rounds: 8.41 and 8.34)."""
 
 from __future__ import annotations
 
