@@ -88,6 +88,7 @@ def dask_client(
     dask_logs.setLevel(logging.WARNING)
     try:
         if address == "local":
+            os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # the worker processes inherit it
             with (
                 LocalCluster(
                     n_workers=workers,
@@ -140,6 +141,7 @@ def train_rul_model_dask(
 ) -> TrainResult:
     """``train_rul_model`` on Dask: ``telemetry`` (the readings ``source`` points at) only fits the
     spec and lists the machines; each part's rows are read from ``source`` on the workers."""
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as single-node (the component model fits here)
     started = time.perf_counter()
     spec = fit_spec(telemetry, spec, seed, optional)
     machines = sorted(telemetry["machine_id"].unique().to_list())
