@@ -133,12 +133,15 @@ def test_one_dask_worker_trains_the_single_node_model_tree_for_tree(
 
 @pytest.mark.slow  # two worker processes start (about 30 s on a loaded 2-core machine)
 def test_two_dask_workers_train_a_model_within_ten_percent_of_single_node(
-    fleet_dir: Path, capfd: pytest.CaptureFixture[str]
+    fleet_dir: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
+    import shutil
+
     from pitstop.training.on_dask import dask_client
     from pitstop.training.pipeline import register
 
-    p = Platform.open(make_settings(fleet_dir, train_folds=2))  # three LightGBM fits, not five
+    shutil.copytree(fleet_dir, tmp_path / "data")  # it registers a model: a private copy
+    p = Platform.open(make_settings(tmp_path / "data", train_folds=2))  # three LightGBM fits, not five
     try:
         single = train_on_lake(p, params=FAST).result.bundle.metrics
         with dask_client("local", 2) as client:  # processes: one LightGBM network each
