@@ -141,7 +141,7 @@ class Intake:
                 checked = check(last_seq, horizon)
             position = None
             if checked.message is not None:
-                position = self.p.bus.publish(checked.message)  # waits for the commit
+                position = self.p.bus.publish(checked.message, machine_id)  # waits for the commit
                 self._last_seq[machine_id] = checked.last_seq
         m = self.p.metrics
         m.readings_accepted.inc(checked.accepted + checked.quarantined)
