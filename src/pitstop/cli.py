@@ -265,8 +265,14 @@ def serve(
         settings = _settings(ctx, data_dir=data_dir, port=port, host=host)
         check_port(settings.host, settings.port)
         platform = Platform.open(settings)
-        proc = Processor(platform) if processor else None
-        if proc is not None:
+        proc = worker = None
+        if processor and settings.bus_backend == "nats":  # a worker that leases its partitions
+            from pitstop.processor.partitions import PartitionWorker
+
+            worker = PartitionWorker(platform)
+            worker.start()
+        elif processor:
+            proc = Processor(platform)
             proc.start()
         else:
             for deployment in platform.deployments.values():
@@ -301,6 +307,8 @@ def serve(
                 mqtt.stop()
             if proc is not None:
                 proc.stop(drain=True)
+            if worker is not None:
+                worker.stop()
             platform.close()
 
 
