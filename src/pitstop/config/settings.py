@@ -49,6 +49,11 @@ class Settings(BaseSettings):
         description="delta-rs storage options for an s3:// lake (e.g. endpoint, region, access keys; "
         "env as JSON); AWS_* variables are read too.",
     )
+    s3_endpoint_url: str = Field(
+        "",
+        description="Endpoint of S3-compatible storage (MinIO, Ceph, moto) for an s3:// lake and s3:// "
+        "MLflow artifacts, e.g. http://minio:9000; empty for AWS S3. Keys and region: AWS_* variables.",
+    )
     host: str = Field("127.0.0.1", description="Address the HTTP API listens on.")
     port: int = Field(8000, ge=0, le=65535, description="Port the HTTP API listens on.")
     model_name: str = Field("pitstop-rul", description="Registered model name in MLflow.")

@@ -12,6 +12,7 @@ from deltalake.exceptions import DeltaError
 from deltalake.schema import Field as DeltaField
 
 from pitstop.errors import LakeError
+from pitstop.lake.location import LakeLocation
 
 TS = pa.timestamp("us", tz="UTC")
 
@@ -67,10 +68,12 @@ TABLES = ("telemetry", "events", "quarantine", "predictions")
 
 
 class Lake:
-    """The lake's tables under one folder. Writes are serialised per process."""
+    """The lake's tables under one root: a local folder or ``s3://bucket/prefix`` (a
+    ``LakeLocation`` with its storage options). Writes are serialised per process; writers in other
+    processes are safe too (Delta's optimistic commits; on S3, conditional puts: see ``location``)."""
 
-    def __init__(self, root: Path, sensors: list[str]) -> None:
-        self.root = Path(root)
+    def __init__(self, root: str | Path | LakeLocation, sensors: list[str]) -> None:
+        self.location = LakeLocation.of(root)
         self.sensors = list(sensors)
         self._lock = threading.Lock()
         self._schemas = {
@@ -87,19 +90,32 @@ class Lake:
         }
         self._writers: dict[str, DeltaTable] = {}  # kept open for appends, refreshed incrementally
 
+    @property
+    def root(self) -> str:
+        return self.location.uri
+
     def path(self, table: str) -> str:
-        return str(self.root / table)
+        return self.location.join(table)
 
     def ensure(self) -> None:
         """Create the tables that do not exist yet (empty, version 0), and add the columns an
         existing table lacks (a sensor new to the fleet, a new event field): a metadata-only
         commit; no file is rewritten and every row keeps its values (null in the new column)."""
         for name, schema in self._schemas.items():
-            if not DeltaTable.is_deltatable(self.path(name)):
-                self.root.mkdir(parents=True, exist_ok=True)
+            if not self.location.is_table(name):
+                self.location.prepare()
                 try:
-                    DeltaTable.create(self.path(name), schema, partition_by=self._partitions[name], name=name)
+                    DeltaTable.create(
+                        self.path(name),
+                        schema,
+                        partition_by=self._partitions[name],
+                        name=name,
+                        storage_options=self.location.storage_options,
+                    )
                 except DeltaError as exc:
+                    if self.location.is_table(name):  # another process made it meanwhile
+                        self._add_columns(name, schema)
+                        continue
                     raise LakeError(f"cannot create lake table {name}: {exc}") from exc
                 continue
             self._add_columns(name, schema)
@@ -141,7 +157,7 @@ class Lake:
         if name not in self._schemas:
             raise LakeError(f"unknown lake table {name!r}; tables are {sorted(self._schemas)}")
         try:
-            return DeltaTable(self.path(name), version=version)
+            return DeltaTable(self.path(name), version=version, storage_options=self.location.storage_options)
         except DeltaError as exc:
             raise LakeError(f"cannot open lake table {name} at version {version}: {exc}") from exc
 
