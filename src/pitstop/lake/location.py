@@ -21,6 +21,9 @@ from typing import Any
 
 import pyarrow.fs as pafs
 from deltalake import DeltaTable
+from deltalake.exceptions import DeltaError
+
+from pitstop.errors import LakeError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +75,16 @@ class LakeLocation:
             Path(self.uri).mkdir(parents=True, exist_ok=True)
 
     def is_table(self, name: str) -> bool:
-        return bool(DeltaTable.is_deltatable(self.join(name), storage_options=self.storage_options))
+        try:
+            return bool(DeltaTable.is_deltatable(self.join(name), storage_options=self.storage_options))
+        except (DeltaError, OSError) as exc:
+            if self.is_local:
+                raise
+            raise LakeError(
+                f"cannot reach the lake at {self.uri}: {first_line(exc)}. Check that the bucket "
+                "exists, s3_endpoint_url (for storage other than AWS) and the AWS_* keys and region",
+                code="lake_unreachable",
+            ) from exc
 
     def exists(self) -> bool:
         """Whether a lake was made here already (its telemetry table exists)."""

@@ -112,7 +112,7 @@ class Lake:
                         name=name,
                         storage_options=self.location.storage_options,
                     )
-                except DeltaError as exc:
+                except (DeltaError, OSError) as exc:
                     if self.location.is_table(name):  # another process made it meanwhile
                         self._add_columns(name, schema)
                         continue
@@ -130,7 +130,7 @@ class Lake:
             try:
                 dt.alter.add_columns([DeltaField.from_arrow(f.with_nullable(True)) for f in new])
                 dt.update_incremental()
-            except DeltaError as exc:
+            except (DeltaError, OSError) as exc:
                 raise LakeError(
                     f"cannot add columns {[f.name for f in new]} to lake table {name}: {exc}"
                 ) from exc
@@ -158,7 +158,7 @@ class Lake:
             raise LakeError(f"unknown lake table {name!r}; tables are {sorted(self._schemas)}")
         try:
             return DeltaTable(self.path(name), version=version, storage_options=self.location.storage_options)
-        except DeltaError as exc:
+        except (DeltaError, OSError) as exc:
             raise LakeError(f"cannot open lake table {name} at version {version}: {exc}") from exc
 
     def version(self, name: str = "telemetry") -> int:
@@ -179,7 +179,7 @@ class Lake:
         else:
             try:
                 dt.update_incremental()
-            except DeltaError as exc:
+            except (DeltaError, OSError) as exc:
                 raise LakeError(f"cannot refresh lake table {name}: {exc}") from exc
         return dt
 
@@ -210,7 +210,7 @@ class Lake:
                     partition_by=self._partitions[name],
                     commit_properties=props,
                 )
-            except DeltaError as exc:
+            except (DeltaError, OSError) as exc:
                 raise LakeError(f"append to lake table {name} failed: {exc}") from exc
         return True
 
@@ -232,14 +232,14 @@ class Lake:
                 raise LakeError("pass a version or a time, not both")
             try:
                 dt.load_as_version(as_of)
-            except (DeltaError, ValueError) as exc:
+            except (DeltaError, OSError, ValueError) as exc:
                 raise LakeError(f"table {name} has no version at {as_of.isoformat()}: {exc}") from exc
         filters: list[tuple[str, str, Any]] = [("machine_id", "in", list(machine_ids))] if machine_ids else []
         if after_position is not None:
             filters.append(("bus_position", ">", after_position))
         try:
             arrow = dt.to_pyarrow_table(columns=columns, filters=filters or None)
-        except DeltaError as exc:
+        except (DeltaError, OSError) as exc:
             raise LakeError(f"read of lake table {name} failed: {exc}") from exc
         frame = pl.from_arrow(arrow)
         assert isinstance(frame, pl.DataFrame)
@@ -269,7 +269,7 @@ class Lake:
         with self._lock:
             try:
                 result = self._writer(name).optimize.compact()
-            except DeltaError as exc:
+            except (DeltaError, OSError) as exc:
                 raise LakeError(f"compaction of {name} failed: {exc}") from exc
         return {k: result.get(k) for k in ("numFilesAdded", "numFilesRemoved", "partitionsOptimized")}
 
@@ -295,13 +295,13 @@ class Lake:
                         keep_versions=sorted(keep_versions) if keep_versions else None,
                     )
                 )
-            except DeltaError as exc:
+            except (DeltaError, OSError) as exc:
                 raise LakeError(f"vacuum of {name} failed: {exc}") from exc
 
     def delete(self, name: str, predicate: str) -> int:
         with self._lock:
             try:
                 metrics = self._writer(name).delete(predicate)
-            except DeltaError as exc:
+            except (DeltaError, OSError) as exc:
                 raise LakeError(f"delete from {name} failed: {exc}") from exc
         return int(metrics.get("num_deleted_rows", 0) or 0)
