@@ -116,10 +116,11 @@ class Platform:
         for name in fleet.machine_types:
             key = settings.model_signing_key
             registry = Registry(
-                settings.mlflow_uri,
-                settings.mlflow_artifacts_dir,
+                settings.mlflow_tracking_uri,
+                settings.mlflow_artifacts_uri,
                 model_name_for(settings.model_name, name),
                 signing_key=key.get_secret_value() if key is not None else None,
+                s3_endpoint_url=settings.s3_endpoint_url,
             )
             deployments[name] = Deployment(
                 name,
