@@ -136,3 +136,22 @@ def test_a_whole_platform_on_postgres_and_s3_writes_processed_readings_to_the_s3
         assert reopened.lake.committed_position(CONSUMER) > 0
     finally:
         reopened.close()
+
+
+@pytest.mark.parametrize("verb", ["backup", "restore"])
+def test_backup_and_restore_refuse_stores_outside_the_data_dir_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, verb: str
+) -> None:
+    from click.testing import CliRunner
+
+    from pitstop.cli import cli
+
+    monkeypatch.setenv("PITSTOP_LAKE_URI", "s3://fleet-lake/pitstop")
+    monkeypatch.setenv("PITSTOP_MLFLOW_ARTIFACTS_URI", "s3://fleet-models/mlflow")
+    (tmp_path / "backup").mkdir()
+    result = CliRunner().invoke(cli, [verb, str(tmp_path / "backup"), "--data-dir", str(tmp_path / "data")])
+    assert result.exit_code == 2
+    [line] = result.stderr.strip().splitlines()
+    assert "error [backup_remote_store]" in line and "s3://fleet-lake/pitstop" in line
+    assert "versioning" in line and "s3://fleet-models/mlflow" in line
+    assert not (tmp_path / "data").exists()
