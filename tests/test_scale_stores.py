@@ -59,6 +59,7 @@ def _s3(endpoint: str) -> Any:
 def test_models_train_register_and_load_with_mlflow_on_postgres_and_s3(
     tmp_path: Path, postgres: Any, s3_endpoint: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.delenv("MLFLOW_S3_ENDPOINT_URL", raising=False)  # the registry sets it from settings
     settings = _remote_settings(tmp_path / "data", postgres, s3_endpoint)
     platform = Platform.open(settings)
     try:

@@ -59,15 +59,21 @@ def _store_errors(method: Callable[..., T]) -> Callable[..., T]:
             return method(self, *args, **kwargs)
         except PitstopError:
             raise
-        except (SQLAlchemyError, sqlite3.Error, OSError, _StoreFailure) as exc:
-            hint = (
-                "If mlflow.db is damaged, restore the data dir from a backup (`pitstop restore`)"
-                if self.tracking_uri.startswith("sqlite")
-                else "Check that the database server is up and reachable"
-            )
+        except Exception as exc:
+            artifacts = type(exc).__module__.startswith(("botocore.", "boto3.", "s3transfer."))
+            if not (artifacts or isinstance(exc, SQLAlchemyError | sqlite3.Error | OSError | _StoreFailure)):
+                raise
+            if artifacts:
+                where = self.artifacts_uri
+                hint = "Check the bucket, s3_endpoint_url and the AWS_* keys"
+            elif self.tracking_uri.startswith("sqlite"):
+                where = self.tracking_uri
+                hint = "If mlflow.db is damaged, restore the data dir from a backup (`pitstop restore`)"
+            else:
+                where = _redacted(self.tracking_uri)
+                hint = "Check that the database server is up and reachable"
             raise ModelError(
-                f"the model registry at {_redacted(self.tracking_uri)} cannot be used: "
-                f"{first_line(exc)}. {hint}",
+                f"the model registry at {where} cannot be used: {first_line(exc)}. {hint}",
                 code="registry_unavailable",
             ) from exc
 
