@@ -36,7 +36,7 @@ class Settings(BaseSettings):
         "",
         validate_default=True,
         description="Where model artifacts are kept: empty for <data_dir>/mlartifacts, or s3://bucket/prefix "
-        "(endpoint and keys from MLFLOW_S3_ENDPOINT_URL and AWS_* variables).",
+        "(endpoint in s3_endpoint_url, keys and region from AWS_* variables).",
     )
     lake_uri: str = Field(
         "",
@@ -46,8 +46,9 @@ class Settings(BaseSettings):
     )
     lake_storage_options: dict[str, str] = Field(
         default_factory=dict,
-        description="delta-rs storage options for an s3:// lake (e.g. endpoint, region, access keys; "
-        "env as JSON); AWS_* variables are read too.",
+        description="delta-rs storage options for an s3:// lake (e.g. region, access keys; env as JSON); "
+        "AWS_* variables are read too. Commits use S3's conditional put unless these choose another "
+        "method (AWS_S3_LOCKING_PROVIDER=dynamodb).",
     )
     s3_endpoint_url: str = Field(
         "",
