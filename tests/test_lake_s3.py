@@ -142,7 +142,8 @@ def _concurrent_appends(tmp_path: Path, endpoint: str, uri: str, writers: int, c
         assert time.monotonic() < deadline and all(p.poll() is None for p in procs), "a writer did not start"
         time.sleep(0.05)
     go.touch()
-    return [(p.wait(120), *p.communicate()) for p in procs]
+    outputs = [p.communicate(timeout=120) for p in procs]
+    return [(p.returncode, out, err) for p, (out, err) in zip(procs, outputs, strict=True)]
 
 
 def test_concurrent_writer_processes_on_s3_lose_no_commit_and_write_each_position_once(
