@@ -14,7 +14,8 @@ import pyarrow as pa
 import pytest
 
 from pitstop.cluster.s3 import create_bucket
-from pitstop.errors import LakeError
+from pitstop.config import load_settings
+from pitstop.errors import ConfigError, LakeError
 from pitstop.lake import Lake, LakeLocation
 from pitstop.lake.location import s3_options
 from pitstop.lake.upkeep import LakeUpkeep, UpkeepPolicy, _last_checkpoint
@@ -55,6 +56,14 @@ def test_an_s3_lake_gets_conditional_puts_unless_the_options_choose_a_commit_met
     assert local.is_local and local.storage_options is None
 
 
+def test_an_endpoint_without_a_scheme_is_refused_at_start(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="http://host:port"):
+        load_settings(None, data_dir=tmp_path, s3_endpoint_url="minio:9000")
+    assert load_settings(None, data_dir=tmp_path, s3_endpoint_url="http://minio:9000/").s3_endpoint_url == (
+        "http://minio:9000"
+    )
+
+
 def test_a_lake_in_a_missing_bucket_is_one_clear_error(s3_endpoint: str) -> None:
     with pytest.raises(LakeError, match="bucket exists") as caught:
         Lake(LakeLocation.of("s3://no-such-bucket/lake", {}, s3_endpoint), ["a"]).ensure()
@@ -92,7 +101,8 @@ WRITER = """
 import sys, time
 from datetime import UTC, datetime
 import pyarrow as pa
-from pitstop.errors import LakeError
+from pitstop.config import load_settings
+from pitstop.errors import ConfigError, LakeError
 from pitstop.lake import Lake
 
 uri, writer, count, go = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]

@@ -425,6 +425,16 @@ class Settings(BaseSettings):
             raise ValueError(f"{value!r}: a local folder, or s3://bucket/prefix for object storage")
         return value
 
+    @field_validator("s3_endpoint_url")
+    @classmethod
+    def _endpoint(cls, value: str) -> str:
+        value = value.strip().rstrip("/")
+        if value and not value.startswith(("http://", "https://")):
+            raise ValueError(
+                f"{value!r} is not an endpoint URL: write it as http://host:port or https://host"
+            )
+        return value
+
     @field_validator("canary_schedule")
     @classmethod
     def _schedule(cls, value: str) -> str:
