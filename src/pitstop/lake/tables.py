@@ -100,7 +100,10 @@ class Lake:
     def ensure(self) -> None:
         """Create the tables that do not exist yet (empty, version 0), and add the columns an
         existing table lacks (a sensor new to the fleet, a new event field): a metadata-only
-        commit; no file is rewritten and every row keeps its values (null in the new column)."""
+        commit; no file is rewritten and every row keeps its values (null in the new column).
+
+        Make the tables from one process before others start: delta-rs lets two creates racing on
+        a new table both commit (a second CREATE TABLE at version 1, seen on S3 and local disk)."""
         for name, schema in self._schemas.items():
             if not self.location.is_table(name):
                 self.location.prepare()
