@@ -101,7 +101,7 @@ class Registry:
     ) -> None:
         self.tracking_uri = tracking_uri
         text = str(artifacts)
-        self.artifacts_uri = text if "://" in text else Path(text).resolve().as_uri()
+        self.artifacts_uri = text if "://" in text else Path(text).absolute().as_uri()
         self.model_name = model_name
         self.signing_key = signing_key  # with a key, versions are signed and unsigned ones refused
         self.s3_endpoint_url = s3_endpoint_url
