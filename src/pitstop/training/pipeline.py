@@ -13,7 +13,7 @@ from sqlalchemy import select
 from pitstop import __version__
 from pitstop.features import FeatureSpec
 from pitstop.registry.bundle import ModelBundle
-from pitstop.registry.mlflow_registry import DatasetRef
+from pitstop.registry.card import DatasetRef
 from pitstop.schema import MachineType
 from pitstop.store import Machine
 from pitstop.training.train import Progress, TrainResult, train_rul_model
