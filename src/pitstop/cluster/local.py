@@ -58,13 +58,13 @@ class Running:
     group: bool  # leader of its own process group (our Popen): signal the group, children too
 
     def alive(self) -> bool:
-        if self.started is not None and _start_time(self.pid) != self.started:
-            return False
         try:
             if os.waitpid(self.pid, os.WNOHANG)[0] == self.pid:
                 return False  # our child, just reaped
         except ChildProcessError:
             pass
+        if self.started is not None and _start_time(self.pid) != self.started:
+            return False  # gone, or the pid now names another process
         try:
             os.kill(self.pid, 0)
         except ProcessLookupError:
@@ -84,12 +84,13 @@ class Running:
 
 
 def _start_time(pid: int) -> int | None:
-    """The process's start time in clock ticks since boot (Linux), None where /proc is missing."""
+    """The process's start time in clock ticks since boot (Linux), None where /proc is missing
+    or the process is gone (a zombie no one reaped yet is gone)."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
         return None
-    return int(stat.rsplit(")", 1)[1].split()[19])
+    return None if fields[0] in ("Z", "X") else int(fields[19])
 
 
 class _State:

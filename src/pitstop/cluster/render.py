@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -53,12 +54,30 @@ def _scalar(value: Any) -> str:
     return json.dumps(text)  # a JSON string is a YAML double-quoted scalar
 
 
+@dataclass(frozen=True)
+class Anchored:
+    """A mapping written once with an anchor (``&name``), then referred to as ``Alias(name)``."""
+
+    name: str
+    value: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Alias:
+    name: str
+
+
 def to_yaml(value: dict[str, Any], indent: int = 0) -> str:
     """Block-style YAML for nested dicts; lists of scalars in flow style (``[a, b]``)."""
     pad = "  " * indent
     lines = []
     for key, item in value.items():
-        if isinstance(item, dict) and item:
+        if isinstance(item, Anchored):
+            lines.append(f"{pad}{_scalar(key)}: &{item.name}")
+            lines.append(to_yaml(item.value, indent + 1).rstrip("\n"))
+        elif isinstance(item, Alias):
+            lines.append(f"{pad}{_scalar(key)}: *{item.name}")
+        elif isinstance(item, dict) and item:
             lines.append(f"{pad}{_scalar(key)}:")
             lines.append(to_yaml(item, indent + 1).rstrip("\n"))
         elif isinstance(item, dict):
@@ -96,7 +115,7 @@ def compose(api_servers: int = 2, processors: int = 3, dask_workers: int = 2) ->
         "AWS_SECRET_ACCESS_KEY": secret,
         "PITSTOP_ADMIN_TOKEN": "${PITSTOP_ADMIN_TOKEN:?set PITSTOP_ADMIN_TOKEN (e.g. openssl rand -hex 32)}",
     }
-    image = {"image": "pitstop:latest", "environment": env}
+    image = {"image": "pitstop:latest", "environment": Alias("pitstop-env")}
     after_init = {"init": {"condition": "service_completed_successfully"}}
     services: dict[str, Any] = {
         "postgres": {
@@ -160,7 +179,12 @@ def compose(api_servers: int = 2, processors: int = 3, dask_workers: int = 2) ->
         "deploy": {"replicas": dask_workers},
         "depends_on": ["dask-scheduler"],
     }
-    body = {"name": "pitstop", "services": services, "volumes": {"postgres": {}, "s3": {}, "nats": {}}}
+    body = {
+        "name": "pitstop",
+        "x-pitstop-env": Anchored("pitstop-env", env),
+        "services": services,
+        "volumes": {"postgres": {}, "s3": {}, "nats": {}},
+    }
     usage = "# PITSTOP_ADMIN_TOKEN=$(openssl rand -hex 32) docker compose -f deploy/compose.yaml up --build\n"
     return HEADER + usage + to_yaml(body)
 
