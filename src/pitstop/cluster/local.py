@@ -176,6 +176,7 @@ def preflight(topology: Topology) -> None:
         raise ServerError("cannot start the cluster, missing: " + "; ".join(missing), code="engine_missing")
     for port in topology.ports():
         with socket.socket() as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the servers do
             try:
                 sock.bind((topology.host, port))
             except OSError as exc:
