@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -60,6 +61,9 @@ def cluster_dir(tmp_path: Path) -> Iterator[Path]:
     folder = tmp_path / "cluster"
     yield folder
     _pitstop("cluster", "down", "--data-dir", str(folder))  # whatever the test left
+    state = folder / "cluster.json"
+    if state.exists():  # PostgreSQL's folder may sit outside tmp_path (under /tmp as root)
+        shutil.rmtree(Path(json.loads(state.read_text())["postgres"]["folder"]).parent, ignore_errors=True)
 
 
 @pytest.mark.slow
