@@ -16,8 +16,8 @@ from click.testing import CliRunner
 from distributed.cli import dask_scheduler, dask_worker
 
 from pitstop.cli import cli
-from pitstop.cluster.local import settings_toml
 from pitstop.cluster.render import rendered
+from pitstop.cluster.state import settings_toml
 from pitstop.cluster.topology import Topology, cluster_env, known_settings, pitstop_settings
 from pitstop.config import Settings, load_settings
 from tests.conftest import REPO

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-import json
 import os
 import secrets
 import shutil
@@ -21,15 +20,14 @@ import tempfile
 import time
 import urllib.request
 from collections.abc import Callable
-from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
 
+from pitstop.cluster.state import Running, State, settings_toml, start_time
 from pitstop.cluster.topology import MLFLOW_DB, OPS_DB, Service, Topology, cluster_env, s3_env
 from pitstop.errors import PitstopError, ServerError
 
-STATE = "cluster.json"
 SETTINGS = "cluster.toml"
 ENV = "cluster.env"
 START_TIMEOUT_S = 120.0
@@ -43,101 +41,6 @@ def postgres_folder(data_dir: Path) -> Path:
         return data_dir / "cluster" / "postgres"
     digest = hashlib.sha256(str(data_dir.resolve()).encode()).hexdigest()[:10]
     return Path(tempfile.gettempdir()) / f"pitstop-cluster-{digest}" / "postgres"
-
-
-@dataclass
-class Running:
-    """One process ``up`` started: its pid and start time (a reused pid is not ours to signal)."""
-
-    name: str
-    role: str
-    pid: int
-    started: int | None
-    port: int | None
-    log: str
-    group: bool  # leader of its own process group (our Popen): signal the group, children too
-
-    def alive(self) -> bool:
-        try:
-            if os.waitpid(self.pid, os.WNOHANG)[0] == self.pid:
-                return False  # our child, just reaped
-        except ChildProcessError:
-            pass
-        if self.started is not None and _start_time(self.pid) != self.started:
-            return False  # gone, or the pid now names another process
-        try:
-            os.kill(self.pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
-
-    def signal(self, sig: signal.Signals) -> None:
-        try:
-            if self.group:
-                os.killpg(self.pid, sig)
-            else:
-                os.kill(self.pid, sig)
-        except (ProcessLookupError, PermissionError):
-            pass
-
-
-def _start_time(pid: int) -> int | None:
-    """The process's start time in clock ticks since boot (Linux), None where /proc is missing
-    or the process is gone (a zombie no one reaped yet is gone)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return None if fields[0] in ("Z", "X") else int(fields[19])
-
-
-class _State:
-    """``cluster.json``: written after each start, so ``down`` can stop a half-made cluster."""
-
-    def __init__(self, data_dir: Path) -> None:
-        self.path = data_dir / STATE
-        self.data: dict[str, Any] = {"processes": []}
-
-    @classmethod
-    def load(cls, data_dir: Path) -> _State | None:
-        state = cls(data_dir)
-        try:
-            state.data = json.loads(state.path.read_text())
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError) as exc:
-            raise ServerError(f"cannot read {state.path}: {exc}", code="cluster_state_unreadable") from None
-        return state
-
-    def processes(self) -> list[Running]:
-        return [Running(**p) for p in self.data["processes"]]
-
-    def add(self, proc: Running) -> None:
-        self.data["processes"].append(proc.__dict__)
-        self.save()
-
-    def save(self) -> None:
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.data, indent=2) + "\n")
-        tmp.replace(self.path)
-
-
-def _toml_value(value: Any) -> str:
-    if isinstance(value, dict):
-        return "{ " + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + " }"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return str(value)
-    return json.dumps(str(value))  # a JSON string is a TOML basic string
-
-
-def settings_toml(values: dict[str, Any]) -> str:
-    lines = ["# written by `pitstop cluster up`: pitstop --config <this file> … talks to the cluster"]
-    lines += [f"{name} = {_toml_value(value)}" for name, value in values.items()]
-    return "\n".join(lines) + "\n"
 
 
 def _program(argv: tuple[str, ...]) -> list[str]:
@@ -203,8 +106,8 @@ def up(
     """Start the cluster; returns the state written to ``cluster.json``. On any failure what did
     start is stopped again and the error says which log to read."""
     data_dir = data_dir.resolve()
-    previous = _State.load(data_dir)
-    if previous is not None and any(p.alive() for p in previous.processes()):
+    previous = State.load(data_dir)
+    if previous is not None and (previous.postgres_running() or any(p.alive() for p in previous.processes())):
         raise ServerError(
             f"a cluster is already running from {data_dir}: "
             f"`pitstop cluster down --data-dir {data_dir}` first",
@@ -235,7 +138,7 @@ def _up(
     shutil.rmtree(pg_folder, ignore_errors=True)
     logs = work / "logs"
     logs.mkdir(parents=True)
-    state = _State(data_dir)
+    state = State(data_dir)
     endpoints = topology.endpoints()
     state.data.update(
         topology=topology.__dict__,
@@ -325,7 +228,7 @@ def _up(
 
 
 def _running(name: str, role: str, pid: int, port: int | None, log: Path, group: bool) -> Running:
-    return Running(name, role, pid, _start_time(pid), port, str(log), group)
+    return Running(name, role, pid, start_time(pid), port, str(log), group)
 
 
 def _spawn(argv: tuple[str, ...], env: dict[str, str], home: Path, log: Path) -> subprocess.Popen[bytes]:
@@ -374,21 +277,18 @@ def _wait(ready: Callable[[], bool], name: str, proc: subprocess.Popen[bytes], l
 
 def status(data_dir: Path) -> list[dict[str, Any]]:
     """One row per process of the cluster (``up``: whether it runs now), PostgreSQL first."""
-    state = _State.load(data_dir.resolve())
+    state = State.load(data_dir.resolve())
     if state is None:
         return []
     rows = []
-    pg = state.data.get("postgres")
-    if pg:
-        from pitstop.cluster.postgres import Postgres
-
-        server = Postgres(Path(pg["folder"]), pg["port"])
+    server = state.postgres()
+    if server is not None:
         rows.append(
             {
                 "name": "postgres",
                 "role": "postgres",
                 "pid": None,
-                "port": pg["port"],
+                "port": server.port,
                 "up": server.running(),
                 "log": str(server.folder / "postgres.log"),
             }
@@ -411,7 +311,7 @@ def down(data_dir: Path) -> list[str]:
     """Stop every process of the cluster (SIGTERM, then SIGKILL what is left) and PostgreSQL; the
     names stopped. Safe to run again, or on a cluster that never fully started."""
     data_dir = data_dir.resolve()
-    state = _State.load(data_dir)
+    state = State.load(data_dir)
     if state is None:
         return []
     stopped = []
@@ -428,14 +328,10 @@ def down(data_dir: Path) -> list[str]:
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline and any(p.alive() for p in procs):
         time.sleep(0.05)
-    pg = state.data.get("postgres")
-    if pg:
-        from pitstop.cluster.postgres import Postgres
-
-        server = Postgres(Path(pg["folder"]), pg["port"])
-        if server.running():
-            server.stop()
-            stopped.append("postgres")
+    server = state.postgres()
+    if server is not None and server.running():
+        server.stop()
+        stopped.append("postgres")
     state.data["running"] = False
     state.save()
     return stopped
