@@ -101,6 +101,11 @@ def test_cluster_up_starts_everything_and_down_leaves_nothing_behind(
     assert postgres.psql("SELECT count(*) FROM alembic_version", database="pitstop") == "1"
     assert int(postgres.psql("SELECT count(*) FROM experiments", database="mlflow")) >= 1
 
+    logs = Path(state["logs"])
+    assert "ops DB, MLflow store and lake ready" in (logs / "init.log").read_text()
+    for name in ("api-1", "api-2", "processor-1"):  # none raced another to make MLflow's tables
+        assert "cannot be used" not in (logs / f"{name}.log").read_text(), name
+
     status = _pitstop("cluster", "status", "--data-dir", str(cluster_dir), "--json")
     rows = [json.loads(line) for line in status.stdout.splitlines()]
     assert len(rows) == 8 and all(row["up"] for row in rows), status.stdout
