@@ -18,7 +18,7 @@ from distributed.cli import dask_scheduler, dask_worker
 from pitstop.cli import cli
 from pitstop.cluster.render import rendered
 from pitstop.cluster.state import settings_toml
-from pitstop.cluster.topology import Topology, cluster_env, known_settings, pitstop_settings
+from pitstop.cluster.topology import Topology, cluster_env, pitstop_settings
 from pitstop.config import Settings, load_settings
 from tests.conftest import REPO
 
@@ -127,6 +127,7 @@ def test_the_deploy_settings_load_as_the_scale_out_settings(monkeypatch: pytest.
     assert settings.lake_uri == "s3://pitstop/lake" and not settings.lake_is_local
     assert settings.lake_storage_options["endpoint"] == "http://pitstop-s3:9000"
     assert settings.bus_backend == "nats" and settings.nats_url == "nats://pitstop-nats:4222"
+    assert settings.bus_partitions == 12
 
 
 def test_the_local_cluster_env_loads_as_its_settings(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -138,10 +139,11 @@ def test_the_local_cluster_env_loads_as_its_settings(monkeypatch: pytest.MonkeyP
     assert settings.mlflow_tracking_uri == "postgresql+psycopg://pitstop@127.0.0.1:9100/mlflow"
     assert settings.lake_storage_options["endpoint"] == "http://127.0.0.1:9101"
     assert settings.nats_url == "nats://127.0.0.1:9102"
+    assert settings.bus_backend == "nats" and settings.bus_partitions == 12
 
 
 def test_the_cluster_settings_file_reads_back_as_the_same_settings(tmp_path: Path) -> None:
-    values = known_settings(pitstop_settings(Topology().endpoints()))
+    values = pitstop_settings(Topology().endpoints())
     path = tmp_path / "cluster.toml"
     path.write_text(settings_toml({"data_dir": str(tmp_path / "cli"), **values}))
     assert tomllib.loads(path.read_text()) == {"data_dir": str(tmp_path / "cli"), **values}

@@ -65,7 +65,7 @@ def open_bus(settings: Settings) -> Bus:
     if settings.bus_backend == "nats":
         from pitstop.bus.nats import NatsBus
 
-        return NatsBus(settings.nats_url, stream=settings.nats_stream)
+        return NatsBus(settings.nats_url, stream=settings.nats_stream, partitions=settings.bus_partitions)
     return SqliteBus(settings.bus_path)
 
 

@@ -130,7 +130,7 @@ def _up(
     from pitstop.bus.nats_server import start_server
     from pitstop.cluster.postgres import start_postgres
     from pitstop.cluster.s3 import create_bucket, start_s3
-    from pitstop.cluster.topology import known_settings, pitstop_settings, settings_env
+    from pitstop.cluster.topology import pitstop_settings, settings_env
 
     work = data_dir / "cluster"
     pg_folder = postgres_folder(data_dir)
@@ -161,7 +161,7 @@ def _up(
     nats = start_server(work / "nats", topology.nats_port)
     state.add(_running("nats", "nats", nats.pid, topology.nats_port, work / "nats" / "nats.log", group=False))
 
-    values = {**known_settings(pitstop_settings(endpoints)), **extra}
+    values = {**pitstop_settings(endpoints), **extra}
     settings_file = data_dir / SETTINGS
     settings_file.write_text(settings_toml({"data_dir": str(work / "nodes" / "cli"), **values}))
     env_file = data_dir / ENV

@@ -23,7 +23,6 @@ from pitstop.cluster.topology import (
     Endpoints,
     api_argv,
     init_argv,
-    known_settings,
     pitstop_settings,
     processor_argv,
     scheduler_argv,
@@ -92,7 +91,7 @@ def to_yaml(value: dict[str, Any], indent: int = 0) -> str:
 def deploy_env(endpoints: Endpoints) -> dict[str, str]:
     """The PITSTOP_* settings of a deployed cluster. Keys are not among them: delta-rs and boto3
     read AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY from the environment (a Secret in Helm)."""
-    values = known_settings(pitstop_settings(endpoints))
+    values = pitstop_settings(endpoints)
     options = dict(values["lake_storage_options"])
     options.pop("access_key_id")
     options.pop("secret_access_key")

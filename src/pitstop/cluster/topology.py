@@ -57,14 +57,6 @@ def pitstop_settings(endpoints: Endpoints) -> dict[str, Any]:
     }
 
 
-def known_settings(values: dict[str, Any]) -> dict[str, Any]:
-    """``values`` less the names that are not settings of this Pitstop: ``bus_partitions`` arrives
-    with the partitioned NATS bus; until then a settings file naming it would be refused."""
-    from pitstop.config import Settings
-
-    return {name: value for name, value in values.items() if name in Settings.model_fields}
-
-
 def settings_env(values: dict[str, Any]) -> dict[str, str]:
     """Settings as ``PITSTOP_*`` environment variables (a dict as JSON, as the settings read it)."""
     env = {}
@@ -86,7 +78,7 @@ def s3_env(endpoints: Endpoints) -> dict[str, str]:
 
 def cluster_env(endpoints: Endpoints) -> dict[str, str]:
     """The whole environment a Pitstop process of the cluster gets (besides its data dir)."""
-    return {**settings_env(known_settings(pitstop_settings(endpoints))), **s3_env(endpoints)}
+    return {**settings_env(pitstop_settings(endpoints)), **s3_env(endpoints)}
 
 
 # The commands, program first. The same argv runs on one machine (``pitstop`` and ``dask`` become

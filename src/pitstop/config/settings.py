@@ -346,6 +346,21 @@ class Settings(BaseSettings):
     nats_stream: str = Field(
         "PITSTOP", pattern=r"^[A-Za-z0-9_-]+$", description="JetStream stream holding the reading batches."
     )
+    bus_partitions: int = Field(
+        1,
+        ge=1,
+        le=1024,
+        description="With bus_backend = nats: partitions of the bus; machines are split across them by a "
+        "stable hash of their id, and each is processed by one worker at a time (pitstop process --workers). "
+        "Fixed once readings flow.",
+    )
+    lease_ttl_s: float = Field(
+        3.0,
+        gt=0.5,
+        le=300,
+        description="With bus_backend = nats: a processor worker's lease on a partition lapses this long "
+        "after its last renewal, and another worker takes the partition over.",
+    )
     mqtt_intake: bool = Field(
         False,
         description="With bus_backend = nats: take device readings over MQTT (pitstop/mqtt/<machine_id>).",
