@@ -449,6 +449,7 @@ def _register() -> None:
     from pitstop.cli_alerts import alerts
     from pitstop.cli_backtest import backtest
     from pitstop.cli_backup import backup, restore
+    from pitstop.cli_cluster import cluster
     from pitstop.cli_deployments import deployments
     from pitstop.cli_fleet import fleet
     from pitstop.cli_import import import_group
@@ -480,6 +481,7 @@ def _register() -> None:
         backup,
         restore,
         manuals,
+        cluster,
     )
     for group in commands:
         cli.add_command(group)

@@ -1,0 +1,120 @@
+"""`pitstop cluster up | status | down` end to end: real PostgreSQL, moto, nats-server, API servers,
+a processor and Dask, as background processes on this machine."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pitstop.cluster.local import down
+from pitstop.cluster.postgres import Postgres
+from tests.conftest import REPO, free_port
+
+# Until the lake takes s3:// URIs (the S3-lake work of issue 19), `cluster init` cannot make the lake's
+# tables on moto; the test then keeps the lake and MLflow's artifacts on this machine's disk, so the
+# processes, their start order and `down` are still checked. Remove the fallback once S3 lakes work.
+NO_S3_LAKE_YET = 'Unable to recognise URL "s3:/'
+
+
+def _pitstop(*args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    return subprocess.run(
+        [sys.executable, "-m", "pitstop", *args], capture_output=True, text=True, env=env, timeout=timeout
+    )
+
+
+def _free_base_port() -> int:
+    """A base port whose cluster ports (base … base+3, base+10, base+11) are all free."""
+    for _ in range(50):
+        base = free_port()
+        if base > 60000:
+            continue
+        ports = [base, base + 1, base + 2, base + 3, base + 10, base + 11]
+        try:
+            for port in ports:
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        return base
+    raise AssertionError("no free port range")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state not in ("Z", "X")
+
+
+@pytest.fixture
+def cluster_dir(tmp_path: Path) -> Iterator[Path]:
+    folder = tmp_path / "cluster"
+    yield folder
+    down(folder)  # whatever the test left (in process: quicker than the CLI)
+    state = folder / "cluster.json"
+    if state.exists():  # PostgreSQL's folder may sit outside tmp_path (under /tmp as root)
+        shutil.rmtree(Path(json.loads(state.read_text())["postgres"]["folder"]).parent, ignore_errors=True)
+
+
+@pytest.mark.slow
+def test_cluster_up_starts_everything_and_down_leaves_nothing_behind(
+    cluster_dir: Path, tmp_path: Path
+) -> None:
+    base = _free_base_port()
+    up = ["cluster", "up", "--data-dir", str(cluster_dir), "--base-port", str(base)]
+    small = ["--api-servers", "2", "--processors", "1", "--dask-workers", "1"]
+    started = _pitstop(*up, *small)
+    if started.returncode != 0 and NO_S3_LAKE_YET in started.stderr:
+        local = [
+            "--set",
+            f"lake_uri={tmp_path / 'lake'}",
+            "--set",
+            f"mlflow_artifacts_uri={tmp_path / 'art'}",
+        ]
+        started = _pitstop(*up, *small, *local)
+    assert started.returncode == 0, started.stdout + started.stderr
+    assert (
+        "api-2" in started.stdout and f"--config {cluster_dir.resolve() / 'cluster.toml'}" in started.stdout
+    )
+
+    state = json.loads((cluster_dir / "cluster.json").read_text())
+    roles = sorted(p["role"] for p in state["processes"])
+    assert roles == ["api", "api", "dask-scheduler", "dask-worker", "nats", "processor", "s3"]
+    pids = [p["pid"] for p in state["processes"]]
+    assert all(_alive(pid) for pid in pids)
+    for url in state["urls"]["api"]:
+        with urllib.request.urlopen(f"{url}/healthz", timeout=5) as response:
+            assert response.status == 200
+    postgres = Postgres(Path(state["postgres"]["folder"]), state["postgres"]["port"])
+    # `cluster init` migrated the ops DB and MLflow's store in PostgreSQL, once, before the API servers
+    assert postgres.psql("SELECT count(*) FROM alembic_version", database="pitstop") == "1"
+    assert int(postgres.psql("SELECT count(*) FROM experiments", database="mlflow")) >= 1
+
+    logs = Path(state["logs"])
+    assert "ops DB, MLflow store and lake ready" in (logs / "init.log").read_text()
+    for name in ("api-1", "api-2", "processor-1"):  # none raced another to make MLflow's tables
+        assert "cannot be used" not in (logs / f"{name}.log").read_text(), name
+
+    status = _pitstop("cluster", "status", "--data-dir", str(cluster_dir), "--json")
+    rows = [json.loads(line) for line in status.stdout.splitlines()]
+    assert len(rows) == 8 and all(row["up"] for row in rows), status.stdout
+
+    down = _pitstop("cluster", "down", "--data-dir", str(cluster_dir))
+    assert down.returncode == 0, down.stderr
+    assert not [pid for pid in pids if _alive(pid)]
+    assert not postgres.running()
+    again = _pitstop("cluster", "down", "--data-dir", str(cluster_dir))
+    assert again.returncode == 0 and "nothing was running" in again.stdout
+    status = _pitstop("cluster", "status", "--data-dir", str(cluster_dir), "--json")
+    assert not any(json.loads(line)["up"] for line in status.stdout.splitlines())
