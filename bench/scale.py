@@ -171,9 +171,17 @@ class Bench:
                 procs += [self.spawn(config, "process", log=f"{name}-w{i}") for i in range(workers)]
                 leases = Leases(platform.bus, "bench-observer", settings.lease_ttl_s)
                 _wait(lambda: _balanced(leases, workers), 120, "workers to share the partitions")
-            time.sleep(1.0)
             per_machine = backlog // machines
             ids = [f"{name}-m{i:04d}" for i in range(machines)]
+            registry = DeviceRegistry(platform.db)
+            for machine in ids:  # as intake would have them: registered, with a type
+                registry.add(machine, "turbofan", platform.fleet)
+            # warm-up: one reading per machine (seq 0), landed before the clock starts, so every
+            # worker has loaded the champion and built its partitions' state
+            for machine in ids:
+                platform.bus.publish(encode_readings(batch_of(machine, 0, 1), platform.lake.sensors), machine)
+            tables: dict[str, DeltaTable] = {}
+            _wait(lambda: count_landed(lake_dir, tables) >= machines, 600, "the warm-up readings to land")
             started = time.monotonic()
             for first in range(1, per_machine + 1, BATCH):
                 for machine in ids:
@@ -182,8 +190,9 @@ class Bench:
                         encode_readings(batch_of(machine, first, n), platform.lake.sensors), machine
                     )
             total = per_machine * machines
-            tables: dict[str, DeltaTable] = {}
-            _wait(lambda: count_landed(lake_dir, tables) >= total, 600, f"{total} readings to land")
+            _wait(
+                lambda: count_landed(lake_dir, tables) >= total + machines, 600, f"{total} readings to land"
+            )
             elapsed = time.monotonic() - started
         finally:
             for proc in procs:
@@ -192,7 +201,7 @@ class Bench:
                 proc.wait(60)
             platform.close()
         rows = landed(lake_dir)
-        assert rows.height == rows.unique().height == total, (rows.height, rows.unique().height, total)
+        assert rows.height == rows.unique().height == total + machines, (rows.height, rows.unique().height)
         return total / elapsed
 
     # -- failures --------------------------------------------------------------------------------
@@ -276,51 +285,63 @@ class Bench:
             t.start()
 
         takeovers: list[float] = []
-        kill_at = [total * (k + 1) / (kills + 2) for k in range(kills)]
-        nats_at, pg_at = total * 0.35, total * 0.7
         events: list[str] = []
+        plan = sorted(
+            [(total * f, "kill") for f in (0.1, 0.2, 0.45, 0.7, 0.85)[:kills]]
+            + [(total * 0.3, "nats"), (total * 0.55, "postgresql")]
+        )
         rng = random.Random(7)
-        while any(t.is_alive() for t in threads):
-            time.sleep(0.05)
-            if kill_at and sent[0] >= kill_at[0]:
-                kill_at.pop(0)
-                owners = leases.owners()
-                victim = rng.choice(workers)
-                theirs = sorted(p for p, w in owners.items() if f"-{victim.pid}-" in w)
-                victim.send_signal(signal.SIGKILL)
-                killed = time.monotonic()
-                victim.wait()
-                workers.remove(victim)
-                workers.append(self.spawn(config, "process", log="faults-w-new"))
-                ok = _wait(
-                    lambda victim=victim, theirs=theirs: _taken_over(leases, victim.pid, theirs),
-                    60,
-                    "the dead worker's partitions to be taken over",
-                    raise_=False,
-                )
-                takeovers.append(time.monotonic() - killed if ok else float("inf"))
-                events.append(
-                    f"killed worker pid {victim.pid} (partitions {theirs}): "
-                    f"taken over in {takeovers[-1]:.2f} s"
-                )
-            if nats_at is not None and sent[0] >= nats_at:
-                nats_at = None
-                outage[0] = "nats"
-                nats[0].terminate()
-                nats[0].wait(30)
-                time.sleep(3)
-                nats[0] = start_server(self.root / "nats", self.nats_port)
-                outage[0] = ""
-                events.append("nats-server stopped for 3 s and started again")
-            if pg_at is not None and sent[0] >= pg_at:
-                pg_at = None
-                outage[0] = "postgresql"
-                self.pg.stop()
-                time.sleep(3)
-                self.pg.start()
-                outage[0] = ""
-                events.append("PostgreSQL stopped for 3 s and started again")
+
+        def chaos() -> None:
+            """The failures, in order, as the load reaches each one's share of the readings."""
+            for at, what in plan:
+                while sent[0] < at:
+                    if not any(t.is_alive() for t in threads):
+                        events.append(f"load finished before {what} at {at:,.0f} readings: not done")
+                        return
+                    time.sleep(0.02)
+                if what == "kill":
+                    owners = leases.owners()
+                    victim = rng.choice(workers)
+                    theirs = sorted(p for p, w in owners.items() if f"-{victim.pid}-" in w)
+                    victim.send_signal(signal.SIGKILL)
+                    killed = time.monotonic()
+                    victim.wait()
+                    workers.remove(victim)
+                    workers.append(self.spawn(config, "process", log="faults-w-new"))
+                    ok = _wait(
+                        lambda victim=victim, theirs=theirs: _taken_over(leases, victim.pid, theirs),
+                        60,
+                        "the dead worker's partitions to be taken over",
+                        raise_=False,
+                    )
+                    takeovers.append(time.monotonic() - killed if ok else float("inf"))
+                    events.append(
+                        f"killed worker pid {victim.pid} (partitions {theirs}) at {sent[0]:,} readings: "
+                        f"taken over in {takeovers[-1]:.2f} s"
+                    )
+                elif what == "nats":
+                    outage[0] = "nats"
+                    nats[0].terminate()
+                    nats[0].wait(30)
+                    time.sleep(3)
+                    nats[0] = start_server(self.root / "nats", self.nats_port)
+                    outage[0] = ""
+                    events.append(f"nats-server stopped for 3 s at {at:,.0f} readings and started again")
+                else:
+                    outage[0] = "postgresql"
+                    self.pg.stop()
+                    time.sleep(3)
+                    self.pg.start()
+                    outage[0] = ""
+                    events.append(f"PostgreSQL stopped for 3 s at {at:,.0f} readings and started again")
+
+        chaos_thread = threading.Thread(target=chaos, daemon=True)
+        chaos_thread.start()
+        for t in threads:
+            t.join()
         send_seconds = time.monotonic() - started
+        chaos_thread.join(120)
         tables: dict[str, DeltaTable] = {}
         ok = _wait(
             lambda: count_landed(settings.lake_dir, tables) >= total,

@@ -122,6 +122,8 @@ class NatsBus:
         if self.partitions > 1 and key is None:
             raise BusError("a partitioned bus needs the batch's machine id to publish it")
         subject = self.subject_of(partition_of(key or "", self.partitions))
+        if not self._nc.is_connected:  # a restart or a cut: say so now, not after the ack timeout
+            raise BusError(f"NATS at {self.url} is not connected (reconnecting); nothing was published")
         ack = self._run(self._js.publish(subject, payload, timeout=self.timeout))
         return int(ack.seq)
 
