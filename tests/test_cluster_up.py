@@ -19,11 +19,6 @@ from pitstop.cluster.local import down
 from pitstop.cluster.postgres import Postgres
 from tests.conftest import REPO, free_port
 
-# Until the lake takes s3:// URIs (the S3-lake work of issue 19), `cluster init` cannot make the lake's
-# tables on moto; the test then keeps the lake and MLflow's artifacts on this machine's disk, so the
-# processes, their start order and `down` are still checked. Remove the fallback once S3 lakes work.
-NO_S3_LAKE_YET = 'Unable to recognise URL "s3:/'
-
 
 def _pitstop(*args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
@@ -75,14 +70,6 @@ def test_cluster_up_starts_everything_and_down_leaves_nothing_behind(
     up = ["cluster", "up", "--data-dir", str(cluster_dir), "--base-port", str(base)]
     small = ["--api-servers", "2", "--processors", "1", "--dask-workers", "1"]
     started = _pitstop(*up, *small)
-    if started.returncode != 0 and NO_S3_LAKE_YET in started.stderr:
-        local = [
-            "--set",
-            f"lake_uri={tmp_path / 'lake'}",
-            "--set",
-            f"mlflow_artifacts_uri={tmp_path / 'art'}",
-        ]
-        started = _pitstop(*up, *small, *local)
     assert started.returncode == 0, started.stdout + started.stderr
     assert (
         "api-2" in started.stdout and f"--config {cluster_dir.resolve() / 'cluster.toml'}" in started.stdout
@@ -106,6 +93,8 @@ def test_cluster_up_starts_everything_and_down_leaves_nothing_behind(
     for name in ("api-1", "api-2", "processor-1"):  # none raced another to make MLflow's tables
         assert "cannot be used" not in (logs / f"{name}.log").read_text(), name
 
+    _readings_land_once_in_the_s3_lake(cluster_dir, state["urls"]["api"])
+
     status = _pitstop("cluster", "status", "--data-dir", str(cluster_dir), "--json")
     rows = [json.loads(line) for line in status.stdout.splitlines()]
     assert len(rows) == 8 and all(row["up"] for row in rows), status.stdout
@@ -118,3 +107,61 @@ def test_cluster_up_starts_everything_and_down_leaves_nothing_behind(
     assert again.returncode == 0 and "nothing was running" in again.stdout
     status = _pitstop("cluster", "status", "--data-dir", str(cluster_dir), "--json")
     assert not any(json.loads(line)["up"] for line in status.stdout.splitlines())
+
+
+def _readings_land_once_in_the_s3_lake(cluster_dir: Path, apis: list[str]) -> None:
+    """A device's batch through one API server, its re-send through the other: stored once, in the
+    lake on the cluster's S3, by the partitioned processor."""
+    import time
+
+    import httpx
+
+    from pitstop.config import load_settings
+    from pitstop.lake import Lake
+    from pitstop.lake.location import LakeLocation
+    from tests.test_api import readings
+
+    config = cluster_dir / "cluster.toml"
+    env_file = cluster_dir / "cluster.env"
+    env = dict(
+        line.removeprefix("export ").split("=", 1)
+        for line in env_file.read_text().splitlines()
+        if "=" in line
+    )
+    added = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pitstop",
+            "--config",
+            str(config),
+            "devices",
+            "add",
+            "eng-900",
+            "--machine-type",
+            "turbofan",
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env, "PYTHONPATH": str(REPO / "src")},
+        timeout=120,
+    )
+    assert added.returncode == 0, added.stderr
+    token = json.loads(added.stdout.strip().splitlines()[-1])["token"]
+    batch = readings("eng-900", 1, 0, 20)
+    headers = {"Authorization": f"Bearer {token}"}
+    first = httpx.post(f"{apis[0]}/api/v1/readings", json=batch, headers=headers, timeout=30)
+    assert first.status_code == 202 and first.json()["accepted"] == 20, first.text
+    again = httpx.post(f"{apis[1]}/api/v1/readings", json=batch, headers=headers, timeout=30)
+    assert again.status_code == 202 and again.json()["duplicates"] == 20, again.text
+    settings = load_settings(config)
+    lake = Lake(LakeLocation.from_settings(settings), [])
+    deadline = time.monotonic() + 60
+    rows = 0
+    while time.monotonic() < deadline:
+        rows = lake.read("telemetry", columns=["seq"], machine_ids=["eng-900"]).height
+        if rows >= 20:
+            break
+        time.sleep(0.5)
+    time.sleep(1)
+    assert lake.read("telemetry", columns=["seq"], machine_ids=["eng-900"]).height == 20

@@ -44,6 +44,7 @@ def pitstop_settings(endpoints: Endpoints) -> dict[str, Any]:
         "mlflow_tracking_uri": endpoints.database_url(MLFLOW_DB),
         "mlflow_artifacts_uri": f"s3://{BUCKET}/mlartifacts",
         "lake_uri": f"s3://{BUCKET}/lake",
+        "s3_endpoint_url": endpoints.s3,
         "lake_storage_options": {
             "endpoint": endpoints.s3,
             "allow_http": "true" if endpoints.s3.startswith("http://") else "false",
