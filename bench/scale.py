@@ -24,6 +24,7 @@ Last line: one JSON object with ``readings_per_s_by_workers`` ({"1", "2", "3"}),
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
@@ -48,6 +49,7 @@ from pitstop.bus.nats import NatsBus
 from pitstop.bus.nats_server import start_server
 from pitstop.cluster.postgres import Postgres, start_postgres
 from pitstop.config import load_settings
+from pitstop.errors import RateLimitedError
 from pitstop.ingest import DeviceRegistry
 from pitstop.platform import Platform
 from pitstop.schema import TURBOFAN, Reading, encode_readings
@@ -379,6 +381,37 @@ class Bench:
         }
 
 
+def intake_cost(root: Path, pg: Postgres, batches: int = 300) -> dict[str, float]:
+    """Milliseconds per 100-reading batch through ``Intake.submit`` (validate, seq check, publish to
+    the SQLite bus), with the seq and rate state in memory (SQLite ops DB) and shared in PostgreSQL."""
+    from pitstop.ingest import Intake
+
+    out = {}
+    for name, extra in (("memory", {}), ("postgresql", {"ops_db_url": pg.create_database("intake")})):
+        settings = load_settings(None, data_dir=root / f"intake-{name}", intake_workers=0, **extra)
+        platform = Platform.open(settings)
+        try:
+            token = DeviceRegistry(platform.db).add("intake-m", "turbofan", platform.fleet)[1]
+            intake = Intake(platform)
+            identity = intake.authenticate(token)
+            bodies = [
+                [r.model_dump(mode="json") for r in batch_of("intake-m", 1 + i * BATCH)]
+                for i in range(batches)
+            ]
+            started = time.perf_counter()
+            for body in bodies:
+                assert intake.submit(identity, body).accepted == BATCH
+            out[name] = (time.perf_counter() - started) * 1000 / batches
+            started = time.perf_counter()
+            for _ in range(batches):  # the rate check the route does before each batch
+                with contextlib.suppress(RateLimitedError):
+                    intake.admit(identity)
+            out[f"{name}_rate_check"] = (time.perf_counter() - started) * 1000 / batches
+        finally:
+            platform.close()
+    return {k: round(v, 3) for k, v in out.items()}
+
+
 def _healthy(port: int) -> bool:
     try:
         return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200
@@ -444,6 +477,9 @@ def main() -> None:
         ensure_champion(platform, echo=lambda _: None)
         platform.close()
 
+        print("intake cost per 100-reading batch, state in memory vs shared in PostgreSQL …", flush=True)
+        intake = intake_cost(root, pg)
+        print(f"  {intake}", flush=True)
         bench = Bench(root, pg, nats_port, model_dir)
         rates: dict[str, float] = {}
         print(f"draining {args.backlog:,} readings: the embedded default …", flush=True)
@@ -490,6 +526,7 @@ def main() -> None:
         "all_landed": faults["all_landed"],
         "unavailable_503": faults["unavailable_503"],
         "http_errors": faults["http_errors"],
+        "intake_ms_per_batch": intake,
         "partitions": PARTITIONS,
         "cores": os.cpu_count(),
     }
