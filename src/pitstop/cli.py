@@ -293,8 +293,14 @@ def serve(
         settings = _settings(ctx, data_dir=data_dir, port=port, host=host)
         check_port(settings.host, settings.port)
         platform = Platform.open(settings)
-        proc = Processor(platform) if processor else None
-        if proc is not None:
+        proc = worker = None
+        if processor and settings.bus_backend == "nats":  # a worker that leases its partitions
+            from pitstop.processor.partitions import PartitionWorker
+
+            worker = PartitionWorker(platform)
+            worker.start()
+        elif processor:
+            proc = Processor(platform)
             proc.start()
         else:
             for deployment in platform.deployments.values():
@@ -329,13 +335,24 @@ def serve(
                 mqtt.stop()
             if proc is not None:
                 proc.stop(drain=True)
+            if worker is not None:
+                worker.stop()
             platform.close()
 
 
 @cli.command()
 @data_dir_option
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Worker processes to run (bus_backend = nats): each takes its share of the bus partitions by "
+    "lease, and takes over a dead one's within seconds. Workers in other `pitstop process` on other "
+    "hosts share the partitions the same way.",
+)
 @click.pass_context
-def process(ctx: click.Context, data_dir: Path | None) -> None:
+def process(ctx: click.Context, data_dir: Path | None, workers: int) -> None:
     """Run the stream processor alone: bus → lake → features → scores → work orders."""
     import signal
     import threading
@@ -344,19 +361,42 @@ def process(ctx: click.Context, data_dir: Path | None) -> None:
     from pitstop.processor import Processor
 
     with _errors():
-        platform = Platform.open(_settings(ctx, data_dir=data_dir))
-        proc = Processor(platform)
-        proc.start()
+        settings = _settings(ctx, data_dir=data_dir)
+        if settings.bus_backend != "nats" and workers > 1:
+            raise ConfigError(
+                "--workers needs bus_backend = nats with bus_partitions > 1: the embedded SQLite bus "
+                "has one processor"
+            )
+        if workers > 1:
+            from pitstop.processor.supervise import supervise
+
+            supervise(workers, ctx.ensure_object(dict).get("config"), data_dir)
+            return
+        platform = Platform.open(settings)
         stop = threading.Event()
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
-        click.echo(f"processing {platform.settings.bus_path} (Ctrl-C to stop)")
+        if settings.bus_backend == "nats":
+            from pitstop.processor.partitions import PartitionWorker
+
+            worker = PartitionWorker(platform)
+            worker.start()
+            click.echo(
+                f"worker {worker.worker}: processing the share of {settings.bus_partitions} partition(s) of "
+                f"{settings.nats_url} it leases (Ctrl-C to stop)"
+            )
+            finish: Callable[[], None] = worker.stop
+        else:
+            proc = Processor(platform)
+            proc.start()
+            click.echo(f"processing {settings.bus_path} (Ctrl-C to stop)")
+            finish = lambda: proc.stop(drain=False)  # noqa: E731
         try:
             while not stop.wait(1.0):
                 pass
         except KeyboardInterrupt:
             pass
         finally:
-            proc.stop(drain=False)
+            finish()
             platform.close()
 
 
@@ -437,6 +477,7 @@ def _register() -> None:
     from pitstop.cli_alerts import alerts
     from pitstop.cli_backtest import backtest
     from pitstop.cli_backup import backup, restore
+    from pitstop.cli_cluster import cluster
     from pitstop.cli_deployments import deployments
     from pitstop.cli_fleet import fleet
     from pitstop.cli_import import import_group
@@ -468,6 +509,7 @@ def _register() -> None:
         backup,
         restore,
         manuals,
+        cluster,
     )
     for group in commands:
         cli.add_command(group)

@@ -175,10 +175,11 @@ def check_policies(fleet: FleetSchema, settings: Settings) -> None:
 def apply_to_data_dir(settings: Settings, new: FleetSchema, *, origin: str, actor: str) -> dict[str, Any]:
     """``apply_fleet`` on the data dir of ``settings`` (a new one starts with this fleet's tables),
     its risk policies checked first: a policy the platform cannot build would stop every start."""
+    from pitstop.lake import LakeLocation
     from pitstop.platform import Platform
 
     check_policies(new, settings)
-    fresh = not settings.lake_dir.exists()
+    fresh = not LakeLocation.from_settings(settings).exists()
     platform = Platform.open(settings, fleet=new if fresh else None)
     try:
         return apply_fleet(platform.db, platform.lake, platform.fleet, new, origin=origin, actor=actor)

@@ -16,7 +16,7 @@ from pitstop.bus import Bus, SqliteBus
 from pitstop.config import Settings
 from pitstop.errors import StorageError, ValidationError, first_line
 from pitstop.fleetops import stored_fleet
-from pitstop.lake import Lake
+from pitstop.lake import Lake, LakeLocation
 from pitstop.lake.outbox import Outbox
 from pitstop.maintenance import ComponentMap, Notifier, RiskPolicy
 from pitstop.maintenance.notify_routes import AlertRoutes
@@ -65,7 +65,7 @@ def open_bus(settings: Settings) -> Bus:
     if settings.bus_backend == "nats":
         from pitstop.bus.nats import NatsBus
 
-        return NatsBus(settings.nats_url, stream=settings.nats_stream)
+        return NatsBus(settings.nats_url, stream=settings.nats_stream, partitions=settings.bus_partitions)
     return SqliteBus(settings.bus_path)
 
 
@@ -108,7 +108,7 @@ class Platform:
         if fleet is None:  # the fleet applied to this deployment (pitstop fleet apply), else turbofan
             stored = stored_fleet(db)
             fleet = stored[0] if stored is not None else default_fleet()
-        lake = Lake(settings.lake_dir, fleet.sensors)
+        lake = Lake(LakeLocation.from_settings(settings), fleet.sensors)
         lake.ensure()
         metrics = Metrics()
         options = DeploymentOptions.from_settings(settings)
@@ -116,10 +116,11 @@ class Platform:
         for name in fleet.machine_types:
             key = settings.model_signing_key
             registry = Registry(
-                settings.mlflow_uri,
-                settings.mlflow_artifacts_dir,
+                settings.mlflow_tracking_uri,
+                settings.mlflow_artifacts_uri,
                 model_name_for(settings.model_name, name),
                 signing_key=key.get_secret_value() if key is not None else None,
+                s3_endpoint_url=settings.s3_endpoint_url,
             )
             deployments[name] = Deployment(
                 name,

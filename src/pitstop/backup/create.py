@@ -52,6 +52,7 @@ FORMAT = 1
 def backup(settings: Settings, dest: Path, progress: Progress = quiet) -> dict[str, Any]:
     """Back up the settings' data dir into ``dest`` (a new or empty folder); returns a summary."""
     started = time.monotonic()
+    local_stores_only(settings, "backup")
     source = settings.data_dir.expanduser().resolve()
     dest = Path(dest).expanduser().resolve()
     ops_db, mlflow_db = _db_path(settings.ops_db_url), _db_path(settings.mlflow_uri)
@@ -124,6 +125,23 @@ def backup(settings: Settings, dest: Path, progress: Progress = quiet) -> dict[s
         "mlflow_artifacts_outside": outside,
         "seconds": round(time.monotonic() - started, 2),
     }
+
+
+def local_stores_only(settings: Settings, verb: str) -> None:
+    """Refuse (one line, code ``backup_remote_store``) when the lake or MLflow is not in the data
+    dir: a backup copies files, and object storage and database servers have their own tools."""
+    remote = []
+    if not settings.lake_is_local:
+        remote.append(f"the lake is on {settings.lake_uri} (use the bucket's versioning and replication)")
+    if not settings.mlflow_tracking_uri.startswith("sqlite:"):
+        remote.append("MLflow's store is on a database server (back it up with pg_dump)")
+    if settings.mlflow_artifacts_uri.startswith("s3://"):
+        remote.append(f"model artifacts are on {settings.mlflow_artifacts_uri} (use the bucket's versioning)")
+    if remote:
+        raise ValidationError(
+            f"pitstop {verb} copies a local data dir only, and " + "; ".join(remote),
+            code="backup_remote_store",
+        )
 
 
 def _copy_files(source: Path, data: Path, paths: list[Path], progress: Progress) -> None:

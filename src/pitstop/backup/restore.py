@@ -11,7 +11,7 @@ import time
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from pitstop.backup.create import FORMAT
+from pitstop.backup.create import FORMAT, local_stores_only
 from pitstop.backup.files import (
     DATA,
     MANIFEST,
@@ -78,6 +78,7 @@ def verify(src: Path, manifest: dict[str, Any], progress: Progress = quiet) -> l
 def restore(src: Path, settings: Settings, progress: Progress = quiet) -> dict[str, Any]:
     """Restore the backup in ``src`` into the settings' data dir (new or empty); returns a summary."""
     started = time.monotonic()
+    local_stores_only(settings, "restore")
     src = Path(src).expanduser().resolve()
     target = settings.data_dir.expanduser().resolve()
     manifest = read_manifest(src)

@@ -15,11 +15,12 @@ class Message:
 class Bus(Protocol):
     """The contract every bus backend keeps.
 
-    ``publish`` returns only once the message is durable. Positions increase strictly.
+    ``publish`` returns only once the message is durable; ``key`` is the batch's machine id (a
+    partitioned backend routes by it). Positions increase strictly.
     A consumer reads after its committed position and commits the last position it finished.
     """
 
-    def publish(self, payload: bytes) -> int: ...
+    def publish(self, payload: bytes, key: str | None = None) -> int: ...
 
     def read(self, consumer: str, max_messages: int) -> list[Message]: ...
 

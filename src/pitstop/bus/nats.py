@@ -1,10 +1,13 @@
 """Scale-out bus: NATS JetStream (file storage; run the server with ``sync_interval: always``).
 
-One stream holds the reading batches. Each named consumer is a durable pull consumer with
-AckPolicy.ALL whose ack floor is the committed position. JetStream would move past a batch that
-was read but not committed (it waits for the ack timeout, then redelivers out of order), so a
-re-read of uncommitted messages recreates the consumer at ack floor + 1: every read starts right
-after the last commit, as the bus contract says.
+One stream holds the reading batches. With ``partitions`` > 1 each batch goes to the subject of its
+machine's partition (a stable hash of the machine id), so one machine's batches stay in order on
+one subject and a partition is processed by one worker at a time (``processor.partitions``).
+
+Each named consumer is a durable pull consumer with AckPolicy.ALL whose ack floor is the committed
+position. JetStream would move past a batch that was read but not committed (it waits for the ack
+timeout, then redelivers out of order), so a re-read of uncommitted messages recreates the consumer
+at ack floor + 1: every read starts right after the last commit, as the bus contract says.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
+import zlib
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
@@ -23,9 +27,19 @@ T = TypeVar("T")
 SUBJECT = "pitstop.readings"
 
 
+def partition_of(machine_id: str, partitions: int) -> int:
+    """The partition of a machine: a stable hash of its id (the same in every process and release)."""
+    return zlib.crc32(machine_id.encode()) % partitions if partitions > 1 else 0
+
+
 class NatsBus:
     def __init__(
-        self, url: str, stream: str = "PITSTOP", timeout: float = 10.0, max_bytes: int = 8 * 1024 * 1024
+        self,
+        url: str,
+        stream: str = "PITSTOP",
+        timeout: float = 10.0,
+        max_bytes: int = 8 * 1024 * 1024,
+        partitions: int = 1,
     ) -> None:
         try:
             import nats  # noqa: F401  (optional dependency, imported here to fail early)
@@ -34,12 +48,14 @@ class NatsBus:
         self.url = url
         self.stream = stream
         self.subject = f"{SUBJECT}.{stream.lower()}"
+        self.partitions = partitions
         self.timeout = timeout
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="pitstop-nats", daemon=True)
         self._thread.start()
         self._subs: dict[str, Any] = {}
         self._pending: dict[str, dict[int, Any]] = {}  # consumer -> stream seq -> message, read not committed
+        self._filters: dict[str, str] = {}  # consumer -> the subject it reads
         self._lock = threading.Lock()
         self._run(self._connect(max_bytes))
 
@@ -58,13 +74,28 @@ class NatsBus:
 
         self._nc = await nats.connect(self.url, connect_timeout=self.timeout, max_reconnect_attempts=-1)
         self._js = self._nc.jetstream(timeout=self.timeout)
+        subjects = [self.subject] if self.partitions == 1 else [f"{self.subject}.*"]
+        described = f"Pitstop reading batches in {self.partitions} partition(s)"
         config = StreamConfig(
-            name=self.stream, subjects=[self.subject], storage=StorageType.FILE, max_msg_size=max_bytes
+            name=self.stream,
+            subjects=subjects,
+            storage=StorageType.FILE,
+            max_msg_size=max_bytes,
+            description=described,
         )
         try:
-            await self._js.stream_info(self.stream)
+            info = await self._js.stream_info(self.stream)
         except Exception:
             await self._js.add_stream(config)
+            return
+        made = info.config.description or "Pitstop reading batches in 1 partition(s)"  # before partitions
+        if list(info.config.subjects or []) != subjects or made != described:
+            raise BusError(
+                f"the NATS stream {self.stream} was made for other bus_partitions than {self.partitions} "
+                f"({made}). A machine's partition must not change under it: set bus_partitions back, or "
+                "drain the processors and delete the stream (`nats stream rm`) to start over with the new "
+                "count"
+            )
 
     async def _shutdown(self) -> None:
         """Close the connection, then cancel what the client left running on this loop."""
@@ -75,13 +106,34 @@ class NatsBus:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
+    def subject_of(self, partition: int) -> str:
+        """The subject of a partition (one partition: the stream's single subject)."""
+        return self.subject if self.partitions == 1 else f"{self.subject}.{partition}"
+
+    def partition(self, partition: int, consumer: str) -> PartitionBus:
+        """The view one partition's processor reads through (its own durable consumer)."""
+        if not 0 <= partition < self.partitions:
+            raise BusError(f"partition {partition} is not one of the bus's 0..{self.partitions - 1}")
+        return PartitionBus(self, partition, consumer)
+
     # -- contract ------------------------------------------------------------------------------
-    def publish(self, payload: bytes) -> int:
-        ack = self._run(self._js.publish(self.subject, payload, timeout=self.timeout))
+    def publish(self, payload: bytes, key: str | None = None) -> int:
+        """Publish a batch; ``key`` (its machine id) picks the partition when there are several."""
+        if self.partitions > 1 and key is None:
+            raise BusError("a partitioned bus needs the batch's machine id to publish it")
+        subject = self.subject_of(partition_of(key or "", self.partitions))
+        if not self._nc.is_connected:  # a restart or a cut: say so now, not after the ack timeout
+            raise BusError(f"NATS at {self.url} is not connected (reconnecting); nothing was published")
+        ack = self._run(self._js.publish(subject, payload, timeout=self.timeout))
         return int(ack.seq)
 
-    def read(self, consumer: str, max_messages: int) -> list[Message]:
+    def read(self, consumer: str, max_messages: int, subject: str | None = None) -> list[Message]:
+        """The next messages after ``consumer``'s committed position, of ``subject`` (a partition's;
+        default: the whole stream)."""
         with self._lock:
+            self._filters[consumer] = subject or (
+                self.subject if self.partitions == 1 else f"{self.subject}.*"
+            )
             return self._run(self._read(consumer, max_messages))
 
     async def _read(self, consumer: str, max_messages: int) -> list[Message]:
@@ -119,7 +171,7 @@ class NatsBus:
             ack_policy=AckPolicy.ALL,
             deliver_policy=DeliverPolicy.BY_START_SEQUENCE if start <= head else DeliverPolicy.NEW,
             opt_start_seq=start if start <= head else None,
-            filter_subject=self.subject,
+            filter_subject=self._filters.get(consumer, self.subject),
             max_ack_pending=-1,
             ack_wait=3600,
         )
@@ -159,9 +211,51 @@ class NatsBus:
         info = self._run(self._js.stream_info(self.stream))
         return int(info.state.last_seq or 0)
 
+    def pending(self, consumer: str, subject: str) -> int:
+        """Messages of ``subject`` past ``consumer``'s committed position."""
+        with self._lock:
+            return self._run(self._pending_count(consumer, subject))
+
+    async def _pending_count(self, consumer: str, subject: str) -> int:
+        try:
+            info = await self._js.consumer_info(self.stream, consumer)
+        except Exception:  # no consumer yet: everything on the subject is pending
+            state = await self._js.stream_info(self.stream, subjects_filter=subject)
+            return int((state.state.subjects or {}).get(subject, 0))
+        return int(info.num_pending or 0) + int(info.num_ack_pending or 0)
+
     def close(self) -> None:
         with contextlib.suppress(BusError):
             self._run(self._shutdown())
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(5)
         self._loop.close()
+
+
+class PartitionBus:
+    """One partition of a ``NatsBus`` as a bus of its own: reads, commits and positions of its
+    consumer on the partition's subject. Positions are the stream's sequence numbers, so they rise
+    strictly per partition (with gaps where other partitions' batches are)."""
+
+    def __init__(self, bus: NatsBus, partition: int, consumer: str) -> None:
+        self.bus, self.number, self.consumer = bus, partition, consumer
+        self.subject = bus.subject_of(partition)
+
+    def publish(self, payload: bytes, key: str | None = None) -> int:
+        return self.bus.publish(payload, key)
+
+    def read(self, consumer: str, max_messages: int) -> list[Message]:
+        return self.bus.read(consumer, max_messages, subject=self.subject)
+
+    def commit(self, consumer: str, position: int) -> None:
+        self.bus.commit(consumer, position)
+
+    def position(self, consumer: str) -> int:
+        return self.bus.position(consumer)
+
+    def head(self) -> int:
+        """The committed position plus what waits: ``head() - position()`` is the partition's lag."""
+        return self.bus.position(self.consumer) + self.bus.pending(self.consumer, self.subject)
+
+    def close(self) -> None:
+        """Nothing: the shared bus is closed by its owner."""

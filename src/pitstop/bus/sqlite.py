@@ -63,8 +63,8 @@ class SqliteBus:
             self._local.conn = conn
         return conn
 
-    def publish(self, payload: bytes) -> int:
-        """Append one message; returns once it is committed (fsynced).
+    def publish(self, payload: bytes, key: str | None = None) -> int:
+        """Append one message (one log: ``key`` is not needed); returns once it is committed (fsynced).
 
         Group commit: publishers queue their payload, and whoever takes the writer lock commits
         every queued payload in one transaction (one fsync), then hands each its position.

@@ -36,7 +36,7 @@ class Settings(BaseSettings):
         "",
         validate_default=True,
         description="Where model artifacts are kept: empty for <data_dir>/mlartifacts, or s3://bucket/prefix "
-        "(endpoint and keys from MLFLOW_S3_ENDPOINT_URL and AWS_* variables).",
+        "(endpoint in s3_endpoint_url, keys and region from AWS_* variables).",
     )
     lake_uri: str = Field(
         "",
@@ -46,8 +46,14 @@ class Settings(BaseSettings):
     )
     lake_storage_options: dict[str, str] = Field(
         default_factory=dict,
-        description="delta-rs storage options for an s3:// lake (e.g. endpoint, region, access keys; "
-        "env as JSON); AWS_* variables are read too.",
+        description="delta-rs storage options for an s3:// lake (e.g. region, access keys; env as JSON); "
+        "AWS_* variables are read too. Commits use S3's conditional put unless these choose another "
+        "method (AWS_S3_LOCKING_PROVIDER=dynamodb).",
+    )
+    s3_endpoint_url: str = Field(
+        "",
+        description="Endpoint of S3-compatible storage (MinIO, Ceph, moto) for an s3:// lake and s3:// "
+        "MLflow artifacts, e.g. http://minio:9000; empty for AWS S3. Keys and region: AWS_* variables.",
     )
     host: str = Field("127.0.0.1", description="Address the HTTP API listens on.")
     port: int = Field(8000, ge=0, le=65535, description="Port the HTTP API listens on.")
@@ -346,6 +352,21 @@ class Settings(BaseSettings):
     nats_stream: str = Field(
         "PITSTOP", pattern=r"^[A-Za-z0-9_-]+$", description="JetStream stream holding the reading batches."
     )
+    bus_partitions: int = Field(
+        1,
+        ge=1,
+        le=1024,
+        description="With bus_backend = nats: partitions of the bus; machines are split across them by a "
+        "stable hash of their id, and each is processed by one worker at a time (pitstop process --workers). "
+        "Fixed once readings flow.",
+    )
+    lease_ttl_s: float = Field(
+        3.0,
+        gt=0.5,
+        le=300,
+        description="With bus_backend = nats: a processor worker's lease on a partition lapses this long "
+        "after its last renewal, and another worker takes the partition over.",
+    )
     mqtt_intake: bool = Field(
         False,
         description="With bus_backend = nats: take device readings over MQTT (pitstop/mqtt/<machine_id>).",
@@ -417,6 +438,16 @@ class Settings(BaseSettings):
             and not value.startswith(("s3://", "file://"))
         ):
             raise ValueError(f"{value!r}: a local folder, or s3://bucket/prefix for object storage")
+        return value
+
+    @field_validator("s3_endpoint_url")
+    @classmethod
+    def _endpoint(cls, value: str) -> str:
+        value = value.strip().rstrip("/")
+        if value and not value.startswith(("http://", "https://")):
+            raise ValueError(
+                f"{value!r} is not an endpoint URL: write it as http://host:port or https://host"
+            )
         return value
 
     @field_validator("canary_schedule")

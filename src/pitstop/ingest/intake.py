@@ -3,19 +3,45 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from pitstop.errors import RateLimitedError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+from pitstop.errors import BusError, RateLimitedError, StorageError, first_line
 from pitstop.ingest.devices import DeviceIdentity, DeviceRegistry, hash_token
 from pitstop.ingest.limits import RateLimiter, retry_after
+from pitstop.ingest.shared import SharedIntakeState
 from pitstop.ingest.workers import Checked, ValidatorPool, check_body, check_readings
 from pitstop.platform import Platform
 from pitstop.store import MachineState
 
 AUTH_CACHE_S = 5.0
+RETRY_AFTER_S = "2"  # what a device is told to wait while the bus or the ops DB is away
+
+
+@contextlib.contextmanager
+def _stores_reachable() -> Iterator[None]:
+    """The bus or the ops DB away (a restart, a network cut): a 503 with Retry-After, so the
+    device keeps the batch and sends it again; nothing of it was acknowledged."""
+    try:
+        yield
+    except BusError as exc:
+        raise BusError(
+            f"the bus is unavailable, retry in {RETRY_AFTER_S} s: {exc.message}",
+            headers={"Retry-After": RETRY_AFTER_S},
+        ) from exc
+    except (OperationalError, InterfaceError, PoolTimeout, DBAPIError) as exc:
+        ours = isinstance(exc, DBAPIError) and not isinstance(exc, OperationalError | InterfaceError)
+        if ours and not exc.connection_invalidated:  # type: ignore[union-attr]
+            raise  # a mistake of ours, not an outage: a 500 with its traceback in the log
+        raise StorageError(
+            f"the ops DB is unavailable, retry in {RETRY_AFTER_S} s: {first_line(exc)}",
+            headers={"Retry-After": RETRY_AFTER_S},
+        ) from exc
 
 
 @dataclass(frozen=True)
@@ -46,6 +72,10 @@ class Intake:
         self.devices = DeviceRegistry(platform.db)
         s = platform.settings
         self.limiter = RateLimiter(s.device_rate_limit, s.device_rate_burst)
+        # several API servers share one PostgreSQL ops DB: their seq and rate state is kept there
+        self.shared = (
+            SharedIntakeState(platform.db.engine) if platform.db.url.startswith("postgresql") else None
+        )
         self._auth: dict[str, tuple[DeviceIdentity, float]] = {}
         self._last_seq: dict[str, int] = {}
         self._locks: dict[str, threading.Lock] = {}
@@ -66,7 +96,8 @@ class Intake:
         hit = self._auth.get(key)
         if hit is not None and hit[1] > time.monotonic():
             return hit[0]
-        identity = self.devices.authenticate(token)
+        with _stores_reachable():
+            identity = self.devices.authenticate(token)
         self._auth[key] = (identity, time.monotonic() + AUTH_CACHE_S)
         return identity
 
@@ -75,7 +106,12 @@ class Intake:
         self._auth.clear()
 
     def admit(self, identity: DeviceIdentity) -> None:
-        wait = self.limiter.acquire(identity.device_id)
+        s = self.p.settings
+        if self.shared is not None:
+            with _stores_reachable():
+                wait = self.shared.take(str(identity.device_id), s.device_rate_limit, s.device_rate_burst)
+        else:
+            wait = self.limiter.acquire(identity.device_id)
         if wait:
             raise RateLimitedError(
                 f"device {identity.device_id} is over its rate limit; retry after {retry_after(wait)} s",
@@ -135,14 +171,22 @@ class Intake:
     ) -> IntakeResult:
         machine_id = identity.machine_id
         horizon = datetime.now(UTC) + timedelta(seconds=self.p.settings.max_future_skew_s)
-        with self._lock(machine_id):
-            last_seq = self._known_seq(machine_id)
-            with self._cpu if in_process else contextlib.nullcontext():
-                checked = check(last_seq, horizon)
-            position = None
-            if checked.message is not None:
-                position = self.p.bus.publish(checked.message)  # waits for the commit
-                self._last_seq[machine_id] = checked.last_seq
+        position = None
+        with self._lock(machine_id), _stores_reachable():
+            if self.shared is not None:  # the seq row locked across servers until published
+                with self.shared.hold(machine_id) as held:
+                    with self._cpu if in_process else contextlib.nullcontext():
+                        checked = check(held.last, horizon)
+                    if checked.message is not None:
+                        position = self.p.bus.publish(checked.message, machine_id)
+                        held.advance(checked.last_seq)
+            else:
+                last_seq = self._known_seq(machine_id)
+                with self._cpu if in_process else contextlib.nullcontext():
+                    checked = check(last_seq, horizon)
+                if checked.message is not None:
+                    position = self.p.bus.publish(checked.message, machine_id)  # waits for the commit
+                    self._last_seq[machine_id] = checked.last_seq
         m = self.p.metrics
         m.readings_accepted.inc(checked.accepted + checked.quarantined)
         m.readings_resent.inc(checked.duplicates)

@@ -19,7 +19,7 @@ from typing import Any
 
 import orjson
 
-from pitstop.errors import BusError, PitstopError, ValidationError
+from pitstop.errors import BusError, PitstopError, StorageError, ValidationError
 from pitstop.ingest.intake import Intake
 from pitstop.ingest.validate import may_hold_literals
 
@@ -116,8 +116,8 @@ class MqttIntake:
                 )
             self.intake.admit(identity)
             await asyncio.to_thread(self.intake.submit, identity, readings, check_values)
-        except BusError:
-            log.warning("bus unavailable; MQTT message for %s will be redelivered", machine_id)
+        except (BusError, StorageError):
+            log.warning("bus or ops DB unavailable; MQTT message for %s will be redelivered", machine_id)
             await msg.nak(delay=1.0)
             return
         except PitstopError as exc:

@@ -12,6 +12,7 @@ from deltalake.exceptions import DeltaError
 from deltalake.schema import Field as DeltaField
 
 from pitstop.errors import LakeError
+from pitstop.lake.location import LakeLocation
 
 TS = pa.timestamp("us", tz="UTC")
 
@@ -67,10 +68,12 @@ TABLES = ("telemetry", "events", "quarantine", "predictions")
 
 
 class Lake:
-    """The lake's tables under one folder. Writes are serialised per process."""
+    """The lake's tables under one root: a local folder or ``s3://bucket/prefix`` (a
+    ``LakeLocation`` with its storage options). Writes are serialised per process; writers in other
+    processes are safe too (Delta's optimistic commits; on S3, conditional puts: see ``location``)."""
 
-    def __init__(self, root: Path, sensors: list[str]) -> None:
-        self.root = Path(root)
+    def __init__(self, root: str | Path | LakeLocation, sensors: list[str]) -> None:
+        self.location = LakeLocation.of(root)
         self.sensors = list(sensors)
         self._lock = threading.Lock()
         self._schemas = {
@@ -87,19 +90,35 @@ class Lake:
         }
         self._writers: dict[str, DeltaTable] = {}  # kept open for appends, refreshed incrementally
 
+    @property
+    def root(self) -> str:
+        return self.location.uri
+
     def path(self, table: str) -> str:
-        return str(self.root / table)
+        return self.location.join(table)
 
     def ensure(self) -> None:
         """Create the tables that do not exist yet (empty, version 0), and add the columns an
         existing table lacks (a sensor new to the fleet, a new event field): a metadata-only
-        commit; no file is rewritten and every row keeps its values (null in the new column)."""
+        commit; no file is rewritten and every row keeps its values (null in the new column).
+
+        Make the tables from one process before others start: delta-rs lets two creates racing on
+        a new table both commit (a second CREATE TABLE at version 1, seen on S3 and local disk)."""
         for name, schema in self._schemas.items():
-            if not DeltaTable.is_deltatable(self.path(name)):
-                self.root.mkdir(parents=True, exist_ok=True)
+            if not self.location.is_table(name):
+                self.location.prepare()
                 try:
-                    DeltaTable.create(self.path(name), schema, partition_by=self._partitions[name], name=name)
-                except DeltaError as exc:
+                    DeltaTable.create(
+                        self.path(name),
+                        schema,
+                        partition_by=self._partitions[name],
+                        name=name,
+                        storage_options=self.location.storage_options,
+                    )
+                except (DeltaError, OSError) as exc:
+                    if self.location.is_table(name):  # another process made it meanwhile
+                        self._add_columns(name, schema)
+                        continue
                     raise LakeError(f"cannot create lake table {name}: {exc}") from exc
                 continue
             self._add_columns(name, schema)
@@ -114,7 +133,7 @@ class Lake:
             try:
                 dt.alter.add_columns([DeltaField.from_arrow(f.with_nullable(True)) for f in new])
                 dt.update_incremental()
-            except DeltaError as exc:
+            except (DeltaError, OSError) as exc:
                 raise LakeError(
                     f"cannot add columns {[f.name for f in new]} to lake table {name}: {exc}"
                 ) from exc
@@ -141,8 +160,8 @@ class Lake:
         if name not in self._schemas:
             raise LakeError(f"unknown lake table {name!r}; tables are {sorted(self._schemas)}")
         try:
-            return DeltaTable(self.path(name), version=version)
-        except DeltaError as exc:
+            return DeltaTable(self.path(name), version=version, storage_options=self.location.storage_options)
+        except (DeltaError, OSError) as exc:
             raise LakeError(f"cannot open lake table {name} at version {version}: {exc}") from exc
 
     def version(self, name: str = "telemetry") -> int:
@@ -163,7 +182,7 @@ class Lake:
         else:
             try:
                 dt.update_incremental()
-            except DeltaError as exc:
+            except (DeltaError, OSError) as exc:
                 raise LakeError(f"cannot refresh lake table {name}: {exc}") from exc
         return dt
 
@@ -194,7 +213,7 @@ class Lake:
                     partition_by=self._partitions[name],
                     commit_properties=props,
                 )
-            except DeltaError as exc:
+            except (DeltaError, OSError) as exc:
                 raise LakeError(f"append to lake table {name} failed: {exc}") from exc
         return True
 
@@ -216,14 +235,14 @@ class Lake:
                 raise LakeError("pass a version or a time, not both")
             try:
                 dt.load_as_version(as_of)
-            except (DeltaError, ValueError) as exc:
+            except (DeltaError, OSError, ValueError) as exc:
                 raise LakeError(f"table {name} has no version at {as_of.isoformat()}: {exc}") from exc
         filters: list[tuple[str, str, Any]] = [("machine_id", "in", list(machine_ids))] if machine_ids else []
         if after_position is not None:
             filters.append(("bus_position", ">", after_position))
         try:
             arrow = dt.to_pyarrow_table(columns=columns, filters=filters or None)
-        except DeltaError as exc:
+        except (DeltaError, OSError) as exc:
             raise LakeError(f"read of lake table {name} failed: {exc}") from exc
         frame = pl.from_arrow(arrow)
         assert isinstance(frame, pl.DataFrame)
@@ -253,7 +272,7 @@ class Lake:
         with self._lock:
             try:
                 result = self._writer(name).optimize.compact()
-            except DeltaError as exc:
+            except (DeltaError, OSError) as exc:
                 raise LakeError(f"compaction of {name} failed: {exc}") from exc
         return {k: result.get(k) for k in ("numFilesAdded", "numFilesRemoved", "partitionsOptimized")}
 
@@ -279,13 +298,13 @@ class Lake:
                         keep_versions=sorted(keep_versions) if keep_versions else None,
                     )
                 )
-            except DeltaError as exc:
+            except (DeltaError, OSError) as exc:
                 raise LakeError(f"vacuum of {name} failed: {exc}") from exc
 
     def delete(self, name: str, predicate: str) -> int:
         with self._lock:
             try:
                 metrics = self._writer(name).delete(predicate)
-            except DeltaError as exc:
+            except (DeltaError, OSError) as exc:
                 raise LakeError(f"delete from {name} failed: {exc}") from exc
         return int(metrics.get("num_deleted_rows", 0) or 0)

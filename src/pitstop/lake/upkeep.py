@@ -37,13 +37,13 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 from deltalake import DeltaTable
 from deltalake.exceptions import DeltaError
 
 from pitstop.errors import LakeError, PitstopError
+from pitstop.lake.location import LakeLocation
 from pitstop.lake.tables import TABLES, Lake
 
 log = logging.getLogger(__name__)
@@ -188,8 +188,8 @@ class LakeUpkeep:
             version=dt.version(),
             files_before=files_before,
             files_after=len(dt.file_uris()),
-            files_on_disk=len(_data_paths(Path(self.lake.path(name)))),
-            log_files=len(list((Path(self.lake.path(name)) / "_delta_log").iterdir())),
+            files_on_disk=len(_data_paths(self.lake.location, name)),
+            log_files=len(self.lake.location.files(name, "_delta_log")),
             compacted=compacted,
             checkpoint=checkpoint,
             vacuumed=vacuumed,
@@ -213,7 +213,7 @@ class LakeUpkeep:
         try:
             dt.update_incremental()
             version = dt.version()
-            if _last_checkpoint(Path(self.lake.path(name))) == version:
+            if _last_checkpoint(self.lake.location, name) == version:
                 return None
             dt.create_checkpoint()
         except DeltaError as exc:
@@ -236,8 +236,7 @@ class LakeUpkeep:
 
     def _vacuum(self, dt: DeltaTable, name: str, keep: list[int], full: bool, notes: list[str]) -> int:
         """Returns the files deleted (vacuum also names replaced files an earlier run deleted)."""
-        root = Path(self.lake.path(name))
-        before = _data_paths(root)
+        before = _data_paths(self.lake.location, name)
         try:
             dt.update_incremental()
             deleted = dt.vacuum(
@@ -264,13 +263,17 @@ class LakeUpkeep:
         return floor
 
 
-def _last_checkpoint(root: Path) -> int | None:
+def _last_checkpoint(location: LakeLocation, name: str) -> int | None:
     try:
-        return int(json.loads((root / "_delta_log" / "_last_checkpoint").read_text())["version"])
-    except (OSError, ValueError, KeyError, TypeError):
+        return int(json.loads(location.read_text(name, "_delta_log", "_last_checkpoint") or "")["version"])
+    except (ValueError, KeyError, TypeError):
         return None
 
 
-def _data_paths(root: Path) -> set[str]:
+def _data_paths(location: LakeLocation, name: str) -> set[str]:
     """The table's data files, relative to its folder (as vacuum names them)."""
-    return {p.relative_to(root).as_posix() for p in root.rglob("*.parquet") if "_delta_log" not in p.parts}
+    return {
+        path
+        for path in location.files(name)
+        if path.endswith(".parquet") and not path.startswith("_delta_log/")
+    }

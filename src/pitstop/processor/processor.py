@@ -3,13 +3,16 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import polars as pl
 import pyarrow as pa
 from sqlalchemy import select
 
+from pitstop.bus import Bus
 from pitstop.errors import PitstopError, first_line
 from pitstop.features import OnlineFeatures
 from pitstop.lake.upkeep import LakeUpkeep, UpkeepPolicy
@@ -61,8 +64,25 @@ class Processor:
     from the lake when its first model is registered.
     """
 
-    def __init__(self, platform: Platform) -> None:
+    def __init__(
+        self,
+        platform: Platform,
+        *,
+        bus: Bus | None = None,
+        consumer: str = CONSUMER,
+        machines: Callable[[str], bool] | None = None,
+        leader: bool = True,
+        state_dir: Path | None = None,
+    ) -> None:
+        """The processor of the whole bus, or (scale-out) of one partition: ``bus`` is then the
+        partition's view, ``consumer`` its own name (also the lake's app id and the ops DB's position
+        key), ``machines`` tells its machines (for rebuilds from the lake), and only the ``leader``
+        (partition 0's owner) does the fleet-wide duties: lake upkeep, canary steps, retraining."""
         self.p = platform
+        self.bus: Bus = bus if bus is not None else platform.bus
+        self.consumer = consumer
+        self.leader = leader
+        self._mine = machines
         settings = platform.settings
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -70,7 +90,7 @@ class Processor:
         self.errors = 0
         self.lanes = {name: Lane(name, d) for name, d in platform.deployments.items()}
         self.state = StreamState(
-            self.lanes, platform.lake, settings.data_dir / "state", lambda: self.types.active()
+            self.lanes, platform.lake, state_dir or settings.data_dir / "state", self._active
         )
         self._snapshot_at = time.monotonic()
         self._serving_checked = time.monotonic()
@@ -83,7 +103,7 @@ class Processor:
             settings,
             platform.metrics,
             platform.db.audit,
-            self.retrainer.trigger,
+            self.retrainer.trigger if leader else _not_leader,
             platform.db,
             platform.policy_for,
             fleet_scope=False,  # type scopes only: with one type a fleet scope would double each alert
@@ -92,14 +112,21 @@ class Processor:
         self.canaries = {  # progressive canaries, stepped between batches
             name: Canary(lane.deployment, platform.db, canary)
             for name, lane in self.lanes.items()
-            if canary.enabled and lane.deployment.options.mode == "canary"
+            if leader and canary.enabled and lane.deployment.options.mode == "canary"
         }
         self.recorder = Recorder(platform.db, platform.policy_for, platform.components, platform.notifier)
         pins = pins_of(d.registry for d in platform.deployments.values())  # model lineage: kept
         self.upkeep = UpkeepThread(
             LakeUpkeep(platform.lake, pins, UpkeepPolicy.from_settings(settings)),
-            settings.lake_upkeep_every_s,
+            settings.lake_upkeep_every_s if leader else 0.0,
         )
+
+    def _active(self) -> dict[str, list[str]]:
+        """Active machines by lane: this processor's own (a partition's) when it has a share."""
+        active = self.types.active()
+        if self._mine is None:
+            return active
+        return {t: [m for m in ids if self._mine(m)] for t, ids in active.items()}
 
     @property
     def online(self) -> OnlineFeatures | None:
@@ -120,11 +147,12 @@ class Processor:
         position: from the newest snapshot for the lanes whose spec it matches (then only lake
         rows past it are replayed), else from the lake."""
         for lane in self.lanes.values():
-            lane.deployment.load()
+            if self.bus is self.p.bus or not lane.deployment.ready:  # a partition's: shared, loaded once
+                lane.deployment.load()
         for canary in self.canaries.values():
             canary.sync()  # the step a canary had reached, before the first batch is routed
         self.monitor.resume()  # drift and quality alerts still firing clear like new ones
-        upto = self.p.bus.position(CONSUMER)
+        upto = self.bus.position(self.consumer)
         self._recorded = self._recorded_position(upto)
         restored = self.restored_from = self.state.load(upto)
         if restored is None:
@@ -145,6 +173,9 @@ class Processor:
         if version == self.state.events_version:
             return
         events = self.p.lake.read("events", columns=["machine_id", "ts", "seq", "kind"])
+        if self._mine is not None:  # a partition's processor: its machines' events only
+            mine = self._mine
+            events = events.filter(pl.col("machine_id").map_elements(mine, return_dtype=pl.Boolean))
         types = self.types.of(events["machine_id"].unique().to_list())
         episodes = set()
         failures: list[tuple[str, int, int, int]] = []  # machine, failure seq and µs, the reset before
@@ -179,7 +210,7 @@ class Processor:
 
     def snapshot(self) -> None:
         """Save the online state at the committed bus position."""
-        self.state.save(self.p.bus.position(CONSUMER))
+        self.state.save(self.bus.position(self.consumer))
         self._snapshot_at = time.monotonic()
 
     def start(self) -> None:
@@ -205,7 +236,7 @@ class Processor:
                 self.run_once()
 
     def lag(self) -> int:
-        return self.p.bus.head() - self.p.bus.position(CONSUMER)
+        return self.bus.head() - self.bus.position(self.consumer)
 
     def _run(self) -> None:
         settings = self.p.settings
@@ -238,8 +269,10 @@ class Processor:
         """Where the ops DB's results end. A crash between the ops-DB commit and the bus commit
         leaves it one batch past the bus position; much further (or past the bus's head) means the
         bus was replaced (a new backend, a restore): then the bus position counts."""
-        recorded = recorded_position(self.p.db, CONSUMER)
-        if recorded > self.p.bus.head() or recorded > upto + self.p.settings.processor_max_messages:
+        recorded = recorded_position(self.p.db, self.consumer)
+        # a partition's positions skip the other partitions' sequence numbers: only the head bounds them
+        spread = self.p.settings.processor_max_messages if self.bus is self.p.bus else None
+        if recorded > self.bus.head() or (spread is not None and recorded > upto + spread):
             log.warning("the ops DB's processor position %d does not fit this bus: using %d", recorded, upto)
             return upto
         return recorded
@@ -258,7 +291,7 @@ class Processor:
         self._drain_outbox()  # work-order events a crash or a lake error left in the ops DB
         self._sync_resets()  # events (a failure, a repair) count even while no readings arrive
         self._follow_serving_models()  # after: a lane rebuilt here sees every event registered
-        messages = self.p.bus.read(CONSUMER, self.p.settings.processor_max_messages)
+        messages = self.bus.read(self.consumer, self.p.settings.processor_max_messages)
         if not messages:
             self.p.metrics.bus_lag.set(0)
             return BatchReport(0, 0, 0, 0, 0, 0, 0)
@@ -305,7 +338,7 @@ class Processor:
         opened = self._record(fresh, position, scores, shadow, types, features)
         for machine_id, seq in fresh.group_by("machine_id").agg(pl.col("seq").max()).iter_rows():
             self.state.last[machine_id] = int(seq)  # only now: a batch that fails is read again whole
-        self.p.bus.commit(CONSUMER, position)
+        self.bus.commit(self.consumer, position)
         if time.monotonic() - self._snapshot_at >= self.p.settings.feature_snapshot_s:
             self.snapshot()
 
@@ -347,7 +380,7 @@ class Processor:
             {m: s for m, s in shadow.items() if m in machines},
             features,
             lambda t: self.lanes[t].deployment,
-            CONSUMER,
+            self.consumer,
             position,
         )
         self._recorded = position
@@ -363,10 +396,10 @@ class Processor:
                 lake_frame.filter(pl.col("quarantine").is_not_null()).rename({"quarantine": "reason"}),
             ),
         ):
-            already = self.p.lake.committed_position(CONSUMER, table)
+            already = self.p.lake.committed_position(self.consumer, table)
             rows = rows.filter(pl.col("bus_position") > already)
             if rows.height:
-                self.p.lake.append(table, rows.to_arrow(), app_id=CONSUMER, position=position)
+                self.p.lake.append(table, rows.to_arrow(), app_id=self.consumer, position=position)
                 written += rows.height if table == "telemetry" else 0
         return written
 
@@ -426,7 +459,7 @@ class Processor:
             stale = lane.online is not None and lane.online.spec.hash != lane.deployment.spec_hash
             if changed or stale or (lane.online is None and lane.deployment.ready):
                 # a first model, another spec (promotion, or the guard's rollback): rebuild for it
-                self.state.rebuild(lane, self.p.bus.position(CONSUMER))
+                self.state.rebuild(lane, self.bus.position(self.consumer))
                 continue
             challenger = lane.deployment.challenger
             wanted = (
@@ -434,7 +467,7 @@ class Processor:
             )
             have = lane.challenger_online.spec.hash if lane.challenger_online is not None else None
             if wanted != have:  # a challenger with a spec of its own arrived, left or changed
-                self.state.rebuild_challenger(lane, self.p.bus.position(CONSUMER))
+                self.state.rebuild_challenger(lane, self.bus.position(self.consumer))
         self._step_canaries()
 
     def _step_canaries(self) -> None:
@@ -446,6 +479,12 @@ class Processor:
                 canary.check()
             except Exception:  # the canary must never stop the stream; it is weighed again later
                 log.exception("the progressive canary of %s could not be weighed", name)
+
+
+def _not_leader(trigger: str, machine_type: str | None = None) -> bool:
+    """A partition's processor that is not the leader leaves retraining to the leader's."""
+    log.info("retrain trigger %s left to the leading processor (partition 0's owner)", trigger)
+    return False
 
 
 def _log_failure(exc: Exception) -> None:

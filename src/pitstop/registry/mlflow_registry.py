@@ -5,6 +5,7 @@ import functools
 import hashlib
 import hmac
 import logging
+import os
 import sqlite3
 import tempfile
 import threading
@@ -12,12 +13,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import unquote, urlparse
 
-import numpy as np
 from sqlalchemy.exc import SQLAlchemyError
 
 from pitstop.errors import ArtifactIntegrityError, ModelError, PitstopError, first_line
 from pitstop.registry.bundle import ModelBundle, manifest_digest
+from pitstop.registry.card import DatasetRef, model_card
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -57,10 +59,21 @@ def _store_errors(method: Callable[..., T]) -> Callable[..., T]:
             return method(self, *args, **kwargs)
         except PitstopError:
             raise
-        except (SQLAlchemyError, sqlite3.Error, OSError, _StoreFailure) as exc:
+        except Exception as exc:
+            artifacts = type(exc).__module__.startswith(("botocore.", "boto3.", "s3transfer."))
+            if not (artifacts or isinstance(exc, SQLAlchemyError | sqlite3.Error | OSError | _StoreFailure)):
+                raise
+            if artifacts:
+                where = self.artifacts_uri
+                hint = "Check the bucket, s3_endpoint_url and the AWS_* keys"
+            elif self.tracking_uri.startswith("sqlite"):
+                where = self.tracking_uri
+                hint = "If mlflow.db is damaged, restore the data dir from a backup (`pitstop restore`)"
+            else:
+                where = _redacted(self.tracking_uri)
+                hint = "Check that the database server is up and reachable"
             raise ModelError(
-                f"the model registry at {self.tracking_uri} cannot be used: {first_line(exc)}. If "
-                "mlflow.db is damaged, restore the data dir from a backup (`pitstop restore`)",
+                f"the model registry at {where} cannot be used: {first_line(exc)}. {hint}",
                 code="registry_unavailable",
             ) from exc
 
@@ -68,21 +81,47 @@ def _store_errors(method: Callable[..., T]) -> Callable[..., T]:
 
 
 class Registry:
-    """MLflow tracking + model registry with a SQLite store and local artifacts (or a server).
+    """MLflow tracking + model registry: a SQLite or PostgreSQL store (or a server), artifacts in a
+    local folder or under ``s3://bucket/prefix``.
 
-    No global MLflow state is touched: every call goes through this instance's client, which is
-    made on first use, so a platform opens (and serves a cached model) while the registry is down.
+    No MLflow state is touched at import or construction: every call goes through this instance's
+    client, which is made on first use, so a platform opens (and serves a cached model) while the
+    registry is down. With artifacts on S3-compatible storage other than AWS, ``s3_endpoint_url``
+    becomes ``MLFLOW_S3_ENDPOINT_URL`` (unless that is set) when the client is made: MLflow's S3
+    client reads it from the environment. Keys and region come from the AWS_* variables.
     """
 
     def __init__(
-        self, tracking_uri: str, artifacts_dir: Path, model_name: str, signing_key: str | None = None
+        self,
+        tracking_uri: str,
+        artifacts: str | Path,
+        model_name: str,
+        signing_key: str | None = None,
+        s3_endpoint_url: str = "",
     ) -> None:
         self.tracking_uri = tracking_uri
-        self.artifacts_dir = Path(artifacts_dir)
+        text = str(artifacts)
+        self.artifacts_uri = text if "://" in text else Path(text).absolute().as_uri()
         self.model_name = model_name
         self.signing_key = signing_key  # with a key, versions are signed and unsigned ones refused
+        self.s3_endpoint_url = s3_endpoint_url
         self._client: Any = None
         self._client_lock = threading.Lock()
+
+    @property
+    def artifacts_dir(self) -> Path:
+        """The local artifacts folder (artifacts on object storage have none)."""
+        if not self.artifacts_uri.startswith("file://"):
+            raise ModelError(f"the model artifacts are at {self.artifacts_uri}, not in a local folder")
+        return Path(unquote(urlparse(self.artifacts_uri).path))
+
+    def artifact_location(self, *parts: str) -> str:
+        """A URI under the artifacts root for a new experiment (a local folder is made)."""
+        if self.artifacts_uri.startswith("file://"):
+            folder = self.artifacts_dir.joinpath(*parts)
+            folder.mkdir(parents=True, exist_ok=True)
+            return folder.as_uri()
+        return "/".join([self.artifacts_uri.rstrip("/"), *parts])
 
     @property
     def client(self) -> Any:
@@ -91,6 +130,8 @@ class Registry:
             if self._client is None:
                 from mlflow.tracking import MlflowClient  # heavy import, kept off the import path
 
+                if self.s3_endpoint_url and self.artifacts_uri.startswith("s3://"):
+                    os.environ.setdefault("MLFLOW_S3_ENDPOINT_URL", self.s3_endpoint_url)
                 self._client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
             return self._client
 
@@ -98,8 +139,7 @@ class Registry:
         exp = self.client.get_experiment_by_name(EXPERIMENT)
         if exp is not None:
             return str(exp.experiment_id)
-        self.artifacts_dir.mkdir(parents=True, exist_ok=True)
-        return str(self.client.create_experiment(EXPERIMENT, artifact_location=self.artifacts_dir.as_uri()))
+        return str(self.client.create_experiment(EXPERIMENT, artifact_location=self.artifact_location()))
 
     @_store_errors
     def log_and_register(
@@ -153,7 +193,9 @@ class Registry:
                 description=card,
             )
         except MlflowException as exc:
-            raise ModelError(f"could not log the model to MLflow at {self.tracking_uri}: {exc}") from exc
+            raise ModelError(
+                f"could not log the model to MLflow at {_redacted(self.tracking_uri)}: {exc}"
+            ) from exc
         return str(version.version)
 
     @_store_errors
@@ -320,88 +362,9 @@ class Registry:
         ]
 
 
-def model_card(bundle: ModelBundle, lineage: dict[str, str]) -> str:
-    """The model card (Markdown): data, training, metrics, interval and limits."""
-    m, p, iv = bundle.metrics, bundle.params, bundle.interval
-    bands: list[float] = list(iv.get("edges", []))
-    edges = ["0", *(f"{e:.0f}" for e in bands), "∞"]
-    lower, upper = list(np.atleast_1d(iv["lower"])), list(np.atleast_1d(iv["upper"]))
-    interval_rows = [
-        f"| {edges[i]}–{edges[i + 1]} | {lower[i]:+.1f} | {upper[i]:+.1f} |" for i in range(len(lower))
-    ]
-
-    def metric(name: str, fmt: str = ".2f") -> str:
-        return format(m[name], fmt) if name in m else "–"
-
-    return "\n".join(
-        [
-            "# Pitstop RUL model",
-            "",
-            "LightGBM regressor of remaining useful life (readings to the next failure) on rolling "
-            f"features, an average of {len(bundle.boosters)} members (the model fit on every row and "
-            "the grouped cross-validation fold models).",
-            "",
-            "## Data",
-            f"- Lake table `{lineage.get('lake_table', 'telemetry')}` version "
-            f"{lineage.get('lake_version')}, events version {lineage.get('events_version')}.",
-            f"- {metric('train_rows', '.0f')} labelled readings of {metric('train_machines', '.0f')} "
-            f"machines; {metric('censored_rows', '.0f')} of them censored (no failure seen yet, "
-            "kept only where the machine ran past the cap).",
-            f"- Feature spec `{bundle.spec.hash}`: {len(bundle.spec.names)} features over "
-            f"{len(bundle.spec.sensors)} sensors; code revision `{lineage.get('code_revision')}`; "
-            f"seed {lineage.get('seed')}.",
-            "",
-            "## Metrics (grouped cross-validation: no machine in both training and evaluation)",
-            f"- RMSE {metric('cv_rmse')} and MAE {metric('cv_mae')} against the target capped at "
-            f"{bundle.rul_cap}; RMSE {metric('cv_rmse_near_failure')} against the true RUL within "
-            f"{iv.get('horizon', '–')} readings of a failure.",
-            f"- Failure within {p.get('failure_horizon', '–')} readings (predicted RUL at or under it): "
-            f"recall {metric('cv_fails_within_recall')}, precision {metric('cv_fails_within_precision')}.",
-            "",
-            f"## Interval (nominal {iv.get('coverage', 0):.0%}, {iv.get('method', 'residual quantiles')})",
-            f"Held-out coverage {metric('cv_interval_coverage')}, "
-            f"mean width {metric('cv_interval_width', '.1f')} readings. "
-            "Offsets added to the prediction, by band of predicted RUL:",
-            "",
-            "| predicted RUL | lower | upper |",
-            "|---|---|---|",
-            *interval_rows,
-            "",
-            "## Limits",
-            f"- The target is capped at {bundle.rul_cap}: a machine that looks healthy is predicted "
-            "near the cap whatever its true life; the top band's interval says so.",
-            f"- The interval is calibrated within {iv.get('horizon', '–')} readings of a failure.",
-            "- Trained on the failure modes and operating conditions in the data; a new one is "
-            "out of distribution (watch the drift monitor).",
-        ]
-    )
-
-
-@dataclass(frozen=True)
-class DatasetRef:
-    """A lake table version a run read, logged to MLflow as a dataset input."""
-
-    name: str
-    uri: str
-    version: int
-    rows: int
-    columns: list[str]
-    context: str = "training"
-
-    def to_mlflow(self) -> Any:
-        import hashlib
-        import json
-
-        from mlflow.entities import Dataset, DatasetInput, InputTag
-
-        source = json.dumps({"uri": self.uri, "version": self.version}, sort_keys=True)
-        schema = json.dumps({"columns": self.columns})
-        dataset = Dataset(
-            name=f"{self.name}@v{self.version}",
-            digest=hashlib.sha256(source.encode()).hexdigest()[:16],
-            source_type="delta_table",
-            source=source,
-            schema=schema,
-            profile=json.dumps({"num_rows": self.rows}),
-        )
-        return DatasetInput(dataset, tags=[InputTag("mlflow.data.context", self.context)])
+def _redacted(uri: str) -> str:
+    """A store URL without its password (``postgresql+psycopg://user:***@host/db``)."""
+    parsed = urlparse(uri)
+    if parsed.password is None:
+        return uri
+    return uri.replace(f":{parsed.password}@", ":***@", 1)

@@ -4,6 +4,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     DateTime,
     Dialect,
@@ -335,3 +336,23 @@ class ConversationTurn(Base):
     text: Mapped[str] = mapped_column(Text)
     sources: Mapped[str] = mapped_column(Text, default="[]", server_default="[]")
     actions: Mapped[str] = mapped_column(Text, default="[]", server_default="[]")
+
+
+class IntakeSeq(Base):
+    """The highest seq accepted per machine, shared by every API server (scale-out, PostgreSQL): a
+    re-send through another server is acknowledged as a duplicate, not published again."""
+
+    __tablename__ = "intake_seq"
+
+    machine_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    last_seq: Mapped[int] = mapped_column(BigInteger)
+
+
+class IntakeRate(Base):
+    """A device's token bucket, shared by every API server (scale-out, PostgreSQL)."""
+
+    __tablename__ = "intake_rate"
+
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    tokens: Mapped[float] = mapped_column(Float)
+    at: Mapped[float] = mapped_column(Float)  # the database's clock, seconds since the epoch

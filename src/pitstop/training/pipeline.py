@@ -13,7 +13,7 @@ from sqlalchemy import select
 from pitstop import __version__
 from pitstop.features import FeatureSpec
 from pitstop.registry.bundle import ModelBundle
-from pitstop.registry.mlflow_registry import DatasetRef
+from pitstop.registry.card import DatasetRef
 from pitstop.schema import MachineType
 from pitstop.store import Machine
 from pitstop.training.train import Progress, TrainResult, train_rul_model
@@ -200,7 +200,7 @@ def train_on_lake(
             lake.path("events"),
             events_version,
             tuple(columns),
-            None if s.lake_is_local else dict(s.lake_storage_options),
+            lake.location.storage_options,
         )
         result = train_rul_model_dask(dask, source, telemetry, spec, **options)
     spec = result.bundle.spec  # with its fitted regimes, if any

@@ -55,9 +55,8 @@ def log_report_run(
         client = registry.client
         experiment = client.get_experiment_by_name(IMPORT_EXPERIMENT)
         if experiment is None:
-            folder = registry.artifacts_dir / "imports"
-            folder.mkdir(parents=True, exist_ok=True)
-            experiment_id = client.create_experiment(IMPORT_EXPERIMENT, artifact_location=folder.as_uri())
+            location = registry.artifact_location("imports")
+            experiment_id = client.create_experiment(IMPORT_EXPERIMENT, artifact_location=location)
         else:
             experiment_id = experiment.experiment_id
         all_tags = {
