@@ -241,3 +241,44 @@ def test_an_unreachable_scheduler_is_a_clear_error() -> None:
     with pytest.raises(ServerError) as caught, dask_client(f"tcp://127.0.0.1:{free_port()}", timeout_s=1):
         pass
     assert caught.value.code == "dask_unreachable" and "--dask local" in caught.value.message
+
+
+def test_dask_workers_read_a_lake_on_s3_and_train_the_single_node_model(
+    tmp_path: Path, s3_endpoint: str, one_worker: Any
+) -> None:
+    from uuid import uuid4
+
+    from pitstop.cluster.s3 import create_bucket
+
+    bucket = f"lake-{uuid4().hex[:10]}"
+    create_bucket(s3_endpoint, bucket)
+    settings = make_settings(
+        tmp_path / "data", lake_uri=f"s3://{bucket}/lake", s3_endpoint_url=s3_endpoint, train_folds=2
+    )
+    p = Platform.open(settings)
+    try:
+        assert not p.lake.location.is_local
+        train = telemetry(shipped("fd001_train").filter(pl.col("unit") <= 6), "u")
+        frame = train.with_columns(
+            pl.col("ts").dt.date().alias("day"), pl.lit(None, pl.Int64).alias("bus_position")
+        )
+        p.lake.append("telemetry", frame.to_arrow(), app_id="test", position=1)
+        events = failures(train).with_columns(pl.lit("run to failure").alias("detail"))
+        p.lake.append("events", pa.Table.from_pylist(events.to_dicts()), app_id="test", position=1)
+        single = train_on_lake(p, params=FAST).result.bundle
+        dask = train_on_lake(p, params=FAST, dask=one_worker).result.bundle
+    finally:
+        p.close()
+    for x, y in zip(single.boosters, dask.boosters, strict=True):
+        assert trees(x) == trees(y)
+    assert single.metrics == dask.metrics
+
+
+def test_a_lake_the_workers_cannot_read_is_a_lake_error(platform: Platform, one_worker: Any) -> None:
+    from pitstop.errors import LakeError
+    from pitstop.training.dask_parts import Labelling, LakeSource, build_part
+
+    missing = LakeSource("/nonexistent/telemetry", 1, "/nonexistent/events", 1, ("machine_id",))
+    spec = platform.fleet.type_of("turbofan").feature_spec
+    with pytest.raises(LakeError, match="a Dask worker cannot read lake table /nonexistent/telemetry"):
+        one_worker.submit(build_part, ["u1"], missing, Labelling(spec, 125, 30, None)).result()

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from pitstop.errors import LakeError
 from pitstop.features import FeatureSpec
 from pitstop.training.train import labelled_rows
 
@@ -33,9 +34,15 @@ class LakeSource:
         self, table: str, version: int, machine_ids: list[str], columns: list[str] | None
     ) -> pl.DataFrame:
         from deltalake import DeltaTable
+        from deltalake.exceptions import DeltaError
 
-        dt = DeltaTable(table, version=version, storage_options=self.storage_options)
-        arrow = dt.to_pyarrow_table(columns=columns, filters=[("machine_id", "in", machine_ids)])
+        try:
+            dt = DeltaTable(table, version=version, storage_options=self.storage_options)
+            arrow = dt.to_pyarrow_table(columns=columns, filters=[("machine_id", "in", machine_ids)])
+        except (DeltaError, OSError) as exc:
+            raise LakeError(
+                f"a Dask worker cannot read lake table {table} at version {version}: {exc}"
+            ) from exc
         frame = pl.from_arrow(arrow)
         assert isinstance(frame, pl.DataFrame)
         return frame
