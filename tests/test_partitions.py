@@ -143,3 +143,63 @@ def test_a_stream_made_with_other_partitions_is_refused(nats_url: str) -> None:
     NatsBus(nats_url, stream=stream, partitions=4).close()
     with pytest.raises(BusError, match="bus_partitions"):
         NatsBus(nats_url, stream=stream, partitions=2)
+
+
+def test_a_partition_taken_back_reads_from_its_ack_floor(nats_url: str) -> None:
+    """A reads and commits; B takes the partition, reads a batch and dies before committing; A
+    takes it back: A must read B's batch again, not go on after it (lost readings)."""
+    stream = f"R{uuid.uuid4().hex[:8]}"
+    a, b = NatsBus(nats_url, stream=stream, partitions=2), NatsBus(nats_url, stream=stream, partitions=2)
+    try:
+        key = next(m for m in (f"m{i}" for i in range(100)) if partition_of(m, 2) == 1)
+        mine, theirs = a.partition(1, "c-p1"), b.partition(1, "c-p1")
+        for i in range(4):
+            a.publish(f"x{i}".encode(), key)
+        first = mine.read("c-p1", 10)
+        mine.commit("c-p1", first[-1].position)
+        for i in range(4, 10):
+            a.publish(f"x{i}".encode(), key)
+        theirs.forget()
+        lost = [m.position for m in theirs.read("c-p1", 3)]  # ... and B dies here
+        mine.forget()  # what a worker does when it takes a partition (back)
+        again = [m.position for m in mine.read("c-p1", 10)]
+        assert again[:3] == lost, "the dead owner's uncommitted batch is read again"
+        assert mine.head() == again[-1] and mine.backlog() == len(again)
+    finally:
+        a.close()
+        b.close()
+
+
+def test_a_worker_whose_lease_lapsed_writes_nothing(cluster: tuple[Platform, Platform]) -> None:
+    """Fencing: a worker that missed its renewals (a pause) stops before the lake, the ops DB and
+    the bus; the ops DB refuses a position at or below the one it holds."""
+    from pitstop.errors import LeaseLostError
+    from pitstop.processor.record import recorded_position
+
+    a, _ = cluster
+    worker = PartitionWorker(a, "worker-paused")
+    worker.balance()
+    publish(a, 0, 5)
+    before = landed(a).height
+    for partition in worker.owned:
+        worker.leases.valid_until[partition] = 0.0  # as if its renewals stopped long ago
+    assert worker.run_once() == 0
+    assert worker.owned == {} and landed(a).height == before, "nothing written past the fence"
+
+    worker.balance()  # its leases are still there (it released them): it takes them again
+    drain(worker)
+    assert landed(a).height == before + 8 * 5
+    proc = next(iter(worker.owned.values()))
+    held = recorded_position(a.db, proc.consumer)
+    with pytest.raises(LeaseLostError):
+        proc.recorder.record(
+            pl.DataFrame(schema={"machine_id": pl.String, "seq": pl.Int64, "ts": pl.Datetime("us", "UTC")}),
+            {},
+            {},
+            {},
+            {},
+            {},
+            lambda t: a.deployments[t],
+            proc.consumer,
+            held,
+        )

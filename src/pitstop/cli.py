@@ -291,15 +291,15 @@ def serve(
 
     with _errors():
         settings = _settings(ctx, data_dir=data_dir, port=port, host=host)
+        if processor and settings.bus_backend == "nats" and settings.bus_partitions > 1:
+            raise ConfigError(
+                "with bus_partitions > 1 run `pitstop serve --no-processor` and `pitstop process` "
+                "workers beside it (they lease the partitions among themselves)"
+            )
         check_port(settings.host, settings.port)
         platform = Platform.open(settings)
-        proc = worker = None
-        if processor and settings.bus_backend == "nats":  # a worker that leases its partitions
-            from pitstop.processor.partitions import PartitionWorker
-
-            worker = PartitionWorker(platform)
-            worker.start()
-        elif processor:
+        proc = None
+        if processor:
             proc = Processor(platform)
             proc.start()
         else:
@@ -335,8 +335,6 @@ def serve(
                 mqtt.stop()
             if proc is not None:
                 proc.stop(drain=True)
-            if worker is not None:
-                worker.stop()
             platform.close()
 
 

@@ -90,6 +90,13 @@ class StorageError(PitstopError):
     status = 503
 
 
+class LeaseLostError(PitstopError):
+    """A processor worker's lease on a partition lapsed (or was taken): it must stop at once."""
+
+    code = "lease_lost"
+    status = 409
+
+
 class ServerError(PitstopError):
     """A local engine (PostgreSQL, the S3 endpoint, nats-server) could not be started or stopped."""
 

@@ -12,9 +12,12 @@ from __future__ import annotations
 import contextlib
 import math
 import threading
+import time
 from typing import TYPE_CHECKING, Any
 
-from pitstop.errors import BusError
+from pitstop.errors import BusError, LeaseLostError
+
+MARGIN = 0.25  # a lease counts as ours until this share of its time before it could lapse
 
 if TYPE_CHECKING:
     from pitstop.bus.nats import NatsBus
@@ -26,6 +29,9 @@ class Leases:
         self.bucket = f"{bus.stream}-leases"
         self.held: dict[int, int] = {}  # partition -> the revision we wrote last
         self.lost: set[int] = set()  # partitions whose renewal failed, not yet seen by the worker
+        # partition -> when (monotonic) our lease may lapse, less a margin: counted from before the
+        # write that made or renewed it, so a clock on our side never believes it longer than NATS
+        self.valid_until: dict[int, float] = {}
         self._lock = threading.Lock()  # the worker's thread and its heartbeat thread both renew
         self._me: int | None = None  # our membership key's revision
         self._kv: Any = None
@@ -89,11 +95,13 @@ class Leases:
     def acquire(self, partition: int) -> bool:
         """Take a free partition; False when another worker holds it."""
         with self._lock:
+            sent = time.monotonic()
             try:
                 revision = self.bus._run(self._kv.create(f"p{partition}", self.worker.encode()))
             except BusError:
                 return False
             self.held[partition] = revision
+            self.valid_until[partition] = sent + self.ttl_s * (1 - MARGIN)
             self.lost.discard(partition)
             return True
 
@@ -101,13 +109,23 @@ class Leases:
         """Renew every lease held; one that fails (expired and taken, or deleted) moves to ``lost``."""
         with self._lock:
             for partition, revision in list(self.held.items()):
+                sent = time.monotonic()
                 try:
                     self.held[partition] = self.bus._run(
                         self._kv.update(f"p{partition}", self.worker.encode(), last=revision)
                     )
                 except BusError:
                     del self.held[partition]
+                    self.valid_until.pop(partition, None)
                     self.lost.add(partition)
+                else:
+                    self.valid_until[partition] = sent + self.ttl_s * (1 - MARGIN)
+
+    def check(self, partition: int) -> None:
+        """Raise ``LeaseLostError`` unless our lease on ``partition`` is surely still ours: held, and
+        renewed recently enough that it cannot have lapsed on the server."""
+        if partition not in self.held or time.monotonic() >= self.valid_until.get(partition, 0.0):
+            raise LeaseLostError(f"worker {self.worker} no longer holds partition {partition}")
 
     def take_lost(self) -> list[int]:
         """The partitions lost since the last call."""
@@ -119,6 +137,7 @@ class Leases:
         """Give a partition back (after its last batch): another worker may take it at once."""
         with self._lock:
             revision = self.held.pop(partition, None)
+            self.valid_until.pop(partition, None)
         if revision is not None:
             with contextlib.suppress(BusError):
                 self.bus._run(self._kv.delete(f"p{partition}", last=revision))

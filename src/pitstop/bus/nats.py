@@ -182,11 +182,38 @@ class NatsBus:
         return sub
 
     async def _floor(self, consumer: str) -> int:
+        import nats.js.errors
+
         try:
             info = await self._js.consumer_info(self.stream, consumer)
-        except Exception:
+        except nats.js.errors.NotFoundError:  # a consumer not made yet; any other error is raised
             return 0
         return int(info.ack_floor.stream_seq or 0)
+
+    def forget(self, consumer: str) -> None:
+        """Drop this client's subscription and unacknowledged messages of ``consumer``: the next
+        read starts again at its ack floor + 1 (a partition taken over, or taken back, must never
+        go on from where an earlier owner's pull left the consumer)."""
+        with self._lock:
+            self._pending.pop(consumer, None)
+            self._filters.pop(consumer, None)
+            sub = self._subs.pop(consumer, None)
+            if sub is not None:
+                with contextlib.suppress(BusError):
+                    self._run(sub.unsubscribe())
+
+    def last_position(self, subject: str) -> int:
+        """The stream sequence of the newest message on ``subject`` (0: none)."""
+        return self._run(self._last_on(subject))
+
+    async def _last_on(self, subject: str) -> int:
+        import nats.js.errors
+
+        try:
+            msg = await self._js.get_last_msg(self.stream, subject)
+        except nats.js.errors.NotFoundError:
+            return 0
+        return int(msg.seq or 0)
 
     def commit(self, consumer: str, position: int) -> None:
         with self._lock:
@@ -254,8 +281,15 @@ class PartitionBus:
         return self.bus.position(consumer)
 
     def head(self) -> int:
-        """The committed position plus what waits: ``head() - position()`` is the partition's lag."""
-        return self.bus.position(self.consumer) + self.bus.pending(self.consumer, self.subject)
+        """The newest message's position on the partition (a stream sequence number)."""
+        return self.bus.last_position(self.subject)
+
+    def backlog(self) -> int:
+        """Messages of the partition not committed yet (its lag, counted in messages)."""
+        return self.bus.pending(self.consumer, self.subject)
+
+    def forget(self) -> None:
+        self.bus.forget(self.consumer)
 
     def close(self) -> None:
         """Nothing: the shared bus is closed by its owner."""

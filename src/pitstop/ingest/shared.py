@@ -74,6 +74,9 @@ class SharedIntakeState:
     def hold(self, machine_id: str) -> Iterator[SeqHold]:
         """The machine's highest accepted seq, locked until the block ends (and committed then)."""
         with self.engine.begin() as conn:
+            # a server stuck on a machine's row (a publish hanging) must not stall the others
+            # for long: they answer 503 after this and the device sends again
+            conn.execute(text("SET LOCAL lock_timeout = '5s'"))
             conn.execute(_SEED, {"m": machine_id})
             last = conn.execute(_LOCK, {"m": machine_id}).scalar_one()
             yield SeqHold(conn, machine_id, int(last))

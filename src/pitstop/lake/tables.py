@@ -7,6 +7,7 @@ from typing import Any
 
 import polars as pl
 import pyarrow as pa
+import pyarrow.compute as pc
 from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 from deltalake.exceptions import DeltaError
 from deltalake.schema import Field as DeltaField
@@ -187,10 +188,18 @@ class Lake:
         return dt
 
     def append(
-        self, name: str, data: pa.Table, *, app_id: str | None = None, position: int | None = None
+        self,
+        name: str,
+        data: pa.Table,
+        *,
+        app_id: str | None = None,
+        position: int | None = None,
+        skip_committed: str | None = None,
     ) -> bool:
         """Append rows. With ``app_id`` and ``position`` the commit is idempotent: a position at or
-        below the table's recorded one for that app is skipped. Returns whether rows were written."""
+        below the table's recorded one for that app is skipped; with ``skip_committed`` (a column of
+        bus positions) rows at or below it are dropped, read from the same table version as that
+        check. Returns whether rows were written."""
         props = None
         with self._lock:
             dt = self._writer(name)
@@ -202,8 +211,13 @@ class Lake:
                 data = data.append_column(f.name, pa.nulls(data.num_rows, f.type))
             data = data.select(schema.names).cast(schema)
             if app_id is not None and position is not None:
-                if (dt.transaction_version(app_id) or 0) >= position:
+                committed = dt.transaction_version(app_id) or 0
+                if committed >= position:
                     return False
+                if skip_committed is not None:
+                    data = data.filter(pc.greater(data[skip_committed], committed))
+                    if data.num_rows == 0:
+                        return False
                 props = CommitProperties(app_transactions=[Transaction(app_id, position)])
             try:
                 write_deltalake(

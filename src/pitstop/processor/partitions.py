@@ -24,17 +24,19 @@ import time
 from functools import partial
 
 from pitstop.bus.leases import Leases
-from pitstop.bus.nats import NatsBus, partition_of
-from pitstop.errors import ConfigError
+from pitstop.bus.nats import NatsBus, PartitionBus, partition_of
+from pitstop.errors import ConfigError, LeaseLostError
 from pitstop.platform import Platform
 from pitstop.processor.processor import CONSUMER, Processor, _log_failure
 
 log = logging.getLogger(__name__)
 
 
-def consumer_of(partition: int, partitions: int) -> str:
-    """A partition's consumer (and lake app id): the single processor's name with one partition."""
-    return CONSUMER if partitions == 1 else f"{CONSUMER}-p{partition}"
+def consumer_of(partition: int, partitions: int, stream: str) -> str:
+    """A partition's consumer (and lake app id and ops-DB position key): the single processor's
+    name with one partition; else named for the stream too, since a new stream starts its sequence
+    numbers again and the lake's commits are keyed by them."""
+    return CONSUMER if partitions == 1 else f"{CONSUMER}-{stream.lower()}-p{partition}"
 
 
 def _in_partition(partition: int, partitions: int, machine_id: str) -> bool:
@@ -60,6 +62,7 @@ class PartitionWorker:
         self._retry_at: dict[int, float] = {}  # a failing partition's next try
         self._backoff: dict[int, float] = {}
         self._stop = threading.Event()
+        self._quit = threading.Event()  # the heartbeat's own: it stops after the leases are released
         self._thread: threading.Thread | None = None
         self._watcher: threading.Thread | None = None
         self._beater: threading.Thread | None = None
@@ -102,28 +105,31 @@ class PartitionWorker:
         """Say we are alive and renew the leases, when a third of their time has passed."""
         if time.monotonic() - self._beat_at >= self.leases.ttl_s / 3:
             self._beat_at = time.monotonic()
+            self.leases.renew()  # first: a failing membership write must not delay the renewals
             self.leases.heartbeat()
-            self.leases.renew()
 
     def _heartbeat(self) -> None:
         """Renewals on their own thread: a long batch or a partition's rebuild never lets them lapse
         (a dead process stops renewing; a slow one does not lose its partitions)."""
-        while not self._stop.wait(self.leases.ttl_s / 6):
+        while not self._quit.wait(self.leases.ttl_s / 6):
             try:
                 self.beat()
             except Exception as exc:  # NATS away: renewed again once it is back
                 log.warning("worker %s could not renew its leases: %s", self.worker, exc)
 
     def _open(self, partition: int) -> Processor:
-        consumer = consumer_of(partition, self.partitions)
+        consumer = consumer_of(partition, self.partitions, self.bus.stream)
         state_dir = self.p.settings.data_dir / "state"
+        view = self.bus.partition(partition, consumer)
+        view.forget()  # start at the consumer's ack floor, whoever read it last
         proc = Processor(
             self.p,
-            bus=self.bus.partition(partition, consumer),
+            bus=view,
             consumer=consumer,
             machines=partial(_in_partition, partition, self.partitions) if self.partitions > 1 else None,
             leader=partition == 0,
             state_dir=state_dir if self.partitions == 1 else state_dir / f"p{partition}",
+            fence=partial(self.leases.check, partition),
         )
         proc._watcher = self._watcher  # the worker polls the registry once for all its partitions
         proc.bootstrap()
@@ -137,9 +143,12 @@ class PartitionWorker:
             return
         if proc.leader:
             proc.upkeep.stop()
-        if snapshot:
+        if snapshot:  # fenced: a lease that lapsed meanwhile leaves the snapshot as it was
             with contextlib.suppress(Exception):
                 proc.snapshot()
+        view = proc.bus
+        if isinstance(view, PartitionBus):
+            view.forget()
 
     # -- the loop --------------------------------------------------------------------------------
     def run_once(self) -> int:
@@ -147,10 +156,16 @@ class PartitionWorker:
         self.balance()
         done = 0
         for partition, proc in list(self.owned.items()):
+            if self._stop.is_set():
+                break
             if partition not in self.leases.held or self._retry_at.get(partition, 0.0) > time.monotonic():
                 continue
             try:
                 done += proc.run_once().messages
+            except LeaseLostError as exc:  # stop writing at once; its new owner goes on
+                log.warning("worker %s stops partition %d: %s", self.worker, partition, exc.message)
+                self._drop(partition)
+                self.leases.release(partition)
             except Exception as exc:  # the batch is read again from the bus after a wait
                 self.errors += 1
                 _log_failure(exc)
@@ -167,6 +182,7 @@ class PartitionWorker:
 
     def start(self) -> None:
         self._stop.clear()
+        self._quit.clear()
         self._watcher = threading.Thread(target=self._watch, name="pitstop-follow-aliases", daemon=True)
         self._watcher.start()
         self._beater = threading.Thread(target=self._heartbeat, name="pitstop-leases", daemon=True)
@@ -177,13 +193,16 @@ class PartitionWorker:
     def stop(self, timeout: float = 60.0) -> None:
         """Finish the batch in hand, snapshot and give every partition back."""
         self._stop.set()
-        for thread in (self._thread, self._watcher, self._beater):
+        for thread in (self._thread, self._watcher):  # the leases are renewed until they are given back
             if thread is not None:
                 thread.join(timeout)
         for partition in list(self.owned):
             self._drop(partition, snapshot=True)
         with contextlib.suppress(Exception):
             self.leases.leave()
+        self._quit.set()
+        if self._beater is not None:
+            self._beater.join(timeout)
 
     def _run(self) -> None:
         settings = self.p.settings

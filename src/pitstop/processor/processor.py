@@ -22,7 +22,7 @@ from pitstop.monitoring.live import LiveMonitor
 from pitstop.monitoring.monitor import DriftMonitor
 from pitstop.monitoring.retrain import Retrainer
 from pitstop.platform import Platform
-from pitstop.processor.record import Recorder, recorded_position
+from pitstop.processor.record import Recorder, recorded_position, reset_recorded_position
 from pitstop.processor.state import Lane, MachineTypes, StreamState, feed
 from pitstop.processor.upkeep import UpkeepThread
 from pitstop.registry.pins import pins_of
@@ -73,6 +73,7 @@ class Processor:
         machines: Callable[[str], bool] | None = None,
         leader: bool = True,
         state_dir: Path | None = None,
+        fence: Callable[[], None] | None = None,
     ) -> None:
         """The processor of the whole bus, or (scale-out) of one partition: ``bus`` is then the
         partition's view, ``consumer`` its own name (also the lake's app id and the ops DB's position
@@ -83,6 +84,8 @@ class Processor:
         self.consumer = consumer
         self.leader = leader
         self._mine = machines
+        self._fence = fence
+        self._committed: int | None = None  # the bus position this processor committed last
         settings = platform.settings
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -112,7 +115,7 @@ class Processor:
         self.canaries = {  # progressive canaries, stepped between batches
             name: Canary(lane.deployment, platform.db, canary)
             for name, lane in self.lanes.items()
-            if leader and canary.enabled and lane.deployment.options.mode == "canary"
+            if canary.enabled and lane.deployment.options.mode == "canary"
         }
         self.recorder = Recorder(platform.db, platform.policy_for, platform.components, platform.notifier)
         pins = pins_of(d.registry for d in platform.deployments.values())  # model lineage: kept
@@ -120,6 +123,10 @@ class Processor:
             LakeUpkeep(platform.lake, pins, UpkeepPolicy.from_settings(settings)),
             settings.lake_upkeep_every_s if leader else 0.0,
         )
+
+    def _check_lease(self) -> None:
+        if self._fence is not None:
+            self._fence()
 
     def _active(self) -> dict[str, list[str]]:
         """Active machines by lane: this processor's own (a partition's) when it has a share."""
@@ -153,6 +160,7 @@ class Processor:
             canary.sync()  # the step a canary had reached, before the first batch is routed
         self.monitor.resume()  # drift and quality alerts still firing clear like new ones
         upto = self.bus.position(self.consumer)
+        self._committed = upto
         self._recorded = self._recorded_position(upto)
         restored = self.restored_from = self.state.load(upto)
         if restored is None:
@@ -209,8 +217,10 @@ class Processor:
         self.state.events_version = version
 
     def snapshot(self) -> None:
-        """Save the online state at the committed bus position."""
-        self.state.save(self.bus.position(self.consumer))
+        """Save the online state at the bus position this processor committed last (another owner
+        may have moved the consumer since: its position is not this state's)."""
+        self._check_lease()
+        self.state.save(self._committed if self._committed is not None else self.bus.position(self.consumer))
         self._snapshot_at = time.monotonic()
 
     def start(self) -> None:
@@ -236,6 +246,10 @@ class Processor:
                 self.run_once()
 
     def lag(self) -> int:
+        """Messages behind (a partition counts its own: its positions skip the others')."""
+        backlog = getattr(self.bus, "backlog", None)
+        if backlog is not None:
+            return int(backlog())
         return self.bus.head() - self.bus.position(self.consumer)
 
     def _run(self) -> None:
@@ -274,6 +288,7 @@ class Processor:
         spread = self.p.settings.processor_max_messages if self.bus is self.p.bus else None
         if recorded > self.bus.head() or (spread is not None and recorded > upto + spread):
             log.warning("the ops DB's processor position %d does not fit this bus: using %d", recorded, upto)
+            reset_recorded_position(self.p.db, self.consumer, upto)
             return upto
         return recorded
 
@@ -335,10 +350,13 @@ class Processor:
                         "processor", "scoring_failed", machine_type=lane.machine_type, error=str(exc)
                     )
                 lane.deployment.problems["scoring"] = str(exc)
+        self._check_lease()
         opened = self._record(fresh, position, scores, shadow, types, features)
         for machine_id, seq in fresh.group_by("machine_id").agg(pl.col("seq").max()).iter_rows():
             self.state.last[machine_id] = int(seq)  # only now: a batch that fails is read again whole
+        self._check_lease()
         self.bus.commit(self.consumer, position)
+        self._committed = position
         if time.monotonic() - self._snapshot_at >= self.p.settings.feature_snapshot_s:
             self.snapshot()
 
@@ -399,8 +417,17 @@ class Processor:
             already = self.p.lake.committed_position(self.consumer, table)
             rows = rows.filter(pl.col("bus_position") > already)
             if rows.height:
-                self.p.lake.append(table, rows.to_arrow(), app_id=self.consumer, position=position)
-                written += rows.height if table == "telemetry" else 0
+                self._check_lease()
+                # the rows past the app's position are picked again on the table version the
+                # commit checks against: another owner may have committed since ``already``
+                appended = self.p.lake.append(
+                    table,
+                    rows.to_arrow(),
+                    app_id=self.consumer,
+                    position=position,
+                    skip_committed="bus_position",
+                )
+                written += rows.height if table == "telemetry" and appended else 0
         return written
 
     def _score_lane(
@@ -475,8 +502,9 @@ class Processor:
         its evidence weighed (advance, complete, roll back; see ``monitoring.canary``)."""
         for name, canary in self.canaries.items():
             try:
-                canary.sync()
-                canary.check()
+                canary.sync()  # every partition's processor routes by the step the leader set
+                if self.leader:
+                    canary.check()
             except Exception:  # the canary must never stop the stream; it is weighed again later
                 log.exception("the progressive canary of %s could not be weighed", name)
 

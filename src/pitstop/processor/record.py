@@ -11,6 +11,7 @@ import numpy as np
 import polars as pl
 from sqlalchemy import select
 
+from pitstop.errors import LeaseLostError
 from pitstop.maintenance import ComponentMap, Explanation, Notifier, Reading, RiskPolicy, open_work_orders
 from pitstop.serving import Score
 from pitstop.serving.deployment import Deployment
@@ -24,6 +25,12 @@ def recorded_position(db: Database, consumer: str) -> int:
     with db.session() as s:
         found = s.get(ProcessorPosition, consumer)
         return found.position if found is not None else 0
+
+
+def reset_recorded_position(db: Database, consumer: str, position: int) -> None:
+    """Set where ``consumer``'s results end (a bus replaced: its positions start again)."""
+    with db.session() as s:
+        s.merge(ProcessorPosition(consumer=consumer, position=position))
 
 
 class Recorder:
@@ -58,7 +65,18 @@ class Recorder:
         now = utcnow()
         predictions = []
         with self.db.session() as s:
-            s.merge(ProcessorPosition(consumer=consumer, position=position))
+            # the ops DB's own fence: the position only moves forward, so a processor that lost
+            # its partition (and did not know yet) cannot record a batch the new owner recorded
+            current = s.get(ProcessorPosition, consumer, with_for_update=True)
+            if current is not None and current.position >= position:
+                raise LeaseLostError(
+                    f"{consumer}: the ops DB already holds results up to bus position {current.position}, "
+                    f"past this batch's {position}: another processor owns this partition now"
+                )
+            if current is None:
+                s.add(ProcessorPosition(consumer=consumer, position=position))
+            else:
+                current.position = position
             ids = last["machine_id"].to_list()
             states = {
                 st.machine_id: st

@@ -231,7 +231,7 @@ class StreamState:
 
 
 def _write(path: Path, data: bytes) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp = path.with_suffix(f"{path.suffix}.{os.getpid()}.tmp")  # two processes never share one
     with open(tmp, "wb") as f:
         f.write(data)
         f.flush()
