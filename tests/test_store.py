@@ -1,10 +1,16 @@
 from __future__ import annotations
 
+from pathlib import Path
+
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from sqlalchemy import inspect
 
 from pitstop.platform import Platform
 from pitstop.store import Base
+from pitstop.store.db import Database, alembic_config
+from tests.conftest import make_settings
 
 
 def test_migrations_match_the_models(platform: Platform) -> None:
@@ -16,3 +22,19 @@ def test_migrations_match_the_models(platform: Platform) -> None:
 def test_migrate_is_idempotent(platform: Platform) -> None:
     platform.db.migrate()
     platform.db.migrate()
+
+
+def test_every_migration_runs_from_empty_to_head_and_back_on_each_backend(ops_db: str, tmp_path: Path) -> None:
+    db = Database(make_settings(tmp_path / "data").ops_db_url)
+    (tmp_path / "data").mkdir()
+    try:
+        assert db.engine.dialect.name == ops_db
+        db.migrate()
+        with db.engine.connect() as conn:
+            assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
+        command.downgrade(alembic_config(db.url), "base")
+        assert set(inspect(db.engine).get_table_names()) <= {"alembic_version"}
+        db.migrate()
+        assert set(Base.metadata.tables) <= set(inspect(db.engine).get_table_names())
+    finally:
+        db.close()
