@@ -4,6 +4,8 @@ processor modules run on both backends through the ``ops_db`` fixture (conftest)
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -162,22 +164,27 @@ def _someone_waits_for_a_lock(db: Database) -> bool:
 
 
 def test_processes_starting_at_once_migrate_one_after_the_other(pg_url: str) -> None:
-    failures: list[BaseException] = []
-    start = threading.Barrier(4)
-
-    def migrate() -> None:
-        db = Database(pg_url)
-        try:
-            start.wait()
-            db.migrate()
-        except BaseException as exc:
-            failures.append(exc)
-        finally:
-            db.close()
-
-    threads = [threading.Thread(target=migrate) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    assert failures == []
+    # separate processes, as in a deployment (API servers and processor workers starting together):
+    # each imports, says so, and migrates when told, all at the same moment
+    script = (
+        "import sys; from pitstop.store import Database; db = Database(sys.argv[1]); "
+        "print('ready', flush=True); sys.stdin.readline(); db.migrate()"
+    )
+    starts = [
+        subprocess.Popen(
+            [sys.executable, "-c", script, pg_url],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(3)
+    ]
+    for p in starts:
+        assert p.stdout is not None and p.stdout.readline().strip() == "ready"
+    for p in starts:
+        assert p.stdin is not None
+        p.stdin.write("go\n")
+        p.stdin.flush()
+    errors = [p.communicate(timeout=120)[1] for p in starts]
+    assert [p.returncode for p in starts] == [0, 0, 0], errors
