@@ -16,6 +16,7 @@ from uuid import uuid4
 import pytest
 import sqlalchemy
 from click.testing import CliRunner
+from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, text
 
 import pitstop.lake.outbox
@@ -25,7 +26,8 @@ from pitstop.errors import ConflictError, StorageError
 from pitstop.maintenance import transition
 from pitstop.platform import Platform
 from pitstop.store import Database, LakeOutbox, WorkOrder
-from tests.conftest import free_port, make_settings
+from pitstop.web import create_app
+from tests.conftest import admin_headers, free_port, make_settings
 from tests.test_crash_windows import _order
 
 
@@ -188,3 +190,39 @@ def test_processes_starting_at_once_migrate_one_after_the_other(pg_url: str) -> 
         p.stdin.flush()
     errors = [p.communicate(timeout=120)[1] for p in starts]
     assert [p.returncode for p in starts] == [0, 0, 0], errors
+
+
+def test_a_postgresql_lost_mid_run_is_a_503_and_the_pool_reconnects_when_it_is_back(
+    pg_platform: Platform, postgres: Postgres
+) -> None:
+    database = sqlalchemy.make_url(pg_platform.settings.ops_db_url).database
+
+    def server(allow: bool) -> None:  # as if it went down (every connection cut) and came back
+        postgres.psql(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS {str(allow).lower()}')
+        if not allow:
+            postgres.psql(
+                f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{database}'"
+            )
+
+    with TestClient(create_app(pg_platform), headers=admin_headers(pg_platform)) as client:
+        assert client.get("/api/v1/work-orders").status_code == 200
+        server(allow=False)
+        lost = client.get("/api/v1/work-orders")
+        assert lost.status_code == 503, lost.text
+        assert lost.json()["error"]["code"] == "ops_db_unavailable"
+        assert lost.headers["Retry-After"]
+        server(allow=True)
+        assert client.get("/api/v1/work-orders").status_code == 200
+
+
+def test_a_server_restart_between_two_transactions_is_not_an_error(pg_url: str, postgres: Postgres) -> None:
+    db = Database(pg_url)
+    try:
+        with db.session() as s:
+            s.execute(text("SELECT 1"))
+        database = sqlalchemy.make_url(pg_url).database
+        postgres.psql(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{database}'")
+        with db.session() as s:  # the pooled connection is dead: checked and replaced, not raised
+            assert s.execute(text("SELECT 1")).scalar() == 1
+    finally:
+        db.close()
