@@ -226,3 +226,17 @@ def test_a_server_restart_between_two_transactions_is_not_an_error(pg_url: str, 
             assert s.execute(text("SELECT 1")).scalar() == 1
     finally:
         db.close()
+
+
+def test_a_postgresql_user_who_may_not_create_tables_is_told_so_in_one_line(
+    pg_url: str, postgres: Postgres, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    database = sqlalchemy.make_url(pg_url).database
+    role = f"r{uuid4().hex[:8]}"
+    postgres.psql(f"CREATE ROLE {role} LOGIN")
+    postgres.psql("REVOKE CREATE ON SCHEMA public FROM PUBLIC", database=database)
+    monkeypatch.setenv("PITSTOP_OPS_DB_URL", pg_url.replace("pitstop@", f"{role}@"))
+    result = CliRunner().invoke(cli, ["users", "list", "--data-dir", str(tmp_path / "data")])
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith("error [ops_db_unavailable]: cannot migrate the ops DB, PostgreSQL at ")
+    assert "permission denied" in result.output and len(result.output.strip().splitlines()) == 1
