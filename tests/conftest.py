@@ -30,8 +30,11 @@ def make_settings(data_dir: Path, **overrides: object) -> Settings:
 
 
 # The modules whose every test runs on both ops DBs (test IDs say which: ``[sqlite]``,
-# ``[postgresql]``); elsewhere the ops DB is the embedded SQLite one.
-BOTH_OPS_DBS = {"test_store", "test_api", "test_processor"}
+# ``[postgresql]``); elsewhere the ops DB is the embedded SQLite one. To try more modules on both:
+# PITSTOP_TEST_BOTH_OPS_DBS=test_auth,test_alerts pytest tests/test_auth.py tests/test_alerts.py
+BOTH_OPS_DBS = {"test_store", "test_api", "test_processor"} | {
+    m for m in os.environ.get("PITSTOP_TEST_BOTH_OPS_DBS", "").split(",") if m
+}
 OPS_DBS = ("sqlite", "postgresql")
 
 
@@ -41,14 +44,23 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("ops_db", OPS_DBS, indirect=True, ids=OPS_DBS)
 
 
+@pytest.fixture
+def ops_db_env() -> Iterator[pytest.MonkeyPatch]:
+    """The environment the ops DB fixtures set: not the test's ``monkeypatch``, whose ``undo()``
+    (a test ending a fault mid-way) must not take the ops DB away."""
+    with pytest.MonkeyPatch.context() as env:
+        yield env
+
+
 @pytest.fixture(autouse=True)
-def ops_db(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+def ops_db(request: pytest.FixtureRequest) -> str:
     """The test's ops DB backend. For ``postgresql``: a fresh database in the session's cluster,
     handed to every ``Settings`` through ``PITSTOP_OPS_DB_URL``."""
     backend: str = getattr(request, "param", "sqlite")
     if backend == "postgresql":
         server: Postgres = request.getfixturevalue("postgres")
-        monkeypatch.setenv("PITSTOP_OPS_DB_URL", server.create_database(f"t{uuid4().hex[:12]}"))
+        env: pytest.MonkeyPatch = request.getfixturevalue("ops_db_env")
+        env.setenv("PITSTOP_OPS_DB_URL", server.create_database(f"t{uuid4().hex[:12]}"))
     return backend
 
 
@@ -99,7 +111,7 @@ def trained(ops_db: str, request: pytest.FixtureRequest, tmp_path: Path) -> Iter
         server: Postgres = request.getfixturevalue("postgres")
         shutil.copytree(source, copy)
         url = server.create_database(f"t{uuid4().hex[:12]}", template=template)
-        request.getfixturevalue("monkeypatch").setenv("PITSTOP_OPS_DB_URL", url)
+        request.getfixturevalue("ops_db_env").setenv("PITSTOP_OPS_DB_URL", url)
         p = Platform.open(make_settings(copy))
     else:
         shutil.copytree(request.getfixturevalue("trained_dir"), copy)
