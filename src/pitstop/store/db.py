@@ -86,11 +86,21 @@ class Database:
         once (API servers, processor workers) migrate one after the other: SQLite's write lock,
         or on PostgreSQL a lock held to the end of the migration's transaction."""
         cfg = alembic_config(self.url)
-        with self.connect() as conn, conn.begin():
-            if not self.is_sqlite:
-                conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
-            cfg.attributes["connection"] = conn
-            command.upgrade(cfg, "head")
+        with self.connect() as conn:
+            try:
+                with conn.begin():
+                    if not self.is_sqlite:
+                        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
+                    cfg.attributes["connection"] = conn
+                    command.upgrade(cfg, "head")
+            except DBAPIError as exc:
+                if self.is_sqlite:
+                    raise  # the caller names the data dir and what to check
+                raise StorageError(
+                    f"cannot migrate the ops DB, {self.where}: {first_line(exc.orig or exc)} (its user "
+                    "must own the database, or may create tables in its schema)",
+                    code="ops_db_unavailable",
+                ) from exc
 
     def connect(self) -> Connection:
         """A connection; on PostgreSQL one that cannot be made (server down, wrong host, port,
