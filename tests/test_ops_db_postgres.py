@@ -154,8 +154,8 @@ def test_a_work_order_racing_another_close_sees_it_and_closes_once(pg_platform: 
     assert outcome[0].code == "invalid_transition"
 
 
-def _someone_waits_for_a_lock(db: Database) -> bool:
-    deadline = time.monotonic() + 10
+def _someone_waits_for_a_lock(db: Database, within: float = 10) -> bool:
+    deadline = time.monotonic() + within
     while time.monotonic() < deadline:
         with db.engine.connect() as conn:  # a fresh statistics snapshot each time
             query = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
@@ -240,3 +240,40 @@ def test_a_postgresql_user_who_may_not_create_tables_is_told_so_in_one_line(
     assert result.exit_code == 2, result.output
     assert result.output.startswith("error [ops_db_unavailable]: cannot migrate the ops DB, PostgreSQL at ")
     assert "permission denied" in result.output and len(result.output.strip().splitlines()) == 1
+
+
+def test_two_processes_draining_the_outbox_at_once_append_each_event_once(
+    pg_platform: Platform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with pg_platform.db.session() as s:
+        for n in range(3):
+            pitstop.lake.outbox.enqueue(
+                s,
+                "events",
+                {"machine_id": "eng-007", "ts": datetime.now(UTC), "kind": "inspection", "detail": str(n)},
+            )
+    other = Platform.open(make_settings(pg_platform.settings.data_dir))  # a second server, say
+    inside, go = threading.Event(), threading.Event()
+    append = pg_platform.lake.append
+
+    def slow_append(*args: object, **kwargs: object) -> bool:
+        inside.set()
+        go.wait(10)
+        return append(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(pg_platform.lake, "append", slow_append)
+    try:
+        first = threading.Thread(target=pg_platform.outbox.drain)
+        first.start()
+        assert inside.wait(10)
+        second = threading.Thread(target=other.outbox.drain)
+        second.start()
+        waited = _someone_waits_for_a_lock(pg_platform.db, within=2)
+        go.set()
+        first.join(10)
+        second.join(10)
+        details = sorted(str(e["detail"]) for e in other.lake.read("events").iter_rows(named=True))
+        assert details == ["0", "1", "2"]
+        assert waited
+    finally:
+        other.close()

@@ -95,8 +95,10 @@ class Outbox:
             log.warning("lake outbox ids start after %d, the highest the lake holds", committed)
 
     def drain(self) -> int:
-        """Append the pending rows; returns how many reached the lake now."""
-        with self._lock:
+        """Append the pending rows; returns how many reached the lake now. One drain at a time,
+        in this process and (PostgreSQL) across the processes sharing the ops DB: two would read
+        the same pending rows before either committed them and append them twice."""
+        with self._lock, self.db.exclusive("lake_outbox.drain"):
             appended = 0
             while True:
                 read, done = self._drain_once()

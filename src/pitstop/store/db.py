@@ -117,6 +117,23 @@ class Database:
             ) from exc
 
     @contextmanager
+    def exclusive(self, name: str) -> Iterator[None]:
+        """Run a block in one process at a time across every process on this ops DB (PostgreSQL:
+        an advisory lock held by a connection of its own). SQLite: the caller's own lock serves,
+        as before."""
+        if self.is_sqlite:
+            yield
+            return
+        with self.connect() as conn:
+            conn.execute(text("SELECT pg_advisory_lock(hashtext(:name))"), {"name": name})
+            conn.commit()
+            try:
+                yield
+            finally:
+                conn.execute(text("SELECT pg_advisory_unlock(hashtext(:name))"), {"name": name})
+                conn.commit()
+
+    @contextmanager
     def session(self) -> Iterator[Session]:
         """A transaction: committed on success, rolled back on error."""
         with self._sessions() as session, session.begin():
