@@ -242,7 +242,7 @@ def test_a_postgresql_user_who_may_not_create_tables_is_told_so_in_one_line(
     assert "permission denied" in result.output and len(result.output.strip().splitlines()) == 1
 
 
-def test_two_processes_draining_the_outbox_at_once_append_each_event_once(
+def test_two_processes_draining_the_outbox_at_once_take_turns_and_append_each_event_once(
     pg_platform: Platform, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     with pg_platform.db.session() as s:
@@ -268,6 +268,8 @@ def test_two_processes_draining_the_outbox_at_once_append_each_event_once(
         assert inside.wait(10)
         second = threading.Thread(target=other.outbox.drain)
         second.start()
+        # the second waits for the first (the lake's position check alone leaves a window between
+        # its check and its commit, in two processes)
         waited = _someone_waits_for_a_lock(pg_platform.db, within=2)
         go.set()
         first.join(10)
