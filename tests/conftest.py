@@ -5,9 +5,11 @@ import shutil
 import socket
 from collections.abc import Iterator
 from pathlib import Path
+from uuid import uuid4
 
 import pytest
 
+from pitstop.cluster.postgres import Postgres
 from pitstop.config import Settings, load_settings
 from pitstop.platform import Platform
 
@@ -38,21 +40,54 @@ def make_settings(data_dir: Path, **overrides: object) -> Settings:
     return load_settings(None, data_dir=data_dir, **overrides)
 
 
+# The modules whose every test runs on both ops DBs (test IDs say which: ``[sqlite]``,
+# ``[postgresql]``); elsewhere the ops DB is the embedded SQLite one. To try more modules on both:
+# PITSTOP_TEST_BOTH_OPS_DBS=test_auth,test_alerts pytest tests/test_auth.py tests/test_alerts.py
+BOTH_OPS_DBS = {"test_store", "test_api", "test_processor"} | {
+    m for m in os.environ.get("PITSTOP_TEST_BOTH_OPS_DBS", "").split(",") if m
+}
+OPS_DBS = ("sqlite", "postgresql")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    module = metafunc.module.__name__.rsplit(".", 1)[-1]
+    if module in BOTH_OPS_DBS and "ops_db" in metafunc.fixturenames:
+        metafunc.parametrize("ops_db", OPS_DBS, indirect=True, ids=OPS_DBS)
+
+
 @pytest.fixture
-def platform(tmp_path: Path) -> Iterator[Platform]:
+def ops_db_env() -> Iterator[pytest.MonkeyPatch]:
+    """The environment the ops DB fixtures set: not the test's ``monkeypatch``, whose ``undo()``
+    (a test ending a fault mid-way) must not take the ops DB away."""
+    with pytest.MonkeyPatch.context() as env:
+        yield env
+
+
+@pytest.fixture(autouse=True)
+def ops_db(request: pytest.FixtureRequest) -> str:
+    """The test's ops DB backend. For ``postgresql``: a fresh database in the session's cluster,
+    handed to every ``Settings`` through ``PITSTOP_OPS_DB_URL``."""
+    backend: str = getattr(request, "param", "sqlite")
+    if backend == "postgresql":
+        server: Postgres = request.getfixturevalue("postgres")
+        env: pytest.MonkeyPatch = request.getfixturevalue("ops_db_env")
+        env.setenv("PITSTOP_OPS_DB_URL", server.create_database(f"t{uuid4().hex[:12]}"))
+    return backend
+
+
+@pytest.fixture
+def platform(ops_db: str, tmp_path: Path) -> Iterator[Platform]:
     """A fresh, empty platform (no model) under a temporary folder."""
     p = Platform.open(make_settings(tmp_path / "data"))
     yield p
     p.close()
 
 
-@pytest.fixture(scope="session")
-def trained_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A data dir with last season seeded, the live fleet registered and a champion trained (once)."""
+def _train(root: Path, **overrides: object) -> Path:
+    """A data dir with last season seeded, the live fleet registered and a champion trained."""
     from pitstop.demo import ensure_champion, ensure_live_fleet, seed_last_season
 
-    root = tmp_path_factory.mktemp("trained") / "data"
-    p = Platform.open(make_settings(root))
+    p = Platform.open(make_settings(root, **overrides))
     try:
         seed_last_season(p, echo=lambda _: None)
         ensure_live_fleet(p)
@@ -62,12 +97,36 @@ def trained_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+@pytest.fixture(scope="session")
+def trained_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A data dir with last season seeded, the live fleet registered and a champion trained (once)."""
+    return _train(tmp_path_factory.mktemp("trained") / "data")
+
+
+@pytest.fixture(scope="session")
+def trained_pg(tmp_path_factory: pytest.TempPathFactory, postgres: Postgres) -> tuple[Path, str]:
+    """The trained data dir with its ops DB in PostgreSQL (once): the folder and the database
+    that tests copy (``CREATE DATABASE … TEMPLATE``)."""
+    name = f"trained{uuid4().hex[:8]}"
+    url = postgres.create_database(name)
+    return _train(tmp_path_factory.mktemp("trained-pg") / "data", ops_db_url=url), name
+
+
 @pytest.fixture
-def trained(trained_dir: Path, tmp_path: Path) -> Iterator[Platform]:
-    """A private copy of the trained data dir, opened, with the champion loaded."""
+def trained(ops_db: str, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Platform]:
+    """A private copy of the trained data dir (and, on PostgreSQL, of its ops DB), opened, with
+    the champion loaded."""
     copy = tmp_path / "data"
-    shutil.copytree(trained_dir, copy)
-    p = Platform.open(make_settings(copy))
+    if ops_db == "postgresql":
+        source, template = request.getfixturevalue("trained_pg")
+        server: Postgres = request.getfixturevalue("postgres")
+        shutil.copytree(source, copy)
+        url = server.create_database(f"t{uuid4().hex[:12]}", template=template)
+        request.getfixturevalue("ops_db_env").setenv("PITSTOP_OPS_DB_URL", url)
+        p = Platform.open(make_settings(copy))
+    else:
+        shutil.copytree(request.getfixturevalue("trained_dir"), copy)
+        p = Platform.open(make_settings(copy))
     p.scorer.reload()
     yield p
     p.close()
@@ -97,7 +156,7 @@ def nats_url(nats_server: tuple[str, int]) -> str:
 
 
 @pytest.fixture(scope="session")
-def postgres() -> Iterator[object]:
+def postgres() -> Iterator[Postgres]:
     """A throwaway PostgreSQL cluster (Debian's postgresql-15, started in about a second); tests make
     their own databases in it with ``create_database``."""
     import tempfile

@@ -33,6 +33,7 @@ from pitstop.backup.files import (
     SIDECARS,
     Progress,
     copy_file,
+    embedded_only,
     inventory,
     is_sqlite,
     quiet,
@@ -51,6 +52,7 @@ FORMAT = 1
 
 def backup(settings: Settings, dest: Path, progress: Progress = quiet) -> dict[str, Any]:
     """Back up the settings' data dir into ``dest`` (a new or empty folder); returns a summary."""
+    embedded_only(settings.ops_db_url, "back it up with pg_dump; this command backs up")
     started = time.monotonic()
     local_stores_only(settings, "backup")
     source = settings.data_dir.expanduser().resolve()

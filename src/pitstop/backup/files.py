@@ -13,7 +13,7 @@ from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any
 
-from pitstop.errors import ConflictError, PitstopError
+from pitstop.errors import ConflictError, PitstopError, ValidationError
 
 MANIFEST = "backup.json"
 DATA = "data"  # the copies sit under DEST/data, laid out as in the data dir
@@ -24,6 +24,16 @@ _CHUNK = 1 << 20
 
 Progress = Callable[[str, int, int], None]
 """``(phase, done, total)``: how far a phase of a backup or restore is."""
+
+
+def embedded_only(ops_db_url: str, how: str) -> None:
+    """Refuse an ops DB that is not the embedded SQLite file: a PostgreSQL one is the server's
+    to back up (``pg_dump``), and a copy of the data dir without it would not be consistent."""
+    if not ops_db_url.startswith("sqlite"):
+        raise ValidationError(
+            f"the ops DB is PostgreSQL: {how} the embedded store (ops_db_url empty)",
+            code="ops_db_not_embedded",
+        )
 
 
 def quiet(phase: str, done: int, total: int) -> None:

@@ -17,6 +17,7 @@ from pitstop.backup.files import (
     MANIFEST,
     Progress,
     copy_file,
+    embedded_only,
     quiet,
     refuse_non_empty,
     sha256_of,
@@ -77,6 +78,7 @@ def verify(src: Path, manifest: dict[str, Any], progress: Progress = quiet) -> l
 
 def restore(src: Path, settings: Settings, progress: Progress = quiet) -> dict[str, Any]:
     """Restore the backup in ``src`` into the settings' data dir (new or empty); returns a summary."""
+    embedded_only(settings.ops_db_url, "restore it with pg_restore; this command restores")
     started = time.monotonic()
     local_stores_only(settings, "restore")
     src = Path(src).expanduser().resolve()

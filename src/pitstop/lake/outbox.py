@@ -29,6 +29,7 @@ from pitstop.store import Database, LakeOutbox, utcnow
 log = logging.getLogger(__name__)
 
 APP_ID = "ops-outbox"
+DRAIN_LOCK = "lake_outbox.drain"
 _TIME_FIELDS = ("ts",)
 
 
@@ -52,6 +53,11 @@ def enqueue(
                 f"the event does not fit the lake's events table: {exc}", code="invalid_event"
             ) from None
     payload = {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in row.items()}
+    if session.get_bind().dialect.name == "postgresql":
+        # ids must commit in their order: the drain takes ids at or below the lake's position as
+        # written, so a row committing after a higher id was drained would never reach the lake.
+        # Enqueuers take turns with each other and with the drain (the same lock) until they commit.
+        session.execute(text("SELECT pg_advisory_xact_lock(hashtext(:name))"), {"name": DRAIN_LOCK})
     session.add(
         LakeOutbox(
             table_name=table,
@@ -83,31 +89,22 @@ class Outbox:
         self._lock = threading.Lock()
 
     def reserve_ids(self) -> None:
-        """Start new outbox ids above the highest the lake holds. Ids are AUTOINCREMENT, so they
-        are not reused within one ops DB; this covers an ops DB restored from before rows the
-        lake has (a new row must never look as if it were in the lake already)."""
-        if not self.db.url.startswith("sqlite"):
-            return
+        """Start new outbox ids above the highest the lake holds. Ids are never reused within one
+        ops DB (SQLite's AUTOINCREMENT, PostgreSQL's sequence); this covers an ops DB restored
+        from before rows the lake has (a new row must never look as if it were in the lake already)."""
         committed = self.lake.committed_position(APP_ID, "events")
         if committed <= 0:
             return
         with self.db.session() as s:
-            current = s.execute(text("SELECT seq FROM sqlite_sequence WHERE name = 'lake_outbox'")).scalar()
-            if current is None:
-                s.execute(
-                    text("INSERT INTO sqlite_sequence (name, seq) VALUES ('lake_outbox', :seq)"),
-                    {"seq": committed},
-                )
-            elif current < committed:
-                s.execute(
-                    text("UPDATE sqlite_sequence SET seq = :seq WHERE name = 'lake_outbox'"),
-                    {"seq": committed},
-                )
-                log.warning("lake outbox ids start after %d, the highest the lake holds", committed)
+            moved = (_reserve_sqlite if self.db.is_sqlite else _reserve_postgres)(s, committed)
+        if moved:
+            log.warning("lake outbox ids start after %d, the highest the lake holds", committed)
 
     def drain(self) -> int:
-        """Append the pending rows; returns how many reached the lake now."""
-        with self._lock:
+        """Append the pending rows; returns how many reached the lake now. One drain at a time,
+        in this process and (PostgreSQL) across the processes sharing the ops DB: two would read
+        the same pending rows before either committed them and append them twice."""
+        with self._lock, self.db.exclusive(DRAIN_LOCK):
             appended = 0
             while True:
                 read, done = self._drain_once()
@@ -175,3 +172,30 @@ def _decode(payload: str) -> dict[str, Any]:
         if isinstance(row.get(field), str):
             row[field] = datetime.fromisoformat(row[field])
     return row
+
+
+def _reserve_sqlite(s: Session, committed: int) -> bool:
+    current = s.execute(text("SELECT seq FROM sqlite_sequence WHERE name = 'lake_outbox'")).scalar()
+    if current is None:
+        s.execute(
+            text("INSERT INTO sqlite_sequence (name, seq) VALUES ('lake_outbox', :seq)"), {"seq": committed}
+        )
+        return False
+    if current < committed:
+        s.execute(
+            text("UPDATE sqlite_sequence SET seq = :seq WHERE name = 'lake_outbox'"), {"seq": committed}
+        )
+        return True
+    return False
+
+
+def _reserve_postgres(s: Session, committed: int) -> bool:
+    """The id column's sequence moved past ``committed`` (``setval``: the next id is one more)."""
+    sequence = s.execute(text("SELECT pg_get_serial_sequence('lake_outbox', 'id')")).scalar_one()
+    # the sequence's name comes from the catalog, not from input
+    last, called = s.execute(text(f"SELECT last_value, is_called FROM {sequence}")).one()
+    following = last + 1 if called else last
+    if following > committed:
+        return False
+    s.execute(text("SELECT setval(:sequence, :value)"), {"sequence": sequence, "value": committed})
+    return True

@@ -175,7 +175,9 @@ def transition(
     now = utcnow()
     event: dict[str, Any] | None = None
     with platform.db.session() as s:
-        order = s.get(WorkOrder, order_id)
+        # locked to the end of the transaction (PostgreSQL; SQLite has one writer at a time): of
+        # two moves racing on one order, the second sees the first's status, so it closes once
+        order = s.get(WorkOrder, order_id, with_for_update=True)
         if order is None:
             raise NotFoundError(f"no work order {order_id}", code="work_order_not_found")
         allowed = TRANSITIONS.get(order.status, ())
@@ -195,7 +197,7 @@ def transition(
         order.technician = technician if technician is not None else order.technician
         if status in CLOSED_STATES:
             order.closed_at, order.finding = now, finding
-            state = s.get(MachineState, order.machine_id)
+            state = s.get(MachineState, order.machine_id, with_for_update=True)
             if state is not None:
                 machine = s.get(Machine, order.machine_id)
                 policy = platform.policy_for(machine.machine_type if machine else "")

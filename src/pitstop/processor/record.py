@@ -80,7 +80,9 @@ class Recorder:
             ids = last["machine_id"].to_list()
             states = {
                 st.machine_id: st
-                for st in s.scalars(select(MachineState).where(MachineState.machine_id.in_(ids)))
+                for st in s.scalars(  # locked: a work order's move may change a row's policy at once
+                    select(MachineState).where(MachineState.machine_id.in_(ids)).with_for_update()
+                )
             }
             for machine_id, seq, ts in last.iter_rows():
                 state = states.get(machine_id)

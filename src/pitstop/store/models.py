@@ -23,7 +23,8 @@ from sqlalchemy.types import TypeDecorator
 
 
 class UtcDateTime(TypeDecorator[datetime]):
-    """Stored in UTC; always read back timezone-aware (SQLite forgets the zone)."""
+    """Stored in UTC; always read back timezone-aware and in UTC (SQLite forgets the zone,
+    PostgreSQL answers in its session's time zone)."""
 
     impl = DateTime(timezone=True)
     cache_ok = True
@@ -38,7 +39,7 @@ class UtcDateTime(TypeDecorator[datetime]):
     def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
         if value is None:
             return None
-        return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+        return value.astimezone(UTC) if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
 class Base(DeclarativeBase):

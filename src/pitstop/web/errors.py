@@ -5,9 +5,10 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from pitstop.errors import PitstopError
+from pitstop.errors import PitstopError, first_line
 from pitstop.logs import request_id
 
 log = logging.getLogger(__name__)
@@ -60,6 +61,17 @@ def install_error_handlers(app: FastAPI) -> None:
         code = _HTTP_CODES.get(exc.status_code, "http_error")
         message = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")
         return error_response(exc.status_code, code, message)
+
+    @app.exception_handler(OperationalError)
+    async def _database(_: Request, exc: OperationalError) -> JSONResponse:
+        # the ops DB went away (PostgreSQL down or restarting) or stayed locked past its timeout
+        log.error("ops DB unavailable: %s", first_line(exc.orig or exc))
+        return error_response(
+            503,
+            "ops_db_unavailable",
+            "the ops DB is not answering; try again shortly (the server log says why)",
+            headers={"Retry-After": "5"},
+        )
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
