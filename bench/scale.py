@@ -229,8 +229,8 @@ class Bench:
         per_machine = readings // machines
         total = per_machine * machines
         sent = [0]
-        unavailable = {"nats": 0, "postgresql": 0, "with_retry_after": 0}
-        outage: list[str] = [""]
+        refusals: list[tuple[float, str, str | None]] = []  # (when, error code, Retry-After) of 503s
+        windows: list[tuple[str, float, float]] = []  # (engine, stopped, started again)
         lock = threading.Lock()
         errors: list[str] = []
 
@@ -267,9 +267,10 @@ class Bench:
                         if reply.status_code in (503, 429):
                             with lock:
                                 if reply.status_code == 503:
-                                    unavailable[outage[0] or "nats"] += 1
-                                    if reply.headers.get("Retry-After"):
-                                        unavailable["with_retry_after"] += 1
+                                    code = reply.json().get("error", {}).get("code", "?")
+                                    refusals.append(
+                                        (time.monotonic(), code, reply.headers.get("Retry-After"))
+                                    )
                             time.sleep(float(reply.headers.get("Retry-After", "1")))
                             continue
                         with lock:
@@ -303,14 +304,16 @@ class Bench:
                         return
                     time.sleep(0.02)
                 if what == "kill":
+                    # a worker that owns partitions (a fresh one may own none yet)
+                    _wait(lambda: _owning(leases, workers), 60, "a worker owning partitions", raise_=False)
                     owners = leases.owners()
-                    victim = rng.choice(workers)
+                    victim = rng.choice(_owning(leases, workers) or workers)
                     theirs = sorted(p for p, w in owners.items() if f"-{victim.pid}-" in w)
+                    at_kill = sent[0]
                     victim.send_signal(signal.SIGKILL)
                     killed = time.monotonic()
                     victim.wait()
                     workers.remove(victim)
-                    workers.append(self.spawn(config, "process", log="faults-w-new"))
                     ok = _wait(
                         lambda victim=victim, theirs=theirs: _taken_over(leases, victim.pid, theirs),
                         60,
@@ -319,23 +322,25 @@ class Bench:
                     )
                     takeovers.append(time.monotonic() - killed if ok else float("inf"))
                     events.append(
-                        f"killed worker pid {victim.pid} (partitions {theirs}) at {sent[0]:,} readings: "
-                        f"taken over in {takeovers[-1]:.2f} s"
+                        f"killed worker pid {victim.pid} (partitions {theirs}) at {at_kill:,} readings: "
+                        f"taken over by the others in {takeovers[-1]:.2f} s"
                     )
+                    # then, as a supervisor would, a new worker (it takes its share back later)
+                    workers.append(self.spawn(config, "process", log="faults-w-new"))
                 elif what == "nats":
-                    outage[0] = "nats"
+                    began = time.monotonic()
                     nats[0].terminate()
                     nats[0].wait(30)
                     time.sleep(3)
                     nats[0] = start_server(self.root / "nats", self.nats_port)
-                    outage[0] = ""
+                    windows.append(("nats", began, time.monotonic()))
                     events.append(f"nats-server stopped for 3 s at {at:,.0f} readings and started again")
                 else:
-                    outage[0] = "postgresql"
+                    began = time.monotonic()
                     self.pg.stop()
                     time.sleep(3)
                     self.pg.start()
-                    outage[0] = ""
+                    windows.append(("postgresql", began, time.monotonic()))
                     events.append(f"PostgreSQL stopped for 3 s at {at:,.0f} readings and started again")
 
         chaos_thread = threading.Thread(target=chaos, daemon=True)
@@ -343,6 +348,15 @@ class Bench:
         for t in threads:
             t.join()
         send_seconds = time.monotonic() - started
+        unavailable: dict[str, object] = {"total": len(refusals)}
+        for engine, began, ended in windows:  # the 503s while each engine was away (and 5 s after)
+            during = [r for r in refusals if began <= r[0] <= ended + 5]
+            unavailable[engine] = {
+                "503s": len(during),
+                "with_retry_after": sum(1 for r in during if r[2]),
+                "codes": sorted({r[1] for r in during}),
+                "down_s": round(ended - began, 1),
+            }
         chaos_thread.join(120)
         tables: dict[str, DeltaTable] = {}
         ok = _wait(
@@ -417,6 +431,12 @@ def _healthy(port: int) -> bool:
         return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200
     except httpx.HTTPError:
         return False
+
+
+def _owning(leases: Leases, workers: list[subprocess.Popen[bytes]]) -> list[subprocess.Popen[bytes]]:
+    """The workers that hold a partition now."""
+    owners = set(leases.owners().values())
+    return [w for w in workers if any(f"-{w.pid}-" in o for o in owners)]
 
 
 def _taken_over(leases: Leases, pid: int, partitions: list[int]) -> bool:

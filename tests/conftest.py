@@ -47,12 +47,20 @@ BOTH_OPS_DBS = {"test_store", "test_api", "test_processor"} | {
     m for m in os.environ.get("PITSTOP_TEST_BOTH_OPS_DBS", "").split(",") if m
 }
 OPS_DBS = ("sqlite", "postgresql")
+HEAVY_ON_POSTGRESQL = {"test_api"}
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     module = metafunc.module.__name__.rsplit(".", 1)[-1]
     if module in BOTH_OPS_DBS and "ops_db" in metafunc.fixturenames:
-        metafunc.parametrize("ops_db", OPS_DBS, indirect=True, ids=OPS_DBS)
+        # CI's representative subset: the store and processor modules on PostgreSQL; the API
+        # module's PostgreSQL variants are heavy (PITSTOP_ALL_TESTS=1 runs them)
+        heavy = module in HEAVY_ON_POSTGRESQL
+        params = [
+            pytest.param(db, marks=pytest.mark.heavy) if db == "postgresql" and heavy else db
+            for db in OPS_DBS
+        ]
+        metafunc.parametrize("ops_db", params, indirect=True, ids=OPS_DBS)
 
 
 @pytest.fixture

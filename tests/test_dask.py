@@ -132,6 +132,7 @@ def test_one_dask_worker_trains_the_single_node_model_tree_for_tree(
 
 
 @pytest.mark.slow  # two worker processes start (about 30 s on a loaded 2-core machine)
+@pytest.mark.heavy
 def test_two_dask_workers_train_a_model_within_ten_percent_of_single_node(
     fleet_dir: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
