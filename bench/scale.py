@@ -56,6 +56,7 @@ from pitstop.schema import TURBOFAN, Reading, encode_readings
 from pitstop.sim import shipped
 
 PARTITIONS = 12
+PROBE = "f-probe"
 BATCH = 100
 PITSTOP = [sys.executable, "-m", "pitstop"]
 
@@ -283,9 +284,44 @@ class Bench:
                 c.close()
 
         threads = [threading.Thread(target=device_loop, args=(ids[i::8], i), daemon=True) for i in range(8)]
+        probe_acked: list[tuple[int, int]] = []  # (first seq, n) of the probe's acknowledged batches
+
+        def probe() -> None:
+            """One more device, open loop: a batch every 0.2 s whatever happens, so some requests
+            arrive while an engine is away (the closed-loop devices above are all mid-request when
+            it goes, and those wait it out)."""
+            seq = 1
+            with httpx.Client(timeout=30) as client:
+                turn = 0
+                while any(t.is_alive() for t in threads):
+                    turn += 1
+                    try:
+                        reply = client.post(
+                            f"http://127.0.0.1:{ports[turn % 2]}/api/v1/readings",
+                            content=body_of(PROBE, seq, 10),
+                            headers={
+                                "Authorization": f"Bearer {probe_token}",
+                                "content-type": "application/json",
+                            },
+                        )
+                    except httpx.HTTPError:
+                        time.sleep(0.2)
+                        continue
+                    if reply.status_code == 202:
+                        probe_acked.append((seq, 10))
+                        seq += 10
+                    elif reply.status_code == 503:
+                        with lock:
+                            code = reply.json().get("error", {}).get("code", "?")
+                            refusals.append((time.monotonic(), code, reply.headers.get("Retry-After")))
+                    time.sleep(0.2)
+
+        probe_token = registry.add(PROBE, "turbofan", platform.fleet)[1]
+        prober = threading.Thread(target=probe, daemon=True)
         started = time.monotonic()
         for t in threads:
             t.start()
+        prober.start()
 
         takeovers: list[float] = []
         events: list[str] = []
@@ -375,8 +411,10 @@ class Bench:
                 proc.kill()
         rows = landed(settings.lake_dir)
         unique = rows.unique()
+        prober.join(30)
         expected = pl.DataFrame(
-            [(m, s) for m in ids for s in range(1, per_machine + 1)],
+            [(m, s) for m in ids for s in range(1, per_machine + 1)]
+            + [(PROBE, s) for first, n in probe_acked for s in range(first, first + n)],
             schema=["machine_id", "seq"],
             orient="row",
         )
@@ -384,6 +422,7 @@ class Bench:
         platform.close()
         return {
             "readings": total,
+            "probe_readings": sum(n for _, n in probe_acked),
             "lost": lost,
             "duplicated": rows.height - unique.height,
             "all_landed": ok,
