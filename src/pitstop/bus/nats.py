@@ -93,8 +93,9 @@ class NatsBus:
             raise BusError(
                 f"the NATS stream {self.stream} was made for other bus_partitions than {self.partitions} "
                 f"({made}). A machine's partition must not change under it: set bus_partitions back, or "
-                "drain the processors and delete the stream (`nats stream rm`) to start over with the new "
-                "count"
+                "drain the processors and start a new stream under another nats_stream name (consumers "
+                "and the lake's commit keys are named for the stream; a stream deleted and made again "
+                "under the same name starts its sequence numbers over, and the lake would skip them)"
             )
 
     async def _shutdown(self) -> None:

@@ -25,7 +25,7 @@ from functools import partial
 
 from pitstop.bus.leases import Leases
 from pitstop.bus.nats import NatsBus, PartitionBus, partition_of
-from pitstop.errors import ConfigError, LeaseLostError
+from pitstop.errors import BusError, ConfigError, LeaseLostError
 from pitstop.platform import Platform
 from pitstop.processor.processor import CONSUMER, Processor, _log_failure
 
@@ -122,6 +122,13 @@ class PartitionWorker:
         state_dir = self.p.settings.data_dir / "state"
         view = self.bus.partition(partition, consumer)
         view.forget()  # start at the consumer's ack floor, whoever read it last
+        written = self.p.lake.committed_position(consumer, "telemetry")
+        if written > self.bus.head():  # the lake has commits from positions the stream never had
+            raise BusError(
+                f"the lake holds {consumer}'s readings up to bus position {written}, past the NATS stream "
+                f"{self.bus.stream}'s last ({self.bus.head()}): the stream was made again under the same "
+                "name, and its readings would be skipped; use a new nats_stream name"
+            )
         proc = Processor(
             self.p,
             bus=view,
