@@ -77,11 +77,12 @@ def dask_client(
     closed after. Dask's own info logs are held back meanwhile (warnings still show)."""
     try:
         import lightgbm.dask  # noqa: F401
-        import sklearn  # noqa: F401  (lightgbm.dask fits through lightgbm.sklearn)
+        import pandas  # noqa: F401  (lightgbm.dask needs pandas and scikit-learn)
+        import sklearn  # noqa: F401
         from distributed import Client, LocalCluster
     except ImportError as exc:
         raise ConfigError(
-            f"training on Dask needs dask[distributed] and scikit-learn ({exc}): "
+            f"training on Dask needs dask[distributed], pandas and scikit-learn ({exc}): "
             "pip install 'pitstop[scale]'",
             code="dask_missing",
         ) from exc
