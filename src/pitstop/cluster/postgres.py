@@ -32,6 +32,12 @@ def _bin(name: str) -> str:
     return found
 
 
+def _run(cmd: list[str], *, as_owner: bool = False) -> subprocess.CompletedProcess[str]:
+    """Run a PostgreSQL program (as ``postgres`` when asked and we are root); never raises on its
+    exit code: the callers read it."""
+    return subprocess.run(_as_owner(cmd) if as_owner else cmd, capture_output=True, text=True, check=False)
+
+
 def _as_owner(cmd: list[str]) -> list[str]:
     """Run as ``postgres`` when we are root (the server will not run as root)."""
     if os.geteuid() == 0:
@@ -56,7 +62,7 @@ class Postgres:
 
     def psql(self, sql: str, database: str = "postgres") -> str:
         """Run one statement with ``psql`` (outside a transaction: CREATE DATABASE works)."""
-        out = subprocess.run(
+        out = _run(
             [
                 _bin("psql"),
                 "-h",
@@ -71,10 +77,7 @@ class Postgres:
                 "ON_ERROR_STOP=1",
                 "-Atc",
                 sql,
-            ],
-            capture_output=True,
-            text=True,
-            check=False,
+            ]
         )
         if out.returncode != 0:
             raise ServerError(f"psql failed: {out.stderr.strip()}")
@@ -92,46 +95,34 @@ class Postgres:
     def stop(self, mode: str = "fast") -> None:
         if not self.running():
             return
-        subprocess.run(
-            _as_owner([_bin("pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop"]),
-            capture_output=True,
-            check=False,
-        )
+        _run([_bin("pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop"], as_owner=True)
 
     def start(self) -> None:
         """Start (or start again) the server on its port; waits until it takes connections."""
         log = self.folder / "postgres.log"
         options = f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.folder} -c max_connections=300"
-        out = subprocess.run(
-            _as_owner(
-                [
-                    _bin("pg_ctl"),
-                    "-D",
-                    str(self.data),
-                    "-l",
-                    str(log),
-                    "-o",
-                    options,
-                    "-w",
-                    "-t",
-                    "30",
-                    "start",
-                ]
-            ),
-            capture_output=True,
-            text=True,
-            check=False,
+        out = _run(
+            [
+                _bin("pg_ctl"),
+                "-D",
+                str(self.data),
+                "-l",
+                str(log),
+                "-o",
+                options,
+                "-w",
+                "-t",
+                "30",
+                "start",
+            ],
+            as_owner=True,
         )
         if out.returncode != 0:
             tail = log.read_text()[-800:] if log.exists() else out.stderr
             raise ServerError(f"PostgreSQL did not start on port {self.port}: {tail.strip()}")
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
-            ready = subprocess.run(
-                [_bin("pg_isready"), "-h", "127.0.0.1", "-p", str(self.port)],
-                capture_output=True,
-                check=False,
-            )
+            ready = _run([_bin("pg_isready"), "-h", "127.0.0.1", "-p", str(self.port)])
             if ready.returncode == 0:
                 return
             time.sleep(0.1)
@@ -155,23 +146,19 @@ def start_postgres(folder: Path, port: int, database: str = "pitstop") -> Postgr
                 )
     server = Postgres(folder, port)
     if not (server.data / "PG_VERSION").exists():
-        out = subprocess.run(
-            _as_owner(
-                [
-                    _bin("initdb"),
-                    "-D",
-                    str(server.data),
-                    "-U",
-                    USER,
-                    "--auth=trust",
-                    "-E",
-                    "UTF8",
-                    "--no-sync",
-                ]
-            ),
-            capture_output=True,
-            text=True,
-            check=False,
+        out = _run(
+            [
+                _bin("initdb"),
+                "-D",
+                str(server.data),
+                "-U",
+                USER,
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--no-sync",
+            ],
+            as_owner=True,
         )
         if out.returncode != 0:
             raise ServerError(f"initdb failed: {out.stderr.strip() or out.stdout.strip()}")
