@@ -472,6 +472,7 @@ def settings_cmd(markdown: bool) -> None:
 
 
 def _register() -> None:
+    from pitstop.cli_agent import agent
     from pitstop.cli_alerts import alerts
     from pitstop.cli_backtest import backtest
     from pitstop.cli_backup import backup, restore
@@ -508,6 +509,7 @@ def _register() -> None:
         restore,
         manuals,
         cluster,
+        agent,
     )
     for group in commands:
         cli.add_command(group)

@@ -129,3 +129,10 @@ def first_line(exc: BaseException, limit: int = 300) -> str:
     library errors (SQLAlchemy, delta-rs) append the statement or a cause chain below it."""
     text = str(exc).strip()
     return (text.splitlines()[0] if text else type(exc).__name__)[:limit]
+
+
+class AgentError(PitstopError):
+    """The device agent cannot go on: a bad source, an unreadable buffer, a refused token."""
+
+    code = "agent_error"
+    status = 500

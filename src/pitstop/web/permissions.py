@@ -44,6 +44,7 @@ ROUTES: Final[dict[tuple[str, str], str]] = {
     ("GET", "/audit"): "audit.read",
     # device intake
     ("POST", "/api/v1/readings"): DEVICE,
+    ("GET", "/api/v1/agent/state"): DEVICE,
     # the API
     ("GET", "/api/v1/me"): "fleet.read",
     ("GET", "/api/v1/status"): "fleet.read",
