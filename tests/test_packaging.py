@@ -40,7 +40,7 @@ SERVER_ONLY = (
 # Runs first in the child: any import of a server module fails as it would where it is not installed
 BLOCKER = f"""
 import importlib.abc, sys
-BLOCKED = {set(SERVER_ONLY)!r}
+BLOCKED = {sorted(set(SERVER_ONLY) | SERVER_MODULES)!r}
 early = sorted(m for m in sys.modules if m.partition(".")[0] in BLOCKED)
 assert not early, f"imported before the blocker: {{early}}"
 
