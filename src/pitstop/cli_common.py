@@ -55,7 +55,7 @@ SERVER_MODULES = frozenset(
         "sqlalchemy",
         "starlette",
         "uvicorn",
-        "yaml",  # pyyaml, through mlflow-skinny: the assistant evaluation cases
+        "yaml",  # pyyaml: the assistant's evaluation cases
     }
 )
 
