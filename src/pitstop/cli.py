@@ -12,7 +12,14 @@ from typing import TYPE_CHECKING
 import click
 
 from pitstop import __version__
-from pitstop.cli_common import _errors, _progress_bar, _settings, data_dir_option, tune_option
+from pitstop.cli_common import (
+    PitstopGroup,
+    _errors,
+    _progress_bar,
+    _settings,
+    data_dir_option,
+    tune_option,
+)
 from pitstop.config import describe_settings, settings_markdown
 from pitstop.errors import ConfigError
 
@@ -33,7 +40,10 @@ def _setup_logging(verbose: bool, config: Path | None) -> None:
     configure(verbose, fmt)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "auto_envvar_prefix": "PITSTOP"})
+@click.group(
+    cls=PitstopGroup,
+    context_settings={"help_option_names": ["-h", "--help"], "auto_envvar_prefix": "PITSTOP"},
+)
 @click.version_option(__version__, prog_name="pitstop")
 @click.option("--config", type=click.Path(dir_okay=False, path_type=Path), help="TOML settings file.")
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")

@@ -103,6 +103,13 @@ class ServerError(PitstopError):
     code = "server_failed"
 
 
+class ServerMissingError(PitstopError):
+    """A command that needs the platform's parts (``pitstop[server]``: Polars, Delta, MLflow,
+    FastAPI...) was run in an install without them, e.g. a device's ``pitstop[agent]``."""
+
+    code = "server_missing"
+
+
 class ModelError(PitstopError):
     code = "model_unavailable"
     status = 503
