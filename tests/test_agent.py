@@ -385,3 +385,16 @@ def test_a_wrong_server_url_keeps_every_reading(platform: Platform, tmp_path: Pa
             agent.stop()
     assert report["link"] == "error" and "404" not in str(report["rejected"])
     assert report["buffer_depth"] == 5 and report["rejected"] == 0, "a 404 is about the URL, not the readings"
+
+
+def test_a_long_outage_keeps_the_buffer_bounded_thins_old_readings_first_then_drops(tmp_path: Path) -> None:
+    buffer = Buffer(tmp_path / "b.db", max_readings=200, max_level=3)
+    for k in range(100):
+        buffer.append(incoming(50, mono=k * 50))
+    counts = buffer.counts()
+    assert counts["depth"] <= 200
+    assert counts["thinned"] > 0 and counts["dropped"] > 0, "past max_level the oldest are dropped"
+    assert counts["thinned"] + counts["dropped"] + counts["depth"] == 5000, "every reading is accounted for"
+    levels = [r.level for r in buffer.oldest(300)]
+    assert max(levels) <= 3
+    assert levels[-1] == 0 and levels[0] >= levels[-1], "older readings are thinner"
