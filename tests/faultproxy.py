@@ -21,6 +21,7 @@ a second to a couple of seconds) on a background thread. ``stats`` counts what w
 
 from __future__ import annotations
 
+import contextlib
 import random
 import select
 import socket
@@ -37,10 +38,8 @@ TICK_S = 0.05  # how often a quiet connection looks at the mode again
 
 def _rst(sock: socket.socket) -> None:
     """Close with a RST instead of a FIN: the peer sees 'connection reset by peer'."""
-    try:
+    with contextlib.suppress(OSError):
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    except OSError:
-        pass
     sock.close()
 
 
@@ -53,6 +52,7 @@ class _Link:
         self.upstream = upstream
         self.closed = threading.Event()
         self._lock = threading.Lock()
+        self.stalled = False
         self.budget: dict[str, int] | None = None  # bytes each direction may still carry (reset mode)
 
     def start(self) -> None:
@@ -93,6 +93,9 @@ class _Link:
                     self.kill("dropped")
                     return
                 if mode == "stall":
+                    if not self.stalled:
+                        self.stalled = True
+                        self.proxy.stats["stalled"] += 1
                     time.sleep(TICK_S)
                     continue
                 if not select.select([src], [], [], TICK_S)[0]:
