@@ -5,6 +5,7 @@ tails a growing NDJSON file. Every reading must reach the lake exactly once, in 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
 import signal
@@ -243,3 +244,24 @@ def test_the_fault_proxy_passes_drops_stalls_and_resets() -> None:
             raw.recv(10)
         raw.close()
     assert proxy.stats["refused"] >= 1 and proxy.stats["reset"] >= 5 and proxy.stats["dropped"] >= 1
+
+
+def test_a_device_hanging_up_mid_body_is_not_a_server_error(
+    platform: Platform, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="pitstop.web.errors")
+    token = token_file(platform, tmp_path, MACHINE).read_text().strip()
+    with serve(platform) as url:
+        port = int(url.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port)) as raw:
+            raw.sendall(
+                b"POST /api/v1/readings HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                + f"Authorization: Bearer {token}\r\nContent-Length: 100000\r\n\r\n".encode()
+                + b'{"readings": ['
+            )
+            time.sleep(0.2)
+        time.sleep(0.5)
+        assert httpx.get(f"{url}/healthz").status_code == 200
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert not errors, [r.getMessage() for r in errors]
+    assert any("disconnected before its request body" in r.getMessage() for r in caplog.records)
