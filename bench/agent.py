@@ -28,6 +28,7 @@ import os
 import random
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -48,6 +49,7 @@ from tests.faultproxy import FaultProxy
 from pitstop.agent.runner import status
 from pitstop.config import load_settings
 from pitstop.demo_harvesters import open_platform
+from pitstop.errors import AgentError
 from pitstop.ingest import DeviceRegistry
 from pitstop.platform import Platform
 from pitstop.processor import Processor
@@ -138,9 +140,10 @@ class Agent:
         self.proc.wait(30)
 
     def drained(self, total: int) -> bool:
-        if not (self.folder / "agent" / "buffer.db").exists():
+        try:
+            report = status(self.folder / "agent")
+        except (AgentError, sqlite3.Error):  # not created yet, or being created
             return False
-        report = status(self.folder / "agent")
         return bool(report["buffer_depth"] == 0 and report["next_seq"] >= total)
 
     def wait_drained(self, total: int, timeout: float) -> None:
