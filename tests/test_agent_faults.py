@@ -178,7 +178,7 @@ def test_power_loss_in_heavy_appends_leaves_no_half_batch(tmp_path: Path) -> Non
     seen = []
     for _ in range(4):
         agent = start_agent(config, log)
-        time.sleep(rng.uniform(0.6, 1.6))
+        time.sleep(rng.uniform(1.0, 2.5))
         agent.send_signal(signal.SIGKILL)
         agent.wait(10)
         buffer = Buffer(tmp_path / "agent" / "buffer.db")
@@ -246,6 +246,7 @@ def test_the_fault_proxy_passes_drops_stalls_and_resets() -> None:
             proxy.set("pass")
             assert client.post("/", content=body).content == body
         raw = socket.create_connection(("127.0.0.1", proxy.port))
+        time.sleep(0.2)  # accepted and linked in pass mode: then dropped while open
         proxy.set("drop")
         time.sleep(0.2)
         with pytest.raises(ConnectionResetError):
