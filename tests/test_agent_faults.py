@@ -10,6 +10,7 @@ import os
 import random
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -21,9 +22,11 @@ from pathlib import Path
 
 import httpx
 import pytest
+from click.testing import CliRunner
 
 from pitstop.agent.buffer import Buffer
 from pitstop.agent.runner import status
+from pitstop.cli import cli
 from pitstop.platform import Platform
 from pitstop.schema import TURBOFAN
 from tests.agentkit import landed, serve, token_file, turbofan_rows
@@ -275,3 +278,12 @@ def test_a_device_hanging_up_mid_body_is_not_a_server_error(
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert not errors, [r.getMessage() for r in errors]
     assert any("disconnected before its request body" in r.getMessage() for r in caplog.records)
+
+
+def test_agent_status_while_the_buffer_is_being_created_is_a_clear_error(tmp_path: Path) -> None:
+    folder = tmp_path / "agent"
+    folder.mkdir()
+    sqlite3.connect(folder / "buffer.db").close()  # the file exists, its tables not yet
+    result = CliRunner().invoke(cli, ["agent", "status", "--dir", str(folder), "--json"])
+    assert result.exit_code == 2, result.output
+    assert "agent_buffer" in result.output and "try again" in result.output

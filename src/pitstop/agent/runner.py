@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import sqlite3
 import threading
 import time
 from dataclasses import dataclass
@@ -486,6 +487,12 @@ def status(folder: Path) -> dict[str, Any]:
         boots = db.execute(
             "SELECT boot, offset_us, source FROM boots ORDER BY first_seq DESC LIMIT 1"
         ).fetchone()
+    except sqlite3.Error as exc:  # e.g. an agent starting this moment has not made its tables yet
+        raise AgentError(
+            f"cannot read the agent buffer {folder / 'buffer.db'} ({exc}): if the agent is starting, "
+            "try again in a moment",
+            code="agent_buffer",
+        ) from exc
     finally:
         db.close()
     pid = int(meta.get("pid") or 0)
