@@ -17,6 +17,7 @@ import numpy as np
 from pitstop.errors import ArtifactIntegrityError
 from pitstop.features.spec import FeatureSpec
 from pitstop.registry.check_model import check_in_child
+from pitstop.registry.interval import apply_interval
 
 MODEL_FILE = "model.txt"
 MEMBER_FILE = "model_fold{}.txt"
@@ -25,6 +26,8 @@ META_FILE = "model_meta.json"
 REFERENCE_FILE = "reference_stats.json"
 MANIFEST_FILE = "manifest.json"
 COMPONENT_FILE = "component_model.txt"
+
+__all__ = ["ModelBundle", "apply_interval", "manifest_digest"]
 
 
 def _file_names(members: int, component: bool = False) -> list[str]:
@@ -289,12 +292,3 @@ def _sha256(path: Path) -> str:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
-
-
-def apply_interval(interval: dict[str, Any], rul: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Lower and upper bounds around point predictions ``rul``: the offsets of each prediction's
-    band (one band, scalar offsets, in models from before bands)."""
-    lower = np.atleast_1d(np.asarray(interval["lower"], np.float64))
-    upper = np.atleast_1d(np.asarray(interval["upper"], np.float64))
-    band = np.searchsorted(np.asarray(interval.get("edges", []), np.float64), rul, side="right")
-    return np.clip(rul + lower[band], 0.0, None), rul + upper[band]
