@@ -9,6 +9,7 @@ mean, clipped at 0, with the interval's offsets.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,8 +46,6 @@ def refuse_pickles(names: list[str]) -> None:
 
 def read_manifest(data: bytes, expected: str) -> dict[str, str]:
     """A manifest's content, once its sha256 is the one the registry recorded."""
-    import hashlib
-
     digest = hashlib.sha256(data).hexdigest()
     if digest != expected:
         raise ArtifactIntegrityError(
@@ -75,6 +74,7 @@ class EdgeModel:
     ensemble: TreeEnsemble = field(repr=False)
     policy: RiskPolicy = field(default_factory=RiskPolicy)
     machine_type: str = ""
+    episode_start_us: int | None = None  # the machine's last reset event, as the server knows it
 
     @classmethod
     def load(
@@ -84,6 +84,7 @@ class EdgeModel:
         version: str = "",
         policy: RiskPolicy | None = None,
         machine_type: str = "",
+        episode_start_us: int | None = None,
     ) -> EdgeModel:
         """Load from a folder of bundle files, verified (see the module doc); ``expected_manifest``
         is the manifest sha256 the registry recorded."""
@@ -120,6 +121,7 @@ class EdgeModel:
             ensemble=TreeEnsemble(models),
             policy=policy if policy is not None else RiskPolicy(),
             machine_type=machine_type,
+            episode_start_us=episode_start_us,
         )
 
     def predict(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

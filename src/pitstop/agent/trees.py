@@ -5,7 +5,7 @@
 
 - a node sends a value left when ``value <= threshold``;
 - ``decision_type`` bit 1 is *default left*, bits 2-3 the missing type: None (a NaN is taken as
-  0.0), Zero (NaN, and |value| <= 1e-35, are missing) or NaN (NaN is missing); a missing value
+  0.0), Zero (NaN, and |value| <= 1e-35f, are missing) or NaN (NaN is missing); a missing value
   goes the default way;
 - children below 0 are leaves (``~child``); a tree of one leaf has no split lines;
 - leaf values already include the shrinkage; a member's output is the sum of its trees (their
@@ -25,7 +25,7 @@ import numpy as np
 
 from pitstop.errors import ModelError
 
-_ZERO = 1e-35  # LightGBM's kZeroThreshold
+_ZERO = float(np.float32(1e-35))  # LightGBM's kZeroThreshold: 1e-35f, as a double
 _DEFAULT_LEFT = 2
 _CATEGORICAL = 1
 _MISSING_ZERO, _MISSING_NAN = 1, 2
