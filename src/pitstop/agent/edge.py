@@ -234,6 +234,7 @@ class EdgeScorer:
         self.memory = PolicyState()
         self.last_reset_us = -1
         self.last: EdgeScore | None = None
+        self.features: np.ndarray | None = None  # what the last score was computed from
         self.online = OnlineFeatures(model.spec, capacity=1)
         if state is not None:
             try:
@@ -271,6 +272,7 @@ class EdgeScorer:
             if not used[0]:
                 continue  # late: the server does not use it either
             features = self.online.get([self.machine_id])
+            self.features = features[0]
             rul, lower, upper = (float(v[0]) for v in self.model.predict(features))
             self.last = EdgeScore(seq, ts_us, rul, lower, upper)
             position = self.policy.position(seq, datetime.fromtimestamp(ts_us / 1e6, UTC))
