@@ -6,14 +6,15 @@ FROM python:3.11-slim
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /app
 
-# the pinned, hash-checked dependencies first (a layer that survives code changes)
+# the platform's pinned, hash-checked dependencies first (requirements/lock.txt is pitstop[server]),
+# a layer that survives code changes
 COPY requirements/ requirements/
 RUN pip install --no-cache-dir --require-hashes -r requirements/lock.txt
 
-# Pitstop with the scale extra, its versions held to the dev lock (which pins the extras)
+# Pitstop with the server and scale extras, its versions held to the dev lock (which pins the extras)
 COPY pyproject.toml README.md LICENSE ./
 COPY src/ src/
-RUN pip install --no-cache-dir --no-build-isolation -c requirements/lock-dev.txt ".[scale]"
+RUN pip install --no-cache-dir --no-build-isolation -c requirements/lock-dev.txt ".[server,scale]"
 
 RUN useradd --create-home --uid 10001 pitstop && mkdir /data && chown pitstop /data
 USER pitstop

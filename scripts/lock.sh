@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Regenerates the hash-pinned lock files from pyproject.toml, for Python 3.11 on Linux x86_64:
-#   requirements/lock.txt      the application (what `pip install .` needs)
-#   requirements/lock-dev.txt  the application with its dev extras (what .ci/run installs)
-# Both also pin pyproject's build-system requires (setuptools, wheel), so Pitstop itself can be
+#   requirements/lock.txt        the platform (what `pip install '.[server]'` needs; the Dockerfile's)
+#   requirements/lock-agent.txt  a device's agent (what `pip install '.[agent]'` needs)
+#   requirements/lock-dev.txt    everything with the dev extras (what .ci/run installs)
+# All three also pin pyproject's build-system requires (setuptools, wheel), so Pitstop itself can be
 # built from the lock with --no-build-isolation and nothing is fetched without a hash.
-# The application lock is resolved within the dev lock, so the two never disagree on a version.
-# Run it after changing a dependency range in pyproject.toml, and commit the three files.
+# The platform and agent locks are resolved within the dev lock, so they never disagree on a version.
+# Run it after changing a dependency range in pyproject.toml, and commit the four files.
 #   bash scripts/lock.sh              newest versions the ranges allow
 #   bash scripts/lock.sh --upgrade-package fastapi   (any extra flags go to `uv pip compile`)
 set -euo pipefail
@@ -36,5 +37,11 @@ compile() {
 echo "== requirements/lock-dev.txt"
 compile pyproject.toml requirements/build.in --extra dev -o requirements/lock-dev.txt "${@}"
 echo "== requirements/lock.txt"
-compile pyproject.toml requirements/build.in -c requirements/lock-dev.txt -o requirements/lock.txt "${@}"
-echo "== $(grep -c '==' requirements/lock.txt) pinned in lock.txt, $(grep -c '==' requirements/lock-dev.txt) in lock-dev.txt"
+compile pyproject.toml requirements/build.in --extra server -c requirements/lock-dev.txt \
+  -o requirements/lock.txt "${@}"
+echo "== requirements/lock-agent.txt"
+compile pyproject.toml requirements/build.in --extra agent -c requirements/lock-dev.txt \
+  -o requirements/lock-agent.txt "${@}"
+for lock in lock.txt lock-agent.txt lock-dev.txt; do
+  echo "== $(grep -c '==' "requirements/$lock") pinned in $lock"
+done

@@ -31,7 +31,7 @@ from pitstop.platform import Platform
 from pitstop.processor import Processor
 from pitstop.schema import TURBOFAN
 from pitstop.sim import shipped
-from pitstop.store import WorkOrder
+from pitstop.store import Prediction, WorkOrder
 from tests.conftest import admin_headers, free_port
 
 MACHINE = "eng-031"  # unit 31 of FD001's test set ends 8 cycles before failure: its late cycles are at risk
@@ -295,7 +295,7 @@ def test_edge_features_and_scores_equal_the_servers_for_the_same_readings(
 ) -> None:
     model = fetch_model(device(server, tokens[MACHINE]), tmp_path / "cache")
     assert model is not None
-    scorer = EdgeScorer(model, model.policy, MACHINE)
+    scorer = EdgeScorer(model, MACHINE)
     batch = readings(MACHINE, 31)
     agent_features, agent_scores = {}, {}
     for row in as_rows(batch):  # the agent: one reading per observe
@@ -325,7 +325,7 @@ def test_an_alert_is_raised_offline_and_not_online(
     model = fetch_model(device(server, tokens[MACHINE]), tmp_path / "cache")
     assert model is not None
     rows = as_rows(readings(MACHINE, 31))
-    online, offline = EdgeScorer(model, model.policy, MACHINE), EdgeScorer(model, model.policy, MACHINE)
+    online, offline = EdgeScorer(model, MACHINE), EdgeScorer(model, MACHINE)
     assert [a for r in rows for a in online.observe([r], online=True)] == []
     alerts = [a for r in rows for a in offline.observe([r], online=False)]
     assert alerts and alerts[0].lower < model.policy.threshold and alerts[0].machine_id == MACHINE
@@ -339,11 +339,11 @@ def test_a_restored_scorer_continues_where_the_killed_one_stopped(
     model = fetch_model(device(server, tokens[MACHINE]), tmp_path / "cache")
     assert model is not None
     rows = as_rows(readings(MACHINE, 31))
-    whole = EdgeScorer(model, model.policy, MACHINE)
+    whole = EdgeScorer(model, MACHINE)
     whole_alerts = whole.observe(rows, online=False)
-    first = EdgeScorer(model, model.policy, MACHINE)
+    first = EdgeScorer(model, MACHINE)
     alerts = first.observe(rows[:100], online=False)
-    second = EdgeScorer(model, model.policy, MACHINE, state=first.snapshot())
+    second = EdgeScorer(model, MACHINE, state=first.snapshot())
     alerts += second.observe(rows[100:], online=False)
     assert alerts == whole_alerts and second.last == whole.last
 
@@ -382,7 +382,7 @@ def _step_model(spec: FeatureSpec) -> EdgeModel:
 def test_after_an_alert_the_device_rearms_by_hysteresis_and_alerts_again() -> None:
     spec = FeatureSpec(sensors=("s",), windows=(2,), stats=("mean",))
     policy = RiskPolicy(lead_time=20, threshold=35, hysteresis=10)
-    scorer = EdgeScorer(_step_model(spec), policy, "m-1")
+    scorer = EdgeScorer(_step_model(spec), "m-1", policy=policy)
     values = [100, 10, 10, 100, 10, 100, 10]  # low, still low, back up, low, up, low while online
     online = [False, False, False, False, False, False, True]
     fired = [
@@ -427,7 +427,7 @@ def test_a_dead_zone_of_an_hour_raises_the_alert_the_server_raises_afterwards(
     assert model is not None
     batch = readings(MACHINE, 31)
     before, dead_zone = batch[:-60], batch[-60:]  # the last hour: out of coverage
-    scorer = EdgeScorer(model, model.policy, MACHINE)
+    scorer = EdgeScorer(model, MACHINE)
     assert scorer.observe(as_rows(before), online=True) == []
     for i in range(0, len(before), 50):
         assert server.post("/api/v1/readings", json=before[i : i + 50]).status_code == 202
@@ -437,7 +437,7 @@ def test_a_dead_zone_of_an_hour_raises_the_alert_the_server_raises_afterwards(
     with httpx.Client(base_url=f"http://127.0.0.1:{free_port()}", timeout=1) as dead:
         restarted = fetch_model(dead, cache)  # the agent rebooted in the dead zone: the cache
         assert restarted is not None
-    scorer = EdgeScorer(restarted, restarted.policy, MACHINE, state=scorer.snapshot())
+    scorer = EdgeScorer(restarted, MACHINE, state=scorer.snapshot())
     alerts = []
     for row in as_rows(dead_zone):
         alerts += scorer.observe([row], online=False)
@@ -472,3 +472,87 @@ def test_edge_scoring_imports_none_of_the_servers_dependencies() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
+
+
+# ---------------------------------------------------------------- the agent itself, through a dead zone
+
+
+def _wait(condition: Any, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def test_an_agent_rebooted_in_a_dead_zone_alerts_and_the_server_opens_the_same_order_afterwards(
+    trained: Platform, tokens: dict[str, str], tmp_path: Path
+) -> None:
+    """The issue's test: an hour out of coverage (one reading a minute, their own timestamps). The
+    agent (the real runner, over HTTP) fetched the model while the link was up, reboots in the
+    dead zone, scores from its cache and raises the alert through its hook; when the link is back
+    the server, given the same readings, opens a work order for the machine at or after the
+    alert's reading, with the agent's numbers for the reading both scored."""
+    from pitstop.agent.runner import Agent, AgentConfig
+    from tests.agentkit import landed, serve
+
+    batch = readings(MACHINE, 31)
+    before, dead_zone = batch[:-60], batch[-60:]
+    log = tmp_path / "logger.ndjson"
+    got = tmp_path / "alerts.ndjson"
+    script = f"import sys; open({str(got)!r}, 'a').write(sys.stdin.read() + chr(10))"
+    hook = f"{sys.executable} -c {subprocess.list2cmdline([script])}"
+    port = free_port()
+    config = AgentConfig(
+        server=f"http://127.0.0.1:{port}",
+        token=tokens[MACHINE],
+        machine_id=MACHINE,
+        source=f"tail:ndjson:{log}",
+        folder=tmp_path / "agent",
+        send_interval_s=0.05,
+        retry_max_s=0.3,
+        alert_hook=hook,
+    )
+
+    def write(rows: list[dict[str, Any]]) -> None:
+        with log.open("a") as fh:
+            fh.writelines(json.dumps({"ts": r["ts"], "values": r["values"]}) + "\n" for r in rows)
+
+    log.touch()
+    with serve(trained, port):
+        first = Agent(config)
+        first.start()
+        try:
+            _wait(lambda: first.edge is not None)  # the model, fetched over the link
+            write(before)
+            _wait(lambda: first.edge.last is not None and first.edge.last.seq == len(before) - 1)
+            assert first.wait_drained(30)
+        finally:
+            first.stop()
+    assert not got.exists()  # online: the server decides
+    second = Agent(config)  # the reboot, in the dead zone: no server
+    second.start()
+    try:
+        _wait(lambda: second.edge is not None)  # from the cache, verified
+        write(dead_zone)
+        _wait(lambda: second.edge.last is not None and second.edge.last.seq == len(batch) - 1)
+        _wait(got.exists)
+        alerts = [json.loads(line) for line in got.read_text().splitlines()]
+        assert len(alerts) == 1 and alerts[0]["machine_id"] == MACHINE
+        alert = alerts[0]
+        last = second.edge.last
+        with serve(trained, port):  # the link is back: the buffered hour goes out
+            assert second.wait_drained(30)
+    finally:
+        second.stop()
+    assert landed(trained, MACHINE)["seq"].to_list() == list(range(len(batch)))
+    with trained.db.session() as s:
+        orders = s.query(WorkOrder).filter_by(machine_id=MACHINE).all()
+        served = s.query(Prediction).filter_by(machine_id=MACHINE, seq=last.seq).one()
+    assert len(orders) == 1 and orders[0].seq is not None and orders[0].seq >= alert["seq"]
+    assert orders[0].rul_lower is not None and orders[0].rul_lower < alert["threshold"]
+    np.testing.assert_allclose(
+        (last.rul, last.lower, last.upper),
+        (served.rul, served.rul_lower, served.rul_upper),
+        rtol=0,
+        atol=1e-9,
+    )

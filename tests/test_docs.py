@@ -26,7 +26,7 @@ def test_quick_start_is_two_commands_and_ci_runs_the_second() -> None:
     block = re.search(r"## Quick start.*?```\n(.*?)```", README, re.S)
     assert block, "README has no quick start block"
     commands = [line.split("#")[0].strip() for line in block.group(1).strip().splitlines()]
-    assert commands == ["pip install . && pitstop demo", "bash scripts/test.sh"]
+    assert commands == ["pip install '.[server]' && pitstop demo", "bash scripts/test.sh"]
     ci = (REPO / ".ci" / "run").read_text()
     assert "bash scripts/test.sh" in ci.splitlines()
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import tomllib
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -56,16 +57,34 @@ def _pins(lock: Path) -> dict[str, str]:
     return {canonicalize_name(name): version for name, version in found}
 
 
-@pytest.mark.parametrize(("lock", "extras"), [("lock.txt", ()), ("lock-dev.txt", ("dev",))])
+def _requirements(project: dict[str, Any], extras: tuple[str, ...]) -> list[str]:
+    """The base's and the extras' requirements, with an extra's `pitstop[...]` (dev brings
+    server and agent, scale brings server) replaced by what those extras require."""
+    wanted = list(project["project"]["dependencies"])
+    todo, seen = list(extras), set()
+    while todo:
+        extra = todo.pop()
+        if extra in seen:
+            continue
+        seen.add(extra)
+        for line in project["project"]["optional-dependencies"][extra]:
+            req = Requirement(line)
+            if canonicalize_name(req.name) == "pitstop":
+                todo.extend(req.extras)
+            else:
+                wanted.append(line)
+    return wanted
+
+
+@pytest.mark.parametrize(
+    ("lock", "extras"),
+    [("lock.txt", ("server",)), ("lock-agent.txt", ("agent",)), ("lock-dev.txt", ("dev",))],
+)
 def test_the_lock_pins_every_requirement_within_its_range(lock: str, extras: tuple[str, ...]) -> None:
     """A range changed or a dependency added in pyproject.toml without `bash scripts/lock.sh`
     would be installed unhashed by scripts/test.sh after .ci/run's locked install."""
     project = tomllib.loads((REPO / "pyproject.toml").read_text())
-    wanted = [
-        *project["project"]["dependencies"],
-        *(r for extra in extras for r in project["project"]["optional-dependencies"][extra]),
-        *project["build-system"]["requires"],
-    ]
+    wanted = [*_requirements(project, extras), *project["build-system"]["requires"]]
     pins = _pins(REPO / "requirements" / lock)
     env = {"python_version": "3.11", "sys_platform": "linux", "platform_system": "Linux"}
     for line in wanted:
@@ -78,3 +97,17 @@ def test_the_lock_pins_every_requirement_within_its_range(lock: str, extras: tup
             f"requirements/{lock} pins {req.name}=={pins[name]}, outside {req.specifier}: "
             "run `bash scripts/lock.sh`"
         )
+
+
+def test_dev_and_the_platform_extras_bring_the_server() -> None:
+    """`pip install '.[dev]'` (scripts/test.sh) must bring everything; an extra for the platform's
+    engines is useless without the platform."""
+    extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    expanded = {
+        name: _requirements({"project": {"dependencies": [], "optional-dependencies": extras}}, (name,))
+        for name in extras
+    }
+    server = set(extras["server"])
+    for name in ("dev", "scale", "nats", "dense", "bench"):
+        assert server <= set(expanded[name]), f"the {name} extra does not bring pitstop[server]"
+    assert set(extras["agent"]) <= set(expanded["dev"]), "the dev extra does not bring pitstop[agent]"

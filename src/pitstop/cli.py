@@ -12,7 +12,14 @@ from typing import TYPE_CHECKING
 import click
 
 from pitstop import __version__
-from pitstop.cli_common import _errors, _progress_bar, _settings, data_dir_option, tune_option
+from pitstop.cli_common import (
+    PitstopGroup,
+    _errors,
+    _progress_bar,
+    _settings,
+    data_dir_option,
+    tune_option,
+)
 from pitstop.config import describe_settings, settings_markdown
 from pitstop.errors import ConfigError
 
@@ -33,7 +40,10 @@ def _setup_logging(verbose: bool, config: Path | None) -> None:
     configure(verbose, fmt)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "auto_envvar_prefix": "PITSTOP"})
+@click.group(
+    cls=PitstopGroup,
+    context_settings={"help_option_names": ["-h", "--help"], "auto_envvar_prefix": "PITSTOP"},
+)
 @click.version_option(__version__, prog_name="pitstop")
 @click.option("--config", type=click.Path(dir_okay=False, path_type=Path), help="TOML settings file.")
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
@@ -472,6 +482,7 @@ def settings_cmd(markdown: bool) -> None:
 
 
 def _register() -> None:
+    from pitstop.cli_agent import agent
     from pitstop.cli_alerts import alerts
     from pitstop.cli_backtest import backtest
     from pitstop.cli_backup import backup, restore
@@ -508,6 +519,7 @@ def _register() -> None:
         restore,
         manuals,
         cluster,
+        agent,
     )
     for group in commands:
         cli.add_command(group)

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from pitstop.config import Settings, load_settings
-from pitstop.errors import PitstopError
+from pitstop.errors import PitstopError, ServerMissingError
 
 if TYPE_CHECKING:
     from pitstop.platform import Platform
@@ -30,6 +30,60 @@ def _errors() -> Iterator[None]:
     except PitstopError as exc:
         click.echo(f"error [{exc.code}]: {exc.message}", err=True)
         sys.exit(2)
+
+
+# The top-level modules the platform imports from the `server` extra (and fastapi's starlette): one
+# of them missing means the install is an agent's (tests/test_packaging.py holds this list to the code)
+SERVER_MODULES = frozenset(
+    {
+        "alembic",
+        "argon2",
+        "bm25s",
+        "deltalake",
+        "fastapi",
+        "lightgbm",
+        "mlflow",
+        "numba",
+        "optuna",
+        "orjson",
+        "polars",
+        "prometheus_client",
+        "pyarrow",
+        "pypdf",
+        "scipy",
+        "snowballstemmer",
+        "sqlalchemy",
+        "starlette",
+        "uvicorn",
+        "yaml",  # pyyaml: the assistant's evaluation cases
+    }
+)
+
+
+def server_missing(exc: ModuleNotFoundError, command: str) -> ServerMissingError | None:
+    """The error for a command that failed on a missing server module; None for any other module."""
+    module = (exc.name or "").partition(".")[0]
+    if module not in SERVER_MODULES:
+        return None
+    return ServerMissingError(
+        f"{command} needs the server parts: pip install 'pitstop[server]' (missing module {module})"
+    )
+
+
+class PitstopGroup(click.Group):
+    """The ``pitstop`` group. Commands import the platform's parts when they run, so every command
+    starts in an agent-only install; one that needs the platform there ends with one line naming
+    the extra (``server_missing``), not a traceback. Caught here once, not in every command."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ModuleNotFoundError as exc:
+            error = server_missing(exc, f"pitstop {ctx.invoked_subcommand or ''}".strip())
+            if error is None:
+                raise
+            with _errors():
+                raise error from exc
 
 
 @contextmanager

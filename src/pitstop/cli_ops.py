@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from pitstop.cli_common import _platform, data_dir_option
-from pitstop.lake import TABLES, list_quarantine, release
+from pitstop.lake import TABLES
 
 
 @click.group()
@@ -87,6 +87,8 @@ def quarantine() -> None:
 @click.pass_context
 def quarantine_list(ctx: click.Context, data_dir: Path | None, machine: str | None, limit: int) -> None:
     """Show quarantined readings, newest first, with the reason."""
+    from pitstop.lake import list_quarantine
+
     with _platform(ctx, data_dir) as p:
         frame = list_quarantine(p.lake, machine, limit)
     for machine_id, ts, seq, reason in frame.select("machine_id", "ts", "seq", "reason").iter_rows():
@@ -109,6 +111,8 @@ def quarantine_release(
         raise click.UsageError("name --machine (optionally with --seq), or pass --all")
     if seqs and not machine:
         raise click.UsageError("--seq needs --machine")
+    from pitstop.lake import release
+
     with _platform(ctx, data_dir) as p:
         n = release(p.lake, machine, list(seqs) or None)
         p.db.audit("cli", "quarantine_released", machine_id=machine, seqs=list(seqs), readings=n)

@@ -103,6 +103,13 @@ class ServerError(PitstopError):
     code = "server_failed"
 
 
+class ServerMissingError(PitstopError):
+    """A command that needs the platform's parts (``pitstop[server]``: Polars, Delta, MLflow,
+    FastAPI...) was run in an install without them, e.g. a device's ``pitstop[agent]``."""
+
+    code = "server_missing"
+
+
 class ModelError(PitstopError):
     code = "model_unavailable"
     status = 503
@@ -129,3 +136,10 @@ def first_line(exc: BaseException, limit: int = 300) -> str:
     library errors (SQLAlchemy, delta-rs) append the statement or a cause chain below it."""
     text = str(exc).strip()
     return (text.splitlines()[0] if text else type(exc).__name__)[:limit]
+
+
+class AgentError(PitstopError):
+    """The device agent cannot go on: a bad source, an unreadable buffer, a refused token."""
+
+    code = "agent_error"
+    status = 500

@@ -1,5 +1,5 @@
-"""The device side: store-and-forward buffer, sources and edge scoring (``pitstop[agent]``).
+"""The device side: a store-and-forward buffer, sources, and edge scoring (``pitstop[agent]``).
 
-Nothing here may import the server's dependencies (MLflow, Polars, Delta, FastAPI, SQLAlchemy,
-LightGBM): a harvester's onboard computer installs only ``pitstop[agent]``.
+Nothing here imports the server's libraries (MLflow, Polars, Delta, FastAPI, SQLAlchemy, LightGBM):
+``pip install 'pitstop[agent]'`` is all a machine's small computer needs.
 """

@@ -222,14 +222,16 @@ class EdgeScore:
 class EdgeScorer:
     """One machine's online features, scores and policy state on the device (see the module doc).
 
-    ``state`` is what ``snapshot`` returned (the runner keeps it in the buffer's SQLite, so a
-    killed agent resumes its features); a state for another feature spec is dropped."""
+    ``policy`` is the machine type's risk policy; by default the one the server sent with the
+    model (``EdgeModel.policy``). ``state`` is what ``snapshot`` returned (the runner keeps it
+    in the buffer's SQLite, so a killed agent resumes its features); a state for another feature
+    spec is dropped."""
 
     def __init__(
-        self, model: EdgeModel, policy: RiskPolicy, machine_id: str, state: bytes | None = None
+        self, model: EdgeModel, machine_id: str, state: bytes | None = None, policy: RiskPolicy | None = None
     ) -> None:
         self.model = model
-        self.policy = policy
+        self.policy = policy if policy is not None else model.policy
         self.machine_id = machine_id
         self.memory = PolicyState()
         self.last_reset_us = -1

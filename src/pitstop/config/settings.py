@@ -406,11 +406,68 @@ class Settings(BaseSettings):
         "embedding model shipped in the wordllama wheel, for questions in other words; needs "
         "pip install 'pitstop[dense]').",
     )
+    # -- the device agent (pitstop agent; README "Edge agent") --
+    agent_server: str = Field(
+        "", description="The agent's Pitstop server, e.g. https://pitstop.example:8000 (or --server)."
+    )
+    agent_token_file: Path | None = Field(
+        None, description="File holding the agent's device token (or --token-file); never logged."
+    )
+    agent_machine_id: str = Field("", description="The machine the agent runs on (or --machine-id).")
+    agent_source: str = Field(
+        "",
+        description="Where the agent reads readings (or --source): tail:PATH (CSV/NDJSON), stdin, "
+        "mqtt://host:port/topic, sim:harvester, plugin:NAME.",
+    )
+    agent_dir: Path = Field(
+        Path("pitstop-agent"), description="The agent's folder: its buffer (buffer.db) and model cache."
+    )
+    agent_buffer_max_readings: int = Field(
+        1_000_000,
+        ge=2,
+        description="Readings the agent's buffer holds (~100 bytes each on disk); when full, the oldest are "
+        "thinned to half, then dropped, and both are counted.",
+    )
+    agent_batch_max: int = Field(1000, ge=1, le=100_000, description="Readings per batch the agent sends.")
+    agent_send_interval_s: float = Field(
+        1.0, gt=0, description="How often the agent sends what it has when it has less than a batch."
+    )
+    agent_retry_max_s: float = Field(
+        60.0, gt=0, description="Longest wait between the agent's retries (jittered exponential backoff)."
+    )
+    agent_clock_tolerance_s: float = Field(
+        5.0,
+        gt=0,
+        description="How far the agent's clock may stray from the server's Date before its readings' "
+        "times are corrected.",
+    )
+    agent_compress: bool = Field(True, description="Send batches compressed with zstd.")
+    agent_edge_scoring: bool = Field(
+        True, description="Score on the device with the champion model, and alert locally while offline."
+    )
+    agent_alert_hook: str = Field(
+        "",
+        description="Command the agent runs on a local alert (the alert as JSON on stdin, PITSTOP_ALERT_* "
+        "variables); empty: the alert is printed only.",
+    )
+    agent_model_refresh_s: float = Field(
+        300.0, gt=0, description="How often the online agent asks for a newer champion model."
+    )
 
-    @field_validator("data_dir")
+    @field_validator("data_dir", "agent_dir")
     @classmethod
     def _expand(cls, value: Path) -> Path:
         return value.expanduser()
+
+    @field_validator("agent_server")
+    @classmethod
+    def _agent_server(cls, value: str) -> str:
+        value = value.strip().rstrip("/")
+        if value and not value.startswith(("http://", "https://")):
+            raise ValueError(
+                f"must be an http:// or https:// URL, e.g. http://pitstop.local:8000 (got {value!r})"
+            )
+        return value
 
     @field_validator("ops_db_url", "mlflow_tracking_uri", "mlflow_artifacts_uri", "lake_uri")
     @classmethod

@@ -192,6 +192,15 @@ class Intake:
         m.readings_resent.inc(checked.duplicates)
         return IntakeResult(checked.accepted, checked.quarantined, checked.duplicates, position)
 
+    def last_seq(self, machine_id: str) -> int:
+        """The highest seq accepted for ``machine_id`` (-1: none), as a re-send is judged against."""
+        with _stores_reachable():
+            if self.shared is not None:
+                with self.shared.hold(machine_id) as held:
+                    return held.last
+            with self._lock(machine_id):
+                return self._known_seq(machine_id)
+
     def close(self) -> None:
         """Stop the validation workers, if any."""
         if self.workers is not None:

@@ -1,12 +1,16 @@
 from __future__ import annotations
 
+import gzip
+import io
+import zlib
+from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from pitstop.errors import AuthError, PayloadTooLargeError, PitstopError
+from pitstop.errors import AuthError, PayloadTooLargeError, PitstopError, ValidationError
 from pitstop.ingest.intake import Intake, IntakeResult
 from pitstop.schema import Reading
 from pitstop.web.guard import GuardedRoute
@@ -40,7 +44,7 @@ _BODY_SCHEMA: dict[str, Any] = {
         "401": {"description": "missing or unknown device token"},
         "403": {"description": "a reading for another machine than the device's"},
         "413": {"description": "body larger than max_body_bytes"},
-        "415": {"description": "not JSON or NDJSON"},
+        "415": {"description": "not JSON or NDJSON, or a Content-Encoding other than zstd, gzip"},
         "422": {"description": "invalid readings; details lists each with its code"},
         "429": {"description": "device over its rate limit; see Retry-After"},
     },
@@ -76,13 +80,80 @@ async def post_readings(request: Request) -> JSONResponse:
     try:
         token = _bearer(request)
         content_type = _media_type(request.headers.get("content-type", "application/json"))
-        body = await _read_capped(request, intake.p.settings.max_body_bytes)
+        limit = intake.p.settings.max_body_bytes
+        body = _decode(request.headers.get("content-encoding", ""), await _read_capped(request, limit), limit)
         result = await run_in_threadpool(_handle, intake, token, body, content_type)
     except PitstopError as exc:
         if exc.status < 500:
             intake.p.metrics.readings_rejected.labels(exc.code).inc()
         raise
     return JSONResponse(result.to_dict(), status_code=202)
+
+
+class UnsupportedEncoding(PitstopError):
+    code = "unsupported_encoding"
+    status = 415
+
+
+def _decode(encoding: str, body: bytes, limit: int) -> bytes:
+    """The body without its ``Content-Encoding`` (zstd, gzip or none), at most ``limit`` bytes
+    once decompressed (a 413 past it, so a small bomb cannot fill memory)."""
+    encoding = encoding.strip().lower()
+    if encoding in ("", "identity"):
+        return body
+    if encoding not in ("zstd", "gzip"):
+        raise UnsupportedEncoding(
+            f"content encoding {encoding[:40]!r} is not supported: send zstd, gzip or none"
+        )
+    try:
+        if encoding == "zstd":
+            try:
+                import zstandard
+            except ImportError as exc:
+                raise UnsupportedEncoding(
+                    "this server cannot read zstd (zstandard is not installed)"
+                ) from exc
+            reader: Any = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(body))
+            errors: tuple[type[Exception], ...] = (zstandard.ZstdError,)
+        else:
+            reader = gzip.GzipFile(fileobj=io.BytesIO(body))
+            errors = (OSError, EOFError, zlib.error)
+        with reader:
+            plain = reader.read(limit + 1)
+    except UnsupportedEncoding:
+        raise
+    except errors as exc:
+        raise ValidationError(
+            f"the body is not valid {encoding}: {str(exc)[:200]}", code="invalid_encoding"
+        ) from exc
+    if len(plain) > limit:
+        raise PayloadTooLargeError(
+            f"the decompressed body exceeds the limit of {limit} bytes: split the batch"
+        )
+    return bytes(plain)
+
+
+@router.get(
+    "/api/v1/agent/state",
+    summary="The device's machine as the server knows it: the last seq accepted (device token)",
+)
+async def agent_state(request: Request) -> JSONResponse:
+    """What an agent asks first: which seqs the server already holds for its machine (so a new
+    buffer starts above them), and, in the ``Date`` header, the server's clock."""
+    intake: Intake = request.app.state.intake
+    token = _bearer(request)
+    identity = await run_in_threadpool(intake.authenticate, token)
+    last = await run_in_threadpool(intake.last_seq, identity.machine_id)
+    machine_type = intake.p.fleet.type_of(identity.machine_type)
+    return JSONResponse(
+        {
+            "machine_id": identity.machine_id,
+            "machine_type": identity.machine_type,
+            "sensors": machine_type.sensor_names,
+            "last_seq": last,
+            "server_time": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+        }
+    )
 
 
 def _handle(intake: Intake, token: str, body: bytes, content_type: str) -> IntakeResult:

@@ -65,8 +65,6 @@ PREDICTIONS_SCHEMA = pa.schema(
     ]
 )
 
-TABLES = ("telemetry", "events", "quarantine", "predictions")
-
 
 class Lake:
     """The lake's tables under one root: a local folder or ``s3://bucket/prefix`` (a

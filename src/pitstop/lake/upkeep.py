@@ -44,7 +44,8 @@ from deltalake.exceptions import DeltaError
 
 from pitstop.errors import LakeError, PitstopError
 from pitstop.lake.location import LakeLocation
-from pitstop.lake.tables import TABLES, Lake
+from pitstop.lake.names import TABLES
+from pitstop.lake.tables import Lake
 
 log = logging.getLogger(__name__)
 

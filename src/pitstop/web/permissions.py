@@ -44,6 +44,7 @@ ROUTES: Final[dict[tuple[str, str], str]] = {
     ("GET", "/audit"): "audit.read",
     # device intake
     ("POST", "/api/v1/readings"): DEVICE,
+    ("GET", "/api/v1/agent/state"): DEVICE,
     ("GET", "/api/v1/agent/model"): DEVICE,
     ("GET", "/api/v1/agent/model/files/{name}"): DEVICE,
     # the API
@@ -111,7 +112,7 @@ def permissions_markdown() -> str:
     lines.append("")
     lines.append(
         "Without login: `GET /healthz`, `GET /login`, `POST /login`; `GET /metrics` while "
-        "`metrics_public` is true (else `fleet.read`); `POST /api/v1/readings`, `GET /api/v1/agent/model` "
-        "and `GET /api/v1/agent/model/files/{name}` take a device token."
+        "`metrics_public` is true (else `fleet.read`); `POST /api/v1/readings`, `GET /api/v1/agent/state`, "
+        "`GET /api/v1/agent/model` and `GET /api/v1/agent/model/files/{name}` take a device token."
     )
     return "\n".join(lines)
