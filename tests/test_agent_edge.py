@@ -24,7 +24,7 @@ from pitstop.agent.edge_model import EdgeModel
 from pitstop.agent.trees import TreeEnsemble, parse_model
 from pitstop.demo import TOKENS_FILE
 from pitstop.errors import ArtifactIntegrityError, ModelError
-from pitstop.features import FeatureSpec, build_features
+from pitstop.features import FeatureSpec, OnlineFeatures, build_features
 from pitstop.ingest.devices import DeviceRegistry
 from pitstop.maintenance.policy import RiskPolicy
 from pitstop.platform import Platform
@@ -556,3 +556,96 @@ def test_an_agent_rebooted_in_a_dead_zone_alerts_and_the_server_opens_the_same_o
         rtol=0,
         atol=1e-9,
     )
+
+
+# ---------------------------------------------------------------- a harvester model: regimes, fill, hours
+
+
+@pytest.fixture(scope="module")
+def harvesters(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Any, Any, EdgeModel]:
+    """A small harvester model (regimes, a learned fill for the optional sensor, hours since the
+    last reset), its fleet's readings and events, and the same model on the edge."""
+    import polars as pl
+
+    from pitstop.registry.bundle import manifest_digest
+    from pitstop.schema import shipped_fleet
+    from pitstop.sim.harvester import simulate
+    from pitstop.training.pipeline import type_spec
+    from pitstop.training.train import train_rul_model
+
+    history = simulate(4, 150, seed=3)
+    telemetry = history.readings.sort("machine_id", "ts").with_columns(
+        pl.int_range(pl.len()).over("machine_id").alias("seq")
+    )
+    mt = shipped_fleet("harvesters").type_of("harvester")
+    bundle = train_rul_model(
+        telemetry,
+        history.events,
+        type_spec(mt, telemetry, 42),
+        rul_cap=2000,
+        folds=2,
+        unit_seconds=mt.unit_seconds,
+        interval_horizon=2400,
+        failure_horizon=480,
+        optional=frozenset(set(mt.sensor_names) - mt.required),
+        params={"num_boost_round": 60},
+    ).bundle
+    assert bundle.spec.regimes is not None and bundle.spec.fill is not None and bundle.spec.hours_since_reset
+    folder = tmp_path_factory.mktemp("harvester-model")
+    bundle.save(folder)
+    return bundle, telemetry, history.events, EdgeModel.load(folder, manifest_digest(folder), version="1")
+
+
+def test_a_harvester_model_on_the_edge_predicts_what_the_bundle_predicts(harvesters: Any) -> None:
+    bundle, telemetry, events, edge = harvesters
+    x = build_features(telemetry, bundle.spec, events).select(bundle.spec.names).to_numpy()[::40].copy()
+    x[::6, 5] = np.nan
+    for i, booster in enumerate(bundle.boosters):
+        for j, (feature, threshold) in enumerate(_thresholds(booster)[:80]):
+            x[(i * 80 + j) % len(x), feature] = threshold
+    for expected, got in zip(bundle.predict(x), edge.predict(x), strict=True):
+        np.testing.assert_allclose(got, expected, rtol=0, atol=1e-9)
+
+
+def test_a_harvesters_edge_features_equal_the_offline_build_through_gaps_and_resets(harvesters: Any) -> None:
+    """The agent sees a harvester's readings one at a time (the optional sensor absent from some,
+    so filled), and its maintenance and failures as the server reports them. At every reading its
+    features equal ``build_features`` over the machine's history (to float32 precision: the two
+    sum in different orders, and ``settle`` can round a last bit apart), and at the end of each of
+    the server's micro-batches they equal the server's online features exactly."""
+    import polars as pl
+
+    bundle, telemetry, events, edge = harvesters
+    machine = telemetry["machine_id"][0]
+    mine = telemetry.filter(pl.col("machine_id") == machine)
+    resets = sorted(
+        int(ts.timestamp() * 1_000_000)
+        for ts in events.filter(
+            (pl.col("machine_id") == machine) & pl.col("kind").is_in(["maintenance", "failure"])
+        )["ts"]
+    )
+    assert resets and mine["hydraulic_temp_c"].null_count() > 0
+    expected = build_features(mine, bundle.spec, events.filter(pl.col("machine_id") == machine))
+    scorer = EdgeScorer(edge, machine)
+    server = OnlineFeatures(bundle.spec)  # the processor's state, a micro-batch of 7 at a time
+    inputs = bundle.spec.inputs
+    pending: list[tuple[int, int, list[float]]] = []
+    checked = 0
+    for row, want in zip(
+        mine.iter_rows(named=True), expected.select(bundle.spec.names).to_numpy(), strict=True
+    ):
+        ts_us = int(row["ts"].timestamp() * 1_000_000)
+        while resets and resets[0] < ts_us:  # the server's episode_start, as the agent learns it
+            scorer.reset(resets[0])
+            server.reset(machine, resets.pop(0))
+        values = {k: float(row[k]) for k in inputs if row[k] is not None}
+        scorer.observe([(row["seq"], ts_us, values)], online=True)
+        assert scorer.features is not None
+        np.testing.assert_allclose(scorer.features, want, rtol=1e-6, atol=1e-9)
+        pending.append((row["seq"], ts_us, [values.get(k, np.nan) for k in inputs]))
+        if len(pending) == 7:
+            seqs, stamps, x = zip(*pending, strict=True)
+            server.update([machine] * 7, np.array(seqs), np.array(stamps), np.array(x))
+            np.testing.assert_array_equal(scorer.features, server.get([machine])[0])
+            pending, checked = [], checked + 1
+    assert checked > 100
