@@ -367,3 +367,21 @@ def test_a_sigterm_style_stop_keeps_everything_read(platform: Platform, tmp_path
     again = Buffer(cfg.folder / "buffer.db")
     counts = again.counts()
     assert counts["depth"] == counts["next_seq"] >= 1000, "every reading taken from the source is buffered"
+
+
+def test_a_wrong_server_url_keeps_every_reading(platform: Platform, tmp_path: Path) -> None:
+    token = token_file(platform, tmp_path, "edge-1")
+    source = tmp_path / "in.ndjson"
+    source.write_text("".join(json.dumps(r) + "\n" for r in turbofan_rows(5)))
+    with serve(platform) as url:
+        agent = Agent(config(tmp_path, f"{url}/not-pitstop", token, f"tail:{source}"))
+        agent.start()
+        try:
+            deadline = time.monotonic() + 10
+            while status(tmp_path / "agent")["link"] != "error" and time.monotonic() < deadline:
+                time.sleep(0.05)
+            report = status(tmp_path / "agent")
+        finally:
+            agent.stop()
+    assert report["link"] == "error" and "404" not in str(report["rejected"])
+    assert report["buffer_depth"] == 5 and report["rejected"] == 0, "a 404 is about the URL, not the readings"

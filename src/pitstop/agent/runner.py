@@ -175,9 +175,13 @@ class Agent:
         self._threads = []
         self.source.close()
         self.link.close()
-        if not self.buffer._db.in_transaction:
-            self.buffer.put(pid=0, link="stopped")
+        self.buffer.put(pid=0, link="stopped")
         self.buffer.close()
+
+    def request_stop(self) -> None:
+        """Ask ``run()`` to return (from a signal handler: sets an event, nothing more)."""
+        self._stop.set()
+        self._wake.set()
 
     @property
     def stopped(self) -> bool:
@@ -315,6 +319,8 @@ class Agent:
 
     def _failed(self, out: Outcome) -> None:
         state = "denied" if out.kind == "denied" else "down"
+        if out.status is not None and out.status < 500 and out.kind == "retry" and out.status != 429:
+            state = "error"  # e.g. a 404: the server URL is probably wrong; readings are kept
         if self._link_state != state:
             self._link_state = state
             self.buffer.put(link=state, link_since_us=self.clock.wall_us(), last_error=out.message[:300])
