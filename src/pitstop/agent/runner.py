@@ -522,8 +522,11 @@ class Agent:
         with self._edge_lock:
             current = self.edge
             if current is not None and current.version == model.version:
+                if model.episode_start_us is not None:  # maintenance the server recorded since
+                    current.reset(model.episode_start_us)
                 return
-            state = self.buffer.get("edge_state") if current is None else None
+            # a new version keeps the features so far (a state for another feature spec is dropped)
+            state = self.buffer.get("edge_state") if current is None else current.snapshot()
             self.edge = edge.EdgeScorer(model, self.config.machine_id, state=state)
         self.buffer.put(model_version=str(model.version))
         log.info("edge scoring with model version %s", model.version)
