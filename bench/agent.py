@@ -11,8 +11,10 @@ One run on this machine, every part real: ``pitstop serve --no-processor`` over 
    agent SIGKILLed ``--kills`` times at random moments (restarted each time) behind a proxy cycling
    through drop/stall/reset (tests/faultproxy.py). At the end the lake must hold seq 0..N-1 once
    each, seq k carrying the file's line k. Peak RSS over every incarnation: VmHWM.
-3. **Footprint at 10 readings/s**: an agent reading ``sim:harvester?rate=10`` for ``--sim-seconds``:
-   its CPU share (utime + stime over wall time, after a warm-up) and its peak RSS.
+3. **Footprint at 10 readings/s**: an agent reading ``sim:harvester?rate=10`` for ``--sim-seconds``,
+   scoring every reading on the device with the harvester champion (trained first on a seeded
+   season; ``--no-edge`` skips that): its CPU share (utime + stime over wall time, after a warm-up)
+   and its peak RSS.
 
     python bench/agent.py [--readings 100000] [--kills 5] [--seed 20] [--batch 2000] [--sim-seconds 30]
 
@@ -48,7 +50,7 @@ from tests.faultproxy import FaultProxy
 
 from pitstop.agent.runner import status
 from pitstop.config import load_settings
-from pitstop.demo_harvesters import open_platform
+from pitstop.demo_harvesters import ensure_champion, open_platform, seed_history
 from pitstop.errors import AgentError
 from pitstop.ingest import DeviceRegistry
 from pitstop.platform import Platform
@@ -271,6 +273,11 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=20)
     parser.add_argument("--batch", type=int, default=2000)
     parser.add_argument("--sim-seconds", type=float, default=30)
+    parser.add_argument(
+        "--no-edge",
+        action="store_true",
+        help="measure the 10 readings/s phase without edge scoring (skips training a harvester champion)",
+    )
     args = parser.parse_args()
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
@@ -292,6 +299,10 @@ def main() -> None:
     tokens["sim"] = root / "sim.token"
     token = DeviceRegistry(sim_platform.db).add(machines["sim"], "harvester", sim_platform.fleet)[1]
     tokens["sim"].write_text(token + "\n")
+    if not args.no_edge:  # edge scoring needs the type's champion: last season's history, trained
+        print("0. a harvester champion for edge scoring (seeding last season, training) …", flush=True)
+        seed_history(sim_platform, echo=lambda _: None)
+        ensure_champion(sim_platform, echo=lambda line: print(f"   {line}", flush=True))
     sim_platform.close()
     rows = source_rows(args.readings)
 
@@ -360,12 +371,14 @@ def main() -> None:
                 "agent_token_file": str(tokens["sim"]),
                 "agent_machine_id": machines["sim"],
                 "agent_source": "sim:harvester?rate=10",
+                "agent_edge_scoring": not args.no_edge,
             },
         )
         sim_server = serve(root / "harvesters", sim_port)
         try:
             wait_up(sim_url)
             cpu_10hz, rss_10hz = footprint(sim, args.sim_seconds)
+            model_10hz = status(sim.folder / "agent")["model_version"]
         finally:
             sim_server.terminate()
             sim_server.wait(30)
@@ -391,6 +404,8 @@ def main() -> None:
         "proxy": faults,
         "cpu_pct_10hz": round(cpu_10hz, 2),
         "rss_mb_10hz": round(rss_10hz, 1),
+        "edge_scoring_10hz": model_10hz is not None,
+        "edge_model_version_10hz": model_10hz,
         "batch": args.batch,
         "seed": args.seed,
         "cores": os.cpu_count(),
@@ -405,7 +420,8 @@ def main() -> None:
         f"lost {check['lost']}, duplicated {check['duplicated']}, misplaced {check['misplaced']}; "
         f"peak RSS {rss_mb:.1f} MB (target <= {RSS_TARGET_MB})"
     )
-    print(f"at 10 readings/s: CPU {cpu_10hz:.2f} % of a core, peak RSS {rss_10hz:.1f} MB")
+    scoring = f"edge scoring with model {model_10hz}" if model_10hz else "no edge scoring"
+    print(f"at 10 readings/s ({scoring}): CPU {cpu_10hz:.2f} % of a core, peak RSS {rss_10hz:.1f} MB")
     print(json.dumps(result))
 
 
