@@ -52,6 +52,17 @@ def test_a_resend_through_another_server_is_a_duplicate(servers: tuple[Platform,
     assert (more.accepted, more.duplicates) == (5, 5)
 
 
+def test_an_agent_asking_another_server_learns_the_last_seq_accepted_anywhere(
+    servers: tuple[Platform, Platform],
+) -> None:
+    a, b = servers
+    token = _device(a, "eng-503")
+    first, second = Intake(a), Intake(b)
+    assert second.last_seq("eng-503") == -1, "nothing accepted yet"
+    first.submit(first.authenticate(token), readings("eng-503", 1, 0, 7))
+    assert second.last_seq("eng-503") == 7, "the seq is shared state, not one server's memory"
+
+
 def test_a_device_rate_is_counted_across_servers(servers: tuple[Platform, Platform]) -> None:
     a, b = servers
     token = _device(a, "eng-502")
