@@ -15,6 +15,7 @@ Resuming after a restart: the agent's buffer keeps what it had not sent and the 
 from __future__ import annotations
 
 import random
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -31,6 +32,7 @@ from pitstop.agent.sources import Chunk, SourceReading
 from pitstop.sim import MachineFeed
 
 AGENTS_DIR = "agents"
+CHUNK_MAX = 1000
 
 
 class FeedSource:
@@ -63,10 +65,10 @@ class FeedSource:
         if self.taken >= len(self.feed.values):
             time.sleep(timeout)
             return None
-        due = self._from + self.feed.head_start + int((time.monotonic() - self._opened) * self.speed)
-        upto = min(len(self.feed.values), due, self.taken + 1000)
+        if self._due() - self.taken < CHUNK_MAX:  # a chunk per ``timeout`` at most, as a logger writes
+            time.sleep(timeout)
+        upto = min(len(self.feed.values), self._due(), self.taken + CHUNK_MAX)
         if upto <= self.taken:
-            time.sleep(min(timeout, 1 / self.speed))
             return None
         stamps = self.feed.stamps
         readings = [
@@ -78,6 +80,9 @@ class FeedSource:
         ]
         self.taken = upto
         return Chunk(readings, str(upto))
+
+    def _due(self) -> int:
+        return self._from + self.feed.head_start + int((time.monotonic() - self._opened) * self.speed)
 
     def ack(self, position: str | None) -> None:
         if position is not None:
@@ -238,13 +243,16 @@ def _buffer_counts(folder: Path) -> tuple[int, int, int]:
     path = folder / "buffer.db"
     if not path.exists():
         return 0, 0, 0
-    db = open_readonly(path)
     try:
-        waiting = db.execute("SELECT count(*) FROM readings").fetchone()[0]
-        rejected = db.execute("SELECT count(*) FROM rejected").fetchone()[0]
-        sent = db.execute("SELECT value FROM meta WHERE key = 'sent'").fetchone()
-    finally:
-        db.close()
+        db = open_readonly(path)
+        try:
+            waiting = db.execute("SELECT count(*) FROM readings").fetchone()[0]
+            rejected = db.execute("SELECT count(*) FROM rejected").fetchone()[0]
+            sent = db.execute("SELECT value FROM meta WHERE key = 'sent'").fetchone()
+        finally:
+            db.close()
+    except sqlite3.Error:  # an agent creating its buffer right now
+        return 0, 0, 0
     return int(waiting), int(rejected), int(sent[0]) if sent else 0
 
 
