@@ -44,7 +44,7 @@ def test_the_harvester_fleet_lands_once_through_agents_despite_gaps_and_a_restar
 
         def fleet(url: str) -> AgentFleet:
             feeds = live_feeds(readings, tokens)  # as a restarted demo builds them again
-            return AgentFleet(url, feeds, folder, speed=100, gaps=gaps, send_interval_s=0.05, retry_max_s=0.2)
+            return AgentFleet(url, feeds, folder, speed=50, gaps=gaps, send_interval_s=0.05, retry_max_s=0.2)
 
         with serve(platform) as url:
             first = fleet(url)

@@ -227,8 +227,12 @@ class AgentFleet:
                 self.transports.append(transport)
 
     def stop(self) -> None:
-        for agent in list(self.agents):
-            agent.stop()
+        """Stop every agent (at once: each finishes the chunk its source is reading)."""
+        stopping = [threading.Thread(target=agent.stop, daemon=True) for agent in list(self.agents)]
+        for thread in stopping:
+            thread.start()
+        for thread in stopping:
+            thread.join()
         with self._lock:
             self.stats.freeze()
             self.agents = []
