@@ -184,8 +184,9 @@ class AgentFleet:
         self._lock = threading.Lock()
 
     def remaining(self) -> int:
-        """Readings not yet taken by the sources (from each agent's stored position)."""
-        return sum(len(f.values) - self._position(f) for f in self.feeds)
+        """Readings not yet taken by the sources (from each agent's stored position; a feed rebuilt
+        shorter than where its agent stopped has none left)."""
+        return sum(max(0, len(f.values) - self._position(f)) for f in self.feeds)
 
     def _position(self, feed: MachineFeed) -> int:
         path = self.folder / feed.machine_id / "buffer.db"
