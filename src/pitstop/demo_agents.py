@@ -18,6 +18,7 @@ import random
 import sqlite3
 import threading
 import time
+from bisect import bisect_right
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,11 +51,13 @@ class FeedSource:
         self.acked = 0  # readings the agent holds (buffered or sent)
         self._opened = 0.0
         self._from = 0
+        self._burst = 0
 
     def open(self, position: str | None) -> None:
         self.taken = min(len(self.feed.values), int(position) if position else self.start)
         self._from = self.acked = self.taken
         self._opened = time.monotonic()
+        self._burst = self.feed.head_start if self._from == 0 else 0  # the head start, on a first run
 
     @property
     def done(self) -> bool:
@@ -82,7 +85,7 @@ class FeedSource:
         return Chunk(readings, str(upto))
 
     def _due(self) -> int:
-        return self._from + self.feed.head_start + int((time.monotonic() - self._opened) * self.speed)
+        return self._from + self._burst + int((time.monotonic() - self._opened) * self.speed)
 
     def ack(self, position: str | None) -> None:
         if position is not None:
@@ -104,7 +107,7 @@ class GapPlan:
     first_s: float = 30.0
     seed: int = 0
 
-    def schedule(self, machine_id: str, horizon_s: float = 86_400.0) -> list[tuple[float, float]]:
+    def schedule(self, machine_id: str, horizon_s: float = 7 * 86_400.0) -> list[tuple[float, float]]:
         """The machine's gaps as (start, end) seconds from the fleet's start."""
         rng = random.Random(f"{self.seed}:{machine_id}")
         period = self.every_s * rng.uniform(0.75, 1.25)
@@ -127,7 +130,8 @@ class GapTransport(httpx.BaseTransport):
         inner: httpx.BaseTransport | None = None,
         now: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.gaps = gaps
+        self.gaps = sorted(gaps)
+        self._starts = [start for start, _ in self.gaps]
         self.inner = inner or httpx.HTTPTransport()
         self.now = now
         self.started = now()
@@ -136,11 +140,11 @@ class GapTransport(httpx.BaseTransport):
 
     def gap_now(self) -> bool:
         t = self.now() - self.started
-        return any(start <= t < end for start, end in self.gaps)
+        i = bisect_right(self._starts, t) - 1
+        return i >= 0 and t < self.gaps[i][1]
 
     def gaps_begun(self) -> int:
-        t = self.now() - self.started
-        return sum(1 for start, _ in self.gaps if start <= t)
+        return bisect_right(self._starts, self.now() - self.started)
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         self.requests += 1
