@@ -39,6 +39,10 @@ def serve(platform: Platform, port: int | None = None) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(10)
+        # the alias follower may be inside a registry call (MLflow's store runs alembic on first
+        # use): let it finish, so it cannot race the next test's Platform.open and its alembic
+        for follower in [t for t in threading.enumerate() if t.name == "pitstop-follow-alias"]:
+            follower.join(30)
 
 
 def token_file(platform: Platform, folder: Path, machine_id: str, machine_type: str = "turbofan") -> Path:

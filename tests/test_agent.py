@@ -21,6 +21,7 @@ from pitstop.agent.runner import Agent, AgentConfig, status
 from pitstop.agent.sources import open_source
 from pitstop.agent.sources.base import SourceError
 from pitstop.cli import cli
+from pitstop.errors import AgentError
 from pitstop.ingest import DeviceRegistry
 from pitstop.platform import Platform
 from pitstop.schema import TURBOFAN
@@ -367,3 +368,102 @@ def test_a_sigterm_style_stop_keeps_everything_read(platform: Platform, tmp_path
     again = Buffer(cfg.folder / "buffer.db")
     counts = again.counts()
     assert counts["depth"] == counts["next_seq"] >= 1000, "every reading taken from the source is buffered"
+
+
+def test_a_wrong_server_url_keeps_every_reading(platform: Platform, tmp_path: Path) -> None:
+    token = token_file(platform, tmp_path, "edge-1")
+    source = tmp_path / "in.ndjson"
+    source.write_text("".join(json.dumps(r) + "\n" for r in turbofan_rows(5)))
+    with serve(platform) as url:
+        agent = Agent(config(tmp_path, f"{url}/not-pitstop", token, f"tail:{source}"))
+        agent.start()
+        try:
+            deadline = time.monotonic() + 10
+            while status(tmp_path / "agent")["link"] != "error" and time.monotonic() < deadline:
+                time.sleep(0.05)
+            report = status(tmp_path / "agent")
+        finally:
+            agent.stop()
+    assert report["link"] == "error" and "404" not in str(report["rejected"])
+    assert report["buffer_depth"] == 5 and report["rejected"] == 0, "a 404 is about the URL, not the readings"
+
+
+def test_a_long_outage_keeps_the_buffer_bounded_thins_old_readings_first_then_drops(tmp_path: Path) -> None:
+    buffer = Buffer(tmp_path / "b.db", max_readings=200, max_level=3)
+    for k in range(100):
+        buffer.append(incoming(50, mono=k * 50))
+    counts = buffer.counts()
+    assert counts["depth"] <= 200
+    assert counts["thinned"] > 0 and counts["dropped"] > 0, "past max_level the oldest are dropped"
+    assert counts["thinned"] + counts["dropped"] + counts["depth"] == 5000, "every reading is accounted for"
+    levels = [r.level for r in buffer.oldest(300)]
+    assert max(levels) <= 3
+    assert levels[-1] == 0 and levels[0] >= levels[-1], "older readings are thinner"
+
+
+def test_tail_survives_a_late_file_a_long_line_and_a_rotation_with_a_new_header(tmp_path: Path) -> None:
+    path = tmp_path / "log.csv"
+    first = open_source(f"tail:{path}", "m")
+    first.open(json.dumps({"inode": 1, "offset": 10, "print": "", "header": "a,b"}))  # not there yet
+    path.write_text("a,b\n1,2\n" + "9" * (1 << 21) + "\n3,4\n")
+    chunks = [first.read(0.3) for _ in range(3)]
+    readings = [r.values for c in chunks if c for r in c.readings]
+    errors = [e for c in chunks if c for e in c.errors]
+    assert readings == [{"a": 1.0, "b": 2.0}, {"a": 3.0, "b": 4.0}], "a new file is read from its start"
+    assert any("skipped" in e for e in errors), "a line over 1 MiB is skipped and said"
+    path.rename(tmp_path / "log.csv.1")
+    path.write_text("b,a\n5,6\n")  # rotated, and the new file has its columns the other way round
+    after = first.read(0.5)
+    assert after is not None and [r.values for r in after.readings] == [{"b": 5.0, "a": 6.0}]
+    first.close()
+
+
+def test_epoch_milliseconds_are_a_source_error_not_a_year_56000(tmp_path: Path) -> None:
+    path = tmp_path / "in.ndjson"
+    path.write_text('{"ts": 1767225600000, "a": 1}\n{"ts": 1767225600, "a": 2}\n{"ts": "inf", "a": 3}\n')
+    source = open_source(f"tail:{path}", "m")
+    source.open(None)
+    chunk = source.read(0.3)
+    source.close()
+    assert chunk is not None
+    assert [r.values for r in chunk.readings] == [{"a": 2.0}]
+    assert len(chunk.errors) == 2
+
+
+def test_a_second_agent_on_the_same_folder_is_refused(platform: Platform, tmp_path: Path) -> None:
+    token = token_file(platform, tmp_path, "edge-1")
+    source = tmp_path / "in.ndjson"
+    source.write_text("")
+    cfg = config(tmp_path, "http://127.0.0.1:9", token, f"tail:{source}")
+    first = Agent(cfg)
+    first.start()
+    try:
+        second = Agent(cfg)
+        with pytest.raises(AgentError, match="another agent is running"):
+            second.start()
+        assert status(cfg.folder)["running"]
+    finally:
+        first.stop()
+    assert not status(cfg.folder)["running"]
+
+
+def test_the_server_reads_every_zstd_frame_and_refuses_a_truncated_one(platform: Platform) -> None:
+    _, token = DeviceRegistry(platform.db).add("z-2", "turbofan", platform.fleet)
+    headers = {
+        "Authorization": f"Bearer {token}",
+        "Content-Type": "application/x-ndjson",
+        "Content-Encoding": "zstd",
+    }
+    lines = [
+        json.dumps(
+            {"machine_id": "z-2", "ts": "2026-01-01T00:00:00Z", "seq": s, "values": turbofan_rows(1)[0]}
+        )
+        + "\n"
+        for s in range(3)
+    ]
+    frames = b"".join(zstandard.ZstdCompressor().compress(line.encode()) for line in lines)
+    with TestClient(create_app(platform)) as client:
+        r = client.post("/api/v1/readings", content=frames[:-4], headers=headers)
+        assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_encoding"
+        r = client.post("/api/v1/readings", content=frames, headers=headers)
+        assert r.status_code == 202 and r.json()["accepted"] == 3

@@ -67,7 +67,7 @@ def agent(
         runner = Agent(config)
 
         def stop(signum: int, frame: Any) -> None:
-            runner._stop.set()
+            runner.request_stop()
 
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)

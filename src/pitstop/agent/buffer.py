@@ -109,6 +109,7 @@ class Buffer:
             raise AgentError(f"cannot open the agent buffer {path}: {exc}", code="agent_buffer") from exc
         self._count = int(self._db.execute("SELECT count(*) FROM readings").fetchone()[0])
         self._floor = -1  # readings at or below this seq are in flight: never thinned
+        self.closed = False
 
     # -- meta ------------------------------------------------------------------------------------
     def get(self, key: str, default: Any = None) -> Any:
@@ -269,17 +270,6 @@ class Buffer:
             if source == "server":
                 self._bump("clock_corrections", 1)
 
-    def forget_boots(self, keep: str) -> None:
-        """Drop the clocks of boots older than the oldest reading waiting (but ``keep``, the
-        current one, and the last before the queue: the bound for an unknown boot's estimate)."""
-        with self._lock, self._tx():
-            self._db.execute(
-                "DELETE FROM boots WHERE boot != ? AND first_seq < ("
-                "  SELECT max(first_seq) FROM boots WHERE first_seq <= "
-                "  coalesce((SELECT min(seq) FROM readings), (SELECT max(first_seq) FROM boots)))",
-                (keep,),
-            )
-
     # -- overflow --------------------------------------------------------------------------------
     def _make_room(self, needed: int) -> None:
         """Thin (or, past ``max_level``, drop) the oldest waiting readings until ``needed`` more fit."""
@@ -294,7 +284,8 @@ class Buffer:
                 "SELECT seq, level FROM readings WHERE seq > ? ORDER BY seq LIMIT ?",
                 (self._floor, max(2, free // 2)),
             ).fetchall()
-            if len(rows) < 2 or min(level for _, level in rows) >= self.max_level:
+            thin = [(seq, level) for seq, level in rows if level < self.max_level]
+            if len(thin) < 2:  # the oldest half is as thin as it gets: drop the oldest
                 drop = rows[: max(1, min(len(rows), needed - (self.max_readings - self._count)))]
                 with self._tx():
                     self._db.executemany("DELETE FROM readings WHERE seq = ?", [(s,) for s, _ in drop])
@@ -306,8 +297,9 @@ class Buffer:
                     self.max_level,
                 )
                 continue
-            gone = [s for i, (s, _) in enumerate(rows) if i % 2 == 1]
-            kept = [s for i, (s, _) in enumerate(rows) if i % 2 == 0]
+            # every second reading of the oldest half that can still be thinned
+            gone = [seq for i, (seq, _) in enumerate(thin) if i % 2 == 1]
+            kept = [seq for i, (seq, _) in enumerate(thin) if i % 2 == 0]
             with self._tx():
                 self._db.executemany("DELETE FROM readings WHERE seq = ?", [(s,) for s in gone])
                 self._db.executemany(
@@ -316,9 +308,9 @@ class Buffer:
                 self._bump("thinned", len(gone))
             self._count -= len(gone)
             log.warning(
-                "agent buffer full (%d readings): thinned the oldest %d to half (%d removed)",
+                "agent buffer full (%d readings): thinned %d of the oldest to half (%d removed)",
                 self.max_readings,
-                len(rows),
+                len(thin),
                 len(gone),
             )
 
@@ -350,7 +342,9 @@ class Buffer:
 
     def close(self) -> None:
         with self._lock:
-            self._db.close()
+            if not self.closed:
+                self._db.close()
+                self.closed = True
 
 
 class _Transaction:
@@ -367,7 +361,8 @@ class _Transaction:
 
 
 def open_readonly(path: Path) -> sqlite3.Connection:
-    """The buffer, read-only (``pitstop agent status`` beside a running agent)."""
+    """The buffer, read-only (``pitstop agent status`` beside a running agent); the caller turns
+    ``sqlite3.Error`` into ``AgentError`` (see ``read_status``)."""
     if not path.exists():
         raise AgentError(
             f"no agent buffer at {path}: has the agent run here? (see agent_dir)", code="agent_buffer"

@@ -138,10 +138,12 @@ def _sort(response: httpx.Response, sent: int, got: int) -> Outcome:
         out.kind = "refused"
         if error.get("code") == "batch_too_large":
             out.kind = "too_large"
-    elif status == 404 and error.get("code") in (None, "not_found") and "agent" in str(response.request.url):
+    elif status == 404 and STATE in str(response.request.url):
         out.kind = "unsupported"  # a server without the agent routes
-    elif status < 500 and status not in (408, 425, 429):
+    elif status == 400:
         out.kind = "refused"
+    # anything else (404 for a wrong server URL, 405, 5xx, 429 …) says nothing about the readings:
+    # they are kept and sent again; only 400 and 422 set readings aside
     return out
 
 

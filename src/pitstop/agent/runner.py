@@ -6,31 +6,34 @@ hand them to the edge scorer.
 
 Sender thread: say hello to the server (its clock, and the machine's last seq), then send the
 oldest readings in seq order, one batch at a time, and remove them after the 202. Failures back
-off with full jitter (``agent_retry_max_s`` at most, the server's ``Retry-After`` at least).
+off with equal jitter (``agent_retry_max_s`` at most, the server's ``Retry-After`` at least).
 Sending in seq order matters: the server drops a seq at or below the last it accepted.
 """
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import random
+import sqlite3
 import threading
 import time
 from dataclasses import dataclass
 from importlib import import_module
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from pitstop.agent.buffer import Buffer, Incoming, Row
 from pitstop.agent.clock import Clock, SystemClock, iso, judge, placements
-from pitstop.agent.link import Link, Outcome
+from pitstop.agent.link import STATE, Link, Outcome
 from pitstop.agent.sources import Source, SourceError, open_source
 from pitstop.errors import AgentError
 
 log = logging.getLogger(__name__)
 
 HEARTBEAT_S = 5.0
+LOCK_FILE = "agent.lock"
 BACKOFF_BASE_S = 0.5
 
 
@@ -60,6 +63,12 @@ class AgentConfig:
             return value if value not in (None, "") else getattr(settings, f"agent_{name}")
 
         server, machine_id, source = pick("server"), pick("machine_id"), pick("source")
+        if server and not str(server).startswith(("http://", "https://")):
+            raise AgentError(
+                f"--server must be an http:// or https:// URL, e.g. http://pitstop.local:8000 "
+                f"(got {server!r})",
+                code="agent_config",
+            )
         token_file = given.get("token_file") or settings.agent_token_file
         missing = [
             flag
@@ -91,6 +100,38 @@ class AgentConfig:
             alert_hook=settings.agent_alert_hook,
             model_refresh_s=settings.agent_model_refresh_s,
         )
+
+
+def hold_folder(folder: Path) -> IO[bytes]:
+    """An exclusive lock on the agent's folder for as long as the file stays open: a second agent
+    on the same buffer would give every reading of the source a second seq."""
+    folder.mkdir(parents=True, exist_ok=True)
+    fh = open(folder / LOCK_FILE, "a+b")  # noqa: SIM115 - held until stop()
+    try:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        fh.close()
+        raise AgentError(
+            f"another agent is running on {folder} (its lock {LOCK_FILE} is held): stop it first, or give "
+            "this one its own --dir",
+            code="agent_running",
+        ) from exc
+    return fh
+
+
+def _held(folder: Path) -> bool:
+    """Whether an agent holds the folder's lock now."""
+    try:
+        fh = open(folder / LOCK_FILE, "rb")  # noqa: SIM115
+    except FileNotFoundError:
+        return False
+    with fh:
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:
+            return True
+        fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+        return False
 
 
 def read_token(path: Path) -> str:
@@ -125,17 +166,20 @@ class Agent:
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._idle = threading.Event()  # the source had nothing more, last time it was asked
+        self._ended = False
         self._threads: list[threading.Thread] = []
         self._failures = 0
         self._link_state = ""
         self.error: BaseException | None = None
         self.edge: Any = None  # the edge scorer (pitstop.agent.edge), once a model is known
         self._edge_lock = threading.Lock()
+        self._lock_file: IO[bytes] | None = None
         self.sensors: frozenset[str] | None = None  # the machine type's, from the server
         self._ignored: set[str] = set()
 
     # -- life cycle ------------------------------------------------------------------------------
     def start(self) -> None:
+        self._lock_file = hold_folder(self.config.folder)
         self.buffer.put(
             pid=os.getpid(),
             started_us=self.clock.wall_us(),
@@ -175,9 +219,17 @@ class Agent:
         self._threads = []
         self.source.close()
         self.link.close()
-        if not self.buffer._db.in_transaction:
+        if not self.buffer.closed:
             self.buffer.put(pid=0, link="stopped")
-        self.buffer.close()
+            self.buffer.close()
+        if self._lock_file is not None:
+            self._lock_file.close()  # releases the folder
+            self._lock_file = None
+
+    def request_stop(self) -> None:
+        """Ask ``run()`` to return (from a signal handler: sets an event, nothing more)."""
+        self._stop.set()
+        self._wake.set()
 
     @property
     def stopped(self) -> bool:
@@ -201,6 +253,10 @@ class Agent:
             chunk = self.source.read(0.5)
             if chunk is None or not (chunk.readings or chunk.errors):
                 self._idle.set()
+                if getattr(self.source, "ended", False) and not self._ended:
+                    self._ended = True
+                    self.buffer.put(source_ended=1)
+                    log.warning("the source has ended (%s): forwarding what is buffered", self.config.source)
                 continue
             self._idle.clear()
             for error in chunk.errors[:5]:
@@ -247,6 +303,9 @@ class Agent:
             greeted = self._send(rows)
 
     def _hello(self) -> bool:
+        """The server's clock, the machine's last seq and sensors: nothing is sent before these
+        (a new buffer must start above the seqs the server holds, or its readings would be
+        taken for re-sends)."""
         out = self.link.hello(self.clock.mono_us)
         if out.kind == "delivered":
             self._learn_clock(out)
@@ -258,31 +317,53 @@ class Agent:
                 self.sensors = frozenset(str(s) for s in sensors)
             self._ok()
             return True
-        if out.kind == "unsupported":  # a server without the agent route: no seq sync
-            log.warning("the server has no %s route: sending without the seq check", "agent state")
-            self._ok()
-            return True
+        if out.kind == "unsupported":
+            out.message = (
+                f"{self.config.server} answers 404 for {STATE}: not a Pitstop server this agent can use "
+                "(check --server, or a proxy that must pass /api/v1/agent/)"
+            )
+            out.kind = "retry"
         self._failed(out)
         return False
 
     def _send(self, rows: list[Row]) -> bool:
-        readings, estimated = self._stamp(rows)
-        self.buffer.put(attempted_upto=max(rows[-1].seq, int(self.buffer.get("attempted_upto", -1))))
+        """One batch: True to go on, False to say hello again first."""
+        readings, estimated, bad = self._stamp(rows)
+        if bad:
+            self.buffer.reject(rows, bad)
+            log.error("%d readings have a time that cannot be sent: kept in the rejected table", len(bad))
+            return True
+        before = int(self.buffer.get("attempted_upto", -1))
+        self.buffer.put(attempted_upto=max(rows[-1].seq, before))
         out = self.link.post(readings, self.clock.mono_us)
-        if out.server_us is not None:
-            self._learn_clock(out)
         if out.kind == "delivered":
-            sent = int(self.buffer.get("sent", 0) or 0) + len(rows)
-            dupes = int(self.buffer.get("duplicates", 0) or 0) + int(out.body.get("duplicates", 0) or 0)
-            done = int(self.buffer.get("clock_estimated", 0) or 0) + estimated
+            self._learn_clock(out)
+            dupes = int(out.body.get("duplicates", 0) or 0)
+            fresh = rows[0].seq > before  # none of these was ever sent
             self.buffer.remove_through(
                 rows[-1].seq,
                 last_send_us=self.clock.wall_us(),
-                sent=sent,
-                duplicates=dupes,
-                clock_estimated=done,
+                sent=int(self.buffer.get("sent", 0) or 0) + len(rows) - dupes,
+                duplicates=int(self.buffer.get("duplicates", 0) or 0) + dupes,
+                clock_estimated=int(self.buffer.get("clock_estimated", 0) or 0) + estimated,
+                **(
+                    {"seq_conflicts": int(self.buffer.get("seq_conflicts", 0) or 0) + dupes}
+                    if fresh and dupes
+                    else {}
+                ),
             )
+            self.batch = min(self.config.batch_max, self.batch * 2)
             self._ok()
+            if fresh and dupes:  # another sender wrote seqs for this machine: say hello again
+                log.error(
+                    "the server already held seqs %d-%d for %s from another sender: %d readings were "
+                    "taken for re-sends (counted as seq_conflicts); numbering again above the server's",
+                    rows[0].seq,
+                    rows[min(dupes, len(rows)) - 1].seq,
+                    self.config.machine_id,
+                    dupes,
+                )
+                return False
             return True
         self.buffer.release()
         if out.kind == "too_large":
@@ -291,20 +372,19 @@ class Agent:
                 "the server refused a batch of %d as too large: sending %d at a time", len(rows), self.batch
             )
             return True
-        if out.kind == "refused":
+        if out.kind == "refused" and any(0 <= i < len(rows) for i in out.problems):
             self._refused(rows, out)
             return True
+        if out.kind == "refused":  # not about any one reading: keep them all, wait, try again
+            out.kind = "retry"
         self._failed(out)
-        return out.kind != "retry"  # after a lost connection, say hello again (clock, seq)
+        return out.kind not in ("retry", "unsupported")  # after a failure, say hello again (clock, seq)
 
     def _refused(self, rows: list[Row], out: Outcome) -> None:
-        if out.problems:
-            problems = {rows[i].seq: p for i, p in out.problems.items() if 0 <= i < len(rows)}
-        else:  # the whole batch, for a reason not tied to one reading
-            code = str((out.body.get("error") or {}).get("code", f"http_{out.status}"))
-            problems = {r.seq: (code, out.message) for r in rows}
+        """Set aside the readings the server named (422 with their indexes); the rest go on."""
+        problems = {rows[i].seq: p for i, p in out.problems.items() if 0 <= i < len(rows)}
         count = self.buffer.reject(rows, problems)
-        first = next(iter(problems.values()))
+        first = next(iter(problems.values()), ("?", ""))
         log.error(
             "the server refused %d of %d readings (HTTP %s, e.g. %s: %s); kept in the agent's rejected table",
             count,
@@ -323,6 +403,8 @@ class Agent:
 
     def _failed(self, out: Outcome) -> None:
         state = "denied" if out.kind == "denied" else "down"
+        if out.status is not None and out.status < 500 and out.kind == "retry" and out.status != 429:
+            state = "error"  # e.g. a 404: the server URL is probably wrong; readings are kept
         if self._link_state != state:
             self._link_state = state
             self.buffer.put(link=state, link_since_us=self.clock.wall_us(), last_error=out.message[:300])
@@ -336,7 +418,7 @@ class Agent:
             )
         self._failures += 1
         ceiling = min(self.config.retry_max_s, BACKOFF_BASE_S * 2 ** min(self._failures, 30))
-        delay = random.uniform(ceiling / 2, ceiling)  # jittered, so a fleet does not retry in step
+        delay = random.uniform(ceiling / 2, ceiling)  # equal jitter, so a fleet does not retry in step
         if out.retry_after is not None:
             delay = max(delay, min(out.retry_after, self.config.retry_max_s))
         self._stop.wait(delay)
@@ -362,10 +444,13 @@ class Agent:
                 (wall_offset - anchor.offset_us) / 1e6,
             )
 
-    def _stamp(self, rows: list[Row]) -> tuple[list[dict[str, Any]], int]:
+    def _stamp(self, rows: list[Row]) -> tuple[list[dict[str, Any]], int, dict[int, tuple[str, str]]]:
+        """The readings as the server takes them, how many times are estimates, and the readings
+        whose time cannot be sent (outside the years the server takes)."""
         placed = placements(self.buffer.spans(), self.clock.boot())
         out = []
         estimated = 0
+        bad: dict[int, tuple[str, str]] = {}
         for row in rows:
             if row.ts_us is not None:
                 ts = row.ts_us
@@ -373,14 +458,20 @@ class Agent:
                 offset, guess = placed.get(row.boot, (row.wall_us - row.mono_us, True))
                 ts = row.mono_us + offset
                 estimated += guess
+            try:
+                stamp = iso(ts)
+            except (OverflowError, ValueError):
+                bad[row.seq] = (
+                    "invalid_timestamp",
+                    f"{ts} µs since the epoch is not a time the server takes",
+                )
+                continue
             values = row.values
             if self.sensors is not None and not self.sensors.issuperset(values):
                 self._ignore(set(values) - self.sensors)
                 values = {k: v for k, v in values.items() if k in self.sensors}
-            out.append(
-                {"machine_id": self.config.machine_id, "ts": iso(ts), "seq": row.seq, "values": values}
-            )
-        return out, estimated
+            out.append({"machine_id": self.config.machine_id, "ts": stamp, "seq": row.seq, "values": values})
+        return out, estimated, bad
 
     def _ignore(self, names: set[str]) -> None:
         new = names - self._ignored
@@ -439,8 +530,11 @@ class Agent:
         with self._edge_lock:
             current = self.edge
             if current is not None and current.version == model.version:
+                if model.episode_start_us is not None:  # maintenance the server recorded since
+                    current.reset(model.episode_start_us)
                 return
-            state = self.buffer.get("edge_state") if current is None else None
+            # a new version keeps the features so far (a state for another feature spec is dropped)
+            state = self.buffer.get("edge_state") if current is None else current.snapshot()
             self.edge = edge.EdgeScorer(model, self.config.machine_id, state=state)
         self.buffer.put(model_version=str(model.version))
         log.info("edge scoring with model version %s", model.version)
@@ -486,18 +580,25 @@ def status(folder: Path) -> dict[str, Any]:
     """What ``pitstop agent status`` shows, read from the buffer (the agent may be running)."""
     from pitstop.agent.buffer import open_readonly
 
-    db = open_readonly(folder / "buffer.db")
+    path = folder / "buffer.db"
     try:
-        meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
-        depth, oldest = db.execute("SELECT count(*), min(seq) FROM readings").fetchone()
-        rejected = db.execute("SELECT count(*) FROM rejected").fetchone()[0]
-        boots = db.execute(
-            "SELECT boot, offset_us, source FROM boots ORDER BY first_seq DESC LIMIT 1"
-        ).fetchone()
-    finally:
-        db.close()
+        db = open_readonly(path)
+        try:
+            meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
+            depth, oldest = db.execute("SELECT count(*), min(seq) FROM readings").fetchone()
+            rejected = db.execute("SELECT count(*) FROM rejected").fetchone()[0]
+            boots = db.execute(
+                "SELECT boot, offset_us, source FROM boots ORDER BY first_seq DESC LIMIT 1"
+            ).fetchone()
+        finally:
+            db.close()
+    except sqlite3.Error as exc:
+        raise AgentError(
+            f"cannot read the agent buffer {path}: {exc} (not an agent buffer, damaged, or busy: try again)",
+            code="agent_buffer",
+        ) from exc
     pid = int(meta.get("pid") or 0)
-    running = pid > 0 and _alive(pid)
+    running = _held(folder)
     now = time.time()
 
     def when(key: str) -> str | None:
@@ -526,6 +627,8 @@ def status(folder: Path) -> dict[str, Any]:
         "dropped": int(meta.get("dropped", 0) or 0),
         "rejected": int(rejected),
         "source_errors": int(meta.get("source_errors", 0) or 0),
+        "source_ended": bool(int(meta.get("source_ended", 0) or 0)),
+        "seq_conflicts": int(meta.get("seq_conflicts", 0) or 0),
         "ignored_fields": [f for f in str(meta.get("ignored_fields") or "").split(",") if f],
         "clock": {
             "offset_source": boots[2] if boots else None,
@@ -535,13 +638,3 @@ def status(folder: Path) -> dict[str, Any]:
         "model_version": meta.get("model_version"),
         "last_alert": meta.get("last_alert"),
     }
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

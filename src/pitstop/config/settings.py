@@ -425,7 +425,7 @@ class Settings(BaseSettings):
     agent_buffer_max_readings: int = Field(
         1_000_000,
         ge=2,
-        description="Readings the agent's buffer holds (~100 bytes each on disk); when full, the oldest are "
+        description="Readings the agent's buffer holds (~450 bytes each on disk); when full, the oldest are "
         "thinned to half, then dropped, and both are counted.",
     )
     agent_batch_max: int = Field(1000, ge=1, le=100_000, description="Readings per batch the agent sends.")

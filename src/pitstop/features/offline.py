@@ -15,6 +15,7 @@ from dataclasses import replace
 import numpy as np
 import polars as pl
 
+from pitstop.features.regimes import assign_regimes, standardise
 from pitstop.features.spec import STATS, FeatureSpec, Regimes, settle
 
 _US_PER_HOUR = 3_600_000_000
@@ -152,18 +153,6 @@ def normalise(frame: pl.DataFrame, spec: FeatureSpec) -> pl.DataFrame:
         return frame
     values = standardise(frame.select(spec.sensors).to_numpy(), frame.select(r.settings).to_numpy(), r)
     return frame.with_columns(pl.Series(s, values[:, i]) for i, s in enumerate(spec.sensors))
-
-
-def standardise(sensors: np.ndarray, settings: np.ndarray, regimes: Regimes) -> np.ndarray:
-    """Each row's sensors standardised by the mean and std of its nearest regime."""
-    regime = assign_regimes(settings, np.asarray(regimes.centroids))
-    return np.asarray((sensors - np.asarray(regimes.mean)[regime]) / np.asarray(regimes.std)[regime])
-
-
-def assign_regimes(settings: np.ndarray, centroids: np.ndarray) -> np.ndarray:
-    """Index of the nearest centroid for each row of operating settings."""
-    d = ((settings[:, None, :] - centroids[None, :, :]) ** 2).sum(axis=2)
-    return np.asarray(d.argmin(axis=1))
 
 
 def fit_regimes(

@@ -18,7 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from pitstop.features.offline import standardise
+from pitstop.features.durations_online import duration_us, online_duration_stats
+from pitstop.features.regimes import standardise
 from pitstop.features.spec import FeatureSpec, settle
 
 _US_PER_HOUR = 3_600_000_000
@@ -294,8 +295,6 @@ class OnlineFeatures:
         recent = newest[:, d - 1] / np.minimum(c, d)[:, None]
         per["drift"] = recent - self.base_sum[s] / self.base_n[s][:, None]
         if spec.durations:
-            from pitstop.features.durations import duration_us, online_duration_stats
-
             win_ts = self.buf_ts[s[:, None], offsets % w_all]
             found = online_duration_stats(
                 win, win_ts, valid, duration_us(spec.durations), spec.duration_max_readings, spec.stats

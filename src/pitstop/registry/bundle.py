@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import ctypes
-import hashlib
 import json
 import logging
 import re
@@ -17,30 +16,19 @@ import numpy as np
 from pitstop.errors import ArtifactIntegrityError
 from pitstop.features.spec import FeatureSpec
 from pitstop.registry.check_model import check_in_child
-
-MODEL_FILE = "model.txt"
-MEMBER_FILE = "model_fold{}.txt"
-SPEC_FILE = "feature_spec.json"
-META_FILE = "model_meta.json"
-REFERENCE_FILE = "reference_stats.json"
-MANIFEST_FILE = "manifest.json"
-COMPONENT_FILE = "component_model.txt"
-
-
-def _file_names(members: int, component: bool = False) -> list[str]:
-    """A bundle's files: the first model, the other members, then the JSON files (and the
-    component classifier when there is one)."""
-    return [
-        MODEL_FILE,
-        *(MEMBER_FILE.format(k) for k in range(1, members)),
-        SPEC_FILE,
-        META_FILE,
-        REFERENCE_FILE,
-        *([COMPONENT_FILE] if component else []),
-    ]
-
-
-_REFUSED_SUFFIXES = (".pkl", ".pickle", ".joblib", ".cloudpickle")
+from pitstop.registry.files import (
+    COMPONENT_FILE,
+    MANIFEST_FILE,
+    MEMBER_FILE,
+    META_FILE,
+    MODEL_FILE,
+    REFERENCE_FILE,
+    REFUSED_SUFFIXES,
+    SPEC_FILE,
+    file_names,
+    sha256_file,
+)
+from pitstop.registry.interval import apply_interval
 
 log = logging.getLogger(__name__)
 
@@ -190,7 +178,7 @@ class ModelBundle:
 
     @property
     def files(self) -> list[str]:
-        return _file_names(len(self.boosters), self.component_model is not None)
+        return file_names(len(self.boosters), self.component_model is not None)
 
     def save(self, folder: Path) -> dict[str, str]:
         """Write the bundle's files and a manifest of their sha256; returns the manifest."""
@@ -212,7 +200,7 @@ class ModelBundle:
         }
         (folder / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True, default=str))
         (folder / REFERENCE_FILE).write_text(json.dumps(self.reference, sort_keys=True))
-        manifest = {name: _sha256(folder / name) for name in self.files}
+        manifest = {name: sha256_file(folder / name) for name in self.files}
         (folder / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, sort_keys=True))
         return manifest
 
@@ -221,32 +209,16 @@ class ModelBundle:
         """Load a bundle, refusing pickled files, a manifest whose sha256 is not
         ``expected_manifest`` (the one registered, when given), any file whose sha256 is not the
         manifest's, and model files that do not parse in a child process (``check_model``)."""
-        refused = [p.name for p in folder.rglob("*") if p.suffix.lower() in _REFUSED_SUFFIXES]
+        refused = [p.name for p in folder.rglob("*") if p.suffix.lower() in REFUSED_SUFFIXES]
         if refused:
             raise ArtifactIntegrityError(f"refusing to load pickled artifacts: {refused}")
         try:
             manifest = json.loads((folder / MANIFEST_FILE).read_text())
         except (FileNotFoundError, json.JSONDecodeError) as exc:
             raise ArtifactIntegrityError(f"model folder {folder} has no valid manifest: {exc}") from exc
-        anchor = manifest_digest(folder)
-        if expected_manifest is not None and anchor != expected_manifest:
-            raise ArtifactIntegrityError(
-                f"the model's manifest has sha256 {anchor[:12]}…, the registry recorded "
-                f"{expected_manifest[:12]}… when the version was registered: the artifacts were "
-                "altered; refusing to load them"
-            )
+        anchor = verify_files(folder, expected_manifest, manifest)
         members = 1 + sum(1 for name in manifest if re.fullmatch(MEMBER_FILE.format(r"\d+"), name))
-        names = _file_names(members, COMPONENT_FILE in manifest)
-        for name in names:
-            path = folder / name
-            if not path.exists():
-                raise ArtifactIntegrityError(f"model artifact {name} is missing from {folder}")
-            digest = _sha256(path)
-            if digest != manifest.get(name):
-                raise ArtifactIntegrityError(
-                    f"model artifact {name} has sha256 {digest[:12]}…, the manifest says "
-                    f"{str(manifest.get(name))[:12]}…: the artifact was altered; refusing to load it"
-                )
+        names = file_names(members, COMPONENT_FILE in manifest)
         meta = json.loads((folder / META_FILE).read_text())
         if int(meta.get("members", 1)) != members:
             raise ArtifactIntegrityError(
@@ -278,23 +250,35 @@ class ModelBundle:
         )
 
 
+def verify_files(folder: Path, expected_manifest: str | None, manifest: dict[str, str] | None = None) -> str:
+    """Check a bundle folder: its manifest's sha256 is ``expected_manifest`` (when given) and every
+    file the manifest implies is there with the manifest's sha256. Returns the manifest's sha256."""
+    if manifest is None:
+        try:
+            manifest = json.loads((folder / MANIFEST_FILE).read_text())
+        except (FileNotFoundError, json.JSONDecodeError) as exc:
+            raise ArtifactIntegrityError(f"model folder {folder} has no valid manifest: {exc}") from exc
+    anchor = manifest_digest(folder)
+    if expected_manifest is not None and anchor != expected_manifest:
+        raise ArtifactIntegrityError(
+            f"the model's manifest has sha256 {anchor[:12]}…, the registry recorded "
+            f"{expected_manifest[:12]}… when the version was registered: the artifacts were "
+            "altered; refusing to load them"
+        )
+    members = 1 + sum(1 for name in manifest if re.fullmatch(MEMBER_FILE.format(r"\d+"), name))
+    for name in file_names(members, COMPONENT_FILE in manifest):
+        path = folder / name
+        if not path.exists():
+            raise ArtifactIntegrityError(f"model artifact {name} is missing from {folder}")
+        digest = sha256_file(path)
+        if digest != manifest.get(name):
+            raise ArtifactIntegrityError(
+                f"model artifact {name} has sha256 {digest[:12]}…, the manifest says "
+                f"{str(manifest.get(name))[:12]}…: the artifact was altered; refusing to load it"
+            )
+    return anchor
+
+
 def manifest_digest(folder: Path) -> str:
     """The sha256 of a bundle's manifest: it names every file's sha256, so it anchors them all."""
-    return _sha256(folder / MANIFEST_FILE)
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def apply_interval(interval: dict[str, Any], rul: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Lower and upper bounds around point predictions ``rul``: the offsets of each prediction's
-    band (one band, scalar offsets, in models from before bands)."""
-    lower = np.atleast_1d(np.asarray(interval["lower"], np.float64))
-    upper = np.atleast_1d(np.asarray(interval["upper"], np.float64))
-    band = np.searchsorted(np.asarray(interval.get("edges", []), np.float64), rul, side="right")
-    return np.clip(rul + lower[band], 0.0, None), rul + upper[band]
+    return sha256_file(folder / MANIFEST_FILE)

@@ -18,7 +18,7 @@ from urllib.parse import unquote, urlparse
 from sqlalchemy.exc import SQLAlchemyError
 
 from pitstop.errors import ArtifactIntegrityError, ModelError, PitstopError, first_line
-from pitstop.registry.bundle import ModelBundle, manifest_digest
+from pitstop.registry.bundle import ModelBundle, manifest_digest, verify_files
 from pitstop.registry.card import DatasetRef, model_card
 
 log = logging.getLogger(__name__)
@@ -296,6 +296,41 @@ class Registry:
             bundle = ModelBundle.load(Path(local), expected_manifest=self._anchor(mv, Path(local)))
         log.debug("loaded %s version %s (%s)", self.model_name, mv.version, label)
         return LoadedModel(self.model_name, str(mv.version), bundle)
+
+    @_store_errors
+    def download_version(self, version: str, folder: Path) -> str:
+        """A version's registered files into ``folder`` (made), verified against the manifest
+        sha256 the registry recorded (and signed, with a key) without loading them; returns that
+        sha256. For serving the files on (the edge agent checks them again)."""
+        import mlflow.artifacts
+        from mlflow.exceptions import MlflowException
+
+        try:
+            mv = self.client.get_model_version(self.model_name, version)
+        except MlflowException as exc:
+            raise ModelError(
+                f"model {self.model_name!r} has no version {version}", code="model_not_found"
+            ) from exc
+        folder.mkdir(parents=True, exist_ok=True)
+        try:
+            local = Path(
+                mlflow.artifacts.download_artifacts(
+                    artifact_uri=mv.source, dst_path=str(folder), tracking_uri=self.tracking_uri
+                )
+            )
+        except MlflowException as exc:
+            raise ModelError(f"cannot fetch artifacts of version {mv.version}: {exc}") from exc
+        digest = self._anchor(mv, local)
+        if digest is None:
+            raise ArtifactIntegrityError(
+                f"version {mv.version} of {self.model_name} was registered before manifests were "
+                "recorded: retrain it to serve it to agents"
+            )
+        verify_files(local, digest)
+        if local != folder:  # the artifact path's own folder: its files up into ``folder``
+            for path in local.iterdir():
+                path.replace(folder / path.name)
+        return digest
 
     def _signature(self, digest: str) -> str:
         key = (self.signing_key or "").encode()

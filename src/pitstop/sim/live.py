@@ -19,10 +19,21 @@ class LiveHarvesters:
     reading is ~10 simulated minutes; nights and repairs are jumps in ``ts``). The physics are
     those of ``simulate``, run a week at a time per machine; each machine keeps its own clock."""
 
-    def __init__(self, machines: int, *, seed: int, start: datetime, prefix: str = "H-", chunk_days: int = 7):
+    def __init__(
+        self,
+        machines: int,
+        *,
+        seed: int,
+        start: datetime,
+        prefix: str = "H-",
+        chunk_days: int = 7,
+        first: int = 0,
+    ):
+        """``machines`` harvesters numbered from ``first`` (a machine is the same whichever others
+        are simulated beside it: one device's agent simulates only its own)."""
         self._seed, self._chunk = seed, chunk_days
         self._orchard = _Orchard.build(seed)
-        self._fleet = [_Machine.new(seed, i, prefix) for i in range(machines)]
+        self._fleet = [_Machine.new(seed, i, prefix) for i in range(first, first + machines)]
         self._cursor = [_hours(start)] * machines
         self._pending: list[list[tuple[float, Floats]]] = [[] for _ in range(machines)]
         self._events: list[list[Event]] = [[] for _ in range(machines)]

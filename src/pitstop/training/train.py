@@ -30,7 +30,8 @@ from pitstop.features import FeatureSpec, build_features, fit_regimes
 from pitstop.features.offline import fit_fill
 from pitstop.monitoring.baseline import BASELINE, build_baseline
 from pitstop.monitoring.drift import PREDICTION, reference_profile
-from pitstop.registry.bundle import ModelBundle, apply_interval
+from pitstop.registry.bundle import ModelBundle
+from pitstop.registry.interval import apply_interval
 from pitstop.training.component import train_component_model
 from pitstop.training.labels import rul_labels
 

@@ -18,6 +18,8 @@ from pitstop.assistant import Assistant
 from pitstop.ingest import Intake
 from pitstop.ingest import router as ingest_router
 from pitstop.ingest.admin import router as admin_router
+from pitstop.ingest.agent_models import AgentModels
+from pitstop.ingest.agent_models import router as agent_models_router
 from pitstop.serving.deployment import follow_in_background
 from pitstop.web.api import router as api_router
 from pitstop.web.api_alerts import router as alerts_router
@@ -82,6 +84,13 @@ def create_app(platform: Platform, processor: Processor | None = None) -> FastAP
     app.state.processor = processor
     app.state.replay = None
     app.state.intake = Intake(platform)
+    app.state.agent_models = AgentModels(
+        platform.deployments,
+        platform.policies,
+        platform.policy,
+        platform.lake,
+        settings.data_dir / "state" / "agent-models",
+    )
     app.state.users = Users(platform.db)
     app.state.trends = Trends(platform.db)
     app.state.history = MachineHistory(platform.lake)
@@ -111,6 +120,7 @@ def create_app(platform: Platform, processor: Processor | None = None) -> FastAP
         return Response(platform.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     app.include_router(ingest_router)
+    app.include_router(agent_models_router)
     app.include_router(admin_router)
     app.include_router(api_router)
     app.include_router(scores_router)

@@ -45,6 +45,8 @@ ROUTES: Final[dict[tuple[str, str], str]] = {
     # device intake
     ("POST", "/api/v1/readings"): DEVICE,
     ("GET", "/api/v1/agent/state"): DEVICE,
+    ("GET", "/api/v1/agent/model"): DEVICE,
+    ("GET", "/api/v1/agent/model/files/{name}"): DEVICE,
     # the API
     ("GET", "/api/v1/me"): "fleet.read",
     ("GET", "/api/v1/status"): "fleet.read",
@@ -110,6 +112,7 @@ def permissions_markdown() -> str:
     lines.append("")
     lines.append(
         "Without login: `GET /healthz`, `GET /login`, `POST /login`; `GET /metrics` while "
-        "`metrics_public` is true (else `fleet.read`); `POST /api/v1/readings` takes a device token."
+        "`metrics_public` is true (else `fleet.read`); `POST /api/v1/readings`, `GET /api/v1/agent/state`, "
+        "`GET /api/v1/agent/model` and `GET /api/v1/agent/model/files/{name}` take a device token."
     )
     return "\n".join(lines)

@@ -16,6 +16,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+from pitstop.errors import AgentError
+
 
 @dataclass(frozen=True)
 class SourceReading:
@@ -46,8 +48,10 @@ class Source(Protocol):
     def close(self) -> None: ...
 
 
-class SourceError(Exception):
+class SourceError(AgentError):
     """A source that cannot work (a missing file, a bad option); the agent reports it and stops."""
+
+    code = "agent_source"
 
 
 def clean_values(raw: Any) -> dict[str, float]:
@@ -58,7 +62,10 @@ def clean_values(raw: Any) -> dict[str, float]:
     for key, value in raw.items():
         if isinstance(value, bool) or not isinstance(value, int | float):
             continue
-        number = float(value)
+        try:
+            number = float(value)
+        except OverflowError:  # an integer too large for a float
+            continue
         if math.isfinite(number):
             out[str(key)] = number
     return out

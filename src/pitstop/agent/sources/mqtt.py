@@ -2,7 +2,10 @@
 
 The agent subscribes with QoS 1 in a persistent session (a fixed client id, no clean start), and
 acknowledges a message (manual PUBACK) only after its readings are in the buffer: the broker keeps
-what the agent has not acknowledged while it is down. A message is one NDJSON line, several lines,
+what the agent has not acknowledged while it is down. The ids of the messages waiting for their
+PUBACK are committed with their readings, so a message the broker sends again (its DUP flag set)
+after the agent died between the commit and the PUBACK is acknowledged without being stored twice.
+A message is one NDJSON line, several lines,
 or a JSON array of readings. Needs ``paho-mqtt`` (in ``pitstop[agent]``).
 
 ``open`` returns once the subscription is acknowledged, so what is published after it is the
@@ -37,10 +40,16 @@ class MqttSource:
         self.client_id, self.qos = client_id, qos
         self._inbox: queue.Queue[Any] = queue.Queue()
         self._taken: list[Any] = []
+        self._stored: set[int] = set()  # ids committed but perhaps not acknowledged (last run)
         self._client: Any = None
         self._subscribed = threading.Event()
 
     def open(self, position: str | None) -> None:
+        if position:
+            try:
+                self._stored = {int(m) for m in json.loads(position).get("pending", [])}
+            except (ValueError, AttributeError, TypeError):
+                self._stored = set()
         try:
             import paho.mqtt.client as mqtt
         except ImportError as exc:
@@ -87,12 +96,15 @@ class MqttSource:
         readings: list[SourceReading] = []
         errors: list[str] = []
         for message in messages:
+            if message.dup and message.mid in self._stored:
+                continue  # stored before the agent died, never acknowledged: acknowledge it only
             try:
                 readings.extend(_readings(message.payload))
-            except ValueError as exc:
+            except (ValueError, OverflowError, RecursionError) as exc:
                 errors.append(f"mqtt {message.topic}: {exc}: {bytes(message.payload)[:120]!r}")
         self._taken.extend(messages)
-        return Chunk(readings, None, errors)
+        self._stored = {m.mid for m in messages}
+        return Chunk(readings, json.dumps({"pending": sorted(self._stored)}), errors)
 
     def ack(self, position: str | None) -> None:
         for message in self._taken:

@@ -8,7 +8,9 @@ Empty, null and non-numeric values are missing values.
 
 from __future__ import annotations
 
+import csv
 import json
+import math
 from datetime import UTC, datetime
 from typing import Any
 
@@ -16,19 +18,36 @@ from pitstop.agent.sources.base import SourceReading, clean_values
 
 _IGNORED = frozenset(("machine_id", "seq", "ts"))
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_LOW_US = 946_684_800_000_000  # 2000-01-01
+_HIGH_US = 4_102_444_800_000_000  # 2100-01-01
 
 
 def parse_ts(raw: Any) -> int | None:
-    """µs since the epoch from RFC 3339 text or epoch seconds; None when absent."""
+    """µs since the epoch from RFC 3339 text or epoch seconds; None when absent. A time outside
+    2000-2100 is an error (epoch milliseconds given for seconds, say), not a guess."""
     if raw is None or raw == "":
         return None
-    if isinstance(raw, int | float) and not isinstance(raw, bool):
-        return round(float(raw) * 1e6)
-    text = str(raw).strip()
+    us = _us(raw)
+    if not _LOW_US <= us < _HIGH_US:
+        raise ValueError(
+            f"timestamp {str(raw)[:40]!r} is not between 2000 and 2100 (seconds since the epoch?)"
+        )
+    return us
+
+
+def _us(raw: Any) -> int:
+    if isinstance(raw, bool):
+        raise ValueError("a timestamp cannot be true or false")
+    text = raw if isinstance(raw, int | float) else str(raw).strip()
     try:
-        return round(float(text) * 1e6)
+        seconds = float(text)
     except ValueError:
         pass
+    else:
+        if not math.isfinite(seconds) or abs(seconds) > 1e11:
+            raise ValueError(f"timestamp {str(raw)[:40]!r} is out of range")
+        return round(seconds * 1e6)
+    assert isinstance(text, str)
     when = datetime.fromisoformat(text.replace("Z", "+00:00") if text.endswith("Z") else text)
     if when.tzinfo is None:
         raise ValueError(f"timestamp {text[:40]!r} has no time zone")
@@ -57,10 +76,10 @@ def parse_lines(data: bytes, csv: CsvLines | None, label: str) -> tuple[list[Sou
     line that is not a reading (the rest go on)."""
     readings: list[SourceReading] = []
     errors: list[str] = []
-    for line in data.decode("utf-8", errors="replace").splitlines():
+    for line in data.decode("utf-8", errors="replace").split("\n"):  # not splitlines: U+2028 is text
         try:
             reading = csv.line(line) if csv is not None else ndjson_line(line)
-        except ValueError as exc:
+        except (ValueError, OverflowError, RecursionError) as exc:
             errors.append(f"{label}: {exc}: {line[:120]!r}")
             continue
         if reading is not None:
@@ -80,7 +99,7 @@ class CsvLines:
             return None
         cells = _split(line)
         if self.columns is None:
-            self.columns = cells
+            self.columns = [cells[0].lstrip("\ufeff"), *cells[1:]]  # a byte-order mark before the header
             return None
         if len(cells) != len(self.columns):
             raise ValueError(f"{len(cells)} fields where the header has {len(self.columns)}")
@@ -98,4 +117,5 @@ class CsvLines:
 
 
 def _split(line: str) -> list[str]:
-    return [cell.strip().strip('"') for cell in line.rstrip("\r\n").split(",")]
+    cells = next(csv.reader([line.rstrip("\r\n")]), [])  # quoted fields may hold commas
+    return [cell.strip() for cell in cells]

@@ -44,9 +44,8 @@ class SimSource:
 
         when = datetime.fromisoformat(start)
         self._sim = LiveHarvesters(
-            index + 1, seed=seed, start=when if when.tzinfo else when.replace(tzinfo=UTC)
+            1, seed=seed, start=when if when.tzinfo else when.replace(tzinfo=UTC), first=index
         )
-        self._index = index
         self.rate = rate
         self.stamp_sim = ts == "sim"
         self.taken = 0
@@ -59,8 +58,7 @@ class SimSource:
         self._next_due = time.monotonic()
 
     def _one(self) -> SourceReading:
-        rows = self._sim.next_readings(1)  # one reading for every machine up to ours
-        row = rows[self._index]
+        row = self._sim.next_readings(1)[0]
         self.taken += 1
         ts = int(row["ts"].timestamp()) * 1_000_000 if self.stamp_sim else None
         return SourceReading(dict(row["values"]), ts)
