@@ -236,7 +236,7 @@ class Summary:
         r = self.replay
         return [
             f"edge agents:           {r['agents']} ({r['gaps']} coverage gaps, "
-            f"{r['retries']:,} requests failed in them)",
+            f"{r['retries']:,} requests failed in them; {r['edge_scoring']} scoring at the edge)",
             f"buffered in agents:    {r['buffered']:,} readings (sent on the next run)",
         ]
 
@@ -316,7 +316,9 @@ def run_demo(
     held = {k: v for k, v in seen.items() if v is not None}
     live: Replay | AgentFleet
     if fleet == "harvesters":  # each harvester through its own edge agent, with coverage gaps
-        live = AgentFleet(url, feeds, s.data_dir / AGENTS_DIR, speed=speed, gaps=GAPS, resume_from=held)
+        live = AgentFleet(
+            url, feeds, s.data_dir / AGENTS_DIR, speed=speed, gaps=GAPS, resume_from=held, edge_scoring=True
+        )
         remaining = live.remaining()
     else:
         live = Replay(url, feeds, speed=speed)

@@ -172,6 +172,7 @@ class AgentFleet:
         resume_from: dict[str, int] | None = None,
         send_interval_s: float = 1.0,
         retry_max_s: float = 10.0,
+        edge_scoring: bool = False,
     ) -> None:
         self.url = url
         self.feeds = feeds
@@ -181,6 +182,7 @@ class AgentFleet:
         self.resume_from = resume_from or {}
         self.send_interval_s = send_interval_s
         self.retry_max_s = retry_max_s
+        self.edge_scoring = edge_scoring
         self.agents: list[Agent] = []
         self.sources: list[FeedSource] = []
         self.transports: list[GapTransport] = []
@@ -219,7 +221,7 @@ class AgentFleet:
                 folder=self.folder / feed.machine_id,
                 send_interval_s=self.send_interval_s,
                 retry_max_s=self.retry_max_s,
-                edge_scoring=False,
+                edge_scoring=self.edge_scoring,
             )
             source = FeedSource(feed, speed=self.speed, start=self._start(feed))
             transport = GapTransport(self.plan.schedule(feed.machine_id) if self.plan else [])
@@ -247,22 +249,24 @@ class AgentFleet:
         return sum(_buffer_counts(self.folder / f.machine_id)[0] for f in self.feeds)
 
 
-def _buffer_counts(folder: Path) -> tuple[int, int, int]:
-    """An agent's buffer, read beside it (running or stopped): waiting, rejected, delivered."""
+def _buffer_counts(folder: Path) -> tuple[int, int, int, bool]:
+    """An agent's buffer, read beside it (running or stopped): waiting, rejected, delivered, and
+    whether it scores with a model (edge scoring)."""
     path = folder / "buffer.db"
     if not path.exists():
-        return 0, 0, 0
+        return 0, 0, 0, False
     try:
         db = open_readonly(path)
         try:
             waiting = db.execute("SELECT count(*) FROM readings").fetchone()[0]
             rejected = db.execute("SELECT count(*) FROM rejected").fetchone()[0]
             sent = db.execute("SELECT value FROM meta WHERE key = 'sent'").fetchone()
+            model = db.execute("SELECT value FROM meta WHERE key = 'model_version'").fetchone()
         finally:
             db.close()
     except sqlite3.Error:  # an agent creating its buffer right now
-        return 0, 0, 0
-    return int(waiting), int(rejected), int(sent[0]) if sent else 0
+        return 0, 0, 0, False
+    return int(waiting), int(rejected), int(sent[0]) if sent else 0, bool(model and model[0])
 
 
 class FleetStats:
@@ -286,11 +290,13 @@ class FleetStats:
         accepted = 0
         buffered = 0
         rejected = 0
+        scoring = 0
         for feed in fleet.feeds:
-            waiting, refused, sent = _buffer_counts(fleet.folder / feed.machine_id)
+            waiting, refused, sent, model = _buffer_counts(fleet.folder / feed.machine_id)
             buffered += waiting
             rejected += refused
             accepted += sent
+            scoring += model
         taken = sum(s.acked for s in fleet.sources)
         transports = fleet.transports
         return {  # sent: readings the agents took from their machines (all runs), accepted: delivered
@@ -307,4 +313,5 @@ class FleetStats:
             "buffered": buffered,
             "offline": sum(1 for t in transports if t.gap_now()),
             "gaps": sum(t.gaps_begun() for t in transports),
+            "edge_scoring": scoring,  # agents scoring with their type's champion (alerts while offline)
         }
