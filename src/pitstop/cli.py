@@ -100,7 +100,7 @@ def demo(
     model is trained if there is no champion; then the API, dashboard and processor start and the
     FD001 test engines replay as the live fleet through the ingest endpoint. With ``--fleet
     harvesters`` the same loop runs on simulated orange harvesters (hours, a fleet file, history
-    brought in by the importer).
+    brought in by the importer), each live harvester through its own edge agent with coverage gaps.
     """
     from pitstop.demo import run_demo
     from pitstop.platform import Platform

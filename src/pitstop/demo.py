@@ -20,6 +20,7 @@ import polars as pl
 import pyarrow as pa
 from sqlalchemy import func, select
 
+from pitstop.demo_agents import AGENTS_DIR, AgentFleet, GapPlan
 from pitstop.errors import ConfigError
 from pitstop.ingest import DeviceRegistry
 from pitstop.platform import Platform
@@ -36,6 +37,9 @@ SEED_APP = "seed-last-season"
 TOKENS_FILE = "demo-devices.json"
 
 Echo = Callable[[str], None]
+
+# the harvester demo's coverage gaps: 15-45 s every ~3 min per machine, the first after 30 s at the earliest
+GAPS = GapPlan(every_s=180.0, min_s=15.0, max_s=45.0, first_s=30.0, seed=20)
 
 
 def history_id(unit: int) -> str:
@@ -223,10 +227,21 @@ class Summary:
             f"machines scored:       {self.machines_scored}",
             f"work orders open:      {self.work_orders_open}",
             f"model version:         {self.model_version}",
+            *self._agent_lines(),
+        ]
+
+    def _agent_lines(self) -> list[str]:
+        if "agents" not in self.replay:
+            return []
+        r = self.replay
+        return [
+            f"edge agents:           {r['agents']} ({r['gaps']} coverage gaps, "
+            f"{r['retries']:,} requests failed in them; {r['edge_scoring']} scoring at the edge)",
+            f"buffered in agents:    {r['buffered']:,} readings (sent on the next run)",
         ]
 
 
-def summarize(platform: Platform, replay: Replay | None) -> Summary:
+def summarize(platform: Platform, replay: Replay | AgentFleet | None) -> Summary:
     with platform.db.session() as s:
         active = list(s.scalars(select(Machine.machine_id).where(Machine.status == "active")))
         scored = s.scalar(
@@ -296,12 +311,20 @@ def run_demo(
     app = create_app(platform, processor=processor)
     server = uvicorn.Server(server_config(app, s))
     url = f"http://{s.host}:{s.port}"
-    replay = Replay(url, feeds, speed=speed)
     with platform.db.session() as session:
         seen = dict(session.execute(select(MachineState.machine_id, MachineState.last_seq)).all())
-    replay.skip_to({k: v for k, v in seen.items() if v is not None})
-    app.state.replay = replay
-    remaining = sum(len(f.seqs) - f.next_index for f in replay.feeds)
+    held = {k: v for k, v in seen.items() if v is not None}
+    live: Replay | AgentFleet
+    if fleet == "harvesters":  # each harvester through its own edge agent, with coverage gaps
+        live = AgentFleet(
+            url, feeds, s.data_dir / AGENTS_DIR, speed=speed, gaps=GAPS, resume_from=held, edge_scoring=True
+        )
+        remaining = live.remaining()
+    else:
+        live = Replay(url, feeds, speed=speed)
+        live.skip_to(held)
+        remaining = sum(len(f.seqs) - f.next_index for f in live.feeds)
+    app.state.replay = live
     login_token = demo_admin(platform, echo)
 
     def after_start() -> None:
@@ -312,12 +335,21 @@ def run_demo(
         echo(f"serving {url}  (dashboard at {url}/ ; Ctrl-C to stop)")
         echo(f"log in (one-time link, valid 24 h): {url}/login?token={login_token}")
         echo(f"admin API token: {s.data_dir / 'admin-token'}  (or `pitstop devices --help`)")
-        if remaining:
+        if isinstance(live, AgentFleet):  # started even with nothing left: a buffer may hold some
             echo(
-                f"live fleet: {len(replay.feeds)} machines replaying {remaining:,} readings "
-                f"at {speed:g}/s each"
+                f"live fleet: {len(live.feeds)} machines, each through its own edge agent "
+                f"({s.data_dir / AGENTS_DIR}/<machine>), {remaining:,} readings to go at {speed:g}/s each"
             )
-            replay.start()
+            echo(
+                f"coverage gaps: {GAPS.min_s:g}-{GAPS.max_s:g} s every ~{GAPS.every_s / 60:g} min a machine "
+                "(the agents buffer and forward when the link is back)"
+            )
+            live.start()
+        elif remaining:
+            echo(
+                f"live fleet: {len(live.feeds)} machines replaying {remaining:,} readings at {speed:g}/s each"
+            )
+            live.start()
         else:
             echo(
                 "live fleet: the replay already finished in this data dir "
@@ -332,6 +364,6 @@ def run_demo(
     except KeyboardInterrupt:
         pass  # uvicorn shut down gracefully, then re-raised the captured Ctrl-C
     finally:
-        replay.stop()
+        live.stop()
         processor.stop(drain=True)
-    return summarize(platform, replay)
+    return summarize(platform, live)

@@ -288,10 +288,18 @@ class Agent:
                 self._wake.wait(self.config.send_interval_s)
                 continue
             if len(rows) < self.batch and self._failures == 0:
-                # a partial batch: give the source up to the send interval to fill it
-                self._wake.clear()
-                if self._wake.wait(self.config.send_interval_s) and not self._stop.is_set():
-                    rows = self.buffer.oldest(self.batch)
+                # a partial batch: give the source up to the send interval to fill it (a source that
+                # hands over one reading at a time wakes us for each; that is no reason to send)
+                deadline = time.monotonic() + self.config.send_interval_s
+                while self.buffer.depth < self.batch and not self._stop.is_set():
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    self._wake.clear()
+                    self._wake.wait(left)
+                if self._stop.is_set():
+                    continue
+                rows = self.buffer.oldest(self.batch)
             greeted = self._send(rows)
 
     def _hello(self) -> bool:

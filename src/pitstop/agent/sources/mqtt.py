@@ -7,6 +7,10 @@ PUBACK are committed with their readings, so a message the broker sends again (i
 after the agent died between the commit and the PUBACK is acknowledged without being stored twice.
 A message is one NDJSON line, several lines,
 or a JSON array of readings. Needs ``paho-mqtt`` (in ``pitstop[agent]``).
+
+``open`` returns once the subscription is acknowledged, so what is published after it is the
+agent's. A broker resends an unacknowledged message to the same client id: Mosquitto when the
+session resumes, NATS's MQTT listener after its ``ack_wait`` (30 s by default).
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import queue
+import threading
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -21,6 +26,8 @@ from pitstop.agent.sources.base import Chunk, SourceError, SourceReading
 from pitstop.agent.sources.parse import ndjson_line
 
 log = logging.getLogger(__name__)
+
+SUBSCRIBE_WAIT_S = 10.0
 
 
 class MqttSource:
@@ -35,6 +42,7 @@ class MqttSource:
         self._taken: list[Any] = []
         self._stored: set[int] = set()  # ids committed but perhaps not acknowledged (last run)
         self._client: Any = None
+        self._subscribed = threading.Event()
 
     def open(self, position: str | None) -> None:
         if position:
@@ -61,6 +69,7 @@ class MqttSource:
                 log.warning("MQTT source: broker refused the connection: %s", reason)
 
         client.on_connect = on_connect
+        client.on_subscribe = lambda c, userdata, mid, reasons, props: self._subscribed.set()
         client.on_message = lambda c, userdata, message: self._inbox.put(message)
         try:
             client.connect(self.host, self.port, keepalive=30)
@@ -68,6 +77,10 @@ class MqttSource:
             raise SourceError(f"MQTT source: cannot reach {self.host}:{self.port}: {exc}") from exc
         client.loop_start()
         self._client = client
+        if not self._subscribed.wait(SUBSCRIBE_WAIT_S):  # so what is published from now on is ours
+            log.warning(
+                "MQTT source: no subscription to %s after %.0f s; still trying", self.topic, SUBSCRIBE_WAIT_S
+            )
 
     def read(self, timeout: float) -> Chunk | None:
         try:

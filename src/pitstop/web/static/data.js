@@ -33,7 +33,8 @@
     const xs = rates.v.map((_, i) => i + 1);
     P.lineChart($("rate-chart"), xs, [{ ys: rates.v }], { zero: true, xlabel: "poll", label: "Ingest rate in readings per second over the last polls", unit: "readings/s" });
     const r = st.replay && typeof st.replay === "object" ? st.replay : null;
-    $("replay").textContent = r ? `Replay: ${fmt(r.sent)} sent, ${fmt(r.accepted)} accepted${r.finished ? ", finished" : ""}.` : "";
+    const agents = r && isNum(r.agents) ? ` Edge agents: ${fmt(r.agents)}, ${fmt(r.offline ?? 0)} in a coverage gap now, ${fmt(r.buffered ?? 0)} readings buffered.` : "";
+    $("replay").textContent = r ? `Replay: ${fmt(r.sent)} sent, ${fmt(r.accepted)} accepted${r.finished ? ", finished" : ""}.${agents}` : "";
   }
 
   function lake(body, err, st) {
