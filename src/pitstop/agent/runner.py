@@ -12,138 +12,28 @@ Sending in seq order matters: the server drops a seq at or below the last it acc
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
 import random
-import sqlite3
 import threading
 import time
-from dataclasses import dataclass
 from importlib import import_module
-from pathlib import Path
 from typing import IO, Any
 
 from pitstop.agent.buffer import Buffer, Incoming, Row
 from pitstop.agent.clock import Clock, SystemClock, iso, judge, placements
+from pitstop.agent.config import AgentConfig, read_token
 from pitstop.agent.link import STATE, Link, Outcome
 from pitstop.agent.sources import Source, SourceError, open_source
+from pitstop.agent.status import hold_folder, status
 from pitstop.errors import AgentError
+
+__all__ = ["Agent", "AgentConfig", "read_token", "status"]
 
 log = logging.getLogger(__name__)
 
 HEARTBEAT_S = 5.0
-LOCK_FILE = "agent.lock"
 BACKOFF_BASE_S = 0.5
-
-
-@dataclass(frozen=True)
-class AgentConfig:
-    server: str
-    token: str
-    machine_id: str
-    source: str
-    folder: Path
-    buffer_max_readings: int = 1_000_000
-    batch_max: int = 1000
-    send_interval_s: float = 1.0
-    retry_max_s: float = 60.0
-    clock_tolerance_s: float = 5.0
-    compress: bool = True
-    edge_scoring: bool = True
-    alert_hook: str = ""
-    model_refresh_s: float = 300.0
-
-    @classmethod
-    def from_settings(cls, settings: Any, **given: Any) -> AgentConfig:
-        """The agent's settings, with the command line's values (``given``, None: not given) first."""
-
-        def pick(name: str) -> Any:
-            value = given.get(name)
-            return value if value not in (None, "") else getattr(settings, f"agent_{name}")
-
-        server, machine_id, source = pick("server"), pick("machine_id"), pick("source")
-        if server and not str(server).startswith(("http://", "https://")):
-            raise AgentError(
-                f"--server must be an http:// or https:// URL, e.g. http://pitstop.local:8000 "
-                f"(got {server!r})",
-                code="agent_config",
-            )
-        token_file = given.get("token_file") or settings.agent_token_file
-        missing = [
-            flag
-            for flag, value in (
-                ("--server", server),
-                ("--token-file", token_file),
-                ("--machine-id", machine_id),
-                ("--source", source),
-            )
-            if not value
-        ]
-        if missing:
-            raise AgentError(
-                f"the agent needs {', '.join(missing)} (or agent_* in the settings file)", code="agent_config"
-            )
-        return cls(
-            server=str(server).rstrip("/"),
-            token=read_token(Path(token_file)),
-            machine_id=str(machine_id),
-            source=str(source),
-            folder=Path(given.get("folder") or settings.agent_dir),
-            buffer_max_readings=settings.agent_buffer_max_readings,
-            batch_max=settings.agent_batch_max,
-            send_interval_s=settings.agent_send_interval_s,
-            retry_max_s=settings.agent_retry_max_s,
-            clock_tolerance_s=settings.agent_clock_tolerance_s,
-            compress=settings.agent_compress,
-            edge_scoring=settings.agent_edge_scoring,
-            alert_hook=settings.agent_alert_hook,
-            model_refresh_s=settings.agent_model_refresh_s,
-        )
-
-
-def hold_folder(folder: Path) -> IO[bytes]:
-    """An exclusive lock on the agent's folder for as long as the file stays open: a second agent
-    on the same buffer would give every reading of the source a second seq."""
-    folder.mkdir(parents=True, exist_ok=True)
-    fh = open(folder / LOCK_FILE, "a+b")  # noqa: SIM115 - held until stop()
-    try:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as exc:
-        fh.close()
-        raise AgentError(
-            f"another agent is running on {folder} (its lock {LOCK_FILE} is held): stop it first, or give "
-            "this one its own --dir",
-            code="agent_running",
-        ) from exc
-    return fh
-
-
-def _held(folder: Path) -> bool:
-    """Whether an agent holds the folder's lock now."""
-    try:
-        fh = open(folder / LOCK_FILE, "rb")  # noqa: SIM115
-    except FileNotFoundError:
-        return False
-    with fh:
-        try:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except OSError:
-            return True
-        fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
-        return False
-
-
-def read_token(path: Path) -> str:
-    try:
-        token = path.read_text().strip()
-    except OSError as exc:
-        raise AgentError(
-            f"cannot read the device token file {path}: {exc.strerror}", code="agent_config"
-        ) from exc
-    if not token:
-        raise AgentError(f"the device token file {path} is empty", code="agent_config")
-    return token
 
 
 class Agent:
@@ -574,67 +464,3 @@ class Agent:
 def _edge() -> Any:
     """The edge-scoring module (imported when first used: it brings numpy's model code)."""
     return import_module("pitstop.agent.edge")
-
-
-def status(folder: Path) -> dict[str, Any]:
-    """What ``pitstop agent status`` shows, read from the buffer (the agent may be running)."""
-    from pitstop.agent.buffer import open_readonly
-
-    path = folder / "buffer.db"
-    try:
-        db = open_readonly(path)
-        try:
-            meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
-            depth, oldest = db.execute("SELECT count(*), min(seq) FROM readings").fetchone()
-            rejected = db.execute("SELECT count(*) FROM rejected").fetchone()[0]
-            boots = db.execute(
-                "SELECT boot, offset_us, source FROM boots ORDER BY first_seq DESC LIMIT 1"
-            ).fetchone()
-        finally:
-            db.close()
-    except sqlite3.Error as exc:
-        raise AgentError(
-            f"cannot read the agent buffer {path}: {exc} (not an agent buffer, damaged, or busy: try again)",
-            code="agent_buffer",
-        ) from exc
-    pid = int(meta.get("pid") or 0)
-    running = _held(folder)
-    now = time.time()
-
-    def when(key: str) -> str | None:
-        value = meta.get(key)
-        return iso(int(value)) if value else None
-
-    return {
-        "machine_id": meta.get("machine_id"),
-        "server": meta.get("server"),
-        "source": meta.get("source"),
-        "running": running,
-        "pid": pid if running else None,
-        "link": meta.get("link", "unknown") if running else "stopped",
-        "link_since": when("link_since_us"),
-        "last_error": meta.get("last_error") or None,
-        "buffer_depth": int(depth),
-        "oldest_seq": oldest,
-        "next_seq": int(meta.get("next_seq", 0) or 0),
-        "last_send": when("last_send_us"),
-        "seconds_since_send": round(now - int(meta["last_send_us"]) / 1e6, 1)
-        if meta.get("last_send_us")
-        else None,
-        "sent": int(meta.get("sent", 0) or 0),
-        "duplicates": int(meta.get("duplicates", 0) or 0),
-        "thinned": int(meta.get("thinned", 0) or 0),
-        "dropped": int(meta.get("dropped", 0) or 0),
-        "rejected": int(rejected),
-        "source_errors": int(meta.get("source_errors", 0) or 0),
-        "source_ended": bool(int(meta.get("source_ended", 0) or 0)),
-        "seq_conflicts": int(meta.get("seq_conflicts", 0) or 0),
-        "ignored_fields": [f for f in str(meta.get("ignored_fields") or "").split(",") if f],
-        "clock": {
-            "offset_source": boots[2] if boots else None,
-            "corrections": int(meta.get("clock_corrections", 0) or 0),
-            "estimated_readings": int(meta.get("clock_estimated", 0) or 0),
-        },
-        "model_version": meta.get("model_version"),
-        "last_alert": meta.get("last_alert"),
-    }
