@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -17,7 +18,7 @@ import pytest
 
 from pitstop.cluster.local import down
 from pitstop.cluster.postgres import Postgres
-from tests.conftest import REPO, free_port
+from tests.conftest import REPO
 
 
 def _pitstop(*args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
@@ -28,11 +29,13 @@ def _pitstop(*args: str, timeout: float = 240) -> subprocess.CompletedProcess[st
 
 
 def _free_base_port() -> int:
-    """A base port whose cluster ports (base … base+3, base+10, base+11) are all free."""
+    """A base port whose cluster ports (base … base+3, base+10, base+11) are all free, below the
+    kernel's ephemeral range: a port picked inside it can be taken between the check and the
+    cluster's start by any outgoing connection (the cluster's own clients among them)."""
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    rng = random.Random()
     for _ in range(50):
-        base = free_port()
-        if base > 60000:
-            continue
+        base = rng.randrange(20_000, max(20_001, low - 20))
         ports = [base, base + 1, base + 2, base + 3, base + 10, base + 11]
         try:
             for port in ports:
