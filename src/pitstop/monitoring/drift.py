@@ -6,7 +6,8 @@ statistics (every half percentile, actual values, so ties and constant features 
 the row count, so drift needs no training data at serving time. KS against a profile treats those
 points as the reference's empirical distribution (the statistic is within 0.005 of the one
 against the full sample) and takes the p-value for the full row count; ``drift_between``
-compares two samples exactly (``scipy.stats.ks_2samp``'s statistic, asymptotic p-value).
+compares two samples exactly: ``scipy.stats.ks_2samp``'s statistic and its asymptotic p-value
+(``drift_ks.py``: one vectorised pass per feature, a sample sorted once can be reused).
 
 A feature is flagged when its corrected KS p-value is below ``alpha`` and its PSI is at least
 ``psi_threshold``: a significant *and* material shift. Live windows are autocorrelated (rolling
@@ -23,10 +24,12 @@ import numpy as np
 from scipy.special import kolmogorov
 
 from pitstop.monitoring.baseline import PREDICTION, band_weights
+from pitstop.monitoring.drift_ks import ks_sf, ks_sorted, sorted_columns
 
 __all__ = [
     "PREDICTION",
     "FeatureDrift",
+    "SortedReference",
     "adjust",
     "drift_between",
     "drift_conditioned",
@@ -100,17 +103,18 @@ def adjust(p: np.ndarray, method: str = "holm") -> np.ndarray:
 
 
 def _ks_pvalue(d: np.ndarray, n: int, m: int) -> np.ndarray:
-    """Two-sided asymptotic p-value of the two-sample KS statistic: Kolmogorov's limiting
-    distribution with Stephens' finite-size correction (within a few percent of
-    ``scipy.stats.ks_2samp(method="asymp")``, whose exact ``kstwo.sf`` costs ~40 ms a call)."""
+    """Two-sided asymptotic p-value of the two-sample KS statistic for the live windows (their
+    sizes count machines, often a few dozen): Kolmogorov's limiting distribution with Stephens'
+    finite-size correction, within a few percent of ``drift_ks.ks_sf`` (scipy's) and cheap at
+    any size."""
     en = max(1.0, n * m / (n + m))
     root = np.sqrt(en)
     return np.asarray(kolmogorov((root + 0.12 + 0.11 / root) * np.asarray(d, np.float64)), np.float64)
 
 
 def _psi(inner: np.ndarray, ref_share: np.ndarray, values: np.ndarray) -> float:
-    """PSI of ``values`` over the bins split at ``inner`` (each bin ``[edge, next edge)``)."""
-    counts = np.bincount(np.searchsorted(inner, values, side="right"), minlength=len(inner) + 1)
+    """PSI of sorted ``values`` over the bins split at ``inner`` (each bin ``[edge, next edge)``)."""
+    counts = np.diff(np.concatenate([[0], np.searchsorted(values, inner, side="left"), [len(values)]]))
     share = counts / max(1, len(values))
     ref = np.clip(ref_share, 1e-4, None)
     cur = np.clip(share, 1e-4, None)
@@ -127,6 +131,29 @@ def _profile_bins(quantiles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return inner, np.diff(np.concatenate([[0.0], below, [1.0]]))
 
 
+@dataclass(frozen=True)
+class SortedReference:
+    """A reference sample ready for ``drift_between``: each column sorted (finite values only)
+    and its PSI bins. Sorting is most of the work on a large sample: build it once
+    (``SortedReference.of``) to check many current samples against the same reference."""
+
+    columns: list[np.ndarray]
+    bins: list[tuple[np.ndarray, np.ndarray]]
+
+    @classmethod
+    def of(cls, X: np.ndarray) -> SortedReference:
+        columns = sorted_columns(X)
+        return cls(columns, [_profile_bins(_levels(c)) if len(c) else _NO_BINS for c in columns])
+
+
+_NO_BINS = (np.empty(0), np.ones(1))
+
+
+def _levels(r: np.ndarray) -> np.ndarray:
+    """The sorted sample's order statistics at ``LEVELS`` (the nearest rank)."""
+    return r[np.minimum((LEVELS * (len(r) - 1)).round().astype(int), len(r) - 1)]
+
+
 def drift_from_profile(
     profile: dict[str, dict[str, Any]],
     names: list[str],
@@ -138,12 +165,14 @@ def drift_from_profile(
 ) -> list[FeatureDrift]:
     """Drift of ``current`` (rows × ``names``) against a reference profile."""
     points = [np.asarray(profile[name]["quantiles"], np.float64) for name in names]
-    n_ref = [int(profile[name]["n"]) for name in names]
-    return _drift(points, n_ref, np.asarray(current, np.float64), names, alpha, psi_threshold, correction)
+    n_ref = np.array([int(profile[name]["n"]) for name in names])
+    d, psi, m = _statistics(points, [_profile_bins(q) for q in points], sorted_columns(current))
+    p = np.array([_ks_pvalue(d[j : j + 1], n_ref[j], m[j])[0] if m[j] else 1.0 for j in range(len(names))])
+    return _verdicts(names, psi, d, p, alpha, psi_threshold, correction)
 
 
 def drift_between(
-    reference: np.ndarray,
+    reference: np.ndarray | SortedReference,
     current: np.ndarray,
     names: list[str],
     *,
@@ -151,52 +180,32 @@ def drift_between(
     psi_threshold: float = 0.2,
     correction: str = "holm",
 ) -> list[FeatureDrift]:
-    """Drift of ``current`` against a reference *sample* (both rows × ``names``): the exact
-    two-sample KS statistic, and PSI over the reference's deciles."""
-    ref_sorted = np.sort(np.asarray(reference, np.float64), axis=0)
-    columns = [ref_sorted[:, j] for j in range(len(names))]
-    n_ref = [len(ref_sorted)] * len(names)
-    return _drift(columns, n_ref, np.asarray(current, np.float64), names, alpha, psi_threshold, correction)
-
-
-def _drift(
-    references: list[np.ndarray],
-    n_ref: list[int],
-    current: np.ndarray,
-    names: list[str],
-    alpha: float,
-    psi_threshold: float,
-    correction: str,
-) -> list[FeatureDrift]:
-    """KS statistic, its p-value and PSI per feature: ``references`` are sorted reference values
-    (each an empirical distribution), ``n_ref`` the sample sizes they stand for."""
-    d = np.zeros(len(names))
-    psi = np.zeros(len(names))
+    """Drift of ``current`` against a reference *sample* (both rows × ``names``, the reference
+    possibly sorted already): ``scipy.stats.ks_2samp``'s statistic and its asymptotic p-value
+    (``method="asymp"``, what ``"auto"`` takes past 10,000 rows), and PSI over the reference's
+    deciles."""
+    ref = reference if isinstance(reference, SortedReference) else SortedReference.of(reference)
+    d, psi, m = _statistics(ref.columns, ref.bins, sorted_columns(current))
+    n = np.array([len(r) for r in ref.columns])
+    size = np.round(n * m / np.maximum(n + m, 1))  # scipy's effective size for the two samples
     p = np.ones(len(names))
-    for j, r in enumerate(references):
-        c = np.sort(current[:, j][np.isfinite(current[:, j])])
-        if len(c) == 0 or len(r) == 0:
-            continue
-        # the largest CDF gap is at a data point of one side or the other (sorted queries: fast)
-        d[j] = max(
-            np.max(
-                np.abs(
-                    np.searchsorted(r, r, side="right") / len(r)
-                    - np.searchsorted(c, r, side="right") / len(c)
-                )
-            ),
-            np.max(
-                np.abs(
-                    np.searchsorted(r, c, side="right") / len(r)
-                    - np.searchsorted(c, c, side="right") / len(c)
-                )
-            ),
-        )
-        p[j] = _ks_pvalue(d[j : j + 1], n_ref[j], len(c))[0]
-        q = r[np.minimum((LEVELS * (len(r) - 1)).round().astype(int), len(r) - 1)]
-        inner, share = _profile_bins(q)
-        psi[j] = _psi(inner, share, c)
+    for each in np.unique(size[(n > 0) & (m > 0)]):
+        at = (size == each) & (n > 0) & (m > 0)
+        p[at] = ks_sf(d[at], max(1, int(each)))
     return _verdicts(names, psi, d, p, alpha, psi_threshold, correction)
+
+
+def _statistics(
+    references: list[np.ndarray], bins: list[tuple[np.ndarray, np.ndarray]], current: list[np.ndarray]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per feature, of sorted reference values (each an empirical distribution, with its PSI
+    bins) and sorted current values: the KS statistic, PSI and the current values' count."""
+    d, psi = np.zeros(len(current)), np.zeros(len(current))
+    for j, (r, c) in enumerate(zip(references, current, strict=True)):
+        if len(c) and len(r):
+            d[j] = ks_sorted(r, c)
+            psi[j] = _psi(*bins[j], c)
+    return d, psi, np.array([len(c) for c in current])
 
 
 def drift_conditioned(
@@ -224,8 +233,7 @@ def drift_conditioned(
         total = sum(w for w, _ in used)
         n_ref = 1.0 / max(1e-12, sum(w * w / band["machines"] for w, band in used) / total**2)
         deciles = np.arange(1, PSI_BINS) / PSI_BINS
-        for j, name in enumerate(names):
-            c = np.sort(current[:, j][np.isfinite(current[:, j])])
+        for j, (name, c) in enumerate(zip(names, sorted_columns(current), strict=True)):
             if len(c) == 0:
                 continue
             parts = [(w / total, np.asarray(band["quantiles"][name], np.float64)) for w, band in used]
