@@ -5,8 +5,8 @@ rebuild, every machine of the lane); the API reads them (``GET /api/v1/features`
 type one contiguous matrix holds the rows, with an index from machine id to row, the seq and time
 of the last reading folded in, and the model version and feature-spec hash they were computed for.
 A lookup is a dict lookup per machine and one gather per type: no Polars, no database. Each row
-is serialized to JSON once, when published (a micro-batch publishes only the machines it moved),
-so a request joins ready bytes instead of formatting thousands of floats.
+is serialized to JSON once, on its first lookup after it changed, so a request mostly joins ready
+bytes instead of formatting thousands of floats.
 """
 
 from __future__ import annotations
@@ -31,7 +31,9 @@ class _Table:
     values: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
     seq: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     ts: list[str] = field(default_factory=list)  # ISO 8601, made once when a row is published
-    json: list[bytes] = field(default_factory=list)  # each row as JSON, made once when published
+    # each row as JSON, made on its first lookup after it was published (a bulk publication, as a
+    # restart's, formats nothing), then reused by every lookup until the row changes
+    json: list[bytes | None] = field(default_factory=list)
 
     def put(self, ids: Sequence[str], matrix: np.ndarray, seqs: np.ndarray, ts_us: np.ndarray) -> None:
         index = self.index
@@ -41,10 +43,16 @@ class _Table:
         self.seq[rows] = seqs
         ts, js = self.ts, self.json
         ts.extend([""] * (len(index) - len(ts)))
-        js.extend([b"[]"] * (len(index) - len(js)))
-        for row, us, values in zip(rows.tolist(), np.asarray(ts_us, np.int64).tolist(), matrix, strict=True):
+        js.extend([None] * (len(index) - len(js)))
+        for row, us in zip(rows.tolist(), np.asarray(ts_us, np.int64).tolist(), strict=True):
             ts[row] = _iso(us)
-            js[row] = orjson.dumps(values, option=orjson.OPT_SERIALIZE_NUMPY)
+            js[row] = None
+
+    def row_json(self, row: int) -> bytes:
+        found = self.json[row]
+        if found is None:
+            found = self.json[row] = orjson.dumps(self.values[row], option=orjson.OPT_SERIALIZE_NUMPY)
+        return found
 
     def _grow(self, needed: int) -> None:
         have = len(self.seq)
@@ -71,7 +79,7 @@ class FeatureRows:
     seq: np.ndarray
     ts: list[str]
     values: np.ndarray  # (machines, names)
-    values_json: bytes  # ``values`` as a JSON array of rows, from the rows serialized at publication
+    values_json: bytes  # ``values`` as a JSON array of rows, joined from each row's JSON
 
 
 class OnlineStore:
@@ -134,7 +142,7 @@ class OnlineStore:
                     missing.append(machine_id)
             for machine_type, (ids, rows) in found.items():
                 table = tables[machine_type]
-                ts, js = table.ts, table.json
+                ts = table.ts
                 out.append(
                     FeatureRows(
                         machine_type,
@@ -145,7 +153,7 @@ class OnlineStore:
                         table.seq[rows],
                         [ts[r] for r in rows],
                         table.values[rows],  # a copy: later publishes do not change it
-                        b"[" + b",".join([js[r] for r in rows]) + b"]",
+                        b"[" + b",".join([table.row_json(r) for r in rows]) + b"]",
                     )
                 )
         return out, missing
