@@ -138,3 +138,19 @@ def test_the_store_keeps_each_machines_latest_row_and_a_new_model_starts_afresh(
     np.testing.assert_array_equal(rows.values, online.get(["m2", "m1"]))
     store.publish("t", online, ["m2"], online.get(["m2"]), "2")  # another model: the old rows go
     assert store.lookup(["m1"]) == ([], ["m1"]) and len(store) == 1
+
+
+def test_many_machines_are_got_in_chunks_with_the_same_rows() -> None:
+    from pitstop.features import FeatureSpec, OnlineFeatures
+    from pitstop.features.online import _GET_CHUNK
+
+    online = OnlineFeatures(FeatureSpec(("a",), windows=(2,)))
+    n = _GET_CHUNK + 5
+    ids = np.repeat(np.array([f"m{i:05d}" for i in range(n)], dtype=object), 3)
+    values = np.random.default_rng(1).random((3 * n, 1))
+    online.update(ids, np.tile(np.arange(3), n), np.tile(np.arange(3), n) * 1_000_000, values)
+    every = list(online.slots)
+    together = online.get(every)
+    assert together.shape[0] == n
+    np.testing.assert_array_equal(together[-7:], online.get(every[-7:]))
+    np.testing.assert_array_equal(together[:3], online.get(every[:3]))
