@@ -41,6 +41,7 @@ SAMPLE = {
 NOT_200 = {
     "/api/v1/machines/{machine_id}/explanation": 404,  # eng-001 has no readings yet
     "/api/v1/assistant/conversations/{conversation_id}": 404,  # nobody has that conversation
+    "/api/v1/features": 422,  # no machine_ids asked
 }
 
 

@@ -376,6 +376,9 @@ class Settings(BaseSettings):
         0.5, ge=0, description="Least time between micro-batch starts, so each batch amortises its commits."
     )
     processor_max_messages: int = Field(500, gt=0, description="Bus messages per processor micro-batch.")
+    features_max_ids: int = Field(
+        1000, gt=0, le=100_000, description="Most machines one GET /api/v1/features request may ask for."
+    )
     feature_snapshot_s: float = Field(
         60.0, ge=0, description="Least time between snapshots of the processor's online feature state."
     )

@@ -15,6 +15,7 @@ from sqlalchemy import select
 from pitstop.bus import Bus
 from pitstop.errors import PitstopError, first_line
 from pitstop.features import OnlineFeatures
+from pitstop.features.store import OnlineStore
 from pitstop.lake.upkeep import LakeUpkeep, UpkeepPolicy
 from pitstop.maintenance import PolicyState, RiskPolicy
 from pitstop.monitoring.canary import Canary, CanaryOptions
@@ -74,11 +75,13 @@ class Processor:
         leader: bool = True,
         state_dir: Path | None = None,
         fence: Callable[[], None] | None = None,
+        store: OnlineStore | None = None,
     ) -> None:
         """The processor of the whole bus, or (scale-out) of one partition: ``bus`` is then the
         partition's view, ``consumer`` its own name (also the lake's app id and the ops DB's position
         key), ``machines`` tells its machines (for rebuilds from the lake), and only the ``leader``
-        (partition 0's owner) does the fleet-wide duties: lake upkeep, canary steps, retraining."""
+        (partition 0's owner) does the fleet-wide duties: lake upkeep, canary steps, retraining.
+        Each machine's current feature row is published to ``store`` (the API's online features)."""
         self.p = platform
         self.bus: Bus = bus if bus is not None else platform.bus
         self.consumer = consumer
@@ -91,6 +94,7 @@ class Processor:
         self._thread: threading.Thread | None = None
         self._watcher: threading.Thread | None = None  # polls the registry for the aliases
         self.errors = 0
+        self.store = store if store is not None else OnlineStore()
         self.lanes = {name: Lane(name, d) for name, d in platform.deployments.items()}
         self.state = StreamState(
             self.lanes, platform.lake, state_dir or settings.data_dir / "state", self._active
@@ -172,6 +176,7 @@ class Processor:
             else:
                 self.state.replay(lane, restored or 0, upto)
                 self.state.rebuild_challenger(lane, upto)  # not in snapshots: rebuilt
+            self._publish_lane(lane)
         self.state.recount(restored, upto)
 
     def _sync_resets(self) -> None:
@@ -440,6 +445,9 @@ class Processor:
     ) -> None:
         assert lane.online is not None
         matrix = lane.online.get(ids)
+        self.store.publish(
+            lane.machine_type, lane.online, ids, matrix, lane.deployment.champion.model.version
+        )
         theirs = lane.challenger_online.get(ids) if lane.challenger_online is not None else None
         started = time.perf_counter()
         acting, logged = lane.deployment.score(ids, matrix, theirs)
@@ -452,6 +460,17 @@ class Processor:
         self.monitor.observe(
             bundle.reference, bundle.spec.names, matrix, predictions, [lane.machine_type] * len(ids), ids
         )
+
+    def _publish_lane(self, lane: Lane) -> None:
+        """Every machine of a (re)built lane into the online store, replacing what it held."""
+        online = lane.online
+        if online is None or not lane.deployment.ready:
+            self.store.drop(lane.machine_type)
+            return
+        ids = [m for m, slot in online.slots.items() if online.count[slot] >= 1]
+        version = lane.deployment.champion.model.version
+        matrix = online.get(ids) if ids else np.zeros((0, len(online.spec.names)))
+        self.store.publish(lane.machine_type, online, ids, matrix, version, replace=True)
 
     # -- following the registry ------------------------------------------------------------------
     def _watch(self) -> None:
@@ -487,6 +506,7 @@ class Processor:
             if changed or stale or (lane.online is None and lane.deployment.ready):
                 # a first model, another spec (promotion, or the guard's rollback): rebuild for it
                 self.state.rebuild(lane, self.bus.position(self.consumer))
+                self._publish_lane(lane)
                 continue
             challenger = lane.deployment.challenger
             wanted = (

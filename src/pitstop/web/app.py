@@ -26,6 +26,7 @@ from pitstop.web.api_alerts import router as alerts_router
 from pitstop.web.api_assistant import UserRate
 from pitstop.web.api_assistant import router as assistant_router
 from pitstop.web.api_deployments import router as deployments_router
+from pitstop.web.api_features import router as features_router
 from pitstop.web.api_models import router as models_router
 from pitstop.web.api_ops import router as ops_router
 from pitstop.web.api_scores import router as scores_router
@@ -124,6 +125,7 @@ def create_app(platform: Platform, processor: Processor | None = None) -> FastAP
     app.include_router(admin_router)
     app.include_router(api_router)
     app.include_router(scores_router)
+    app.include_router(features_router)
     app.include_router(models_router)
     app.include_router(deployments_router)
     app.include_router(ops_router)

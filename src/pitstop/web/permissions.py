@@ -18,6 +18,7 @@ PERMISSIONS: Final[dict[str, str]] = {
     "work_orders.transition": "technician",  # acknowledge, start, close with a finding, cancel
     "events.record": "engineer",  # failures, maintenance and inspections by API
     "models.promote": "engineer",  # promote, roll back
+    "features.read": "engineer",  # machines' online feature vectors (model internals)
     "quarantine.release": "engineer",
     "alerts.silence": "engineer",
     "audit.read": "engineer",
@@ -58,6 +59,7 @@ ROUTES: Final[dict[tuple[str, str], str]] = {
     ("GET", "/api/v1/work-orders"): "fleet.read",
     ("POST", "/api/v1/work-orders/{order_id}/transition"): "work_orders.transition",
     ("POST", "/api/v1/predict"): "fleet.read",
+    ("GET", "/api/v1/features"): "features.read",
     ("POST", "/api/v1/assistant/ask"): "fleet.read",
     ("POST", "/api/v1/assistant/chat"): "fleet.read",  # each action is checked against its own permission
     ("GET", "/api/v1/assistant/conversations"): "fleet.read",
