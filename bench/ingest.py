@@ -208,15 +208,14 @@ class Fleet:
         platform.close()
         return token
 
-    def devices(self) -> dict[str, str]:
+    def devices(self, names: list[str] | None = None) -> dict[str, str]:
         """Fresh machines (so a run's lake check sees only its own readings): name → token."""
         self.runs += 1
         platform = Platform.open(load_settings(None, data_dir=self.data_dir))
         registry = DeviceRegistry(platform.db)
         stamp = f"{int(time.time())}-{self.runs}"
         tokens = {}
-        for i in range(self.machines):
-            machine = f"bench-{i:04d}-{stamp}"
+        for machine in names or [f"bench-{i:04d}-{stamp}" for i in range(self.machines)]:
             tokens[machine] = registry.add(machine, "turbofan", platform.fleet)[1]
         platform.close()
         return tokens
