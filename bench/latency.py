@@ -1,14 +1,15 @@
 """Reading → work-order latency under load: from the 202 of the reading that opens a work order to
 the work order visible in ``GET /api/v1/work-orders``.
 
-Runs one ``pitstop serve`` (with its processor, the default deployment) over a data dir seeded and
-trained as the demo does. ``--machines`` background machines post ``--rate`` readings/s in all
-(batches of ``--batch``, each machine once a second or so; early, healthy cycles of FD001 training
-engines, repeated), and every ``--every`` seconds a target machine starts: it posts an FD001
-training engine's history up to ``--head-rul`` cycles before its failure in one batch, then the
-rest one reading per ``--tick`` seconds, as a machine wearing out would. The processor opens a work
-order when the RUL interval's lower bound crosses the threshold; the work order names the reading
-that opened it (``seq``). A poller reads the work-order list every ``--poll`` seconds; latency =
+Runs one ``pitstop serve`` (with its processor, the default deployment; ``--separate``: beside a
+``pitstop process``) over a data dir seeded and trained as the demo does. ``--machines`` background
+machines post ``--rate`` readings/s in all (batches of ``--batch``, each machine about once a
+second; early, healthy cycles of FD001 training engines, repeated), and every ``--every`` seconds
+a target machine starts: it posts an FD001 training engine's history up to ``--head-rul`` cycles
+before its failure in one batch, then the rest one reading per ``--tick`` seconds, as a machine
+wearing out would. The processor opens a work order when the RUL interval's lower bound crosses
+the threshold; the work order names the reading that opened it (``seq``). A poller reads the
+work-order list every ``--poll`` seconds; latency =
 first seen − the 202 of the batch that carried that reading.
 
     python bench/latency.py [--seconds 30] [--rate 10000] [--machines 200] [--every 0.5]
@@ -210,6 +211,9 @@ def main() -> None:
     parser.add_argument("--tick", type=float, default=0.05, help="seconds between a target's readings")
     parser.add_argument("--poll", type=float, default=0.02, help="work-order list poll interval")
     parser.add_argument("--grace", type=float, default=20, help="seconds to wait for late work orders")
+    parser.add_argument(
+        "--separate", action="store_true", help="pitstop serve --no-processor beside pitstop process"
+    )
     parser.add_argument("--data-dir", type=Path, default=None, help="default: a temporary folder")
     args = parser.parse_args()
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -230,23 +234,26 @@ def main() -> None:
 
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    log = Path(tmp.name) / "serve.log"
-    with log.open("wb") as out:
-        server = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "pitstop",
-                "serve",
-                "--data-dir",
-                str(fleet.data_dir),
-                "--port",
-                str(port),
-            ],
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-            stdout=out,
-            stderr=subprocess.STDOUT,
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    pitstop = [sys.executable, "-m", "pitstop"]
+    where = ["--data-dir", str(fleet.data_dir)]
+    logs = Path(tmp.name)
+    procs = []
+    with (logs / "serve.log").open("wb") as out:
+        no_processor = ["--no-processor"] if args.separate else []
+        procs.append(
+            subprocess.Popen(
+                [*pitstop, "serve", *no_processor, *where, "--port", str(port)],
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
         )
+    if args.separate:
+        with (logs / "process.log").open("wb") as out:
+            procs.append(
+                subprocess.Popen([*pitstop, "process", *where], env=env, stdout=out, stderr=subprocess.STDOUT)
+            )
     try:
         for _ in range(1200):
             try:
@@ -254,6 +261,8 @@ def main() -> None:
                     break
             except httpx.HTTPError:
                 time.sleep(0.1)
+        while args.separate and b"processing" not in (logs / "process.log").read_bytes():
+            time.sleep(0.1)  # the processor replays the lake into its online state first
         admin = (fleet.data_dir / "admin-token").read_text().strip()
         print(
             f"driving {url} for {args.seconds:g}s: {args.rate:,.0f} readings/s from {args.machines} machines "
@@ -264,8 +273,10 @@ def main() -> None:
         elapsed = asyncio.run(run.drive(tokens, healthy, targets))
         batches = processor_batches(url, admin)
     finally:
-        server.terminate()
-        server.wait(60)
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.wait(60)
 
     lat = run.latencies()
 
@@ -285,6 +296,7 @@ def main() -> None:
         "rejected_batches": run.rejected,
         "seconds": args.seconds,
         "poll_s": args.poll,
+        "separate_processor": args.separate,
         "processor_batches": batches["batches"],
         "processor_batch_mean_s": batches["batch_mean_s"],
     }
