@@ -7,10 +7,12 @@ bus position to time each batch's landing. The floor is measured in this process
 bodies: orjson parse + Arrow table + SQLite (WAL, synchronous=FULL) commit. The request bodies are
 built before the clock starts, so the load generator's CPU goes to sending them.
 
-    python bench/ingest.py [--seconds 20] [--machines 100] [--batch 500] [--concurrency 8]
+    python bench/ingest.py [--seconds 20] [--machines 100] [--batch 500] [--concurrency 8] [--runs 3]
 
 The last line is one JSON object: readings_per_s, floor_readings_per_s, landing_lag_p99_s, lost,
-duplicated (and more).
+duplicated (and more); with ``--runs N`` each figure is the median of N runs (lost and duplicated
+their sums), each run's own figures under ``per_run``. ``cpu_us_per_reading`` splits the CPU the
+run cost (server with its validation workers, processor, this load generator) per reading.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import argparse
 import asyncio
 import json
 import os
+import signal
 import socket
 import sqlite3
 import statistics
@@ -29,10 +32,12 @@ import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 import orjson
 import polars as pl
+import psutil
 import pyarrow as pa
 from deltalake import DeltaTable
 from loadgen import Connection
@@ -43,6 +48,20 @@ from pitstop.ingest import DeviceRegistry
 from pitstop.platform import Platform
 from pitstop.schema import TURBOFAN
 from pitstop.sim import shipped
+
+
+def cpu_seconds(pid: int, children: bool) -> float:
+    """User + system CPU so far of a process, or of its children (the server's validation
+    workers; the processor has none)."""
+    proc = psutil.Process(pid)
+    total = 0.0
+    for p in proc.children(recursive=True) if children else [proc]:
+        try:
+            t = p.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += t.user + t.system
+    return total
 
 
 def free_port() -> int:
@@ -170,36 +189,63 @@ async def drive(
     return acks
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seconds", type=float, default=20)
-    parser.add_argument("--machines", type=int, default=100)
-    parser.add_argument("--batch", type=int, default=500)
-    parser.add_argument("--concurrency", type=int, default=8)
-    parser.add_argument("--data-dir", type=Path, default=None, help="default: a temporary folder")
-    args = parser.parse_args()
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+class Fleet:
+    """A seeded, trained data dir and ``machines`` registered bench devices (fresh ones per run)."""
 
-    tmp = tempfile.TemporaryDirectory()
-    data_dir = args.data_dir or Path(tmp.name) / "data"
-    values = templates()
+    def __init__(self, data_dir: Path, machines: int) -> None:
+        self.data_dir, self.machines = data_dir, machines
+        self.runs = 0
 
-    print(f"setting up {data_dir} (seed + train as the demo does) …", flush=True)
-    platform = Platform.open(load_settings(None, data_dir=data_dir))
-    seed_last_season(platform, echo=lambda _: None)
-    ensure_champion(platform, echo=lambda _: None)
-    registry = DeviceRegistry(platform.db)
-    tokens = {}
-    for i in range(args.machines):
-        machine = f"bench-{i:04d}-{int(time.time())}"
-        tokens[machine] = registry.add(machine, "turbofan", platform.fleet)[1]
-    platform.close()
+    def setup(self) -> None:
+        platform = Platform.open(load_settings(None, data_dir=self.data_dir))
+        seed_last_season(platform, echo=lambda _: None)
+        ensure_champion(platform, echo=lambda _: None)
+        platform.close()
 
+    def device(self, machine: str) -> str:
+        platform = Platform.open(load_settings(None, data_dir=self.data_dir))
+        token = DeviceRegistry(platform.db).add(machine, "turbofan", platform.fleet)[1]
+        platform.close()
+        return token
+
+    def devices(self, names: list[str] | None = None) -> dict[str, str]:
+        """Fresh machines (so a run's lake check sees only its own readings): name → token."""
+        self.runs += 1
+        platform = Platform.open(load_settings(None, data_dir=self.data_dir))
+        registry = DeviceRegistry(platform.db)
+        stamp = f"{int(time.time())}-{self.runs}"
+        tokens = {}
+        for machine in names or [f"bench-{i:04d}-{stamp}" for i in range(self.machines)]:
+            tokens[machine] = registry.add(machine, "turbofan", platform.fleet)[1]
+        platform.close()
+        return tokens
+
+
+def warm_up(url: str, fleet: Fleet, values: list[dict[str, float]]) -> None:
+    """One batch from a machine of its own, so that the server's validation workers are running."""
+    machine = f"warm-{int(time.time())}-{fleet.runs}"
+    token = fleet.device(machine)
+    reply = httpx.post(
+        f"{url}/api/v1/readings",
+        content=make_body(machine, 1, 10, values),
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+        timeout=120,
+    )
+    reply.raise_for_status()
+
+
+def measure(
+    args: argparse.Namespace, fleet: Fleet, values: list[dict[str, float]], scratch: Path
+) -> dict[str, Any]:
+    """One run: the in-run floor, then a fresh server and processor driven for ``args.seconds``."""
+    data_dir = fleet.data_dir
+    tokens = fleet.devices()
     sample = [
         make_body(m, 1 + k * args.batch, args.batch, values) for k in range(3) for m in sorted(tokens)[:50]
     ]
-    floor_rps = floor(sample, Path(tmp.name) / "floor.db")
+    floor_path = scratch / f"floor-{fleet.runs}.db"
+    floor_rps = floor(sample, floor_path)
+    floor_path.unlink(missing_ok=True)
     print(
         f"floor (orjson + Arrow + SQLite FULL commit, one process): {floor_rps:,.0f} readings/s", flush=True
     )
@@ -207,7 +253,7 @@ def main() -> None:
     # Bodies are built before the clock starts (enough for ~120k readings/s), so that the load
     # generator spends its CPU on sending rather than on JSON encoding: the server under test
     # shares the machine with it. Each keeps the time it was built at as its readings' ts.
-    rounds = int(120_000 * args.seconds / args.batch / args.machines) + 1
+    rounds = int(args.build_rate * args.seconds / args.batch / args.machines) + 1
     bodies = {
         (m, 1 + k * args.batch): make_body(m, 1 + k * args.batch, args.batch, values)
         for k in range(rounds)
@@ -224,12 +270,14 @@ def main() -> None:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.STDOUT,
     )
-    processor = subprocess.Popen(
-        [*pitstop, "process", "--data-dir", str(data_dir)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.STDOUT,
-    )
+    processor_log = scratch / f"processor-{fleet.runs}.log"
+    with processor_log.open("wb") as log:
+        processor = subprocess.Popen(
+            [*pitstop, "process", "--data-dir", str(data_dir)], env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+    pids = {"server": server.pid, "processor": processor.pid, "bench": os.getpid()}
+    own = {"server": False, "validators": True, "processor": False, "bench": False}
+    pids["validators"] = server.pid
     try:
         for _ in range(600):
             try:
@@ -237,6 +285,12 @@ def main() -> None:
                     break
             except httpx.HTTPError:
                 time.sleep(0.1)
+        # the processor replays the lake's history into its online state before it reads the bus
+        # (it prints "processing …" then), and the server spawns its validation workers: both are
+        # start-up, not intake, so the clock starts after them
+        while b"processing" not in processor_log.read_bytes() and processor.poll() is None:
+            time.sleep(0.1)
+        warm_up(url, fleet, values)
         watcher = LandingWatcher(str(data_dir / "lake" / "telemetry"))
         watcher.start()
         print(
@@ -244,15 +298,42 @@ def main() -> None:
             f"{args.concurrency} in flight …",
             flush=True,
         )
+        cpu_before = {name: cpu_seconds(p, own[name]) for name, p in pids.items()}
+        spies = [
+            subprocess.Popen(
+                [
+                    str(Path(sys.executable).parent / "py-spy"),
+                    "record",
+                    "--subprocesses",
+                    "-f",
+                    "raw",
+                    "-r",
+                    "50",
+                    "-o",
+                    f"{args.py_spy}/{name}-{fleet.runs}.txt",
+                    "-p",
+                    str(pid),
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            for name, pid in pids.items()
+            if args.py_spy and name in ("server", "processor")
+        ]
         started = time.monotonic()
         acks = asyncio.run(drive(url, tokens, args.seconds, args.batch, args.concurrency, values, bodies))
         send_seconds = time.monotonic() - started
+        bodies.clear()
         last_position = max(a[2] for a in acks)
         deadline = time.monotonic() + 120
         while watcher.landed_at(last_position) is None and time.monotonic() < deadline:
             time.sleep(0.1)
         watcher.stop.set()
         watcher.join()
+        cpu = {name: cpu_seconds(p, own[name]) - cpu_before[name] for name, p in pids.items()}
+        for spy in spies:
+            spy.send_signal(signal.SIGINT)
+            spy.wait(60)
     finally:
         for proc in (server, processor):
             proc.terminate()
@@ -269,10 +350,11 @@ def main() -> None:
     latencies = sorted((acked - sent) * 1000 for sent, acked, *_ in acks)
 
     lake = pl.from_arrow(
-        DeltaTable(str(data_dir / "lake" / "telemetry")).to_pyarrow_table(columns=["machine_id", "seq"])
+        DeltaTable(str(data_dir / "lake" / "telemetry")).to_pyarrow_table(
+            columns=["machine_id", "seq"], filters=[("machine_id", "in", list(tokens))]
+        )
     )
     assert isinstance(lake, pl.DataFrame)
-    lake = lake.filter(pl.col("machine_id").is_in(list(tokens)))
     expected = pl.DataFrame(
         [(m, s) for *_, m, first, n in acks for s in range(first, first + n)],
         schema=["machine_id", "seq"],
@@ -285,7 +367,7 @@ def main() -> None:
         return values[min(len(values) - 1, int(q * len(values)))]
 
     lags.sort()
-    result = {
+    return {
         "readings_per_s": round(accepted / send_seconds),
         "landed_readings_per_s": round(accepted / landed_seconds) if landed_seconds != float("inf") else 0,
         "floor_readings_per_s": round(floor_rps),
@@ -297,10 +379,12 @@ def main() -> None:
         "accepted": accepted,
         "lost": lost,
         "duplicated": duplicated,
-        "batch": args.batch,
-        "machines": args.machines,
-        "seconds": args.seconds,
+        # CPU (user + system, children included) per reading from the first send until all landed
+        "cpu_us_per_reading": {name: round(sec * 1e6 / accepted, 1) for name, sec in cpu.items()},
     }
+
+
+def report(result: dict[str, Any]) -> None:
     print()
     print(f"{'':34}{'readings/s':>12}")
     print(f"{'pitstop, accepted (HTTP → bus)':34}{result['readings_per_s']:>12,}")
@@ -309,8 +393,59 @@ def main() -> None:
     print(
         f"batch latency p50 {result['batch_latency_p50_ms']} ms, p99 {result['batch_latency_p99_ms']} ms; "
         f"landing lag p50 {result['landing_lag_p50_s']} s, p99 {result['landing_lag_p99_s']} s; "
-        f"lost {lost}, duplicated {duplicated}"
+        f"lost {result['lost']}, duplicated {result['duplicated']}; "
+        f"CPU µs/reading {result['cpu_us_per_reading']}",
+        flush=True,
     )
+
+
+def median_of(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Each figure's median over the runs (lost and duplicated: their sums)."""
+    out: dict[str, Any] = {}
+    for key, value in runs[0].items():
+        if key in ("lost", "duplicated", "accepted"):
+            out[key] = sum(r[key] for r in runs)
+        elif isinstance(value, dict):
+            out[key] = {k: statistics.median(r[key][k] for r in runs) for k in value}
+        else:
+            out[key] = statistics.median(r[key] for r in runs)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=20)
+    parser.add_argument("--machines", type=int, default=100)
+    parser.add_argument("--batch", type=int, default=500)
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--runs", type=int, default=1, help="measure this often; the JSON has the medians")
+    parser.add_argument(
+        "--build-rate", type=int, default=120_000, help="readings/s of bodies built ahead of the clock"
+    )
+    parser.add_argument("--py-spy", type=Path, default=None, help="profile server and processor into DIR")
+    parser.add_argument("--data-dir", type=Path, default=None, help="default: a temporary folder")
+    args = parser.parse_args()
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+
+    tmp = tempfile.TemporaryDirectory()
+    fleet = Fleet(args.data_dir or Path(tmp.name) / "data", args.machines)
+    values = templates()
+    print(f"setting up {fleet.data_dir} (seed + train as the demo does) …", flush=True)
+    fleet.setup()
+
+    runs = []
+    for k in range(args.runs):
+        if args.runs > 1:
+            print(f"run {k + 1} of {args.runs}", flush=True)
+        runs.append(measure(args, fleet, values, Path(tmp.name)))
+        report(runs[-1])
+    result = runs[0] if len(runs) == 1 else median_of(runs)
+    result.update(batch=args.batch, machines=args.machines, seconds=args.seconds, runs=len(runs))
+    if len(runs) > 1:
+        print(f"\nmedian of {len(runs)} runs:")
+        report(result)
+        result["per_run"] = runs
     print(json.dumps(result))
 
 

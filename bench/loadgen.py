@@ -17,15 +17,21 @@ class Connection:
 
     async def post(self, path: str, body: bytes, token: str | None = None) -> tuple[int, bytes]:
         """POST a JSON body; the status and the response body."""
+        return await self.request("POST", path, body, token)
+
+    async def get(self, path: str, token: str | None = None) -> tuple[int, bytes]:
+        return await self.request("GET", path, None, token)
+
+    async def request(
+        self, method: str, path: str, body: bytes | None, token: str | None
+    ) -> tuple[int, bytes]:
         if self.writer is None:
             self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
         assert self.reader is not None
         auth = f"Authorization: Bearer {token}\r\n" if token else ""
-        head = (
-            f"POST {path} HTTP/1.1\r\nHost: {self.host}\r\n{auth}"
-            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
-        ).encode()
-        self.writer.write(head + body)
+        content = "" if body is None else f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+        head = f"{method} {path} HTTP/1.1\r\nHost: {self.host}\r\n{auth}{content}\r\n".encode()
+        self.writer.write(head + (body or b""))
         await self.writer.drain()
         status = int((await self.reader.readline()).split()[1])
         length = 0
