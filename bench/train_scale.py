@@ -77,7 +77,7 @@ def split(machines: list[str], seed: int) -> set[str]:
     return set(order[: max(1, round(TEST_SHARE * len(order)))].tolist())
 
 
-def run(scale: float, max_rows: int | None, seed: int) -> dict[str, Any]:
+def run(scale: float, max_rows: int | None, seed: int, max_train_rows: int | None) -> dict[str, Any]:
     mt = shipped_fleet("harvesters").type_of("harvester")
     t0 = time.perf_counter()
     readings, events = fleet(scale, max_rows)
@@ -104,6 +104,7 @@ def run(scale: float, max_rows: int | None, seed: int) -> dict[str, Any]:
         failure_horizon=targets.failure_horizon,
         unit_seconds=targets.unit_seconds,
         optional=frozenset(set(mt.sensor_names) - mt.required),
+        **({} if max_train_rows is None else {"max_train_rows": max_train_rows or None}),
     )
     train_s, train_cpu_s = time.perf_counter() - t1, time.process_time() - c1
     bundle = result.bundle
@@ -131,6 +132,7 @@ def run(scale: float, max_rows: int | None, seed: int) -> dict[str, Any]:
         "cv_rmse": round(bundle.metrics["cv_rmse"], 3),
         "rul_cap_h": targets.rul_cap,
         "members": len(bundle.boosters),
+        "max_train_rows": bundle.params.get("max_train_rows", "all"),
         "simulate_s": round(sim_s, 1),
         "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
     }
@@ -142,11 +144,17 @@ def main() -> None:
     parser.add_argument(
         "--max-rows", type=int, default=None, help="keep the first machines up to this many readings"
     )
+    parser.add_argument(
+        "--max-train-rows",
+        type=int,
+        default=None,
+        help="train_rul_model's sample budget (default: its own; 0: every row, the method before sampling)",
+    )
     parser.add_argument("--seed", type=int, default=42, help="training seed and the hold-out split")
     args = parser.parse_args()
     sizes = []
     for scale in args.scales:
-        r = run(scale, args.max_rows, args.seed)
+        r = run(scale, args.max_rows, args.seed, args.max_train_rows)
         sizes.append(r)
         print(
             f"{scale:g}x: {r['rows']:,} training rows of {r['machines']} machines, "
