@@ -12,6 +12,10 @@ interval, optional Optuna tuning, and a bundle of plain-text artifacts.
   Rows further from failure are left out: their true RUL (up to a whole life) is not what the
   interval is for, and would make the healthy band's upper bound as long as a life.
 - Everything is seeded: the same data, spec, parameters and seed give the same model files.
+- Beyond ``max_train_rows`` labelled rows (``rows.MAX_TRAIN_ROWS``) the boosters are fit on a
+  seeded sample of about that many rows, weighted so the loss is the full set's in expectation,
+  built machine group by machine group and binned once for every fold (see ``rows``); the CV
+  metrics and the interval are then over the sampled rows. Below it every row is used, as before.
 """
 
 from __future__ import annotations
