@@ -15,7 +15,10 @@ scores every reading as it arrives) against the capped RUL the model is trained 
 ``rmse_near_failure`` is against the true RUL of the readings within the interval horizon of a
 failure.
 
-    python bench/train_scale.py [--scales 1 10 100] [--max-rows N] [--seed 42]
+    python bench/train_scale.py [--scales 1 10 100] [--max-rows N] [--seed 42] [--max-train-rows N]
+
+``--max-train-rows 0`` trains on every row, the method before the sample (``training.rows``);
+at 100x it needs ~20 GiB for the feature matrix, more than this machine has to spare.
 
 Prints per size rows, train_s, rmse; the last line is one JSON object ``{"sizes": [...], ...}``.
 """
