@@ -12,6 +12,10 @@ interval, optional Optuna tuning, and a bundle of plain-text artifacts.
   Rows further from failure are left out: their true RUL (up to a whole life) is not what the
   interval is for, and would make the healthy band's upper bound as long as a life.
 - Everything is seeded: the same data, spec, parameters and seed give the same model files.
+- Beyond ``max_train_rows`` labelled rows (``rows.MAX_TRAIN_ROWS``) the boosters are fit on a
+  seeded sample of about that many rows, weighted so the loss is the full set's in expectation,
+  built machine group by machine group and binned once for every fold (see ``rows``); the CV
+  metrics and the interval are then over the sampled rows. Below it every row is used, as before.
 """
 
 from __future__ import annotations
@@ -33,7 +37,9 @@ from pitstop.monitoring.drift import PREDICTION, reference_profile
 from pitstop.registry.bundle import ModelBundle
 from pitstop.registry.interval import apply_interval
 from pitstop.training.component import train_component_model
+from pitstop.training.interval import conformal_interval
 from pitstop.training.labels import rul_labels
+from pitstop.training.rows import MAX_TRAIN_ROWS, sampled_rows
 
 Progress = Callable[[str, int, int], None]
 
@@ -51,17 +57,6 @@ DEFAULT_PARAMS: dict[str, Any] = {
     "lambda_l2": 1.0,
     "num_boost_round": 600,
 }
-# what ``--tune`` searches: (low, high, log scale); ints for integer parameters
-SEARCH_SPACE: dict[str, tuple[float, float, bool]] = {
-    "learning_rate": (0.02, 0.2, True),
-    "num_leaves": (4, 63, True),
-    "min_data_in_leaf": (10, 200, True),
-    "feature_fraction": (0.3, 1.0, False),
-    "lambda_l2": (1e-3, 30.0, True),
-    "num_boost_round": (100, 1000, False),
-}
-INTERVAL_BANDS = 6
-MIN_BAND_ROWS = 30
 
 
 @dataclass
@@ -84,6 +79,8 @@ class _Data:
     machines: np.ndarray
     fold: np.ndarray
     component: np.ndarray  # the component the coming failure names ("" when none, or censored)
+    weight: np.ndarray | None = None  # a sample's row weights (``rows``); None: every row, weight 1
+    total: int | None = None  # the labelled rows the sample was drawn from
 
 
 def train_rul_model(
@@ -102,6 +99,7 @@ def train_rul_model(
     unit_seconds: float | None = None,
     optional: frozenset[str] = frozenset(),
     progress: Progress | None = None,
+    max_train_rows: int | None = MAX_TRAIN_ROWS,
 ) -> TrainResult:
     """Train a LightGBM RUL regressor on ``telemetry`` labelled by ``events`` (see ``labels``).
 
@@ -109,27 +107,38 @@ def train_rul_model(
     folds (each trial a full cross-validation); the best set, with ``params`` on top, is used.
     Labels, the cap and the horizons are in readings, or in units of ``unit_seconds`` seconds;
     ``optional`` inputs may be missing (a fill is learned for them, see ``FeatureSpec``).
+    Beyond ``max_train_rows`` labelled rows (None: no limit) the boosters are fit on a weighted
+    sample of about that many, binned once (see ``rows``).
     """
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     started = time.perf_counter()
-    data = _prepare(telemetry, events, spec, rul_cap, failure_horizon, folds, seed, unit_seconds, optional)
+    data = _prepare(
+        telemetry, events, spec, rul_cap, failure_horizon, folds, seed, unit_seconds, optional, max_train_rows
+    )
     p = {**DEFAULT_PARAMS, **(params or {})}
     tuning = None
     if tune_trials > 0:
+        from pitstop.training.tuning import tune
+
         tuning = tune(data, folds, seed, tune_trials, base=p, progress=progress)
         p = {**p, **tuning["best_params"], **(params or {})}
     rounds = int(p.pop("num_boost_round"))
     lgb_params = _lgb_params(p, seed)
 
     total = folds + 1
-    oof, members = _cross_validate(data, folds, lgb_params, rounds, progress, total)
+    binned = _binned(data, lgb_params)
+    oof, members = _cross_validate(data, folds, lgb_params, rounds, progress, total, binned)
     if progress:
         progress("final model", folds, total)
-    final = _fit(data.X, data.y, data.spec.names, lgb_params, rounds)
+    if binned is None:
+        final = _fit(data.X, data.y, data.spec.names, lgb_params, rounds)
+    else:
+        final = lgb.train(lgb_params, binned, num_boost_round=rounds)
     if progress:
         progress("done", total, total)
 
-    targets = Targets(rul_cap, folds, coverage, interval_horizon, failure_horizon, unit_seconds)
+    sampled = max_train_rows if data.weight is not None else None  # recorded when it made a sample
+    targets = Targets(rul_cap, folds, coverage, interval_horizon, failure_horizon, unit_seconds, sampled)
     classifier = train_component_model(data, rul_cap, folds, seed)
     reference = _reference(data.X, data.spec.names, oof, data.machines)
     bundle = assemble_bundle(data, oof, [final, *members], lgb_params, rounds, targets, classifier, reference)
@@ -139,7 +148,7 @@ def train_rul_model(
         bundle.params["tuned"] = True
     return TrainResult(
         bundle,
-        len(data.y),
+        data.total or len(data.y),
         len(np.unique(data.machines)),
         time.perf_counter() - started,
         censored_rows=int(np.isnan(data.uncapped).sum()),
@@ -157,6 +166,7 @@ class Targets:
     interval_horizon: float
     failure_horizon: float
     unit_seconds: float | None
+    max_train_rows: int | None = None
 
 
 def assemble_bundle(
@@ -175,6 +185,8 @@ def assemble_bundle(
     metrics = _metrics(data, oof, interval, t.rul_cap, t.failure_horizon, t.interval_horizon)
     if classifier is not None:
         metrics["cv_component_accuracy"] = classifier[2]
+    if data.weight is not None:  # the CV metrics and the interval are over the sampled rows
+        metrics["train_rows_fitted"] = float(len(data.y))
     return ModelBundle(
         boosters=boosters,
         spec=data.spec,
@@ -189,7 +201,8 @@ def assemble_bundle(
             "failure_horizon": t.failure_horizon,
             "unit_seconds": t.unit_seconds if t.unit_seconds is not None else "readings",
             "tuned": False,
-        },
+        }
+        | ({"max_train_rows": t.max_train_rows} if t.max_train_rows is not None else {}),
         reference=reference,
         rul_cap=t.rul_cap,
         component_model=classifier[0] if classifier else None,
@@ -207,9 +220,16 @@ def _prepare(
     seed: int,
     unit_seconds: float | None = None,
     optional: frozenset[str] = frozenset(),
+    max_rows: int | None = None,
 ) -> _Data:
     spec = fit_spec(telemetry, spec, seed, optional)
-    labelled = labelled_rows(telemetry, events, spec, rul_cap, failure_horizon, unit_seconds)
+    sample = None
+    if max_rows is not None:
+        sample = sampled_rows(telemetry, events, spec, rul_cap, failure_horizon, unit_seconds, max_rows, seed)
+    if sample is None:
+        labelled = labelled_rows(telemetry, events, spec, rul_cap, failure_horizon, unit_seconds)
+    else:
+        labelled = sample.rows
     machines = labelled["machine_id"].to_numpy()
     fold = assign_folds(machines, ~labelled["censored"].to_numpy(), folds, seed)
     return _Data(
@@ -221,6 +241,8 @@ def _prepare(
         machines=machines,
         fold=fold,
         component=labelled["failure_component"].fill_null("").to_numpy().astype(str),
+        weight=None if sample is None else sample.weight,
+        total=None if sample is None else sample.total,
     )
 
 
@@ -273,94 +295,25 @@ def _cross_validate(
     rounds: int,
     progress: Progress | None = None,
     total: int | None = None,
+    binned: lgb.Dataset | None = None,
 ) -> tuple[np.ndarray, list[lgb.Booster]]:
-    """Out-of-fold predictions for every row, and the fold models."""
+    """Out-of-fold predictions for every row, and the fold models (on subsets of ``binned``,
+    the rows binned once, when given)."""
     oof = np.empty_like(data.y)
     members = []
     for k in range(folds):
         if progress:
             progress(f"fold {k + 1}/{folds}", k, total or folds)
         train, test = data.fold != k, data.fold == k
-        booster = _fit(data.X[train], data.y[train], data.spec.names, lgb_params, rounds)
+        if binned is None:
+            booster = _fit(data.X[train], data.y[train], data.spec.names, lgb_params, rounds)
+        else:
+            booster = lgb.train(
+                lgb_params, binned.subset(np.flatnonzero(train).tolist()), num_boost_round=rounds
+            )
         oof[test] = np.clip(booster.predict(data.X[test], num_threads=1), 0.0, None)
         members.append(booster)
     return oof, members
-
-
-def tune(
-    data: _Data,
-    folds: int,
-    seed: int,
-    trials: int,
-    *,
-    base: dict[str, Any],
-    progress: Progress | None = None,
-) -> dict[str, Any]:
-    """Optuna (TPE, seeded) over the LightGBM parameters; each trial's objective is the grouped
-    cross-validated RMSE on the same folds. Returns the best parameters and every trial."""
-    import optuna
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-
-    def objective(trial: optuna.Trial) -> float:
-        if progress:
-            progress(f"tuning trial {trial.number + 1}/{trials}", trial.number, trials)
-        p = dict(base)
-        for name, (low, high, log) in SEARCH_SPACE.items():
-            if isinstance(low, int):
-                p[name] = trial.suggest_int(name, low, int(high), log=log)
-            else:
-                p[name] = trial.suggest_float(name, low, high, log=log)
-        rounds = int(p.pop("num_boost_round"))
-        oof, _ = _cross_validate(data, folds, _lgb_params(p, seed), rounds)
-        return float(np.sqrt(np.mean((data.y - oof) ** 2)))
-
-    study = optuna.create_study(direction="minimize", sampler=optuna.samplers.TPESampler(seed=seed))
-    first = {k: min(max(base[k], low), high) for k, (low, high, _) in SEARCH_SPACE.items() if k in base}
-    study.enqueue_trial(first)  # the defaults (within the ranges) are trial one
-    study.optimize(objective, n_trials=trials)
-    if progress:
-        progress("tuning done", trials, trials)
-    return {
-        "best_params": dict(study.best_params),
-        "best_cv_rmse": float(study.best_value),
-        "trials": [{"number": t.number, "value": t.value, "params": t.params} for t in study.trials],
-    }
-
-
-def conformal_interval(
-    predicted: np.ndarray, truth: np.ndarray, coverage: float, horizon: float
-) -> dict[str, Any]:
-    """Mondrian split-conformal offsets: for each equal-count band of ``predicted`` (edges between
-    bands), the residual quantiles of ``truth - predicted`` over the rows whose truth is known and
-    within ``horizon``. Conservative finite-sample quantiles; one band when rows are few."""
-    known = ~np.isnan(truth) & (truth <= horizon)
-    p, r = predicted[known], truth[known] - predicted[known]
-    if len(r) == 0:
-        raise ValueError(f"no held-out rows within {horizon} readings of a failure to calibrate the interval")
-    bands = max(1, min(INTERVAL_BANDS, len(r) // MIN_BAND_ROWS))
-    edges = np.quantile(p, np.arange(1, bands) / bands) if bands > 1 else np.zeros(0)
-    band = np.searchsorted(edges, p, side="right")
-    alpha = (1 - coverage) / 2
-    lower, upper = [], []
-    for b in range(bands):
-        rb = r[band == b]
-        n = len(rb)
-        # the ceil((n + 1)(1 - a)) / n empirical quantile: at least the nominal share covered
-        # the interval always holds its own point: a band whose residuals all lie on one side
-        # (a model that is biased there) widens towards them instead of excluding the prediction
-        low = float(np.quantile(rb, max(0.0, 1 - np.ceil((n + 1) * (1 - alpha)) / n), method="lower"))
-        high = float(np.quantile(rb, min(1.0, np.ceil((n + 1) * (1 - alpha)) / n), method="higher"))
-        lower.append(min(low, 0.0))
-        upper.append(max(high, 0.0))
-    return {
-        "method": "mondrian-split-conformal",
-        "coverage": coverage,
-        "horizon": horizon,
-        "edges": [float(e) for e in edges],
-        "lower": lower,
-        "upper": upper,
-    }
 
 
 def _metrics(
@@ -387,7 +340,7 @@ def _metrics(
         "cv_interval_width": float(np.mean(upper[known] - lower[known])),
         "cv_fails_within_recall": float((flagged & actual).sum() / max(1, actual.sum())),
         "cv_fails_within_precision": float((flagged & actual).sum() / max(1, flagged.sum())),
-        "train_rows": float(len(data.y)),
+        "train_rows": float(data.total or len(data.y)),
         "train_machines": float(len(np.unique(data.machines))),
         "censored_rows": float(np.isnan(data.uncapped).sum()),
         "train_rul_mean": float(np.mean(data.y)),  # a constant prediction, the naive baseline
@@ -408,3 +361,13 @@ def _reference(
 def _fit(X: np.ndarray, y: np.ndarray, names: list[str], params: dict[str, Any], rounds: int) -> lgb.Booster:
     ds = lgb.Dataset(X, label=y, feature_name=names, free_raw_data=True)
     return lgb.train(params, ds, num_boost_round=rounds)
+
+
+def _binned(data: _Data, params: dict[str, Any]) -> lgb.Dataset | None:
+    """A sample's rows binned once, with their weights (the folds train on subsets of it: bin
+    boundaries from every sampled row, as ``lightgbm.cv`` does); None for a full set, whose fold
+    models bin their own rows (as on Dask)."""
+    if data.weight is None:
+        return None
+    ds = lgb.Dataset(data.X, label=data.y, weight=data.weight, feature_name=data.spec.names, params=params)
+    return ds.construct()

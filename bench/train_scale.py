@@ -1,0 +1,179 @@
+"""Training time at scale: the harvester demo fleet's history at 1x, 10x and 100x.
+
+The reference fleet is ``pitstop demo --fleet harvesters``'s last season: 12 harvesters over 365
+days (``pitstop.sim.harvester``, ~170k readings, ~10 minutes apart while running). Scale ``s``
+simulates ``12 s`` harvesters the same way (seed 7, machine ``i`` is the same machine at every
+scale); 100x is ~17M readings (``--max-rows`` keeps the first machines up to a cap). Readings
+outside the fleet file's ranges are dropped (the importer quarantines them) and each machine's
+readings are numbered (``seq``) as the lake numbers them.
+
+Machines are split by machine (never by row): a seeded quarter is held out. The rest is trained
+on with the platform's own path (``train_rul_model`` with the harvester type's targets and spec,
+as ``train_on_lake`` builds them: derived RUL cap, horizons, hours, auto regimes, the optional
+sensor). The test RMSE is over every labelled reading of the held-out machines (the platform
+scores every reading as it arrives) against the capped RUL the model is trained for, in hours;
+``rmse_near_failure`` is against the true RUL of the readings within the interval horizon of a
+failure.
+
+    python bench/train_scale.py [--scales 1 10 100] [--max-rows N] [--seed 42] [--max-train-rows N]
+
+``--max-train-rows 0`` trains on every row, the method before the sample (``training.rows``);
+at 100x it needs ~20 GiB for the feature matrix, more than this machine has to spare.
+
+Prints per size rows, train_s, rmse; the last line is one JSON object ``{"sizes": [...], ...}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import time
+from typing import Any
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import numpy as np
+import polars as pl
+
+from pitstop.config import Settings
+from pitstop.schema import shipped_fleet
+from pitstop.sim.harvester import simulate
+from pitstop.training import train_rul_model
+from pitstop.training.pipeline import type_spec, type_targets
+from pitstop.training.train import labelled_rows
+
+DEMO_MACHINES = 12  # pitstop.demo_harvesters.HISTORY_MACHINES
+DEMO_DAYS = 365
+SIM_SEED = 7
+TEST_SHARE = 0.25
+
+
+def fleet(scale: float, max_rows: int | None) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The scaled fleet's readings (in range, numbered) and events."""
+    mt = shipped_fleet("harvesters").type_of("harvester")
+    history = simulate(round(DEMO_MACHINES * scale), DEMO_DAYS, seed=SIM_SEED, prefix="H-")
+    readings = history.readings
+    in_range = pl.all_horizontal(
+        pl.col(s.name).is_null() | pl.col(s.name).is_between(s.low, s.high) for s in mt.sensors
+    )
+    readings = (
+        readings.filter(in_range)
+        .select("machine_id", "ts", *mt.sensor_names)
+        .sort("machine_id", "ts")
+        .with_columns(seq=pl.int_range(1, pl.len() + 1, dtype=pl.Int64).over("machine_id"))
+    )
+    events = history.events
+    if max_rows is not None and readings.height > max_rows:
+        counts = readings.group_by("machine_id", maintain_order=True).len()
+        keep = counts.filter(pl.col("len").cum_sum() <= max_rows)["machine_id"]
+        readings = readings.filter(pl.col("machine_id").is_in(keep.implode()))
+        events = events.filter(pl.col("machine_id").is_in(keep.implode()))
+    return readings, events
+
+
+def split(machines: list[str], seed: int) -> set[str]:
+    """The held-out machines: a seeded quarter."""
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(sorted(machines))
+    return set(order[: max(1, round(TEST_SHARE * len(order)))].tolist())
+
+
+def run(scale: float, max_rows: int | None, seed: int, max_train_rows: int | None) -> dict[str, Any]:
+    mt = shipped_fleet("harvesters").type_of("harvester")
+    t0 = time.perf_counter()
+    readings, events = fleet(scale, max_rows)
+    sim_s = time.perf_counter() - t0
+    held = split(readings["machine_id"].unique().to_list(), seed)
+    is_test = pl.col("machine_id").is_in(list(held))
+    train_tel, test_tel = readings.filter(~is_test), readings.filter(is_test)
+    train_ev, test_ev = events.filter(~is_test), events.filter(is_test)
+    del readings
+
+    settings = Settings()
+    targets = type_targets(mt, settings, train_tel, train_ev)
+    t1, c1 = time.perf_counter(), time.process_time()
+    spec = type_spec(mt, train_tel, seed)
+    result = train_rul_model(
+        train_tel,
+        train_ev,
+        spec,
+        rul_cap=targets.rul_cap,
+        folds=settings.train_folds,
+        coverage=settings.interval_coverage,
+        seed=seed,
+        interval_horizon=targets.interval_horizon,
+        failure_horizon=targets.failure_horizon,
+        unit_seconds=targets.unit_seconds,
+        optional=frozenset(set(mt.sensor_names) - mt.required),
+        **({} if max_train_rows is None else {"max_train_rows": max_train_rows or None}),
+    )
+    train_s, train_cpu_s = time.perf_counter() - t1, time.process_time() - c1
+    bundle = result.bundle
+    test = labelled_rows(
+        test_tel, test_ev, bundle.spec, targets.rul_cap, targets.failure_horizon, targets.unit_seconds
+    )
+    rul, lower, upper = bundle.predict(test.select(bundle.spec.names).to_numpy())
+    y = test["rul"].to_numpy().astype(np.float64)
+    truth = test["rul_uncapped"].to_numpy().astype(np.float64)
+    near = ~np.isnan(truth) & (truth <= targets.interval_horizon)
+    return {
+        "scale": scale,
+        "rows": result.rows,
+        "machines": result.machines,
+        "train_s": round(train_s, 2),
+        "train_cpu_s": round(train_cpu_s, 1),  # both cores' CPU seconds: steadier on a busy machine
+        "readings": train_tel.height,
+        "rmse": round(float(np.sqrt(np.mean((y - rul) ** 2))), 3),
+        "rmse_near_failure": round(float(np.sqrt(np.mean((truth[near] - rul[near]) ** 2))), 3),
+        "coverage_near_failure": round(
+            float(np.mean((truth[near] >= lower[near]) & (truth[near] <= upper[near]))), 3
+        ),
+        "test_rows": test.height,
+        "test_machines": len(held),
+        "cv_rmse": round(bundle.metrics["cv_rmse"], 3),
+        "rul_cap_h": targets.rul_cap,
+        "members": len(bundle.boosters),
+        "max_train_rows": bundle.params.get("max_train_rows", "all"),
+        "simulate_s": round(sim_s, 1),
+        "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--scales", type=float, nargs="+", default=[1, 10, 100])
+    parser.add_argument(
+        "--max-rows", type=int, default=None, help="keep the first machines up to this many readings"
+    )
+    parser.add_argument(
+        "--max-train-rows",
+        type=int,
+        default=None,
+        help="train_rul_model's sample budget (default: its own; 0: every row, the method before sampling)",
+    )
+    parser.add_argument("--seed", type=int, default=42, help="training seed and the hold-out split")
+    args = parser.parse_args()
+    sizes = []
+    for scale in args.scales:
+        r = run(scale, args.max_rows, args.seed, args.max_train_rows)
+        sizes.append(r)
+        print(
+            f"{scale:g}x: {r['rows']:,} training rows of {r['machines']} machines, "
+            f"trained in {r['train_s']:.1f} s "
+            f"({r['train_cpu_s']:.0f} CPU s), "
+            f"test RMSE {r['rmse']:.2f} h ({r['test_machines']} held-out machines, "
+            f"{r['test_rows']:,} readings), "
+            f"near failure {r['rmse_near_failure']:.2f} h, peak RSS {r['peak_rss_gib']:.1f} GiB",
+            flush=True,
+        )
+    if len(sizes) > 1:
+        a, b = sizes[0], sizes[-1]
+        growth = (b["train_s"] / a["train_s"]) / (b["rows"] / a["rows"])
+        print(f"training time grows {growth:.2f}x as fast as the rows ({a['scale']:g}x to {b['scale']:g}x)")
+    print(json.dumps({"sizes": sizes, "cpus": os.cpu_count(), "seed": args.seed}))
+
+
+if __name__ == "__main__":
+    main()
