@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from pitstop.serving.forest import K_ZERO, Forest
+from pitstop.serving.scorer import round3
 
 PARAMS = {"objective": "regression", "num_leaves": 7, "verbose": -1, "num_threads": 1, "seed": 3}
 
@@ -97,3 +98,18 @@ def test_models_it_does_not_reproduce_get_no_forest() -> None:
     assert Forest.from_model_texts([poisson.model_to_string()], 6) is None  # exp() of the sum
     linear = lgb.train({**PARAMS, "linear_tree": True}, lgb.Dataset(x, y), num_boost_round=5)
     assert Forest.from_model_texts([linear.model_to_string()], 6) is None
+
+
+def test_bulk_rounding_is_pythons_round() -> None:
+    rng = np.random.default_rng(5)
+    halves = (np.arange(-2000, 200000) + 0.5) / 1000  # every x.xxx5 the API could meet
+    values = np.concatenate(
+        [
+            rng.uniform(-50, 400, 20000),
+            halves,
+            np.nextafter(halves, 0),
+            np.nextafter(halves, 1e9),
+            [0.0, -0.0],
+        ]
+    )
+    assert round3(values) == [round(float(v), 3) for v in values]

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 import operator
-from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -21,11 +20,17 @@ from pitstop.errors import ValidationError
 FIX = "feature rows do not match the model's inputs; GET /api/v1/models/serving lists them"
 
 
-def from_rows(rows: list[dict[str, Any]], names: list[str], maybe_bools: bool = True) -> np.ndarray:
-    """The matrix of ``{name: number}`` rows, columns in ``names`` order."""
-    expected = _name_set(tuple(names))
+def from_rows(
+    rows: list[dict[str, Any]],
+    names: list[str],
+    maybe_bools: bool = True,
+    name_set: frozenset[str] | None = None,
+) -> np.ndarray:
+    """The matrix of ``{name: number}`` rows, columns in ``names`` order (``name_set``: the names
+    as a set, when the caller keeps one)."""
+    expected = frozenset(names) if name_set is None else name_set
     if all(row.keys() == expected for row in rows):  # the usual case, checked in bulk
-        getter = _getter(tuple(names))
+        getter = _getter(names)
         values = list(map(getter, rows)) if len(names) > 1 else [[getter(row)] for row in rows]
         out = _numbers(values, len(rows), len(names), maybe_bools)
         if out is not None:
@@ -34,11 +39,15 @@ def from_rows(rows: list[dict[str, Any]], names: list[str], maybe_bools: bool = 
 
 
 def from_columns(
-    columns: list[str], data: list[list[Any]], names: list[str], maybe_bools: bool = True
+    columns: list[str],
+    data: list[list[Any]],
+    names: list[str],
+    maybe_bools: bool = True,
+    name_set: frozenset[str] | None = None,
 ) -> np.ndarray:
     """The matrix of ``data`` rows whose values are in ``columns`` order, columns in ``names`` order."""
     if columns != names:
-        _check_columns(columns, names)
+        _check_columns(columns, names, frozenset(names) if name_set is None else name_set)
     out = _numbers(data, len(data), len(columns), maybe_bools)
     if out is None:
         out = _columns_or_problems(columns, data)
@@ -48,10 +57,10 @@ def from_columns(
     return out
 
 
-def _check_columns(columns: list[str], names: list[str]) -> None:
+def _check_columns(columns: list[str], names: list[str], name_set: frozenset[str]) -> None:
     """A 422 unless ``columns`` name every feature once (in any order)."""
     given = set(columns)
-    if len(given) == len(columns) and given == _name_set(tuple(names)):
+    if len(given) == len(columns) and given == name_set:
         return
     missing = [n for n in names if n not in given]
     problem = {
@@ -121,11 +130,14 @@ def _matrix_or_problems(rows: list[dict[str, Any]], names: list[str]) -> np.ndar
     return out
 
 
-@lru_cache(maxsize=16)
-def _getter(names: tuple[str, ...]) -> Any:
-    return operator.itemgetter(*names)
+_GETTERS: dict[int, tuple[list[str], Any]] = {}
 
 
-@lru_cache(maxsize=16)
-def _name_set(names: tuple[str, ...]) -> frozenset[str]:
-    return frozenset(names)
+def _getter(names: list[str]) -> Any:
+    """``operator.itemgetter(*names)``, kept per names list (a spec's list lives as long as it)."""
+    found = _GETTERS.get(id(names))
+    if found is None or found[0] is not names:
+        if len(_GETTERS) > 64:
+            _GETTERS.clear()
+        found = _GETTERS[id(names)] = (names, operator.itemgetter(*names))
+    return found[1]

@@ -217,13 +217,15 @@ class Scorer:
     def matrix_from_rows(self, rows: list[dict[str, Any]], maybe_bools: bool = True) -> np.ndarray:
         """Build a feature matrix from ``{name: number}`` rows; a missing or non-finite value is a
         422. ``maybe_bools=False``: the caller knows no value is a boolean (``serving.matrix``)."""
-        return matrix.from_rows(rows, self.model.bundle.spec.names, maybe_bools)
+        spec = self.model.bundle.spec  # once: the model may be swapped meanwhile
+        return matrix.from_rows(rows, spec.names, maybe_bools, spec.name_set)
 
     def matrix_from_columns(
         self, columns: list[str], data: list[list[Any]], maybe_bools: bool = True
     ) -> np.ndarray:
         """Build a feature matrix from ``data`` rows of values in ``columns`` order."""
-        return matrix.from_columns(columns, data, self.model.bundle.spec.names, maybe_bools)
+        spec = self.model.bundle.spec
+        return matrix.from_columns(columns, data, spec.names, maybe_bools, spec.name_set)
 
     def score_dicts(self, features: np.ndarray) -> list[dict[str, Any]]:
         """``[s.to_dict() for s in score_matrix(features)]``, without a ``Score`` per row."""
@@ -233,9 +235,23 @@ class Scorer:
         if cached:
             tag["from_cache"] = True
         return [
-            {"rul": round(r, 3), "rul_lower": round(lo, 3), "rul_upper": round(hi, 3), "model": tag}
-            for r, lo, hi in zip(rul.tolist(), lower.tolist(), upper.tolist(), strict=True)
+            {"rul": r, "rul_lower": lo, "rul_upper": hi, "model": tag}
+            for r, lo, hi in zip(round3(rul), round3(lower), round3(upper), strict=True)
         ]
+
+
+def round3(values: np.ndarray) -> list[float]:
+    """``[round(v, 3) for v in values]`` (Python's exact rounding, half to even), in bulk: numpy's
+    ``x * 1000`` rounds, so it can differ only where that product lands next to a half; those
+    few are rounded by Python."""
+    x = np.asarray(values, np.float64)
+    scaled = x * 1000.0
+    out = (np.rint(scaled) / 1000.0).tolist()
+    with np.errstate(invalid="ignore"):
+        near_half = ~(np.abs(np.abs(scaled - np.floor(scaled)) - 0.5) > 1e-6) | ~(np.abs(scaled) < 2.0**50)
+    for i in np.flatnonzero(near_half).tolist():
+        out[i] = round(float(x[i]), 3)
+    return out
 
 
 def invalid_outputs(rul: np.ndarray, lower: np.ndarray, upper: np.ndarray) -> np.ndarray:
