@@ -273,7 +273,37 @@ def test_predict_validates_features(client: TestClient, trained: Platform) -> No
     assert_error(broken, 422, "invalid_request")
     schema = client.get("/openapi.json").json()["paths"]["/api/v1/predict"]["post"]["requestBody"]
     properties = set(schema["content"]["application/json"]["schema"]["properties"])
-    assert properties == {"machine_ids", "rows", "machine_type"}
+    assert properties == {"machine_ids", "rows", "columns", "data", "machine_type"}
+    # the columnar form: the same predictions, whatever the columns' order; its problems are named
+    rows = [{**row, names[0]: 2.0}, {**row, names[1]: -3.5}]
+    by_rows = client.post("/api/v1/predict", json={"rows": rows}).json()["predictions"]
+    order = names[::-1]
+    table = {"columns": order, "data": [[r[n] for n in order] for r in rows]}
+    assert client.post("/api/v1/predict", json=table).json()["predictions"] == by_rows
+    err = assert_error(
+        client.post("/api/v1/predict", json={**table, "columns": order[1:]}), 422, "invalid_features"
+    )
+    assert err["details"][0]["missing"] == [order[0]]
+    for bad in (True, None, "1.5", [1.0]):  # a boolean, a null, a string, a list: named, never cast
+        cells = [[bad, *table["data"][0][1:]], table["data"][1]]
+        err = assert_error(
+            client.post("/api/v1/predict", json={**table, "data": cells}), 422, "invalid_features"
+        )
+        assert err["details"] == [{**err["details"][0], "index": 0, "invalid": [order[0]]}]
+    ragged = {**table, "data": [table["data"][0][:-1]]}
+    assert (
+        assert_error(client.post("/api/v1/predict", json=ragged), 422, "invalid_features")["details"][0][
+            "values"
+        ]
+        == len(names) - 1
+    )
+    assert_error(client.post("/api/v1/predict", json={"columns": order}), 422, "invalid_request")
+    assert_error(client.post("/api/v1/predict", json={**table, "data": []}), 422, "invalid_request")
+    assert_error(client.post("/api/v1/predict", json={**table, "rows": rows}), 422, "invalid_request")
+    err = assert_error(
+        client.post("/api/v1/predict", json={"rows": [{**row, names[2]: True}]}), 422, "invalid_features"
+    )
+    assert err["details"][0]["invalid"] == [names[2]]
     unknown = client.post("/api/v1/predict", json={"rows": [row], "machine_type": "zeppelin"})
     assert "turbofan" in assert_error(unknown, 422, "unknown_machine_type")["message"]
     # one row takes LightGBM's fast single-row path: the same numbers as the batch path

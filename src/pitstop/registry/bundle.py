@@ -148,6 +148,11 @@ class ModelBundle:
             raw = np.asarray(self.boosters[0].predict(features, num_threads=1), np.float64)
             for booster in self.boosters[1:]:
                 raw = raw + np.asarray(booster.predict(features, num_threads=1), np.float64)
+        return self.from_raw(raw)
+
+    def from_raw(self, raw: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``predict``'s last step, from the members' summed raw predictions (serving's compiled
+        forest computes the same sums): the average, clipped at 0, and its interval."""
         rul = np.clip(raw / len(self.boosters), 0.0, None)
         lower, upper = apply_interval(self.interval, rul)
         return rul, lower, upper

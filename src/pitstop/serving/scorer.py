@@ -3,7 +3,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 import os
 import shutil
 import tempfile
@@ -14,8 +13,10 @@ from typing import Any
 
 import numpy as np
 
-from pitstop.errors import ArtifactIntegrityError, ModelError, ValidationError
+from pitstop.errors import ArtifactIntegrityError, ModelError
 from pitstop.registry import LoadedModel, ModelBundle, Registry
+from pitstop.serving import matrix
+from pitstop.serving.forest import forest_for, predict
 
 log = logging.getLogger(__name__)
 
@@ -83,11 +84,13 @@ class Scorer:
             log.warning(
                 "registry unavailable (%s): serving cached %s version %s", exc, self.alias, cached.version
             )
+            forest_for(cached.bundle)
             with self._lock:
                 self._model, self.from_cache = cached, True
                 self._pending, self._generation = None, self._generation + 1
             return cached
         self._keep(model)
+        forest_for(model.bundle)  # built and compiled here, not on the first request
         with self._lock:
             self._model, self.from_cache = model, False
             self._pending, self._generation = None, self._generation + 1
@@ -150,6 +153,7 @@ class Scorer:
             self._found(generation, _Found(problem=f"version {version} refused: {exc.message}"))
             return
         self._keep(model)
+        forest_for(model.bundle)
         self._found(generation, _Found(model=LoadedModel(model.name, model.version, model.bundle)))
 
     def _found(self, generation: int, found: _Found) -> None:
@@ -198,10 +202,9 @@ class Scorer:
         return self.model.bundle.feature_names
 
     def score_matrix(self, features: np.ndarray, arm: str | None = None) -> list[Score]:
-        model = self.model
-        rul, lower, upper = model.bundle.predict(features)
+        model, cached = self.model, self.from_cache
+        rul, lower, upper = predict(model.bundle, features)
         arm = arm or self.alias
-        cached = self.from_cache
         return [
             Score(float(r), float(lo), float(hi), model.name, model.version, arm, cached)
             for r, lo, hi in zip(rul, lower, upper, strict=True)
@@ -211,54 +214,44 @@ class Scorer:
     def loaded(self) -> bool:
         return self._model is not None
 
-    def matrix_from_rows(self, rows: list[dict[str, Any]]) -> np.ndarray:
-        """Build a feature matrix from ``{name: number}`` rows; a missing or non-finite value is a 422."""
+    def matrix_from_rows(self, rows: list[dict[str, Any]], maybe_bools: bool = True) -> np.ndarray:
+        """Build a feature matrix from ``{name: number}`` rows; a missing or non-finite value is a
+        422. ``maybe_bools=False``: the caller knows no value is a boolean (``serving.matrix``)."""
         spec = self.model.bundle.spec  # once: the model may be swapped meanwhile
-        names, expected = spec.names, spec.name_set
-        if all(row.keys() == expected for row in rows):  # the usual case, checked in bulk
-            values = [list(map(row.__getitem__, names)) for row in rows]
-            if {type(v) for vs in values for v in vs} <= {float, int}:  # no bools, strings, nulls
-                out = np.array(values, dtype=np.float64)
-                if np.isfinite(out).all():
-                    return out
-        return self._matrix_or_problems(rows, names)
+        return matrix.from_rows(rows, spec.names, maybe_bools, spec.name_set)
 
-    def _matrix_or_problems(self, rows: list[dict[str, Any]], names: list[str]) -> np.ndarray:
-        """The row-by-row path: the matrix, or a 422 naming every problem."""
-        out = np.empty((len(rows), len(names)))
-        problems = []
-        for i, row in enumerate(rows):
-            missing = [n for n in names if n not in row]
-            unknown = sorted(set(row) - set(names))
-            bad = [
-                n
-                for n in names
-                if n in row
-                and (
-                    isinstance(row[n], bool)
-                    or not isinstance(row[n], int | float)
-                    or not math.isfinite(row[n])
-                )
-            ]
-            if missing or unknown or bad:
-                problems.append(
-                    {
-                        "index": i,
-                        "missing": missing[:10],
-                        "missing_count": len(missing),
-                        "unknown": unknown,
-                        "invalid": bad,
-                    }
-                )
-                continue
-            out[i] = [row[n] for n in names]
-        if problems:
-            raise ValidationError(
-                "feature rows do not match the model's inputs; GET /api/v1/models/serving lists them",
-                code="invalid_features",
-                details=problems,
-            )
-        return out
+    def matrix_from_columns(
+        self, columns: list[str], data: list[list[Any]], maybe_bools: bool = True
+    ) -> np.ndarray:
+        """Build a feature matrix from ``data`` rows of values in ``columns`` order."""
+        spec = self.model.bundle.spec
+        return matrix.from_columns(columns, data, spec.names, maybe_bools, spec.name_set)
+
+    def score_dicts(self, features: np.ndarray) -> list[dict[str, Any]]:
+        """``[s.to_dict() for s in score_matrix(features)]``, without a ``Score`` per row."""
+        model, cached = self.model, self.from_cache
+        rul, lower, upper = predict(model.bundle, features)
+        tag: dict[str, Any] = {"name": model.name, "version": model.version, "arm": self.alias}
+        if cached:
+            tag["from_cache"] = True
+        return [
+            {"rul": r, "rul_lower": lo, "rul_upper": hi, "model": tag}
+            for r, lo, hi in zip(round3(rul), round3(lower), round3(upper), strict=True)
+        ]
+
+
+def round3(values: np.ndarray) -> list[float]:
+    """``[round(v, 3) for v in values]`` (Python's exact rounding, half to even), in bulk: numpy's
+    ``x * 1000`` rounds, so it can differ only where that product lands next to a half; those
+    few are rounded by Python."""
+    x = np.asarray(values, np.float64)
+    scaled = x * 1000.0
+    out = (np.rint(scaled) / 1000.0).tolist()
+    with np.errstate(invalid="ignore"):
+        near_half = ~(np.abs(np.abs(scaled - np.floor(scaled)) - 0.5) > 1e-6) | ~(np.abs(scaled) < 2.0**50)
+    for i in np.flatnonzero(near_half).tolist():
+        out[i] = round(float(x[i]), 3)
+    return out
 
 
 def invalid_outputs(rul: np.ndarray, lower: np.ndarray, upper: np.ndarray) -> np.ndarray:

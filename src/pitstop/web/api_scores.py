@@ -3,6 +3,7 @@ machine's current score."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -16,7 +17,7 @@ from pitstop.errors import NotFoundError, ValidationError
 from pitstop.features import build_features
 from pitstop.platform import Platform
 from pitstop.store import Machine
-from pitstop.web.routing import OrjsonRoute, RequestRoute, body_schema, parse_body
+from pitstop.web.routing import OrjsonRoute, RequestRoute, body_schema, loads_body, validate_body
 
 router = APIRouter(prefix="/api/v1", tags=["fleet"], route_class=OrjsonRoute)
 
@@ -31,27 +32,87 @@ class PredictRequest(BaseModel):
 
     machine_ids: list[str] | None = Field(None, description="score these machines' current state")
     rows: list[dict[str, Any]] | None = Field(None, description="feature rows: {feature name: number}")
+    columns: list[str] | None = Field(
+        None, description="with 'data': the feature names, in the order of each data row's values"
+    )
+    data: list[list[Any]] | None = Field(
+        None, description="with 'columns': feature rows as lists of numbers (the lighter form for many rows)"
+    )
     machine_type: str | None = Field(
         None, description="whose model scores the rows (default: the fleet's first machine type)"
     )
 
 
+_ROWS_FORM = frozenset({"rows", "machine_type"})
+_COLUMNS_FORM = frozenset({"columns", "data", "machine_type"})
+
+
+@dataclass(frozen=True)
+class _Body:
+    """A ``PredictRequest``'s fields, without pydantic's cost per request."""
+
+    machine_ids: list[str] | None = None
+    rows: list[dict[str, Any]] | None = None
+    columns: list[str] | None = None
+    data: list[list[Any]] | None = None
+    machine_type: str | None = None
+
+
+def _usual(data: Any) -> _Body | None:
+    """The usual bodies (feature rows, or columns with data, and an optional machine type) checked
+    by hand: pydantic would copy every row. None: ``validate_body`` checks (and names) the rest."""
+    if type(data) is not dict:
+        return None
+    machine_type = data.get("machine_type")
+    if machine_type is not None and type(machine_type) is not str:
+        return None
+    keys = data.keys()
+    if keys <= _ROWS_FORM:
+        rows = data.get("rows")
+        if type(rows) is list and all(type(row) is dict for row in rows):
+            return _Body(rows=rows, machine_type=machine_type)
+    elif keys <= _COLUMNS_FORM:
+        columns, values = data.get("columns"), data.get("data")
+        if (
+            type(columns) is list
+            and type(values) is list
+            and all(type(c) is str for c in columns)
+            and all(type(v) is list for v in values)
+        ):
+            return _Body(columns=columns, data=values, machine_type=machine_type)
+    return None
+
+
 async def predict(request: Request) -> Response:
     """Feature rows are scored on the event loop (a fraction of a millisecond each, no I/O);
     machines' current state reads the lake, in a worker thread."""
-    body = await parse_body(request, PredictRequest)
+    raw = await request.body()
+    parsed = loads_body(raw)
+    body = _usual(parsed) or _Body(**validate_body(parsed, PredictRequest).model_dump())
     platform = _platform(request)
     scorer = platform.deployment_for(body.machine_type or platform.default_type).champion
-    if (body.machine_ids is None) == (body.rows is None):
-        raise ValidationError("send exactly one of 'machine_ids' or 'rows'", code="invalid_request")
+    columnar = body.columns is not None or body.data is not None
+    if (body.machine_ids is not None) + (body.rows is not None) + columnar != 1:
+        raise ValidationError(
+            "send exactly one of 'machine_ids', 'rows', or 'columns' with 'data'", code="invalid_request"
+        )
+    if body.machine_ids is not None:
+        result = await run_in_threadpool(_predict_machines, platform, body.machine_ids)
+        return Response(orjson.dumps(result), media_type="application/json")
+    maybe_bools = b"true" in raw or b"false" in raw  # else no value is a boolean (serving.matrix)
     if body.rows is not None:
         if not body.rows:
             raise ValidationError("'rows' is empty", code="invalid_request")
-        scores = scorer.score_matrix(scorer.matrix_from_rows(body.rows))
-        result = {"predictions": [s.to_dict() for s in scores]}
+        features = scorer.matrix_from_rows(body.rows, maybe_bools)
     else:
-        result = await run_in_threadpool(_predict_machines, platform, body.machine_ids or [])
-    return Response(orjson.dumps(result), media_type="application/json")
+        if body.columns is None or body.data is None:
+            raise ValidationError("'columns' and 'data' go together", code="invalid_request")
+        if not body.data:
+            raise ValidationError("'data' is empty", code="invalid_request")
+        features = scorer.matrix_from_columns(body.columns, body.data, maybe_bools)
+    return Response(
+        orjson.dumps({"predictions": scorer.score_dicts(features)}), media_type="application/json"
+    )
 
 
 router.add_api_route(

@@ -75,16 +75,25 @@ def body_schema(model: type[BaseModel]) -> dict[str, Any]:
 async def parse_body(request: Request, model: type[M]) -> M:
     """The JSON body as ``model`` (orjson, then ``json`` for NaN/Infinity). A body that is not JSON
     or does not fit the model raises the ``RequestValidationError`` FastAPI would have raised."""
-    body = await request.body()
+    return validate_body(loads_body(await request.body()), model)
+
+
+def loads_body(body: bytes) -> Any:
+    """A JSON body (orjson, then ``json`` for NaN/Infinity); one that is not JSON raises the
+    ``RequestValidationError`` FastAPI would have raised."""
     try:
-        data = orjson.loads(body)
+        return orjson.loads(body)
     except orjson.JSONDecodeError:
         try:
-            data = json.loads(body)
+            return json.loads(body)
         except (ValueError, RecursionError) as exc:
             raise RequestValidationError(
                 [{"type": "json_invalid", "loc": ("body",), "msg": f"JSON decode error: {exc}", "input": {}}]
             ) from None
+
+
+def validate_body(data: Any, model: type[M]) -> M:
+    """Parsed JSON as ``model``, or the ``RequestValidationError`` FastAPI would have raised."""
     try:
         return model.model_validate(data)
     except PydanticValidationError as exc:

@@ -1,0 +1,115 @@
+"""The compiled forest gives LightGBM's own sums (tolerance 0) on awkward values, and declines the
+models it does not reproduce."""
+
+from __future__ import annotations
+
+import lightgbm as lgb
+import numpy as np
+import pytest
+
+from pitstop.serving.forest import K_ZERO, Forest
+from pitstop.serving.scorer import round3
+
+PARAMS = {"objective": "regression", "num_leaves": 7, "verbose": -1, "num_threads": 1, "seed": 3}
+
+
+def _data(rng: np.random.Generator, n: int = 600, k: int = 6) -> tuple[np.ndarray, np.ndarray]:
+    x = rng.normal(size=(n, k)).round(2)
+    y = x[:, 0] * 3 - x[:, 1] ** 2 + np.where(np.isnan(x[:, 2]), 5.0, x[:, 2])
+    return x, y
+
+
+def _members(x: np.ndarray, y: np.ndarray, rounds: int = 40, **params: object) -> list[lgb.Booster]:
+    """Three members (like a bundle's ensemble), each trained on a different half of the rows."""
+    out = []
+    for k in range(3):
+        part = slice(k * 100, k * 100 + len(x) // 2)
+        data = lgb.Dataset(x[part], y[part], params={"verbose": -1})
+        out.append(lgb.train({**PARAMS, **params, "seed": k}, data, num_boost_round=rounds))
+    return out
+
+
+def _awkward(boosters: list[lgb.Booster], x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Rows with NaN, zeros of both signs, values inside LightGBM's zero threshold, every split
+    threshold itself and its neighbours one ulp away."""
+    k = x.shape[1]
+    thresholds = [
+        float(t)
+        for b in boosters
+        for line in b.model_to_string().splitlines()
+        if line.startswith("threshold=")
+        for t in line.split("=")[1].split()
+    ]
+    special = [np.nan, 0.0, -0.0, K_ZERO, -K_ZERO, K_ZERO / 2, -K_ZERO * 0.9, 1e-300, 2 * K_ZERO]
+    pool = np.array(thresholds + [np.nextafter(t, np.inf) for t in thresholds] + special * 20)
+    rows = rng.choice(pool, size=(400, k))
+    mixed = x[:200].copy()
+    mixed[rng.random(mixed.shape) < 0.3] = np.nan
+    mixed[rng.random(mixed.shape) < 0.2] = 0.0
+    return np.vstack([x[:200], rows, mixed])
+
+
+def _lightgbm(boosters: list[lgb.Booster], x: np.ndarray) -> np.ndarray:
+    raw = np.asarray(boosters[0].predict(x, num_threads=1), np.float64)
+    for booster in boosters[1:]:
+        raw = raw + np.asarray(booster.predict(x, num_threads=1), np.float64)
+    return raw
+
+
+@pytest.mark.parametrize(
+    ("nan_share", "params"),
+    [
+        (0.0, {}),  # no missing values in training: every split's missing type is None
+        (0.2, {}),  # NaN in training: missing type NaN, default left or right
+        (0.0, {"zero_as_missing": True}),  # missing type Zero
+        (0.2, {"use_missing": False}),
+        (0.0, {"objective": "huber"}),
+    ],
+)
+def test_the_forest_sums_what_lightgbm_sums(nan_share: float, params: dict[str, object]) -> None:
+    rng = np.random.default_rng(7)
+    x, y = _data(rng)
+    x[rng.random(x.shape) < nan_share] = np.nan
+    x[rng.random(x.shape) < 0.1] = 0.0
+    boosters = _members(x, y, **params)
+    forest = Forest.from_model_texts([b.model_to_string() for b in boosters], x.shape[1])
+    assert forest is not None
+    test = _awkward(boosters, x, rng)
+    assert np.array_equal(forest.raw(test), _lightgbm(boosters, test))
+    assert np.array_equal(forest.raw(test[:1]), _lightgbm(boosters, test[:1]))  # one row
+    with pytest.raises(ValueError, match="rows of 6 values"):
+        forest.raw(test[:, :5])
+
+
+def test_models_it_does_not_reproduce_get_no_forest() -> None:
+    rng = np.random.default_rng(1)
+    x, y = _data(rng)
+    plain = _members(x, y, rounds=5)
+    texts = [b.model_to_string() for b in plain]
+    assert Forest.from_model_texts(texts, 6) is not None
+    assert Forest.from_model_texts(texts, 7) is None  # another feature count
+    x[:, 3] = rng.integers(0, 4, len(x))
+    y = y + x[:, 3] * 4
+    data = lgb.Dataset(x, y, categorical_feature=[3], params={"verbose": -1})
+    categorical = lgb.train(PARAMS, data, num_boost_round=5)
+    assert Forest.from_model_texts([categorical.model_to_string()], 6) is None
+    positive = np.abs(y) + 1
+    poisson = lgb.train({**PARAMS, "objective": "poisson"}, lgb.Dataset(x, positive), num_boost_round=5)
+    assert Forest.from_model_texts([poisson.model_to_string()], 6) is None  # exp() of the sum
+    linear = lgb.train({**PARAMS, "linear_tree": True}, lgb.Dataset(x, y), num_boost_round=5)
+    assert Forest.from_model_texts([linear.model_to_string()], 6) is None
+
+
+def test_bulk_rounding_is_pythons_round() -> None:
+    rng = np.random.default_rng(5)
+    halves = (np.arange(-2000, 200000) + 0.5) / 1000  # every x.xxx5 the API could meet
+    values = np.concatenate(
+        [
+            rng.uniform(-50, 400, 20000),
+            halves,
+            np.nextafter(halves, 0),
+            np.nextafter(halves, 1e9),
+            [0.0, -0.0],
+        ]
+    )
+    assert round3(values) == [round(float(v), 3) for v in values]
