@@ -41,7 +41,7 @@ from pitstop.config import Settings
 from pitstop.schema import shipped_fleet
 from pitstop.sim.harvester import simulate
 from pitstop.training import train_rul_model
-from pitstop.training.pipeline import type_spec, type_targets
+from pitstop.training.pipeline import training_options, type_spec, type_targets
 from pitstop.training.train import labelled_rows
 
 DEMO_MACHINES = 12  # pitstop.demo_harvesters.HISTORY_MACHINES
@@ -95,20 +95,10 @@ def run(scale: float, max_rows: int | None, seed: int, max_train_rows: int | Non
     targets = type_targets(mt, settings, train_tel, train_ev)
     t1, c1 = time.perf_counter(), time.process_time()
     spec = type_spec(mt, train_tel, seed)
-    result = train_rul_model(
-        train_tel,
-        train_ev,
-        spec,
-        rul_cap=targets.rul_cap,
-        folds=settings.train_folds,
-        coverage=settings.interval_coverage,
-        seed=seed,
-        interval_horizon=targets.interval_horizon,
-        failure_horizon=targets.failure_horizon,
-        unit_seconds=targets.unit_seconds,
-        optional=frozenset(set(mt.sensor_names) - mt.required),
-        **({} if max_train_rows is None else {"max_train_rows": max_train_rows or None}),
-    )
+    options = training_options(mt, settings, targets, seed)
+    if max_train_rows is not None:
+        options["max_train_rows"] = max_train_rows or None
+    result = train_rul_model(train_tel, train_ev, spec, **options)
     train_s, train_cpu_s = time.perf_counter() - t1, time.process_time() - c1
     bundle = result.bundle
     test = labelled_rows(

@@ -316,10 +316,6 @@ def serve(
             for deployment in platform.deployments.values():
                 deployment.load()  # a type without a champion yet is followed until it has one
         app = create_app(platform, proc)
-        if app.state.intake.workers is not None:  # spawned now, not under the first device's batch
-            threading.Thread(
-                target=app.state.intake.workers.start, daemon=True, name="intake-workers"
-            ).start()
         mqtt = None
         if settings.mqtt_intake:
             if settings.bus_backend != "nats":

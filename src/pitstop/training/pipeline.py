@@ -120,6 +120,21 @@ def type_spec(mt: MachineType, telemetry: pl.DataFrame, seed: int) -> FeatureSpe
     return spec
 
 
+def training_options(mt: MachineType, settings: Settings, targets: TypeTargets, seed: int) -> dict[str, Any]:
+    """``train_rul_model``'s keyword arguments for a machine type, from the settings and the
+    type's targets (cap, horizons, time unit)."""
+    return {
+        "rul_cap": targets.rul_cap,
+        "folds": settings.train_folds,
+        "coverage": settings.interval_coverage,
+        "seed": seed,
+        "interval_horizon": targets.interval_horizon,
+        "failure_horizon": targets.failure_horizon,
+        "unit_seconds": targets.unit_seconds,
+        "optional": frozenset(set(mt.sensor_names) - mt.required),
+    }
+
+
 def machines_of_type(platform: Platform, machine_type: str) -> list[str] | None:
     """Registered machines of a type; None when the fleet has one type (then every machine)."""
     if len(platform.fleet.machine_types) == 1:
@@ -173,18 +188,7 @@ def train_on_lake(
     validation = training_set_report(mt, s, telemetry, events)
     targets = type_targets(mt, s, telemetry, events)
     spec = type_spec(mt, telemetry, s.train_seed)
-    options: dict[str, Any] = {
-        "rul_cap": targets.rul_cap,
-        "folds": s.train_folds,
-        "coverage": s.interval_coverage,
-        "seed": s.train_seed,
-        "params": params,
-        "interval_horizon": targets.interval_horizon,
-        "failure_horizon": targets.failure_horizon,
-        "unit_seconds": targets.unit_seconds,
-        "optional": frozenset(set(mt.sensor_names) - mt.required),
-        "progress": progress,
-    }
+    options = training_options(mt, s, targets, s.train_seed) | {"params": params, "progress": progress}
     if dask is None:
         result = train_rul_model(telemetry, events, spec, tune_trials=tune_trials, **options)
     else:
