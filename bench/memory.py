@@ -77,7 +77,7 @@ def child(machines: int) -> None:
     after = process.memory_info().rss
     arrays = sum(getattr(online, name).nbytes for name in _ARRAYS)
     rows, _ = store.lookup(list(online.slots))
-    published = sum(r.values.nbytes + len(r.values_json) for r in rows)
+    published = sum((0 if r.values is None else r.values.nbytes) + len(r.values_json) for r in rows)
     found = {
         "machines": len(online),
         "rss_mb": after / 2**20,

@@ -6,6 +6,7 @@ import json
 from collections.abc import Iterator
 
 import numpy as np
+import orjson
 import polars as pl
 import pytest
 from fastapi.testclient import TestClient
@@ -138,6 +139,33 @@ def test_the_store_keeps_each_machines_latest_row_and_a_new_model_starts_afresh(
     np.testing.assert_array_equal(rows.values, online.get(["m2", "m1"]))
     store.publish("t", online, ["m2"], online.get(["m2"]), "2")  # another model: the old rows go
     assert store.lookup(["m1"]) == ([], ["m1"]) and len(store) == 1
+
+
+def test_a_lookup_over_two_types_groups_rows_by_type_in_the_order_asked() -> None:
+    from pitstop.features import FeatureSpec, OnlineFeatures
+    from pitstop.features.store import OnlineStore
+
+    rng = np.random.default_rng(3)
+    store, onlines = OnlineStore(), {}
+    for machine_type, machines in (("pump", ["p1", "p2"]), ("fan", ["f1", "f2", "f3"])):
+        online = onlines[machine_type] = OnlineFeatures(FeatureSpec(("a",), windows=(2,)))
+        ids = np.repeat(np.array(machines, dtype=object), 2)
+        online.update(
+            ids,
+            np.tile(np.arange(2), len(machines)),
+            np.arange(len(ids)) * 1_000_000,
+            rng.random((len(ids), 1)),
+        )
+        store.publish(machine_type, online, machines, online.get(machines), "1")
+    found, missing = store.lookup(["f3", "p2", "nope", "f1", "p1"])
+    assert missing == ["nope"]
+    by_type = {rows.machine_type: rows for rows in found}
+    assert by_type["pump"].machine_ids == ["p2", "p1"] and by_type["fan"].machine_ids == ["f3", "f1"]
+    for machine_type, rows in by_type.items():
+        expected = onlines[machine_type].get(rows.machine_ids)
+        np.testing.assert_array_equal(rows.values, expected)
+        assert orjson.loads(rows.values_json) == expected.tolist()
+    assert store.lookup([]) == ([], [])
 
 
 def test_many_machines_are_got_in_chunks_with_the_same_rows() -> None:

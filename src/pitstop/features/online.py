@@ -13,7 +13,9 @@ from __future__ import annotations
 import io
 import itertools
 import json
+import os
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -24,6 +26,17 @@ from pitstop.features.spec import FeatureSpec, settle
 
 _US_PER_HOUR = 3_600_000_000
 _GET_CHUNK = 2048
+# chunks of a large ``get`` run on this many threads (numpy leaves the GIL in its array loops)
+_GET_THREADS = max(1, min(4, os.cpu_count() or 1))
+_get_pool: ThreadPoolExecutor | None = None
+
+
+def _pool() -> ThreadPoolExecutor:
+    global _get_pool
+    if _get_pool is None:
+        _get_pool = ThreadPoolExecutor(_GET_THREADS, thread_name_prefix="features-get")
+    return _get_pool
+
 _ARRAYS = (
     "count",
     "episode",
@@ -247,10 +260,14 @@ class OnlineFeatures:
     def get(self, machine_ids: Sequence[str], exact: bool = False) -> np.ndarray:
         """Feature matrix (machines, ``spec.names``) at each machine's latest reading, settled as
         models see it (``spec.settle``); ``exact`` skips that, for tests. Many machines are taken
-        ``_GET_CHUNK`` at a time: the temporaries then stay in cache (3.5x faster for 10,000)."""
+        ``_GET_CHUNK`` at a time: the temporaries then stay in cache (3.5x faster for 10,000), and
+        the chunks run on a few threads (each chunk's rows are computed as alone, so the matrix is
+        the same). The state must not change during the call (the processor's own thread calls it)."""
         if len(machine_ids) > _GET_CHUNK:
-            step = range(0, len(machine_ids), _GET_CHUNK)
-            return np.concatenate([self.get(machine_ids[i : i + _GET_CHUNK], exact) for i in step])
+            chunks = [machine_ids[i : i + _GET_CHUNK] for i in range(0, len(machine_ids), _GET_CHUNK)]
+            if _GET_THREADS == 1:
+                return np.concatenate([self.get(chunk, exact) for chunk in chunks])
+            return np.concatenate(list(_pool().map(lambda chunk: self.get(chunk, exact), chunks)))
         spec = self.spec
         s = np.array([self.slots[m] for m in machine_ids], np.int64)
         if len(s) and (self.count[s] < 1).any():

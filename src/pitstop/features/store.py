@@ -78,7 +78,7 @@ class FeatureRows:
     machine_ids: list[str]
     seq: np.ndarray
     ts: list[str]
-    values: np.ndarray  # (machines, names)
+    values: np.ndarray | None  # (machines, names); None when the lookup asked only for the JSON
     values_json: bytes  # ``values`` as a JSON array of rows, joined from each row's JSON
 
 
@@ -122,27 +122,30 @@ class OnlineStore:
         with self._lock:
             self._tables.pop(machine_type, None)
 
-    def lookup(self, machine_ids: Sequence[str]) -> tuple[list[FeatureRows], list[str]]:
+    def lookup(
+        self, machine_ids: Sequence[str], *, matrix: bool = True
+    ) -> tuple[list[FeatureRows], list[str]]:
         """The rows of ``machine_ids`` grouped by type (in the order asked within each), and the
-        machines no table holds."""
-        missing: list[str] = []
+        machines no table holds; without ``matrix`` only their JSON (the API's case: no gather of
+        values it would not send). One ``dict.get`` pass per type over the machines still unplaced
+        (one pass in a fleet of one type), no Python loop per machine and type."""
         out: list[FeatureRows] = []
+        left = list(machine_ids)
         with self._lock:
-            found: dict[str, tuple[list[str], list[int]]] = {}
-            tables = self._tables
-            for machine_id in machine_ids:
-                for machine_type, table in tables.items():
-                    row = table.index.get(machine_id)
-                    if row is not None:
-                        ids, rows = found.setdefault(machine_type, ([], []))
-                        ids.append(machine_id)
-                        rows.append(row)
-                        break
+            for machine_type, table in self._tables.items():
+                if not left:
+                    break
+                got = list(map(table.index.get, left))
+                if None in got:
+                    ids = [m for m, r in zip(left, got, strict=True) if r is not None]
+                    left = [m for m, r in zip(left, got, strict=True) if r is None]
+                    rows: list[int] = [r for r in got if r is not None]
                 else:
-                    missing.append(machine_id)
-            for machine_type, (ids, rows) in found.items():
-                table = tables[machine_type]
-                ts = table.ts
+                    ids, left, rows = left, [], got  # type: ignore[assignment]
+                if not rows:
+                    continue
+                ts, js = table.ts, table.json
+                parts = [js[r] or table.row_json(r) for r in rows]
                 out.append(
                     FeatureRows(
                         machine_type,
@@ -152,11 +155,11 @@ class OnlineStore:
                         ids,
                         table.seq[rows],
                         [ts[r] for r in rows],
-                        table.values[rows],  # a copy: later publishes do not change it
-                        b"[" + b",".join([table.row_json(r) for r in rows]) + b"]",
+                        table.values[rows] if matrix else None,  # a copy: publishes do not change it
+                        b"[" + b",".join(parts) + b"]",
                     )
                 )
-        return out, missing
+        return out, left
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

@@ -44,6 +44,13 @@ class Metrics:
         self.predictions = Counter(
             "pitstop_predictions", "Predictions made", ["model_version", "arm"], registry=r
         )
+        self.rest_predict = Counter(
+            "pitstop_rest_predict_requests",
+            "POST /api/v1/predict requests answered, by path: fast (the usual request, before the "
+            "web framework) or route",
+            ["path"],
+            registry=r,
+        )
         self.work_orders_opened = Counter("pitstop_work_orders_opened", "Work orders opened", registry=r)
         self.model_info = Gauge(
             "pitstop_serving_model_info",

@@ -62,7 +62,7 @@ async def features(request: Request) -> Response:
     """No I/O and a fraction of a millisecond: served on the event loop."""
     started = time.perf_counter()
     ids = parse_ids(request, request.app.state.platform.settings.features_max_ids)
-    found, missing = online_store(request).lookup(ids)
+    found, missing = online_store(request).lookup(ids, matrix=False)
     types: dict[str, Any] = {
         rows.machine_type: {
             "names": rows.names,

@@ -85,12 +85,14 @@ def _usual(data: Any) -> _Body | None:
 
 async def predict(request: Request) -> Response:
     """Feature rows are scored on the event loop (a fraction of a millisecond each, no I/O);
-    machines' current state reads the lake, in a worker thread."""
+    machines' current state reads the lake, in a worker thread. The usual request is answered
+    before it gets here, by ``pitstop.web.fastpath``, with the same ``score_rows``."""
     raw = await request.body()
+    _platform(request).metrics.rest_predict.labels("route").inc()
     parsed = loads_body(raw)
     body = _usual(parsed) or _Body(**validate_body(parsed, PredictRequest).model_dump())
     platform = _platform(request)
-    scorer = platform.deployment_for(body.machine_type or platform.default_type).champion
+    platform.deployment_for(body.machine_type or platform.default_type)  # an unknown type first
     columnar = body.columns is not None or body.data is not None
     if (body.machine_ids is not None) + (body.rows is not None) + columnar != 1:
         raise ValidationError(
@@ -99,6 +101,13 @@ async def predict(request: Request) -> Response:
     if body.machine_ids is not None:
         result = await run_in_threadpool(_predict_machines, platform, body.machine_ids)
         return Response(orjson.dumps(result), media_type="application/json")
+    return Response(score_rows(platform, body, raw), media_type="application/json")
+
+
+def score_rows(platform: Platform, body: _Body, raw: bytes) -> bytes:
+    """The answer (JSON) to a body of feature rows or of columns with data, scored by the champion
+    of its machine type; a ``ValidationError`` for a body that cannot be scored."""
+    scorer = platform.deployment_for(body.machine_type or platform.default_type).champion
     maybe_bools = b"true" in raw or b"false" in raw  # else no value is a boolean (serving.matrix)
     if body.rows is not None:
         if not body.rows:
@@ -110,9 +119,17 @@ async def predict(request: Request) -> Response:
         if not body.data:
             raise ValidationError("'data' is empty", code="invalid_request")
         features = scorer.matrix_from_columns(body.columns, body.data, maybe_bools)
-    return Response(
-        orjson.dumps({"predictions": scorer.score_dicts(features)}), media_type="application/json"
-    )
+    return orjson.dumps({"predictions": scorer.score_dicts(features)})
+
+
+def usual_body(raw: bytes) -> _Body | None:
+    """The usual predict body (feature rows, or columns with data) from raw JSON; None for any
+    other body, or one that is not JSON orjson reads."""
+    try:
+        parsed = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    return _usual(parsed)
 
 
 router.add_api_route(

@@ -31,6 +31,7 @@ from pitstop.web.api_models import router as models_router
 from pitstop.web.api_ops import router as ops_router
 from pitstop.web.api_scores import router as scores_router
 from pitstop.web.errors import install_error_handlers
+from pitstop.web.fastpath import PredictFastPath
 from pitstop.web.guard import Guard, GuardedRoute, check_every_route
 from pitstop.web.history import MachineHistory
 from pitstop.web.limits import RequestLimits
@@ -107,7 +108,11 @@ def create_app(platform: Platform, processor: Processor | None = None) -> FastAP
     app.state.assistant_rate = UserRate(settings.assistant_rate_per_minute)
     install_error_handlers(app)
     app.add_middleware(RequestLimits, max_body_bytes=settings.max_body_bytes)
-    app.add_middleware(RequestIds)  # outermost: even a refused request has an id
+    app.add_middleware(RequestIds)  # even a refused request has an id
+    # outermost: the usual prediction request answered before the framework (web.fastpath)
+    app.add_middleware(
+        PredictFastPath, platform=platform, state=app.state, max_body_bytes=settings.max_body_bytes
+    )
 
     @app.get("/healthz", tags=["ops"])
     def healthz() -> dict[str, str]:
@@ -120,12 +125,13 @@ def create_app(platform: Platform, processor: Processor | None = None) -> FastAP
         _work_orders_by_state(platform)
         return Response(platform.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
+    # the hot routes first: Starlette tries the routes in order, and each miss costs a match
     app.include_router(ingest_router)
+    app.include_router(scores_router)
+    app.include_router(features_router)
     app.include_router(agent_models_router)
     app.include_router(admin_router)
     app.include_router(api_router)
-    app.include_router(scores_router)
-    app.include_router(features_router)
     app.include_router(models_router)
     app.include_router(deployments_router)
     app.include_router(ops_router)

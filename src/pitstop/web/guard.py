@@ -83,9 +83,7 @@ class Guard:
             token = token.strip()
             if scheme.lower() != "bearer" or not token:
                 raise AuthError("send 'Authorization: Bearer <api key>'", code="not_authenticated")
-            if hmac.compare_digest(token.encode(), self._admin_token):
-                return Principal("admin-token", "admin", None, "token")
-            found = self._cached("k" + digest(token), lambda: self.users.resolve_key(token))
+            found = self.bearer(token)
             if found is None:
                 raise AuthError("this API key is unknown or revoked", code="not_authenticated")
             return found
@@ -93,6 +91,12 @@ class Guard:
         if not cookie:
             return None
         return self._cached("s" + digest(cookie), lambda: self.sessions.resolve(cookie))
+
+    def bearer(self, token: str) -> Principal | SessionCaller | None:
+        """Who a bearer token is (the admin token, or a user's API key), or None when nobody."""
+        if hmac.compare_digest(token.encode(), self._admin_token):
+            return Principal("admin-token", "admin", None, "token")
+        return self._cached("k" + digest(token), lambda: self.users.resolve_key(token))
 
     def _cached(
         self, key: str, load: Callable[[], Principal | SessionCaller | None]
