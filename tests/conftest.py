@@ -21,11 +21,12 @@ SHARED = REPO.parent / "shared"
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Tests marked ``heavy`` (the heaviest scale-out variants) run only with PITSTOP_ALL_TESTS=1:
+    """Tests marked ``heavy`` (the heaviest scale-out variants, full-data and end-to-end runs with
+    a lighter sibling in the suite) run only with PITSTOP_ALL_TESTS=1:
     CI runs a representative subset to stay within its time; run them all before a release."""
     if os.environ.get("PITSTOP_ALL_TESTS") == "1":
         return
-    skip = pytest.mark.skip(reason="heavy scale-out variant: run with PITSTOP_ALL_TESTS=1")
+    skip = pytest.mark.skip(reason="heavy: run with PITSTOP_ALL_TESTS=1")
     for item in items:
         if "heavy" in item.keywords:
             item.add_marker(skip)

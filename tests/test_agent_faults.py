@@ -95,6 +95,7 @@ class Appender:
         self.done.set()
 
 
+@pytest.mark.heavy
 @pytest.mark.slow
 def test_a_killed_agent_behind_a_faulty_link_lands_every_reading_once_in_order(
     platform: Platform, tmp_path: Path

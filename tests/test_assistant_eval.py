@@ -53,6 +53,7 @@ def test_the_set_has_a_hundred_questions_over_both_fleets_in_every_category() ->
     assert {c.role for c in cases} >= {"viewer", "technician", "engineer"}
 
 
+@pytest.mark.heavy
 def test_the_assistant_answers_the_set_at_target_with_no_invented_fact(reports: dict[str, Report]) -> None:
     report = Report([o for r in reports.values() for o in r.outcomes])
     print(report.text())  # the per-category scores and every failing answer, in the test's log

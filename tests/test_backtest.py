@@ -100,6 +100,7 @@ def test_backtest_cli_on_the_lake(trained: Platform, tmp_path: Path) -> None:
     assert report["source"].startswith("lake:telemetry@v") and report["failures"] > 0
 
 
+@pytest.mark.heavy
 @pytest.mark.slow
 @pytest.mark.skipif(not CMAPSS.exists(), reason="the shared C-MAPSS data is not here")
 def test_fd001_backtest_beats_both_baselines_and_catches_95_percent() -> None:

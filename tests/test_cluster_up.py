@@ -65,6 +65,7 @@ def cluster_dir(tmp_path: Path) -> Iterator[Path]:
         shutil.rmtree(Path(json.loads(state.read_text())["postgres"]["folder"]).parent, ignore_errors=True)
 
 
+@pytest.mark.heavy
 @pytest.mark.slow
 def test_cluster_up_starts_everything_and_down_leaves_nothing_behind(
     cluster_dir: Path, tmp_path: Path

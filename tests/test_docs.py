@@ -69,6 +69,7 @@ def _wait_healthy(port: int, proc: subprocess.Popen[str], timeout: float = 60.0)
     raise AssertionError("pitstop serve did not come up")
 
 
+@pytest.mark.heavy
 @pytest.mark.slow
 def test_bring_your_own_fleet_runs_as_written_without_python(tmp_path: Path) -> None:
     """The README's walk-through, command by command, in a fresh folder: fleet file → import →

@@ -171,6 +171,7 @@ def test_demo_end_to_end(tmp_path: Path) -> None:
     assert summary["readings_accepted"] == 0 and summary["live_readings_in_lake"] == live_total
 
 
+@pytest.mark.heavy
 def test_harvester_demo_end_to_end(tmp_path: Path) -> None:
     """``pitstop demo --fleet harvesters``: the shipped fleet file applied, last season imported
     through the history importer, a harvester model trained (hours, regimes, components), and the
@@ -203,7 +204,9 @@ def test_harvester_demo_end_to_end(tmp_path: Path) -> None:
     summary, out = finish(proc, timeout=180)
     assert "harvesters.toml applied" in out and "imported" in out
     assert summary["replay"]["rejected"] == {}
-    assert summary["live_readings_in_lake"] == summary["readings_accepted"] > 0
+    # the simulator's sensor glitches (a probe reading -40) are accepted, then quarantined
+    landed = summary["live_readings_in_lake"] + summary["live_readings_quarantined"]
+    assert landed == summary["readings_accepted"] > 0
 
 
 def test_the_demo_opens_a_work_order_within_a_minute_at_the_default_speed(

@@ -122,4 +122,4 @@ def test_limits_sessions_and_other_routes_stay_with_the_app(
     assert client.get("/healthz").json() == {"status": "ok"}
     # the counters are on /metrics
     metrics = client.get("/metrics", headers={"Authorization": f"Bearer {trained.admin_token()}"}).text
-    assert "pitstop_rest_predict_requests_total{path=\"fast\"}" in metrics
+    assert 'pitstop_rest_predict_requests_total{path="fast"}' in metrics

@@ -320,6 +320,7 @@ def test_two_machine_types_are_each_scored_by_their_own_model_under_load(tmp_pat
         platform.close()
 
 
+@pytest.mark.heavy
 @pytest.mark.slow
 def test_backtest_counts_a_timed_type_in_hours(tmp_path: Path) -> None:
     """`pitstop backtest --machine-type pump`: lives, lead and intervals in hours of operation."""

@@ -279,6 +279,7 @@ def keys_for(caller: str) -> dict[str, str]:
     return dict(_KEYS[caller])
 
 
+@pytest.mark.heavy
 def test_ten_thousand_malformed_requests_are_all_clean_4xx_and_store_nothing(target: Target) -> None:
     _KEYS.update(target.keys)
     before = _stored(target.platform)

@@ -79,6 +79,7 @@ def _read_seconds(*lakes: Lake, repeat: int = 15) -> list[float]:
     return [statistics.median(spent) for spent in times]
 
 
+@pytest.mark.heavy
 def test_thousands_of_small_commits_stay_few_files_and_every_pinned_version_stays_readable(
     tmp_path: Path,
 ) -> None:

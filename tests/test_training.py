@@ -136,6 +136,7 @@ def test_conformal_interval_covers_its_nominal_share_by_band() -> None:
         assert 0.75 <= inside[band].mean() <= 0.85
 
 
+@pytest.mark.heavy
 def test_tuning_runs_optuna_on_the_grouped_folds() -> None:
     train, events = fd001(8)
     result = train_rul_model(

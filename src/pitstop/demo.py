@@ -214,6 +214,7 @@ class Summary:
     readings_accepted: int
     readings_in_lake: int
     live_readings_in_lake: int
+    live_readings_quarantined: int
     machines_scored: int
     work_orders_open: int
     model_version: str
@@ -224,6 +225,8 @@ class Summary:
             f"readings accepted:     {self.readings_accepted:,}",
             f"readings in the lake:  {self.readings_in_lake:,} "
             f"({self.live_readings_in_lake:,} from the live fleet)",
+            f"quarantined:           {self.live_readings_quarantined:,} of the live fleet's "
+            "(values outside their sensor's range: `pitstop quarantine list`)",
             f"machines scored:       {self.machines_scored}",
             f"work orders open:      {self.work_orders_open}",
             f"model version:         {self.model_version}",
@@ -255,12 +258,14 @@ def summarize(platform: Platform, replay: Replay | AgentFleet | None) -> Summary
             .where(WorkOrder.status.in_(("open", "acknowledged", "in_progress")))
         )
     live = platform.lake.read("telemetry", columns=["seq"], machine_ids=active).height if active else 0
+    held = platform.lake.read("quarantine", columns=["seq"], machine_ids=active).height if active else 0
     return Summary(
         readings_accepted=int(
             platform.metrics.registry.get_sample_value("pitstop_readings_accepted_total") or 0
         ),
         readings_in_lake=platform.lake.count("telemetry"),
         live_readings_in_lake=live,
+        live_readings_quarantined=held,
         machines_scored=int(scored or 0),
         work_orders_open=int(open_orders or 0),
         model_version=", ".join(
