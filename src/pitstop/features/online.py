@@ -37,6 +37,7 @@ def _pool() -> ThreadPoolExecutor:
         _get_pool = ThreadPoolExecutor(_GET_THREADS, thread_name_prefix="features-get")
     return _get_pool
 
+
 _ARRAYS = (
     "count",
     "episode",
