@@ -113,3 +113,5 @@ def test_bulk_rounding_is_pythons_round() -> None:
         ]
     )
     assert round3(values) == [round(float(v), 3) for v in values]
+    for few in (values[:1], values[20000:20005], halves[:16]):  # the small path: Python's own round
+        assert round3(few) == [round(float(v), 3) for v in few]

@@ -240,11 +240,16 @@ class Scorer:
         ]
 
 
+_ROUND_BY_PYTHON = 16
+
+
 def round3(values: np.ndarray) -> list[float]:
     """``[round(v, 3) for v in values]`` (Python's exact rounding, half to even), in bulk: numpy's
     ``x * 1000`` rounds, so it can differ only where that product lands next to a half; those
     few are rounded by Python."""
     x = np.asarray(values, np.float64)
+    if x.size <= _ROUND_BY_PYTHON:  # a few values: numpy's per-call cost is more than the rounding
+        return [round(v, 3) for v in x.tolist()]
     scaled = x * 1000.0
     out = (np.rint(scaled) / 1000.0).tolist()
     with np.errstate(invalid="ignore"):

@@ -15,7 +15,6 @@ body without a declared length. So every error still comes from the one place th
 
 from __future__ import annotations
 
-import secrets
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -24,7 +23,7 @@ from pitstop.errors import PitstopError
 from pitstop.platform import Platform
 from pitstop.web.api_scores import score_rows, usual_body
 from pitstop.web.permissions import ROUTES, role_has
-from pitstop.web.request_ids import _SANE
+from pitstop.web.request_ids import _SANE, new_request_id
 from pitstop.web.users import Principal
 
 PATH = "/api/v1/predict"
@@ -81,7 +80,7 @@ class PredictFastPath:
             await self.app(scope, _replay(raw, receive), send)
             return
         self.answered.inc()
-        rid = rid if rid is not None and _SANE.fullmatch(rid) else secrets.token_hex(8).encode()
+        rid = rid if rid is not None and _SANE.fullmatch(rid) else new_request_id().encode()
         await send(
             {
                 "type": "http.response.start",
