@@ -62,6 +62,7 @@ def _subset(tmp_path: Path, units: int) -> Path:
     return out
 
 
+@pytest.mark.heavy  # the CLI: test_backtest_cli_on_the_lake; a C-MAPSS file: the FD001 backtest
 @pytest.mark.skipif(not CMAPSS.exists(), reason="the shared C-MAPSS data is not here")
 def test_backtest_cli_on_a_cmapss_file(tmp_path: Path) -> None:
     result = CliRunner().invoke(

@@ -224,7 +224,9 @@ def killer(stack: Stack, which: str, done: threading.Event, kills: list[float]) 
         restart()
 
 
-@pytest.mark.parametrize("victim", ["server", "processor"])
+@pytest.mark.parametrize(
+    "victim", ["server", pytest.param("processor", marks=pytest.mark.heavy)]
+)  # a processor killed mid-batch also: test_processor.py's crash tests
 def test_sigkill_loses_and_duplicates_nothing(stack: Stack, victim: str) -> None:
     tokens = register(stack.data_dir)
     stack.start_server()

@@ -416,6 +416,7 @@ def test_a_fleet_files_manuals_are_checked_and_searched_by_the_assistant(tmp_pat
 
 
 @pytest.mark.slow
+@pytest.mark.heavy  # a challenger shadowed from the same spec: test_retrain.py
 def test_a_challenger_with_its_own_feature_spec_is_shadowed_from_its_own_features(tmp_path: Path) -> None:
     """Each training fits its own fill values (optional sensor) and regimes, so a challenger's
     spec differs from the champion's: the processor keeps its own online state and shadows it."""

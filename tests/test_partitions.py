@@ -4,6 +4,7 @@ a dead worker's partitions are taken over and nothing is lost or written twice."
 from __future__ import annotations
 
 import shutil
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -108,6 +109,16 @@ def test_two_workers_share_the_partitions_and_a_dead_ones_are_taken_over(
     assert len(first.owned) == len(second.owned) == 2
     assert set(first.owned).isdisjoint(second.owned)
 
+    # the first worker's leases are renewed on their own thread while it lives, as in `pitstop
+    # process`: a slow lake write must not let them lapse before the death this test is about
+    dead = threading.Event()
+
+    def renew() -> None:
+        while not dead.wait(0.1):
+            first.beat()
+
+    beater = threading.Thread(target=renew, daemon=True)
+    beater.start()
     publish(a, 0, 20)
     drain(first, second)
     rows = landed(a)
@@ -122,8 +133,12 @@ def test_two_workers_share_the_partitions_and_a_dead_ones_are_taken_over(
         raise SystemExit("killed between the lake commit and the bus commit")
 
     proc.bus.commit = die  # type: ignore[method-assign]
-    with pytest.raises(SystemExit):
-        proc.run_once()
+    try:
+        with pytest.raises(SystemExit):
+            proc.run_once()
+    finally:
+        dead.set()
+        beater.join()
     assert landed(a).height > 8 * 20  # its rows are in the lake, its bus position is not committed
     # it renews no lease from now on; they lapse and the other worker takes its partitions
     time.sleep(1.3)

@@ -178,7 +178,9 @@ def regimed(frame: pl.DataFrame) -> pl.DataFrame:
     return out.with_columns(pl.col(s) * (1 + 0.05 * pl.Series(shift[regime])) for s in sensors)
 
 
-@pytest.mark.parametrize("several_regimes", [False, True])
+@pytest.mark.parametrize(
+    "several_regimes", [pytest.param(False, marks=pytest.mark.heavy), True]
+)  # FD001 alone: test_fd001_meets_the_published_bar
 def test_benchmark_cmapss_works_on_any_subset_in_the_format(tmp_path: Path, several_regimes: bool) -> None:
     train = shipped("fd001_train").filter(pl.col("unit") <= 15)
     test = shipped("fd001_test").filter(pl.col("unit") <= 10)
