@@ -115,3 +115,21 @@ def test_bulk_rounding_is_pythons_round() -> None:
     assert round3(values) == [round(float(v), 3) for v in values]
     for few in (values[:1], values[20000:20005], halves[:16]):  # the small path: Python's own round
         assert round3(few) == [round(float(v), 3) for v in few]
+
+
+def test_rows_walked_side_by_side_sum_what_lightgbm_sums_for_any_count_and_single_leaf_trees() -> None:
+    """The branch-free kernel (eight rows at a time, from ``WALK_FROM`` rows) on row counts that
+    are not multiples of eight, and on a member whose trees are single leaves (a constant target)."""
+    from pitstop.serving.forest import WALK_FROM
+
+    rng = np.random.default_rng(11)
+    x, y = _data(rng)
+    boosters = _members(x, y)
+    flat = lgb.train({**PARAMS, "seed": 9}, lgb.Dataset(x, np.full(len(x), 2.5)), num_boost_round=5)
+    boosters.append(flat)
+    assert "num_leaves=1" in flat.model_to_string()
+    forest = Forest.from_model_texts([b.model_to_string() for b in boosters], x.shape[1])
+    assert forest is not None and forest.walk is not None
+    test = _awkward(boosters, x, rng)
+    for n in (WALK_FROM - 1, WALK_FROM, 13, 100, 799):
+        assert np.array_equal(forest.raw(test[:n]), _lightgbm(boosters, test[:n])), n

@@ -4,6 +4,10 @@
 and adds some 70 µs of Python-side checks per call; it is the largest part of a prediction
 request. ``Forest`` flattens every member's trees into a few arrays (read from the model text,
 which holds every threshold and leaf value at full precision) and walks them in one Numba kernel.
+For several rows of a model whose splits all have missing type None (ours, trained without
+missing values) it walks them without branches: each leaf is also a node that leads to itself, so
+every row takes its tree's depth in steps, and eight rows step side by side, their memory loads
+overlapping (about twice as fast as one row after the other with a branch at each split).
 It decides each split as LightGBM's ``Tree::NumericalDecision`` does (a value within
 ``kZeroThreshold`` of zero is zero, as LightGBM's dense-matrix input makes it; missing-value types
 None, Zero and NaN with their default direction) and adds the leaf values in LightGBM's order
@@ -93,6 +97,99 @@ def _sums(
                 out[i] = out[i] + acc[i]
 
 
+BLOCK = 8  # rows walked side by side
+WALK_FROM = 8  # fewer rows than this: the kernel with branches (no depth padding, no copy)
+
+
+@njit(cache=True, nogil=True)
+def _walk_sums(
+    x: np.ndarray,
+    feature: np.ndarray,
+    threshold: np.ndarray,
+    child: np.ndarray,
+    value: np.ndarray,
+    root: np.ndarray,
+    depth: np.ndarray,
+    member_end: np.ndarray,
+    out: np.ndarray,
+) -> None:
+    """``_sums`` for a forest whose splits are all of missing type None, without branches.
+
+    Node ``j``'s children are ``child[2j]`` and ``child[2j + 1]`` (absolute); a leaf is a node with
+    threshold +inf whose children are itself, and ``value`` holds its output, so ``depth[t]``
+    steps from ``root[t]`` end on the row's leaf of tree ``t``, whatever the path. Values are
+    made 0 first where LightGBM's dense rows make them 0 (NaN, or within ``K_ZERO`` of zero);
+    the sums are added in ``_sums``'s order, so they are the same doubles."""
+    n, k = x.shape
+    src = x.ravel()
+    flat = np.empty(n * k)
+    for q in range(n * k):
+        v = src[q]
+        flat[q] = v if abs(v) > K_ZERO else 0.0
+    acc = np.zeros(n)
+    nodes = np.empty(BLOCK, np.int64)
+    t = 0
+    for m in range(member_end.shape[0]):
+        acc[:] = 0.0
+        while t < member_end[m]:
+            start, steps = root[t], depth[t]
+            for i in range(0, n, BLOCK):
+                rows = min(BLOCK, n - i)
+                nodes[:] = start
+                for _ in range(steps):
+                    for r in range(rows):
+                        j = nodes[r]
+                        right = 1 if flat[(i + r) * k + feature[j]] > threshold[j] else 0
+                        nodes[r] = child[2 * j + right]
+                for r in range(rows):
+                    acc[i + r] += value[nodes[r]]
+            t += 1
+        if m == 0:
+            out[:] = acc
+        else:
+            for i in range(n):
+                out[i] = out[i] + acc[i]
+
+
+def _walk_arrays(arrays: tuple[np.ndarray, ...]) -> tuple[np.ndarray, ...]:
+    """``_walk_sums``'s arrays from ``_sums``'s: each tree's internal nodes, then its leaves as
+    nodes leading to themselves; each tree's root and depth."""
+    feature, threshold, _, child, leaf_value, node_start, leaf_start, member_end = arrays
+    trees = len(leaf_start)
+    leaf_end = np.append(leaf_start[1:], len(leaf_value))
+    splits = np.diff(node_start)
+    leaves = leaf_end - leaf_start
+    offset = np.concatenate([[0], np.cumsum(splits + leaves)]).astype(np.int64)
+    total = int(offset[-1])
+    walk_feature = np.zeros(total, np.int32)
+    walk_threshold = np.full(total, np.inf)
+    walk_child = np.empty(2 * total, np.int32)
+    walk_value = np.zeros(total)
+    depth = np.zeros(trees, np.int32)
+    for t in range(trees):
+        base, first, count = int(node_start[t]), int(offset[t]), int(splits[t])
+        inner = slice(first, first + count)
+        walk_feature[inner] = feature[base : base + count]
+        walk_threshold[inner] = threshold[base : base + count]
+        kids = child[2 * base : 2 * (base + count)].astype(np.int64)
+        walk_child[2 * first : 2 * (first + count)] = np.where(kids >= 0, first + kids, first + count + ~kids)
+        leaf_nodes = np.arange(first + count, first + count + int(leaves[t]))
+        walk_child[2 * leaf_nodes] = walk_child[2 * leaf_nodes + 1] = leaf_nodes
+        walk_value[leaf_nodes] = leaf_value[leaf_start[t] : leaf_end[t]]
+        depth[t] = _depth(kids) if count else 0
+    return walk_feature, walk_threshold, walk_child, walk_value, offset[:-1], depth, member_end
+
+
+def _depth(kids: np.ndarray) -> int:
+    """The depth of a tree from its nodes' children (pairs, relative; a negative child is a leaf)."""
+    deepest, level, frontier = 0, 0, [0]
+    while frontier:
+        level += 1
+        deepest = level
+        frontier = [int(c) for node in frontier for c in kids[2 * node : 2 * node + 2] if c >= 0]
+    return deepest
+
+
 @dataclass(frozen=True)
 class Forest:
     """Every member's trees, flattened; ``raw`` is what ``ModelBundle.predict`` sums before it
@@ -101,6 +198,7 @@ class Forest:
     ncol: int
     arrays: tuple[np.ndarray, ...]  # feature, threshold, decision, child, leaf_value, starts, ends
     simple: bool  # every split's missing type is None
+    walk: tuple[np.ndarray, ...] | None = None  # _walk_sums's arrays (simple forests)
 
     @classmethod
     def from_model_texts(cls, texts: list[str], ncol: int) -> Forest | None:
@@ -162,7 +260,8 @@ class Forest:
             np.array(leaf_start, np.int64),
             np.array(member_end, np.int64),
         )
-        return cls(ncol, arrays, bool(((decision >> 2) & 3 == 0).all()))
+        simple = bool(((decision >> 2) & 3 == 0).all())
+        return cls(ncol, arrays, simple, _walk_arrays(arrays) if simple else None)
 
     def raw(self, features: np.ndarray) -> np.ndarray:
         """The members' summed raw predictions for each row of ``features`` (n × ncol)."""
@@ -170,8 +269,13 @@ class Forest:
         if x.ndim != 2 or x.shape[1] != self.ncol:
             raise ValueError(f"expected rows of {self.ncol} values, got shape {features.shape}")
         out = np.empty(x.shape[0], np.float64)
-        kernel: Any = _sums
-        kernel(x, *self.arrays, self.simple, out)
+        kernel: Any
+        if self.walk is not None and x.shape[0] >= WALK_FROM:
+            kernel = _walk_sums
+            kernel(x, *self.walk, out)
+        else:
+            kernel = _sums
+            kernel(x, *self.arrays, self.simple, out)
         return out
 
 
@@ -198,7 +302,8 @@ def forest_for(bundle: Any) -> Forest | None:
         texts = [booster.model_to_string() for booster in bundle.boosters]
         forest = Forest.from_model_texts(texts, len(bundle.spec.names))
         if forest is not None:
-            forest.raw(np.zeros((1, forest.ncol)))  # compile (or load the compiled kernel) now
+            forest.raw(np.zeros((1, forest.ncol)))  # compile (or load the compiled kernels) now
+            forest.raw(np.zeros((WALK_FROM, forest.ncol)))
     except Exception as exc:  # a model text we misread: LightGBM serves it, correctly
         log.warning("serving without the compiled forest: %s", exc)
         forest = None
