@@ -40,6 +40,16 @@ DEFAULT_LEFT = 2  # decision_type bit: missing values go left
 IDENTITY_OBJECTIVES = frozenset({"regression", "regression_l1", "huber", "fair", "quantile", "mape"})
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _add_member(out: np.ndarray, acc: np.ndarray, first: bool) -> None:
+    """A member's sums into ``out``: the first as they are, the next added (LightGBM's order)."""
+    if first:
+        out[:] = acc
+    else:
+        for i in range(out.shape[0]):
+            out[i] = out[i] + acc[i]
+
+
 @njit(cache=True, nogil=True)
 def _sums(
     x: np.ndarray,
@@ -90,11 +100,7 @@ def _sums(
                     node = child[2 * j + right]
                 acc[i] += leaf_value[leaves + ~node]
             t += 1
-        if m == 0:
-            out[:] = acc
-        else:
-            for i in range(n):
-                out[i] = out[i] + acc[i]
+        _add_member(out, acc, m == 0)
 
 
 BLOCK = 8  # rows walked side by side
@@ -144,11 +150,7 @@ def _walk_sums(
                 for r in range(rows):
                     acc[i + r] += value[nodes[r]]
             t += 1
-        if m == 0:
-            out[:] = acc
-        else:
-            for i in range(n):
-                out[i] = out[i] + acc[i]
+        _add_member(out, acc, m == 0)
 
 
 def _walk_arrays(arrays: tuple[np.ndarray, ...]) -> tuple[np.ndarray, ...]:
