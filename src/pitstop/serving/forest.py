@@ -184,12 +184,11 @@ def _walk_arrays(arrays: tuple[np.ndarray, ...]) -> tuple[np.ndarray, ...]:
 
 def _depth(kids: np.ndarray) -> int:
     """The depth of a tree from its nodes' children (pairs, relative; a negative child is a leaf)."""
-    deepest, level, frontier = 0, 0, [0]
+    level, frontier = 0, [0]
     while frontier:
         level += 1
-        deepest = level
         frontier = [int(c) for node in frontier for c in kids[2 * node : 2 * node + 2] if c >= 0]
-    return deepest
+    return level
 
 
 @dataclass(frozen=True)
