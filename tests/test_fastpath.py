@@ -70,6 +70,16 @@ def test_the_usual_request_gets_the_routes_answer_without_the_route(
     assert odd.status_code == 200 and len(odd.headers["x-request-id"]) == 16
 
 
+def test_huge_finite_values_are_scored(client: TestClient, trained: Platform, keys: dict[str, str]) -> None:
+    """Values at the edge of a double are numbers like any other: scored, not refused."""
+    names = trained.scorer.feature_names
+    auth = {"Authorization": f"Bearer {keys['viewer']}", "content-type": "application/json"}
+    huge = {"rows": [dict.fromkeys(names, 1.5e308), dict.fromkeys(names, -1.7e308)]}
+    r = client.post(PREDICT, content=orjson.dumps(huge), headers=auth)
+    assert r.status_code == 200, r.text
+    assert len(r.json()["predictions"]) == 2
+
+
 # (headers, body, status, code); "viewer" stands for a viewer's API key, "row" for one good row
 OTHERS: list[tuple[Any, Any, int, str]] = [
     ({}, "row", 401, "not_authenticated"),

@@ -7,6 +7,7 @@ import lightgbm as lgb
 import numpy as np
 import pytest
 
+from pitstop.registry.interval import apply_interval
 from pitstop.serving.forest import K_ZERO, Forest
 from pitstop.serving.scorer import round3
 
@@ -133,3 +134,32 @@ def test_rows_walked_side_by_side_sum_what_lightgbm_sums_for_any_count_and_singl
     test = _awkward(boosters, x, rng)
     for n in (WALK_FROM - 1, WALK_FROM, 13, 100, 799):
         assert np.array_equal(forest.raw(test[:n]), _lightgbm(boosters, test[:n])), n
+
+
+def test_one_row_from_raw_is_numpys_arithmetic_bit_for_bit() -> None:
+    """A bundle turns one row's summed raw prediction into RUL and interval with floats, not numpy:
+    the same bits as the arrays' path, at band edges, NaN, zeros of both signs and negatives."""
+    from pitstop.features import FeatureSpec
+    from pitstop.registry.bundle import ModelBundle
+
+    rng = np.random.default_rng(5)
+    x, y = _data(rng)
+    members = _members(x, y * 40 + 60, rounds=5)
+    intervals = [
+        {"lower": -12.5, "upper": 30.25},  # one band, scalar offsets (models from before bands)
+        {"edges": [20.0, 55.5, 120.0], "lower": [-3.0, -7.5, -20.0, -90.0], "upper": [4.0, 9.0, 25.0, 400.0]},
+    ]
+    for interval in intervals:
+        bundle = ModelBundle(members, FeatureSpec(sensors=("a",)), interval)
+        edges = interval.get("edges", [20.0])
+        n = len(members)
+        values = [np.nan, 0.0, -0.0, -1e-300, -5.0, 1e-300, np.inf]
+        values += [e * n for e in edges] + [np.nextafter(e, -np.inf) * n for e in edges]
+        values += (rng.normal(60, 70, 200) * n).tolist()
+        for raw in values:
+            one = bundle.from_raw(np.array([raw]))
+            rul = np.clip(np.array([raw, raw]) / n, 0.0, None)  # two rows: numpy's path
+            lower, upper = apply_interval(interval, rul)
+            for got, want in zip(one, (rul[:1], lower[:1], upper[:1]), strict=True):
+                assert got.shape == (1,) and got.dtype == np.float64
+                assert got.tobytes() == want.tobytes(), (raw, interval, got, want)

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import bisect
 import ctypes
 import json
 import logging
@@ -100,6 +101,11 @@ class SingleRowPredictor:
         return total
 
 
+def _clip0(x: float) -> float:
+    """``np.clip(x, 0.0, None)`` of one float: NaN stays NaN, -0.0 becomes 0.0."""
+    return 0.0 if x <= 0.0 else x
+
+
 def _free_fast_configs(lib: Any, handles: list[ctypes.c_void_p]) -> None:
     for handle in handles:
         lib.LGBM_FastConfigFree(handle)
@@ -127,6 +133,10 @@ class ModelBundle:
     components: list[str] = field(default_factory=list)
 
     _single_row: SingleRowPredictor | None = field(default=None, init=False, repr=False, compare=False)
+    # the interval as floats for one row at a time, with the dict they were read from
+    _bands: tuple[dict[str, Any], list[float], list[float], list[float]] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         self._single_row = SingleRowPredictor.create(self.boosters, len(self.spec.names))
@@ -153,9 +163,29 @@ class ModelBundle:
     def from_raw(self, raw: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``predict``'s last step, from the members' summed raw predictions (serving's compiled
         forest computes the same sums): the average, clipped at 0, and its interval."""
+        if raw.shape == (1,):  # the API's usual request: the same arithmetic, without numpy's per-call cost
+            return self._one_from_raw(float(raw[0]))
         rul = np.clip(raw / len(self.boosters), 0.0, None)
         lower, upper = apply_interval(self.interval, rul)
         return rul, lower, upper
+
+    def _one_from_raw(self, raw: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``from_raw`` of one row in floats: IEEE doubles give numpy's results bit for bit
+        (``tests/test_forest.py``), NaN and negative zero included."""
+        cached = self._bands
+        if cached is None or cached[0] is not self.interval:
+            lower = np.atleast_1d(np.asarray(self.interval["lower"], np.float64)).tolist()
+            upper = np.atleast_1d(np.asarray(self.interval["upper"], np.float64)).tolist()
+            edges = np.asarray(self.interval.get("edges", []), np.float64).tolist()
+            cached = self._bands = (self.interval, edges, lower, upper)
+        _, edges, lows, ups = cached
+        rul = _clip0(raw / len(self.boosters))
+        band = bisect.bisect_right(edges, rul)  # searchsorted(side="right"); NaN past the last edge
+        return (
+            np.array([rul]),
+            np.array([_clip0(rul + lows[band])]),
+            np.array([rul + ups[band]]),
+        )
 
     def contributions(self, features: np.ndarray) -> np.ndarray:
         """Each feature's contribution to each row's RUL (LightGBM's SHAP values, averaged over

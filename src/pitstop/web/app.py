@@ -31,7 +31,7 @@ from pitstop.web.api_models import router as models_router
 from pitstop.web.api_ops import router as ops_router
 from pitstop.web.api_scores import router as scores_router
 from pitstop.web.errors import install_error_handlers
-from pitstop.web.fastpath import PredictFastPath
+from pitstop.web.fastpath import FastAPIWithFastPath
 from pitstop.web.guard import Guard, GuardedRoute, check_every_route
 from pitstop.web.history import MachineHistory
 from pitstop.web.limits import RequestLimits
@@ -79,7 +79,9 @@ def create_app(platform: Platform, processor: Processor | None = None) -> FastAP
             await asyncio.to_thread(intake.close)
 
     # no Swagger UI: it loads its scripts from a CDN; the schema is at /openapi.json
-    app = FastAPI(title="Pitstop", version=__version__, docs_url=None, redoc_url=None, lifespan=lifespan)
+    app = FastAPIWithFastPath(
+        title="Pitstop", version=__version__, docs_url=None, redoc_url=None, lifespan=lifespan
+    )
     app.router.route_class = GuardedRoute  # every route passes the permission table
     settings = platform.settings
     app.state.platform = platform
@@ -110,9 +112,7 @@ def create_app(platform: Platform, processor: Processor | None = None) -> FastAP
     app.add_middleware(RequestLimits, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(RequestIds)  # even a refused request has an id
     # outermost: the usual prediction request answered before the framework (web.fastpath)
-    app.add_middleware(
-        PredictFastPath, platform=platform, state=app.state, max_body_bytes=settings.max_body_bytes
-    )
+    app.install_fast_path(platform, settings.max_body_bytes)
 
     @app.get("/healthz", tags=["ops"])
     def healthz() -> dict[str, str]:
