@@ -133,3 +133,33 @@ def test_limits_sessions_and_other_routes_stay_with_the_app(
     # the counters are on /metrics
     metrics = client.get("/metrics", headers={"Authorization": f"Bearer {trained.admin_token()}"}).text
     assert 'pitstop_rest_predict_requests_total{path="fast"}' in metrics
+
+
+def test_an_exception_in_the_fast_path_gets_the_apps_json_error(
+    trained: Platform, keys: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fast path sits outside the app's error handlers: whatever it meets (the ops DB down
+    while a key is looked up, a bug while scoring) goes to the app, which answers with its own
+    JSON error, as a request the fast path never saw would get."""
+    from sqlalchemy.exc import OperationalError
+
+    app = create_app(trained)
+    names = trained.scorer.feature_names
+    body = orjson.dumps({"rows": [dict.fromkeys(names, 1.0)]})
+    auth = {"Authorization": f"Bearer {keys['viewer']}", "content-type": "application/json"}
+
+    def down(*_: Any) -> None:
+        raise OperationalError("SELECT 1", {}, Exception("database is locked"))
+
+    def broken(*_: Any) -> None:
+        raise RuntimeError("a bug")
+
+    with TestClient(app, raise_server_exceptions=False) as c:
+        monkeypatch.setattr(app.state.guard, "bearer", down)
+        r = c.post(PREDICT, content=body, headers=auth)
+        assert (r.status_code, r.json()["error"]["code"]) == (503, "ops_db_unavailable"), r.text
+        assert r.headers["x-request-id"]
+        monkeypatch.undo()
+        monkeypatch.setattr(trained.scorer, "score_dicts", broken)
+        r = c.post(PREDICT, content=body, headers=auth)
+        assert (r.status_code, r.json()["error"]["code"]) == (500, "internal_error"), r.text

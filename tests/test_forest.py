@@ -148,13 +148,17 @@ def test_one_row_from_raw_is_numpys_arithmetic_bit_for_bit() -> None:
     intervals = [
         {"lower": -12.5, "upper": 30.25},  # one band, scalar offsets (models from before bands)
         {"edges": [20.0, 55.5, 120.0], "lower": [-3.0, -7.5, -20.0, -90.0], "upper": [4.0, 9.0, 25.0, 400.0]},
+        {"edges": [20, 55], "lower": [-3, -7, -20], "upper": [4, 9, 25]},  # integers
+        # not a plain ascending list: left to numpy, whatever it makes of it
+        {"edges": [np.nan, 50.0], "lower": [-1.0, -2.0, -3.0], "upper": [3.0, 4.0, 5.0]},
+        {"edges": [80.0, 30.0], "lower": [-1.0, -2.0, -3.0], "upper": [3.0, 4.0, 5.0]},
     ]
     for interval in intervals:
         bundle = ModelBundle(members, FeatureSpec(sensors=("a",)), interval)
         edges = interval.get("edges", [20.0])
         n = len(members)
         values = [np.nan, 0.0, -0.0, -1e-300, -5.0, 1e-300, np.inf]
-        values += [e * n for e in edges] + [np.nextafter(e, -np.inf) * n for e in edges]
+        values += [e * n for e in edges] + [np.nextafter(float(e), -np.inf) * n for e in edges]
         values += (rng.normal(60, 70, 200) * n).tolist()
         for raw in values:
             one = bundle.from_raw(np.array([raw]))
@@ -163,3 +167,8 @@ def test_one_row_from_raw_is_numpys_arithmetic_bit_for_bit() -> None:
             for got, want in zip(one, (rul[:1], lower[:1], upper[:1]), strict=True):
                 assert got.shape == (1,) and got.dtype == np.float64
                 assert got.tobytes() == want.tobytes(), (raw, interval, got, want)
+        # another dtype keeps numpy's arithmetic in that dtype
+        single = bundle.from_raw(np.array([123.4], np.float32))[0]
+        assert (
+            single.dtype == np.float32 and single.tobytes() == (np.array([123.4], np.float32) / n).tobytes()
+        )

@@ -106,6 +106,16 @@ def _clip0(x: float) -> float:
     return 0.0 if x <= 0.0 else x
 
 
+def _one_from_raw(
+    raw: float, members: int, edges: list[float], lows: list[float], ups: list[float]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``ModelBundle.from_raw`` of one row in floats: IEEE doubles give numpy's results bit for bit
+    (``tests/test_forest.py``), NaN and negative zero included."""
+    rul = _clip0(raw / members)
+    band = bisect.bisect_right(edges, rul)  # searchsorted(side="right"); NaN past the last edge
+    return np.array([rul]), np.array([_clip0(rul + lows[band])]), np.array([rul + ups[band]])
+
+
 def _free_fast_configs(lib: Any, handles: list[ctypes.c_void_p]) -> None:
     for handle in handles:
         lib.LGBM_FastConfigFree(handle)
@@ -133,8 +143,8 @@ class ModelBundle:
     components: list[str] = field(default_factory=list)
 
     _single_row: SingleRowPredictor | None = field(default=None, init=False, repr=False, compare=False)
-    # the interval as floats for one row at a time, with the dict they were read from
-    _bands: tuple[dict[str, Any], list[float], list[float], list[float]] | None = field(
+    # the interval as floats for one row at a time (None: numpy's path), with the dict they came from
+    _bands: tuple[dict[str, Any], tuple[list[float], list[float], list[float]] | None] | None = field(
         default=None, init=False, repr=False, compare=False
     )
 
@@ -163,29 +173,32 @@ class ModelBundle:
     def from_raw(self, raw: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``predict``'s last step, from the members' summed raw predictions (serving's compiled
         forest computes the same sums): the average, clipped at 0, and its interval."""
-        if raw.shape == (1,):  # the API's usual request: the same arithmetic, without numpy's per-call cost
-            return self._one_from_raw(float(raw[0]))
+        if raw.shape == (1,) and raw.dtype == np.float64:  # the API's usual request
+            bands = self._one_row_bands()
+            if bands is not None:  # the same arithmetic in floats, without numpy's per-call cost
+                return _one_from_raw(float(raw[0]), len(self.boosters), *bands)
         rul = np.clip(raw / len(self.boosters), 0.0, None)
         lower, upper = apply_interval(self.interval, rul)
         return rul, lower, upper
 
-    def _one_from_raw(self, raw: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``from_raw`` of one row in floats: IEEE doubles give numpy's results bit for bit
-        (``tests/test_forest.py``), NaN and negative zero included."""
+    def _one_row_bands(self) -> tuple[list[float], list[float], list[float]] | None:
+        """The interval's edges and offsets as floats, read once per interval dict; None when the
+        edges are not a plain ascending list of numbers (numpy's path then handles them)."""
         cached = self._bands
         if cached is None or cached[0] is not self.interval:
+            edges_array = np.asarray(self.interval.get("edges", []), np.float64)
             lower = np.atleast_1d(np.asarray(self.interval["lower"], np.float64)).tolist()
             upper = np.atleast_1d(np.asarray(self.interval["upper"], np.float64)).tolist()
-            edges = np.asarray(self.interval.get("edges", []), np.float64).tolist()
-            cached = self._bands = (self.interval, edges, lower, upper)
-        _, edges, lows, ups = cached
-        rul = _clip0(raw / len(self.boosters))
-        band = bisect.bisect_right(edges, rul)  # searchsorted(side="right"); NaN past the last edge
-        return (
-            np.array([rul]),
-            np.array([_clip0(rul + lows[band])]),
-            np.array([rul + ups[band]]),
-        )
+            usable = (
+                edges_array.ndim == 1
+                and bool(np.all(np.diff(edges_array) >= 0))
+                and not np.isnan(edges_array).any()
+                and len(lower) > len(edges_array)
+                and len(upper) > len(edges_array)
+            )
+            bands = (edges_array.tolist(), lower, upper) if usable else None
+            cached = self._bands = (self.interval, bands)
+        return cached[1]
 
     def contributions(self, features: np.ndarray) -> np.ndarray:
         """Each feature's contribution to each row's RUL (LightGBM's SHAP values, averaged over

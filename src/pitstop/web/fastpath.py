@@ -12,7 +12,9 @@ middleware), which cost a single-row request about a tenth of its server time.
 Anything else goes to the app as it came, the body replayed: other routes, cookies (sessions
 need their CSRF checks), unknown or revoked keys and missing rights (the guard's 401/403),
 bodies that are not the usual form or do not score (their 422 and 400 come from the route), a
-body without a declared length. So every error still comes from the one place that makes it.
+body without a declared length, and any exception before the answer (an ops DB that is down, a
+bug): the app then meets it again and answers it. So every error still comes from the one place
+that makes it.
 """
 
 from __future__ import annotations
@@ -22,7 +24,6 @@ from typing import Any
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from pitstop.errors import PitstopError
 from pitstop.platform import Platform
 from pitstop.web.api_scores import score_rows, usual_body
 from pitstop.web.permissions import ROUTES, role_has
@@ -51,7 +52,7 @@ class PredictFastPath:
                 scheme, _, rest = value.partition(b" ")
                 token = rest.strip() if scheme.lower() == b"bearer" else b""
             elif name == b"content-length":
-                length = int(value) if value.isdigit() else -1
+                length = int(value) if value.isdigit() and len(value) <= 18 else -1
             elif name == b"x-request-id":
                 rid = value
             elif name == b"content-encoding":
@@ -59,7 +60,10 @@ class PredictFastPath:
         if not token or length is None or not 0 <= length <= self.max_body_bytes:
             await self.app(scope, receive, send)
             return
-        principal = self.state.guard.bearer(token.decode("latin-1"))
+        try:
+            principal = self.state.guard.bearer(token.decode("latin-1"))
+        except Exception:  # the ops DB down, say: the app answers, with its own error (503, 500)
+            principal = None
         if not isinstance(principal, Principal) or not role_has(principal.role, _RULE):
             await self.app(scope, receive, send)
             return
@@ -77,8 +81,8 @@ class PredictFastPath:
         if body is not None:
             try:
                 answer = score_rows(self.platform, body, raw)
-            except PitstopError:
-                answer = None  # the route answers it, with its error
+            except Exception:  # a PitstopError or anything unexpected: the route answers it, with
+                answer = None  # its error (JSON, through the app's handlers and request ids)
         if answer is None:
             await self.app(scope, _replay(raw, receive), send)
             return
