@@ -29,7 +29,7 @@ from pitstop.registry.files import (
     file_names,
     sha256_file,
 )
-from pitstop.registry.interval import apply_interval
+from pitstop.registry.interval import apply_interval, interval_arrays
 
 log = logging.getLogger(__name__)
 
@@ -186,17 +186,15 @@ class ModelBundle:
         edges are not a plain ascending list of numbers (numpy's path then handles them)."""
         cached = self._bands
         if cached is None or cached[0] is not self.interval:
-            edges_array = np.asarray(self.interval.get("edges", []), np.float64)
-            lower = np.atleast_1d(np.asarray(self.interval["lower"], np.float64)).tolist()
-            upper = np.atleast_1d(np.asarray(self.interval["upper"], np.float64)).tolist()
+            edges, lower, upper = interval_arrays(self.interval)
             usable = (
-                edges_array.ndim == 1
-                and bool(np.all(np.diff(edges_array) >= 0))
-                and not np.isnan(edges_array).any()
-                and len(lower) > len(edges_array)
-                and len(upper) > len(edges_array)
+                edges.ndim == 1
+                and bool(np.all(np.diff(edges) >= 0))
+                and not np.isnan(edges).any()
+                and len(lower) > len(edges)
+                and len(upper) > len(edges)
             )
-            bands = (edges_array.tolist(), lower, upper) if usable else None
+            bands = (edges.tolist(), lower.tolist(), upper.tolist()) if usable else None
             cached = self._bands = (self.interval, bands)
         return cached[1]
 
