@@ -200,6 +200,45 @@ def test_a_silenced_alert_is_recorded_and_listed_but_not_sent(db: Database) -> N
     assert actions.count("alert_silenced") == 2 and actions.count("alert_unsilenced") == 1
 
 
+def test_a_storm_of_rows_in_one_transaction_raises_counts_resolves_and_silences_each(db: Database) -> None:
+    """An alert storm (``Database.audit_many``: every machine's alert of one check in one commit):
+    each row is applied as if alone: new keys raised, a firing key counted, a firing key resolved,
+    a live silence honoured and one that has ended not."""
+    wire(db)
+    drift(db, sensor="s9")  # firing before the storm: re-raised in it
+    drift(db, sensor="s8")  # firing before the storm: resolved in it
+    add_silence(db, "ana", duration_s=0.05, reason="ended", machine_type="harvester")
+    time.sleep(0.1)
+    live = add_silence(db, "ana", duration_s=3600, reason="swap", kind="data_quality")
+    sent_before = len(outbox(db))
+    db.audit_many(
+        [("monitor", "drift_alert", {"scope": "type:harvester", "sensor": f"s{k}"}) for k in range(3)]
+        + [
+            ("monitor", "quality_alert", {"machine_type": "turbofan", "check": "gap", "machine_id": f"e{k}"})
+            for k in range(40)
+        ]
+        + [
+            ("monitor", "drift_alert", {"scope": "type:turbofan", "sensor": "s9"}),
+            ("monitor", "drift_cleared", {"scope": "type:turbofan", "sensor": "s8"}),
+        ]
+    )
+    firing = {a["key"]: a for a in list_alerts(db)}
+    assert {k for k in firing if k.startswith("drift:type:harvester")} == {
+        f"drift:type:harvester:s{k}" for k in range(3)
+    }
+    assert all(firing[f"drift:type:harvester:s{k}"]["silenced_by"] is None for k in range(3))  # ended
+    gaps = [a for k, a in firing.items() if k.startswith("data_quality:turbofan:gap")]
+    assert len(gaps) == 40 and {a["silenced_by"] for a in gaps} == {live["id"]}
+    assert firing["drift:type:turbofan:s9"]["count"] == 2
+    assert "drift:type:turbofan:s8" not in firing
+    statuses = [(a["key"], a["status"]) for p in outbox(db)[sent_before:] for a in p["data"]["alerts"]]
+    assert sorted(statuses) == sorted(
+        [(f"drift:type:harvester:s{k}", "firing") for k in range(3)]
+        + [("drift:type:turbofan:s8", "resolved")]
+    )
+    assert db.audit_many([]) is None and count(db, AuditEntry) == 2 + 45 + 2  # nothing for none
+
+
 def test_alerts_of_one_group_raised_together_go_out_as_one_message(db: Database) -> None:
     wire(db, group_s=30.0)
     drift(db, sensor="s2")

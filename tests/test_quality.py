@@ -50,7 +50,7 @@ class Stream:
     def __init__(self, fleet: FleetSchema, db: Database, policy: QualityPolicy = POLICY) -> None:
         self.fleet, self.db = fleet, db
         self.metrics = Metrics()
-        self.monitor = QualityMonitor(policy, self.metrics, db.audit)
+        self.monitor = QualityMonitor(policy, self.metrics, db.audit_many)
         self.rng = np.random.default_rng(0)
         self.seq = {"p1": 0, "p2": 0}
         self.ts = {"p1": T0, "p2": T0}
@@ -61,7 +61,7 @@ class Stream:
             for _ in range(n):
                 self.seq[machine] += 1
                 self.ts[machine] += bend.get("gap", MINUTE_US) if machine == "p1" else MINUTE_US
-                bad = machine == "p1"
+                bad = machine == "p1" or bool(bend.get("both"))  # both: p2 bent like p1
                 temp = bend["temp"] if bad and "temp" in bend else float(self.rng.normal(50, 5))
                 flow = None if bad and bend.get("no_flow") else float(self.rng.normal(20, 2))
                 reason = "temp out of range" if bad and bend.get("out_of_range") else None
@@ -139,6 +139,38 @@ def test_each_check_alerts_once_and_clears_once(
     if check == "clock_skew":  # ten minutes off, 2 s in transit
         assert raised["value"] == pytest.approx((bend["skew_us"] + 2_000_000) / 1e6)
     assert stream.monitor.alerts == {}
+
+
+def test_an_alert_storm_is_one_commit_and_one_not_recorded_is_raised_again(stream: Stream) -> None:
+    """Both machines stuck at once: their alerts go to the ops DB in one call (one transaction),
+    and while that write fails nothing counts as raised, so a later batch raises them again."""
+    written: list[list[tuple[str, str, dict[str, Any]]]] = []
+    record = stream.db.audit_many
+    failing = [True]
+
+    def audit_many(entries: list[tuple[str, str, dict[str, Any]]]) -> None:
+        if failing[0] and entries:
+            raise OSError("ops DB down")
+        record(entries)
+        written.append(entries)
+
+    stream.monitor.audit_many = audit_many
+    _healthy(stream)
+    failures = 0
+    for _ in range(4):
+        try:
+            stream.batch(temp=42.0, both=True)
+        except OSError:  # the processor's LiveMonitor logs it and goes on
+            failures += 1
+    assert failures >= 2
+    assert stream.monitor.alerts == {} and stream.audits() == []
+    failing[0] = False
+    stream.batch(temp=42.0, both=True)
+    stuck = [d for a, d in stream.audits() if a == "quality_alert" and d["check"] == "stuck"]
+    assert sorted(d["machine_id"] for d in stuck) == ["p1", "p2"]
+    assert {k[3] for k in stream.monitor.alerts if k[1] == "stuck"} == {"p1", "p2"}
+    together = [e for e in written if {d.get("check") for _, _, d in e} == {"stuck"}]
+    assert [sorted(d["machine_id"] for *_, d in e) for e in together] == [["p1", "p2"]]
 
 
 def test_one_bad_reading_does_not_alert_a_rate(stream: Stream) -> None:

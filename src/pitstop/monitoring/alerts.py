@@ -81,6 +81,7 @@ class Alerts:
             return
         seen: dict[str, Alert] = {}  # raised earlier in this flush: not in the DB yet
         with session.no_autoflush:
+            signals: list[tuple[Signal, dict[str, Any], datetime]] = []
             for entry in sorted(entries, key=lambda e: e.ts):
                 try:
                     detail = json.loads(entry.detail or "{}")
@@ -88,20 +89,38 @@ class Alerts:
                     continue
                 signal = signal_for(entry.action, entry.actor, detail if isinstance(detail, dict) else {})
                 if signal is not None:
-                    self._apply(session, signal, detail, entry.ts or utcnow(), seen)
+                    signals.append((signal, detail, entry.ts or utcnow()))
+            if not signals:
+                return
+            # two queries for the whole flush, however many rows it carries (an alert storm of a
+            # hundred machines is one transaction): the firing alerts of its keys, the silences
+            context = _Context(
+                _firing(session, {signal.key for signal, _, _ in signals}),
+                list(
+                    session.scalars(
+                        select(AlertSilence)
+                        .where(AlertSilence.removed_at.is_(None))
+                        .order_by(AlertSilence.id)
+                    )
+                ),
+                seen,
+            )
+            for signal, detail, at in signals:
+                self._apply(session, signal, detail, at, context)
 
     def _apply(
-        self, s: Session, signal: Signal, detail: dict[str, Any], at: datetime, seen: dict[str, Alert]
+        self, s: Session, signal: Signal, detail: dict[str, Any], at: datetime, context: _Context
     ) -> None:
+        seen = context.seen
         alert = seen.get(signal.key)
         if alert is None or alert.status != "firing":
-            alert = s.scalars(select(Alert).where(Alert.key == signal.key, Alert.status == "firing")).first()
+            alert = context.firing.get(signal.key)
         if signal.op == "resolve":
             if alert is None:
                 return
             alert.status, alert.resolved_at = "resolved", at
             seen[signal.key] = alert
-            if alert.silenced_by is None and _silence_for(s, alert, at) is None:
+            if alert.silenced_by is None and _silence_for(context.silences, alert, at) is None:
                 self._send(s, alert, "resolved")
             return
         if alert is not None:  # a re-raise of a firing key: counted, not sent again
@@ -122,7 +141,7 @@ class Alerts:
             first_at=at,
             last_at=at,
         )
-        silence = _silence_for(s, alert, at)
+        silence = _silence_for(context.silences, alert, at)
         alert.silenced_by = silence.id if silence is not None else None
         s.add(alert)
         seen[signal.key] = alert
@@ -182,13 +201,34 @@ class Alerts:
                 alert.status, alert.resolved_at = "resolved", now
 
 
-def _silence_for(s: Session, alert: Alert, at: datetime) -> AlertSilence | None:
-    """The active silence that matches ``alert``, if any."""
-    for silence in s.scalars(
-        select(AlertSilence)
-        .where(AlertSilence.removed_at.is_(None), AlertSilence.until > at)
-        .order_by(AlertSilence.id)
-    ):
+@dataclass
+class _Context:
+    """What one flush's rows are applied against, read once for all of them."""
+
+    firing: dict[str, Alert]  # key -> its firing alert in the DB
+    silences: list[AlertSilence]  # not removed, oldest first
+    seen: dict[str, Alert]  # raised or resolved earlier in this flush
+
+
+def _firing(s: Session, keys: set[str]) -> dict[str, Alert]:
+    """The firing alert of each of ``keys`` that has one (in chunks: a database's bound-parameter
+    limit)."""
+    found: dict[str, Alert] = {}
+    ordered = sorted(keys)
+    for start in range(0, len(ordered), 500):
+        chunk = ordered[start : start + 500]
+        for alert in s.scalars(
+            select(Alert).where(Alert.key.in_(chunk), Alert.status == "firing").order_by(Alert.id)
+        ):
+            found.setdefault(alert.key, alert)
+    return found
+
+
+def _silence_for(silences: list[AlertSilence], alert: Alert, at: datetime) -> AlertSilence | None:
+    """The first silence of ``silences`` (active ones, oldest first) that covers ``alert`` at ``at``."""
+    for silence in silences:
+        if silence.until <= at:
+            continue
         if silence.kind is not None and silence.kind != alert.kind:
             continue
         if silence.machine_type is not None and silence.machine_type != alert.machine_type:

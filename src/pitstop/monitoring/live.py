@@ -60,7 +60,7 @@ class LiveMonitor:
             machine_windows=settings.drift_machine_windows,
             persist_windows=settings.drift_persist_windows,
         )
-        self.quality = QualityMonitor(QualityPolicy.from_settings(settings), metrics, audit)
+        self.quality = QualityMonitor(QualityPolicy.from_settings(settings), metrics, db.audit_many)
 
     def resume(self) -> None:
         """Carry on from the alerts still firing (a restart): drift and data-quality alerts raised
@@ -166,30 +166,40 @@ class LiveMonitor:
             metrics.drift_psi.labels(report.scope, f.name).set(f.psi)
         if report.prediction is not None:
             metrics.drift_psi.labels(report.scope, report.prediction.name).set(report.prediction.psi)
-        for key, finding in raised.items():
+        # one transaction for every alert raised and cleared by this window (a storm of machine
+        # alerts costs one commit); if it fails, the window's alerts are raised again by the next
+        self.db.audit_many(
+            [
+                (
+                    "monitor",
+                    "drift_alert",
+                    {
+                        "scope": report.scope,
+                        "sensor": finding.sensor,
+                        "kind": finding.kind,
+                        "features": list(finding.features),
+                        "machines": list(finding.machines),
+                        "machine_id": finding.machine_id,
+                        "rows": report.rows,
+                        "machines_checked": report.machines,
+                    },
+                )
+                for finding in raised.values()
+            ]
+            + [
+                (
+                    "monitor",
+                    "drift_cleared",
+                    {"scope": report.scope, "sensor": finding.sensor, "machine_id": finding.machine_id},
+                )
+                for finding in cleared.values()
+            ]
+        )
+        for key in raised:
             metrics.drift_alert.labels(report.scope, key).set(1)
-            self.audit(
-                "monitor",
-                "drift_alert",
-                scope=report.scope,
-                sensor=finding.sensor,
-                kind=finding.kind,
-                features=list(finding.features),
-                machines=list(finding.machines),
-                machine_id=finding.machine_id,
-                rows=report.rows,
-                machines_checked=report.machines,
-            )
+        for key in cleared:
+            metrics.drift_alert.labels(report.scope, key).set(0)
         scoped = report.scope.removeprefix("type:") if report.scope.startswith("type:") else None
         shifted = [k for k, f in raised.items() if f.kind == "distribution"]  # a faulty sensor: no
         if shifted and self.retrain_on_drift:  # started by ``observe``, once for all its scopes
             self._drifted.append((scoped, f"{report.scope}: {', '.join(shifted)}"))
-        for key, finding in cleared.items():
-            metrics.drift_alert.labels(report.scope, key).set(0)
-            self.audit(
-                "monitor",
-                "drift_cleared",
-                scope=report.scope,
-                sensor=finding.sensor,
-                machine_id=finding.machine_id,
-            )

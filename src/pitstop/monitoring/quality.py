@@ -40,7 +40,7 @@ CHECKS = ("missing", "out_of_range", "stuck", "gap", "clock_skew")
 GAP_WARMUP = 3  # intervals a machine must have shown before a gap can be judged
 GAP_MEMORY = 50  # intervals the usual interval is averaged over (older ones weigh less)
 
-Audit = Callable[..., None]  # (actor, action, **detail)
+AuditMany = Callable[[list[tuple[str, str, dict[str, Any]]]], None]  # [(actor, action, detail)], one commit
 Key = tuple[str, str, str | None, str | None]  # machine type, check, sensor, machine id
 
 
@@ -118,8 +118,8 @@ class _Window:
 class QualityMonitor:
     """The five checks over the stream, with their alerts (raised once, cleared once)."""
 
-    def __init__(self, policy: QualityPolicy, metrics: Metrics, audit: Audit) -> None:
-        self.policy, self.metrics, self.audit = policy, metrics, audit
+    def __init__(self, policy: QualityPolicy, metrics: Metrics, audit_many: AuditMany) -> None:
+        self.policy, self.metrics, self.audit_many = policy, metrics, audit_many
         self.alerts: dict[Key, Finding] = {}
         self._late: dict[str, tuple[float, float]] = {}  # machine -> (its last skew, when, s)
         self._windows: dict[str, _Window] = {}
@@ -373,16 +373,22 @@ class QualityMonitor:
         """Raise what fails and did not before; clear what alerted and was checked and passed now
         (``value_now`` is None for an alert this batch did not check)."""
         now = {f.key: f for f in failing}
-        for key, finding in now.items():
-            if key not in self.alerts:
-                log.warning("data quality alert: %s", finding.detail())
-                self.audit("monitor", "quality_alert", **finding.detail())
-                self.alerts[key] = finding  # after: an alert not recorded is raised again
-        for key, raised in list(self.alerts.items()):
+        raised = {key: finding for key, finding in now.items() if key not in self.alerts}
+        cleared: dict[Key, Finding] = {}
+        for key, before in self.alerts.items():
             if key[0] != machine_type or key[1] != check or key in now:
                 continue
-            value = value_now(raised)
-            if value is None:
-                continue
-            self.audit("monitor", "quality_cleared", **replace(raised, value=value).detail())
+            value = value_now(before)
+            if value is not None:
+                cleared[key] = replace(before, value=value)
+        # one transaction for the lot; the state changes after it: what was not recorded is
+        # raised (or cleared) again by the next batch
+        self.audit_many(
+            [("monitor", "quality_alert", f.detail()) for f in raised.values()]
+            + [("monitor", "quality_cleared", f.detail()) for f in cleared.values()]
+        )
+        for key, finding in raised.items():
+            log.warning("data quality alert: %s", finding.detail())
+            self.alerts[key] = finding
+        for key in cleared:
             del self.alerts[key]

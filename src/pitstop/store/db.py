@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from importlib import resources
@@ -149,6 +149,16 @@ class Database:
         the system (``processor``, ``retrainer``, ``cli``)."""
         with self.session() as s:
             s.add(audit_entry(actor, action, role=role, **detail))
+
+    def audit_many(self, entries: Iterable[tuple[str, str, dict[str, Any]]]) -> None:
+        """Record several ``(actor, action, detail)`` rows in one transaction: an alert storm
+        (a hundred machines failing a check in one batch) costs one commit, not one each.
+        Either every row is recorded or none is."""
+        rows = [audit_entry(actor, action, **detail) for actor, action, detail in entries]
+        if not rows:
+            return
+        with self.session() as s:
+            s.add_all(rows)
 
     def audit_entries(
         self, limit: int = 50, action: str | None = None, actor: str | None = None
