@@ -6,17 +6,21 @@ time: ``pitstop serve --no-processor`` (``POST /api/v1/predict``, with a viewer'
 ``mlflow models serve --env-manager local`` (``POST /invocations``). The same load generator (a
 minimal keep-alive HTTP/1.1 client, ``--concurrency`` connections) sends single-row requests for
 ``--seconds``, then 100-row requests, with rows of real FD001 test features: ours as row dicts
-(``{"rows": [...]}``) and as columns (``{"columns": [...], "data": [[...]]}``, our counterpart of
-MLflow's ``dataframe_split``), theirs as ``dataframe_split``. The floor: the same 100-row matrices
-through ``Booster.predict`` in this process (the better of LightGBM's default threads and one
-thread). Then the real champion, the ensemble of every member the training made (the model fit on
-all rows and the fold models, averaged), is served and measured beside its own floor (the sum of
-its members' ``Booster.predict``). The servers' predictions are checked to agree.
+(``{"rows": [...]}``), as JSON columns (``{"columns": [...], "data": [[...]]}``, our counterpart
+of MLflow's ``dataframe_split``) and as Arrow IPC streams (``application/vnd.apache.arrow.stream``:
+one column of feature vectors with the names in its metadata, and a table of one column per
+feature); theirs as ``dataframe_split`` (MLflow's scoring server takes JSON or CSV, not Arrow).
+The floor: the same 100-row matrices through ``Booster.predict`` in this process (the better of
+LightGBM's default threads and one thread). Then the real champion, the ensemble of every member
+the training made (the model fit on all rows and the fold models, averaged), is served and
+measured beside its own floor (the sum of its members' ``Booster.predict``). The servers'
+predictions are checked to agree, and every form of ours to answer alike.
 
     python bench/serving.py [--seconds 10] [--concurrency 4]
 
 The last line is one JSON object: ours_rps, mlflow_rps, ours_p99_ms, mlflow_p99_ms,
-ours_batch_rows_per_s (columns), mlflow_batch_rows_per_s, floor_batch_rows_per_s,
+ours_batch_rows_per_s (Arrow vectors: our fastest batch form), ours_batch_json_rows_per_s (JSON
+columns), ours_batch_arrow_table_rows_per_s, mlflow_batch_rows_per_s, floor_batch_rows_per_s,
 ours_batch100_rows_per_s (row dicts), the ensemble's figures (and more).
 """
 
@@ -40,12 +44,14 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import httpx
 import numpy as np
 import orjson
+import pyarrow as pa
 from loadgen import Connection
 
 from pitstop.config import load_settings
 from pitstop.features import build_features
 from pitstop.platform import Platform
 from pitstop.schema import TURBOFAN
+from pitstop.serving.matrix import ARROW_STREAM, FEATURES_KEY
 from pitstop.sim import shipped
 from pitstop.training.cmapss import failures, telemetry
 from pitstop.training.train import train_rul_model
@@ -60,7 +66,13 @@ def free_port() -> int:
 
 
 async def load(
-    port: int, path: str, bodies: list[bytes], seconds: float, concurrency: int, token: str | None = None
+    port: int,
+    path: str,
+    bodies: list[bytes],
+    seconds: float,
+    concurrency: int,
+    token: str | None = None,
+    content_type: str = "application/json",
 ) -> list[float]:
     """Send ``bodies`` round-robin on ``concurrency`` connections for ``seconds``: request latencies."""
     latencies: list[float] = []
@@ -72,7 +84,7 @@ async def load(
         try:
             while time.perf_counter() < deadline:
                 started = time.perf_counter()
-                status, body = await conn.post(path, bodies[i % len(bodies)], token)
+                status, body = await conn.post(path, bodies[i % len(bodies)], token, content_type)
                 if status != 200:
                     raise RuntimeError(f"{path} answered {status}: {body[:300]!r}")
                 latencies.append(time.perf_counter() - started)
@@ -116,11 +128,31 @@ def measure(
     out = {"rps": rps, "p50_ms": p50, "p99_ms": p99}
     line = f"{name:14s} single row: {rps:8,.0f} req/s  p50 {p50:6.2f} ms  p99 {p99:6.2f} ms"
     for form, bodies in batches.items():
-        batch_lat = asyncio.run(load(port, path, bodies, seconds, concurrency, token))
+        kind = ARROW_STREAM if form.startswith("arrow") else "application/json"
+        batch_lat = asyncio.run(load(port, path, bodies, seconds, concurrency, token, kind))
         out[form] = len(batch_lat) * 100 / seconds
         line += f" | 100-row {form}: {out[form]:9,.0f} rows/s"
     print(line, flush=True)
     return out
+
+
+def _ipc(table: pa.Table) -> bytes:
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return bytes(sink.getvalue().to_pybytes())
+
+
+def arrow_vectors(matrix: np.ndarray, names: list[str]) -> bytes:
+    """100 rows as an Arrow stream of one column of feature vectors, the names in its metadata."""
+    column = pa.FixedSizeListArray.from_arrays(pa.array(matrix.ravel()), len(names))
+    schema = pa.schema([pa.field("features", column.type)], metadata={FEATURES_KEY: orjson.dumps(names)})
+    return _ipc(pa.Table.from_arrays([column], schema=schema))
+
+
+def arrow_table(matrix: np.ndarray, names: list[str]) -> bytes:
+    """100 rows as an Arrow stream of one column per feature (what a data frame's ``to_arrow`` gives)."""
+    return _ipc(pa.table({n: matrix[:, j] for j, n in enumerate(names)}))
 
 
 def floor(boosters: list[Any], matrices: list[np.ndarray], seconds: float) -> dict[str, float]:
@@ -195,6 +227,8 @@ def main() -> None:
             for i in range(0, 2000, 100)
         ],
         "columns": [orjson.dumps({"columns": names, "data": m.tolist()}) for m in matrices],
+        "arrow": [arrow_vectors(m, names) for m in matrices],
+        "arrow_table": [arrow_table(m, names) for m in matrices],
     }
 
     def split(rows: np.ndarray) -> bytes:
@@ -225,6 +259,10 @@ def main() -> None:
         ours_pred = [p["rul"] for p in got["predictions"]]
         columnar = httpx.post(url, content=ours_batches["columns"][0], headers=auth).json()["predictions"]
         assert columnar == got["predictions"], "the columnar form answered otherwise"
+        arrow_auth = {"Authorization": f"Bearer {token}", "content-type": ARROW_STREAM}
+        for form in ("arrow", "arrow_table"):
+            answer = httpx.post(url, content=ours_batches[form][0], headers=arrow_auth).json()["predictions"]
+            assert answer == got["predictions"], f"the {form} form answered otherwise"
         figures["ours"] = measure(
             "ours", port, "/api/v1/predict", ours_single, ours_batches, args.seconds, args.concurrency, token
         )
@@ -246,7 +284,7 @@ def main() -> None:
             port,
             "/api/v1/predict",
             ours_single,
-            {"columns": ours_batches["columns"]},
+            {"columns": ours_batches["columns"], "arrow": ours_batches["arrow"]},
             args.seconds,
             args.concurrency,
             token,
@@ -281,10 +319,14 @@ def main() -> None:
     print(
         f"ours/mlflow: {o['rps'] / m['rps']:.1f}x the single-row requests/s, "
         f"p99 {o['p99_ms'] / m['p99_ms']:.2f} of theirs, "
-        f"{o['columns'] / m['split']:.1f}x the batch rows/s "
-        f"(columns; row dicts {o['rows'] / m['split']:.1f}x); "
-        f"batches at {o['columns'] / best_floor:.2f} of the floor (row dicts {o['rows'] / best_floor:.2f}); "
-        f"the ensemble's at {e['columns'] / ensemble_floor:.2f} of its own"
+        f"{o['arrow'] / m['split']:.1f}x the batch rows/s "
+        f"(Arrow vectors; JSON columns {o['columns'] / m['split']:.1f}x, "
+        f"row dicts {o['rows'] / m['split']:.1f}x); "
+        f"batches at {o['arrow'] / best_floor:.2f} of the floor (Arrow table "
+        f"{o['arrow_table'] / best_floor:.2f}, JSON columns {o['columns'] / best_floor:.2f}, "
+        f"row dicts {o['rows'] / best_floor:.2f}); "
+        f"the ensemble's at {e['arrow'] / ensemble_floor:.2f} of its own "
+        f"(JSON columns {e['columns'] / ensemble_floor:.2f})"
     )
     print(
         json.dumps(
@@ -295,7 +337,9 @@ def main() -> None:
                 "mlflow_p50_ms": round(m["p50_ms"], 2),
                 "ours_p99_ms": round(o["p99_ms"], 2),
                 "mlflow_p99_ms": round(m["p99_ms"], 2),
-                "ours_batch_rows_per_s": round(o["columns"]),
+                "ours_batch_rows_per_s": round(o["arrow"]),
+                "ours_batch_arrow_table_rows_per_s": round(o["arrow_table"]),
+                "ours_batch_json_rows_per_s": round(o["columns"]),
                 "mlflow_batch_rows_per_s": round(m["split"]),
                 "floor_batch_rows_per_s": round(best_floor),
                 "floor_batch_rows_per_s_default_threads": round(floors["one"]["default"]),
@@ -305,7 +349,8 @@ def main() -> None:
                 "ensemble_members": len(ensemble.boosters),
                 "ours_ensemble_rps": round(e["rps"], 1),
                 "ours_ensemble_p99_ms": round(e["p99_ms"], 2),
-                "ours_ensemble_batch_rows_per_s": round(e["columns"]),
+                "ours_ensemble_batch_rows_per_s": round(e["arrow"]),
+                "ours_ensemble_batch_json_rows_per_s": round(e["columns"]),
                 "floor_ensemble_batch_rows_per_s": round(ensemble_floor),
                 "max_prediction_diff": agree,
                 "ensemble_max_prediction_diff": ensemble_diff,

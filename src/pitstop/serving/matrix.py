@@ -1,5 +1,6 @@
-"""Feature matrices from the prediction API's JSON: ``{name: number}`` rows, or ``columns`` with
-``data`` rows of numbers. A missing, unknown or non-numeric value is a 422 naming every problem.
+"""Feature matrices from the prediction API's bodies: JSON ``{name: number}`` rows, or ``columns``
+with ``data`` rows of numbers, or an Arrow IPC stream (``from_arrow``). A missing, unknown or
+non-numeric value is a 422 naming every problem.
 
 The usual request (every value a finite number, every name there) is checked in bulk: numpy turns
 the values into a float (or int) matrix only if every one is a number or a boolean, and a body
@@ -14,10 +15,14 @@ import operator
 from typing import Any
 
 import numpy as np
+import orjson
+import pyarrow as pa
 
-from pitstop.errors import ValidationError
+from pitstop.errors import ValidationError, first_line
 
-FIX = "feature rows do not match the model's inputs; GET /api/v1/models/serving lists them"
+FIX = "feature rows do not match the model's inputs; GET /api/v1/models lists them (serving.features)"
+ARROW_STREAM = "application/vnd.apache.arrow.stream"  # the body's Content-Type
+FEATURES_KEY = b"pitstop.features"  # schema metadata of the one-column form: the names, as JSON
 
 
 def from_rows(
@@ -141,3 +146,122 @@ def _getter(names: list[str]) -> Any:
             _GETTERS.clear()
         found = _GETTERS[id(names)] = (names, operator.itemgetter(*names))
     return found[1]
+
+
+# -- Arrow IPC bodies --------------------------------------------------------------------------
+def from_arrow(raw: bytes, names: list[str], name_set: frozenset[str] | None = None) -> np.ndarray:
+    """The matrix of an Arrow IPC stream (``Content-Type: application/vnd.apache.arrow.stream``)
+    in one of two forms:
+
+    - a table of one numeric column per feature, named by it, in any order: what
+      ``polars.DataFrame.to_arrow()`` or ``pyarrow.Table.from_pandas`` give;
+    - one column of feature vectors (``fixed_size_list<double>[k]``, or Arrow's canonical
+      ``arrow.fixed_shape_tensor`` extension over it), with the features' names as a JSON list
+      under the schema metadata key ``pitstop.features``. Its values go into the matrix in one
+      copy, so a batch costs microseconds to read however many features it has.
+
+    Integer and float values are taken; nulls, NaN, infinities, booleans and other types are a
+    422 (``invalid_features``), as in JSON bodies; a body that is not an Arrow stream is a 422
+    ``invalid_arrow``."""
+    expected = frozenset(names) if name_set is None else name_set
+    try:
+        reader = pa.ipc.open_stream(raw)
+        batches = list(reader)
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        raise ValidationError(
+            f"the body is not an Arrow IPC stream: {first_line(exc)}", code="invalid_arrow"
+        ) from None
+    schema = reader.schema
+    if sum(b.num_rows for b in batches) == 0:
+        raise ValidationError("the Arrow stream has no rows", code="invalid_request")
+    if len(schema) == 1 and pa.types.is_fixed_size_list(_storage(schema.field(0).type)):
+        columns, out = _vectors(schema, batches)
+    else:
+        columns = schema.names
+        if columns != names:
+            _check_columns(columns, names, expected)
+        out = _table(schema, batches, names)
+        columns = names
+    if columns != names:
+        _check_columns(columns, names, expected)
+        where = {c: i for i, c in enumerate(columns)}
+        out = np.ascontiguousarray(out[:, [where[n] for n in names]])
+    if not np.isfinite(out).all():
+        bad = ~np.isfinite(out)
+        rows = np.flatnonzero(bad.any(axis=1))
+        problems = [
+            {"index": int(i), "invalid": [names[j] for j in np.flatnonzero(bad[i])]} for i in rows[:10]
+        ]
+        raise ValidationError(FIX, code="invalid_features", details=problems)
+    return out
+
+
+def _storage(kind: pa.DataType) -> pa.DataType:
+    return kind.storage_type if isinstance(kind, pa.BaseExtensionType) else kind
+
+
+def _vectors(schema: pa.Schema, batches: list[pa.RecordBatch]) -> tuple[list[str], np.ndarray]:
+    """The one-column form: the names from the metadata, the matrix from the vectors' values."""
+    field = schema.field(0)
+    kind = _storage(field.type)
+    try:
+        columns = orjson.loads((schema.metadata or {})[FEATURES_KEY])
+    except (KeyError, orjson.JSONDecodeError):
+        columns = None
+    if type(columns) is not list or not all(type(c) is str for c in columns):
+        raise ValidationError(
+            "a column of feature vectors needs the features' names, as a JSON list of strings, under "
+            "the schema metadata key 'pitstop.features'",
+            code="invalid_features",
+        )
+    if isinstance(field.type, pa.FixedShapeTensorType) and len(field.type.shape) != 1:
+        raise ValidationError(
+            f"tensors of shape {field.type.shape}: one vector of features per row only",
+            code="invalid_features",
+        )
+    width, value = kind.list_size, kind.value_type
+    if width != len(columns):
+        raise ValidationError(
+            f"the vectors hold {width} values and 'pitstop.features' names {len(columns)}",
+            code="invalid_features",
+        )
+    if not (pa.types.is_floating(value) or pa.types.is_integer(value)):
+        raise ValidationError(
+            f"feature vectors of {value} values: numbers (integers or floats) only",
+            code="invalid_features",
+            details=[{"column": field.name, "type": str(value)}],
+        )
+    parts = []
+    for batch in batches:
+        vectors = batch.column(0)
+        if isinstance(vectors, pa.ExtensionArray):
+            vectors = vectors.storage
+        values = vectors.flatten()  # this batch's slice of the values
+        if vectors.null_count or values.null_count:
+            raise ValidationError(
+                "feature vectors with nulls: every value must be a number",
+                code="invalid_features",
+                details=[{"column": field.name, "nulls": vectors.null_count + values.null_count}],
+            )
+        parts.append(values.to_numpy(zero_copy_only=False).astype(np.float64, copy=False).reshape(-1, width))
+    return columns, parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+
+def _table(schema: pa.Schema, batches: list[pa.RecordBatch], names: list[str]) -> np.ndarray:
+    """The form of one column per feature: each must be integers or floats without nulls."""
+    problems: list[dict[str, Any]] = []
+    for field in schema:
+        if not (pa.types.is_floating(field.type) or pa.types.is_integer(field.type)):
+            problems.append({"column": field.name, "type": str(field.type)})
+    nulls = {name: sum(b.column(name).null_count for b in batches) for name in names}
+    problems += [{"column": name, "nulls": count} for name, count in nulls.items() if count]
+    if problems:
+        raise ValidationError(FIX, code="invalid_features", details=problems)
+    out = np.empty((sum(b.num_rows for b in batches), len(names)))
+    start = 0
+    for batch in batches:
+        end = start + batch.num_rows
+        for j, name in enumerate(names):
+            out[start:end, j] = batch.column(name).to_numpy(zero_copy_only=False)
+        start = end
+    return out

@@ -227,6 +227,11 @@ class Scorer:
         spec = self.model.bundle.spec
         return matrix.from_columns(columns, data, spec.names, maybe_bools, spec.name_set)
 
+    def matrix_from_arrow(self, raw: bytes) -> np.ndarray:
+        """Build a feature matrix from an Arrow IPC stream (``serving.matrix.from_arrow``)."""
+        spec = self.model.bundle.spec
+        return matrix.from_arrow(raw, spec.names, spec.name_set)
+
     def score_dicts(self, features: np.ndarray) -> list[dict[str, Any]]:
         """``[s.to_dict() for s in score_matrix(features)]``, without a ``Score`` per row."""
         model, cached = self.model, self.from_cache

@@ -16,6 +16,7 @@ from sqlalchemy import select
 from pitstop.errors import NotFoundError, ValidationError
 from pitstop.features import build_features
 from pitstop.platform import Platform
+from pitstop.serving.matrix import ARROW_STREAM
 from pitstop.store import Machine
 from pitstop.web.routing import OrjsonRoute, RequestRoute, body_schema, loads_body, validate_body
 
@@ -86,9 +87,13 @@ def _usual(data: Any) -> _Body | None:
 async def predict(request: Request) -> Response:
     """Feature rows are scored on the event loop (a fraction of a millisecond each, no I/O);
     machines' current state reads the lake, in a worker thread. The usual request is answered
-    before it gets here, by ``pitstop.web.fastpath``, with the same ``score_rows``."""
+    before it gets here, by ``pitstop.web.fastpath``, with the same ``score_rows``
+    (``score_arrow`` for an Arrow body)."""
     raw = await request.body()
     _platform(request).metrics.rest_predict.labels("route").inc()
+    if is_arrow(request.headers.get("content-type")):
+        answer = score_arrow(_platform(request), raw, request.query_params.get("machine_type"))
+        return Response(answer, media_type="application/json")
     parsed = loads_body(raw)
     body = _usual(parsed) or _Body(**validate_body(parsed, PredictRequest).model_dump())
     platform = _platform(request)
@@ -122,6 +127,19 @@ def score_rows(platform: Platform, body: _Body, raw: bytes) -> bytes:
     return orjson.dumps({"predictions": scorer.score_dicts(features)})
 
 
+def is_arrow(content_type: str | None) -> bool:
+    """Whether a request's ``Content-Type`` says its body is an Arrow IPC stream."""
+    return content_type is not None and content_type.partition(";")[0].strip().lower() == ARROW_STREAM
+
+
+def score_arrow(platform: Platform, raw: bytes, machine_type: str | None) -> bytes:
+    """The answer (JSON, as for the other forms) to feature rows sent as an Arrow IPC stream
+    (``serving.matrix.from_arrow``), scored by the champion of ``machine_type`` (the query
+    parameter; default: the fleet's first type)."""
+    scorer = platform.deployment_for(machine_type or platform.default_type).champion
+    return orjson.dumps({"predictions": scorer.score_dicts(scorer.matrix_from_arrow(raw))})
+
+
 def usual_body(raw: bytes) -> _Body | None:
     """The usual predict body (feature rows, or columns with data) from raw JSON; None for any
     other body, or one that is not JSON orjson reads."""
@@ -132,6 +150,29 @@ def usual_body(raw: bytes) -> _Body | None:
     return _usual(parsed)
 
 
+def _predict_openapi() -> dict[str, Any]:
+    """The JSON body, and the Arrow IPC stream with its ``machine_type`` query parameter."""
+    extra = body_schema(PredictRequest)
+    extra["requestBody"]["description"] = (
+        "JSON (machine_ids, rows, or columns with data), or an Arrow IPC stream "
+        f"({ARROW_STREAM}): a table of one numeric column per feature, or one column of feature "
+        "vectors (fixed_size_list<double>[k] or arrow.fixed_shape_tensor) with the features' names "
+        "as a JSON list under the schema metadata key 'pitstop.features'"
+    )
+    extra["requestBody"]["content"][ARROW_STREAM] = {"schema": {"type": "string", "format": "binary"}}
+    extra["parameters"] = [
+        {
+            "name": "machine_type",
+            "in": "query",
+            "required": False,
+            "schema": {"type": "string"},
+            "description": "an Arrow body's machine type (default: the fleet's first); JSON bodies "
+            "carry it in the body",
+        }
+    ]
+    return extra
+
+
 router.add_api_route(
     "/predict",
     predict,
@@ -139,7 +180,7 @@ router.add_api_route(
     summary="RUL for feature rows, or for machines' current state",
     response_model=dict[str, Any],
     route_class_override=RequestRoute,
-    openapi_extra=body_schema(PredictRequest),
+    openapi_extra=_predict_openapi(),
 )
 
 

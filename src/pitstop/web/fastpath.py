@@ -20,18 +20,21 @@ that makes it.
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import parse_qs
 
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from pitstop.platform import Platform
-from pitstop.web.api_scores import score_rows, usual_body
+from pitstop.serving.matrix import ARROW_STREAM
+from pitstop.web.api_scores import score_arrow, score_rows, usual_body
 from pitstop.web.permissions import ROUTES, role_has
 from pitstop.web.request_ids import _SANE, new_request_id
 from pitstop.web.users import Principal
 
 PATH = "/api/v1/predict"
 _RULE = ROUTES[("POST", PATH)]
+_ARROW = ARROW_STREAM.encode()
 
 
 class PredictFastPath:
@@ -46,7 +49,7 @@ class PredictFastPath:
         if scope["type"] != "http" or scope["path"] != PATH or scope["method"] != "POST":
             await self.app(scope, receive, send)
             return
-        token, length, rid = None, None, None
+        token, length, rid, arrow = None, None, None, False
         for name, value in scope["headers"]:
             if name == b"authorization":
                 scheme, _, rest = value.partition(b" ")
@@ -55,6 +58,8 @@ class PredictFastPath:
                 length = int(value) if value.isdigit() and len(value) <= 18 else -1
             elif name == b"x-request-id":
                 rid = value
+            elif name == b"content-type":
+                arrow = value.partition(b";")[0].strip().lower() == _ARROW
             elif name == b"content-encoding":
                 length = -1  # the route decides what it makes of an encoded body
         if not token or length is None or not 0 <= length <= self.max_body_bytes:
@@ -77,12 +82,14 @@ class PredictFastPath:
                 break
         raw = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         answer = None
-        body = usual_body(raw)
-        if body is not None:
-            try:
-                answer = score_rows(self.platform, body, raw)
-            except Exception:  # a PitstopError or anything unexpected: the route answers it, with
-                answer = None  # its error (JSON, through the app's handlers and request ids)
+        try:  # a PitstopError or anything unexpected: the route answers it, with its error
+            if arrow:  # (JSON, through the app's handlers and request ids)
+                answer = score_arrow(self.platform, raw, _machine_type(scope["query_string"]))
+            else:
+                body = usual_body(raw)
+                answer = score_rows(self.platform, body, raw) if body is not None else None
+        except Exception:
+            answer = None
         if answer is None:
             await self.app(scope, _replay(raw, receive), send)
             return
@@ -100,6 +107,14 @@ class PredictFastPath:
             }
         )
         await send({"type": "http.response.body", "body": answer})
+
+
+def _machine_type(query: bytes) -> str | None:
+    """The ``machine_type`` query parameter (the last, as Starlette's ``query_params.get``)."""
+    if not query:
+        return None
+    found = parse_qs(query.decode("latin-1"), keep_blank_values=True).get("machine_type")
+    return found[-1] if found else None
 
 
 def _replay(raw: bytes, receive: Receive) -> Receive:
