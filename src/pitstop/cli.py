@@ -362,6 +362,7 @@ def serve(
 @click.pass_context
 def process(ctx: click.Context, data_dir: Path | None, workers: int) -> None:
     """Run the stream processor alone: bus → lake → features → scores → work orders."""
+    import gc
     import signal
     import threading
 
@@ -388,6 +389,8 @@ def process(ctx: click.Context, data_dir: Path | None, workers: int) -> None:
 
             worker = PartitionWorker(platform)
             worker.start()
+            gc.collect()  # as Processor.start(freeze=True): start-up out of the full collections
+            gc.freeze()
             click.echo(
                 f"worker {worker.worker}: processing the share of {settings.bus_partitions} partition(s) of "
                 f"{settings.nats_url} it leases (Ctrl-C to stop)"
@@ -395,7 +398,7 @@ def process(ctx: click.Context, data_dir: Path | None, workers: int) -> None:
             finish: Callable[[], None] = worker.stop
         else:
             proc = Processor(platform)
-            proc.start()
+            proc.start(freeze=True)
             click.echo(f"processing {settings.bus_path} (Ctrl-C to stop)")
             finish = lambda: proc.stop(drain=False)  # noqa: E731
         try:
