@@ -30,6 +30,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -358,6 +359,7 @@ def main() -> None:
             }
         )
     )
+    shutil.rmtree(work, ignore_errors=True)  # the data dir, registry and MLflow copy of this run
 
 
 if __name__ == "__main__":
