@@ -254,6 +254,10 @@ def test_predict_validates_features(client: TestClient, trained: Platform) -> No
     assert_error(
         client.post("/api/v1/predict", json={"rows": [{**row, "age": "x"}]}), 422, "invalid_features"
     )
+    for flag in (True, False):  # a boolean is not 1.0 or 0.0: named, in one row and in many
+        for rows in ([{**row, names[2]: flag}], [row, {**row, names[2]: flag}]):
+            err = assert_error(client.post("/api/v1/predict", json={"rows": rows}), 422, "invalid_features")
+            assert err["details"][0]["invalid"] == [names[2]]
     # NaN and Infinity literals (not JSON, but what numpy writes) are named, never filled
     body = json.dumps({"rows": [{**row, names[5]: float("nan")}, {**row, names[6]: float("inf")}]})
     err = assert_error(

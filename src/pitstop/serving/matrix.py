@@ -2,10 +2,10 @@
 with ``data`` rows of numbers, or an Arrow IPC stream (``from_arrow``). A missing, unknown or
 non-numeric value is a 422 naming every problem.
 
-The usual request (every value a finite number, every name there) is checked in bulk: numpy turns
-the values into a float (or int) matrix only if every one is a number or a boolean, and a body
-without the JSON literals ``true``/``false`` holds no booleans (``maybe_bools``, from the raw body),
-so no value is looked at one by one. Anything else takes the row-by-row path that names problems.
+The usual request (every value a finite number, every name there) is checked in bulk: the set of
+the values' types (one pass in C, cheaper than searching the raw body for ``true``/``false``) must
+be ints and floats only, since numpy would take a boolean for 1.0 or 0.0; numpy then makes the
+matrix. Anything else takes the row-by-row path that names problems.
 """
 
 from __future__ import annotations
@@ -26,10 +26,7 @@ FEATURES_KEY = b"pitstop.features"  # schema metadata of the one-column form: th
 
 
 def from_rows(
-    rows: list[dict[str, Any]],
-    names: list[str],
-    maybe_bools: bool = True,
-    name_set: frozenset[str] | None = None,
+    rows: list[dict[str, Any]], names: list[str], name_set: frozenset[str] | None = None
 ) -> np.ndarray:
     """The matrix of ``{name: number}`` rows, columns in ``names`` order (``name_set``: the names
     as a set, when the caller keeps one)."""
@@ -37,23 +34,19 @@ def from_rows(
     if all(row.keys() == expected for row in rows):  # the usual case, checked in bulk
         getter = _getter(names)
         values = list(map(getter, rows)) if len(names) > 1 else [[getter(row)] for row in rows]
-        out = _numbers(values, len(rows), len(names), maybe_bools)
+        out = _numbers(values, len(rows), len(names))
         if out is not None:
             return out
     return _matrix_or_problems(rows, names)
 
 
 def from_columns(
-    columns: list[str],
-    data: list[list[Any]],
-    names: list[str],
-    maybe_bools: bool = True,
-    name_set: frozenset[str] | None = None,
+    columns: list[str], data: list[list[Any]], names: list[str], name_set: frozenset[str] | None = None
 ) -> np.ndarray:
     """The matrix of ``data`` rows whose values are in ``columns`` order, columns in ``names`` order."""
     if columns != names:
         _check_columns(columns, names, frozenset(names) if name_set is None else name_set)
-    out = _numbers(data, len(data), len(columns), maybe_bools)
+    out = _numbers(data, len(data), len(columns))
     if out is None:
         out = _columns_or_problems(columns, data)
     if columns != names:
@@ -78,10 +71,10 @@ def _check_columns(columns: list[str], names: list[str], name_set: frozenset[str
     raise ValidationError(FIX, code="invalid_features", details=[problem])
 
 
-def _numbers(values: Any, n: int, k: int, maybe_bools: bool) -> np.ndarray | None:
+def _numbers(values: Any, n: int, k: int) -> np.ndarray | None:
     """``values`` as an n × k float matrix when every value is a finite number (else None)."""
-    if maybe_bools and {type(v) for vs in values for v in vs} - {float, int}:  # bools, strings, nulls
-        return None
+    if {type(v) for vs in values for v in vs} - {float, int}:  # bools (numpy would take them as 1.0
+        return None  # and 0.0), strings, nulls
     try:
         out = np.array(values)
     except (ValueError, TypeError, OverflowError):  # ragged rows

@@ -214,18 +214,16 @@ class Scorer:
     def loaded(self) -> bool:
         return self._model is not None
 
-    def matrix_from_rows(self, rows: list[dict[str, Any]], maybe_bools: bool = True) -> np.ndarray:
+    def matrix_from_rows(self, rows: list[dict[str, Any]]) -> np.ndarray:
         """Build a feature matrix from ``{name: number}`` rows; a missing or non-finite value is a
-        422. ``maybe_bools=False``: the caller knows no value is a boolean (``serving.matrix``)."""
+        422."""
         spec = self.model.bundle.spec  # once: the model may be swapped meanwhile
-        return matrix.from_rows(rows, spec.names, maybe_bools, spec.name_set)
+        return matrix.from_rows(rows, spec.names, spec.name_set)
 
-    def matrix_from_columns(
-        self, columns: list[str], data: list[list[Any]], maybe_bools: bool = True
-    ) -> np.ndarray:
+    def matrix_from_columns(self, columns: list[str], data: list[list[Any]]) -> np.ndarray:
         """Build a feature matrix from ``data`` rows of values in ``columns`` order."""
         spec = self.model.bundle.spec
-        return matrix.from_columns(columns, data, spec.names, maybe_bools, spec.name_set)
+        return matrix.from_columns(columns, data, spec.names, spec.name_set)
 
     def matrix_from_arrow(self, raw: bytes) -> np.ndarray:
         """Build a feature matrix from an Arrow IPC stream (``serving.matrix.from_arrow``)."""

@@ -106,24 +106,23 @@ async def predict(request: Request) -> Response:
     if body.machine_ids is not None:
         result = await run_in_threadpool(_predict_machines, platform, body.machine_ids)
         return Response(orjson.dumps(result), media_type="application/json")
-    return Response(score_rows(platform, body, raw), media_type="application/json")
+    return Response(score_rows(platform, body), media_type="application/json")
 
 
-def score_rows(platform: Platform, body: _Body, raw: bytes) -> bytes:
+def score_rows(platform: Platform, body: _Body) -> bytes:
     """The answer (JSON) to a body of feature rows or of columns with data, scored by the champion
     of its machine type; a ``ValidationError`` for a body that cannot be scored."""
     scorer = platform.deployment_for(body.machine_type or platform.default_type).champion
-    maybe_bools = b"true" in raw or b"false" in raw  # else no value is a boolean (serving.matrix)
     if body.rows is not None:
         if not body.rows:
             raise ValidationError("'rows' is empty", code="invalid_request")
-        features = scorer.matrix_from_rows(body.rows, maybe_bools)
+        features = scorer.matrix_from_rows(body.rows)
     else:
         if body.columns is None or body.data is None:
             raise ValidationError("'columns' and 'data' go together", code="invalid_request")
         if not body.data:
             raise ValidationError("'data' is empty", code="invalid_request")
-        features = scorer.matrix_from_columns(body.columns, body.data, maybe_bools)
+        features = scorer.matrix_from_columns(body.columns, body.data)
     return orjson.dumps({"predictions": scorer.score_dicts(features)})
 
 

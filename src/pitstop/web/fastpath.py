@@ -87,7 +87,7 @@ class PredictFastPath:
                 answer = score_arrow(self.platform, raw, _machine_type(scope["query_string"]))
             else:
                 body = usual_body(raw)
-                answer = score_rows(self.platform, body, raw) if body is not None else None
+                answer = score_rows(self.platform, body) if body is not None else None
         except Exception:
             answer = None
         if answer is None:
