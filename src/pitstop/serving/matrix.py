@@ -3,7 +3,7 @@ with ``data`` rows of numbers, or an Arrow IPC stream (``from_arrow``). A missin
 non-numeric value is a 422 naming every problem.
 
 The usual request (every value a finite number, every name there) is checked in bulk: the set of
-the values' types (one pass in C, cheaper than searching the raw body for ``true``/``false``) must
+the values' types (one pass over them, cheaper than searching the raw body for ``true``/``false``) must
 be ints and floats only, since numpy would take a boolean for 1.0 or 0.0; numpy then makes the
 matrix. Anything else takes the row-by-row path that names problems.
 """
