@@ -206,8 +206,11 @@ def test_the_reader_alone_keeps_the_models_column_order() -> None:
     names = ["a", "b", "c"]
     matrix = np.arange(12, dtype=np.float64).reshape(4, 3)
     shuffled = pa.table({"c": matrix[:, 2], "a": matrix[:, 0], "b": pa.array(matrix[:, 1].astype(np.int64))})
+    halves = pa.table({"b": pa.array(matrix[:, 1], pa.float16()), "a": matrix[:, 0], "c": matrix[:, 2]})
     got: dict[str, Any] = {
         "table": from_arrow(stream(shuffled), names),
+        "table in batches of 1": from_arrow(stream(shuffled, chunk=1), names),
+        "half floats (read column by column)": from_arrow(stream(halves), names),
         "vectors": from_arrow(stream(vectors(matrix[:, [2, 0, 1]].copy(), ["c", "a", "b"])), names),
         "float32 tensor": from_arrow(
             stream(

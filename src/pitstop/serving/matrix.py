@@ -241,11 +241,27 @@ def _vectors(schema: pa.Schema, batches: list[pa.RecordBatch]) -> tuple[list[str
 
 
 def _table(schema: pa.Schema, batches: list[pa.RecordBatch], names: list[str]) -> np.ndarray:
-    """The form of one column per feature: each must be integers or floats without nulls."""
-    problems: list[dict[str, Any]] = []
-    for field in schema:
-        if not (pa.types.is_floating(field.type) or pa.types.is_integer(field.type)):
-            problems.append({"column": field.name, "type": str(field.type)})
+    """The form of one column per feature: each must be integers or floats without nulls. Arrow
+    makes each batch's row-major matrix in one call (``to_tensor``); numpy puts its columns in
+    ``names`` order. A batch Arrow cannot convert (nulls, half floats) is read column by column,
+    naming what is wrong."""
+    kinds = set(schema.types)
+    if all(pa.types.is_floating(k) or pa.types.is_integer(k) for k in kinds):
+        try:
+            parts = [np.asarray(b.to_tensor(row_major=True), dtype=np.float64) for b in batches]
+        except pa.ArrowException:
+            parts = []
+        if parts:
+            out = parts[0] if len(parts) == 1 else np.concatenate(parts)
+            if schema.names != names:
+                where = {c: i for i, c in enumerate(schema.names)}
+                out = out[:, [where[n] for n in names]]
+            return np.ascontiguousarray(out)
+    problems: list[dict[str, Any]] = [
+        {"column": field.name, "type": str(field.type)}
+        for field in schema
+        if not (pa.types.is_floating(field.type) or pa.types.is_integer(field.type))
+    ]
     nulls = {name: sum(b.column(name).null_count for b in batches) for name in names}
     problems += [{"column": name, "nulls": count} for name, count in nulls.items() if count]
     if problems:
