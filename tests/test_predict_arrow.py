@@ -5,6 +5,7 @@ code."""
 
 from __future__ import annotations
 
+import struct
 from typing import Any
 
 import numpy as np
@@ -30,9 +31,12 @@ def auth(trained: Platform) -> dict[str, str]:
     return {"Authorization": f"Bearer {users.create_key('arrow-viewer')}"}
 
 
-def stream(table: pa.Table | pa.RecordBatch, chunk: int | None = None) -> bytes:
+def stream(
+    table: pa.Table | pa.RecordBatch, chunk: int | None = None, compression: str | None = None
+) -> bytes:
     sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, table.schema) as writer:
+    options = pa.ipc.IpcWriteOptions(compression=compression)
+    with pa.ipc.new_stream(sink, table.schema, options=options) as writer:
         if isinstance(table, pa.Table):
             writer.write_table(table, max_chunksize=chunk)
         else:
@@ -135,6 +139,17 @@ def _bad_streams(names: list[str], matrix: np.ndarray) -> dict[str, tuple[bytes,
         "an unknown column": (stream(table.append_column("zz", table[names[0]])), "invalid_features", "zz"),
         "a text column": (stream(text), "invalid_features", "string"),
         "a boolean column": (stream(flags), "invalid_features", "bool"),
+        "an arrow.bool8 column (integers underneath)": (
+            stream(
+                table.set_column(
+                    0,
+                    names[0],
+                    pa.ExtensionArray.from_storage(pa.bool8(), pa.array([1] * len(matrix), pa.int8())),
+                )
+            ),
+            "invalid_features",
+            "bool8",
+        ),
         "a null": (stream(nulls), "invalid_features", "nulls"),
         "a NaN": (
             stream(pa.table({n: nan[:, j] for j, n in enumerate(names)})),
@@ -165,7 +180,53 @@ def _bad_streams(names: list[str], matrix: np.ndarray) -> dict[str, tuple[bytes,
             "invalid_features",
             "string",
         ),
+        "vectors of no values": (
+            stream(named(pa.array([[], [], []], pa.list_(pa.float64(), 0)), [])),
+            "invalid_features",
+            "no values",
+        ),
+        "vectors as variable lists": (
+            stream(named(pa.array(matrix.tolist(), pa.list_(pa.float64())), names)),
+            "invalid_features",
+            "fixed_size_list",
+        ),
+        "an IPC file": (ipc_file(table), "invalid_arrow", "stream format"),
+        "compressed buffers": (stream(table, compression="zstd"), "invalid_arrow", "compressed"),
+        "cut at a batch boundary": (cut_after_first_batch(table), "invalid_arrow", "end-of-stream"),
+        "a batch longer than its buffers": (longer_than_its_buffers(names), "invalid_arrow", "Arrow IPC"),
+        "a column name that is not UTF-8": (
+            stream(table).replace(names[4].encode(), b"\xff\xfe" + names[4].encode()[2:]),
+            "invalid_arrow",
+            "Arrow IPC",
+        ),
     }
+
+
+def ipc_file(table: pa.Table) -> bytes:
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_file(sink, table.schema) as writer:
+        writer.write_table(table)
+    return bytes(sink.getvalue().to_pybytes())
+
+
+def cut_after_first_batch(table: pa.Table) -> bytes:
+    """A stream of two batches cut right after the first: what remains reads as a shorter stream."""
+    whole = stream(table, chunk=len(table) - 2)
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_batch(table.to_batches(max_chunksize=len(table) - 2)[0])
+    first = bytes(sink.getvalue().to_pybytes())[:-8]  # without its end-of-stream marker
+    assert whole.startswith(first)
+    return first
+
+
+def longer_than_its_buffers(names: list[str]) -> bytes:
+    """13 rows whose batch header says 14: read as is, the last row would come from past the end
+    of the data (a crash, or a made-up row)."""
+    rows = np.random.default_rng(5).normal(size=(13, len(names)))
+    body = stream(pa.table({n: rows[:, j] for j, n in enumerate(names)}))
+    assert body.count(struct.pack("<q", 13)) >= 1
+    return body.replace(struct.pack("<q", 13), struct.pack("<q", 14))
 
 
 def test_every_bad_stream_is_a_json_422_with_its_code(
@@ -228,3 +289,25 @@ def test_the_reader_alone_keeps_the_models_column_order() -> None:
     for form, out in got.items():
         assert out.dtype == np.float64 and out.flags.c_contiguous, form
         np.testing.assert_array_equal(out, matrix, err_msg=form)
+
+
+def test_more_rows_than_max_predict_rows_is_a_422_in_every_form(
+    client: TestClient, trained: Platform, auth: dict[str, str]
+) -> None:
+    """The cap is told from the batches' headers, before any batch is read, and holds for JSON."""
+    names, matrix = rows_of(trained, n=6)
+    limit = 5
+    trained.settings = trained.settings.model_copy(update={"max_predict_rows": limit})
+    arrow = {**auth, "content-type": ARROW_STREAM}
+    bodies = [
+        (stream(vectors(matrix, names), chunk=2), arrow),
+        (stream(pa.table({n: matrix[:, j] for j, n in enumerate(names)})), arrow),
+        (orjson.dumps({"columns": names, "data": matrix.tolist()}), auth),
+        (orjson.dumps({"rows": [dict(zip(names, r, strict=True)) for r in matrix.tolist()]}), auth),
+    ]
+    for body, headers in bodies:
+        r = client.post(PREDICT, content=body, headers=headers)
+        assert (r.status_code, r.json()["error"]["code"]) == (422, "too_many_rows"), r.text
+        assert "max_predict_rows" in r.text
+    ok = client.post(PREDICT, content=stream(vectors(matrix[:limit], names)), headers=arrow)
+    assert ok.status_code == 200 and len(ok.json()["predictions"]) == limit

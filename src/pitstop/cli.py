@@ -362,7 +362,6 @@ def serve(
 @click.pass_context
 def process(ctx: click.Context, data_dir: Path | None, workers: int) -> None:
     """Run the stream processor alone: bus → lake → features → scores → work orders."""
-    import gc
     import signal
     import threading
 
@@ -388,9 +387,7 @@ def process(ctx: click.Context, data_dir: Path | None, workers: int) -> None:
             from pitstop.processor.partitions import PartitionWorker
 
             worker = PartitionWorker(platform)
-            worker.start()
-            gc.collect()  # as Processor.start(freeze=True): start-up out of the full collections
-            gc.freeze()
+            worker.start()  # (its partitions bootstrap later, as it leases them: nothing frozen)
             click.echo(
                 f"worker {worker.worker}: processing the share of {settings.bus_partitions} partition(s) of "
                 f"{settings.nats_url} it leases (Ctrl-C to stop)"

@@ -286,6 +286,13 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(
         8 * 1024 * 1024, gt=0, description="Largest request body accepted, on every route (413)."
     )
+    max_predict_rows: int = Field(
+        50_000,
+        gt=0,
+        le=10_000_000,
+        description="Most feature rows one POST /api/v1/predict may score, in any form (422 too_many_rows): "
+        "they are scored on the server's event loop.",
+    )
     max_future_skew_s: float = Field(300.0, ge=0, description="How far in the future a reading's ts may be.")
     intake_workers: int = Field(
         2,

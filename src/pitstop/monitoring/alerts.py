@@ -99,7 +99,10 @@ class Alerts:
                 list(
                     session.scalars(
                         select(AlertSilence)
-                        .where(AlertSilence.removed_at.is_(None))
+                        .where(
+                            AlertSilence.removed_at.is_(None),
+                            AlertSilence.until > min(at for _, _, at in signals),  # ended: not read
+                        )
                         .order_by(AlertSilence.id)
                     )
                 ),
@@ -206,7 +209,7 @@ class _Context:
     """What one flush's rows are applied against, read once for all of them."""
 
     firing: dict[str, Alert]  # key -> its firing alert in the DB
-    silences: list[AlertSilence]  # not removed, oldest first
+    silences: list[AlertSilence]  # not removed nor ended before the flush's first row, oldest first
     seen: dict[str, Alert]  # raised or resolved earlier in this flush
 
 

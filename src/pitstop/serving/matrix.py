@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import operator
+import struct
 from typing import Any
 
 import numpy as np
@@ -142,7 +143,9 @@ def _getter(names: list[str]) -> Any:
 
 
 # -- Arrow IPC bodies --------------------------------------------------------------------------
-def from_arrow(raw: bytes, names: list[str], name_set: frozenset[str] | None = None) -> np.ndarray:
+def from_arrow(
+    raw: bytes, names: list[str], name_set: frozenset[str] | None = None, max_rows: int = 50_000
+) -> np.ndarray:
     """The matrix of an Arrow IPC stream (``Content-Type: application/vnd.apache.arrow.stream``)
     in one of two forms:
 
@@ -154,22 +157,26 @@ def from_arrow(raw: bytes, names: list[str], name_set: frozenset[str] | None = N
       copy, so a batch costs microseconds to read however many features it has.
 
     Integer and float values are taken; nulls, NaN, infinities, booleans and other types are a
-    422 (``invalid_features``), as in JSON bodies; a body that is not an Arrow stream is a 422
-    ``invalid_arrow``."""
+    422 (``invalid_features``), as in JSON bodies. A body that is not a whole, uncompressed Arrow
+    stream is a 422 ``invalid_arrow``: every batch is checked before its data is read (a batch
+    whose declared lengths its buffers do not hold would read past them), and compressed buffers
+    are refused because a small body could unpack to gigabytes. More than ``max_rows`` rows is a
+    422 ``too_many_rows``, told from the batches' headers before any is read."""
     expected = frozenset(names) if name_set is None else name_set
-    try:
-        reader = pa.ipc.open_stream(raw)
-        batches = list(reader)
-    except (pa.ArrowException, OSError, ValueError) as exc:
-        raise ValidationError(
-            f"the body is not an Arrow IPC stream: {first_line(exc)}", code="invalid_arrow"
-        ) from None
-    schema = reader.schema
+    schema, batches = _read_stream(raw, max_rows)
     if sum(b.num_rows for b in batches) == 0:
         raise ValidationError("the Arrow stream has no rows", code="invalid_request")
     if len(schema) == 1 and pa.types.is_fixed_size_list(_storage(schema.field(0).type)):
         columns, out = _vectors(schema, batches)
     else:
+        if len(schema) == 1 and (
+            pa.types.is_list(schema.types[0]) or pa.types.is_large_list(schema.types[0])
+        ):
+            raise ValidationError(
+                "a column of feature vectors must be a fixed_size_list (or arrow.fixed_shape_tensor), "
+                f"not {schema.types[0]}",
+                code="invalid_features",
+            )
         columns = schema.names
         if columns != names:
             _check_columns(columns, names, expected)
@@ -187,6 +194,74 @@ def from_arrow(raw: bytes, names: list[str], name_set: frozenset[str] | None = N
         ]
         raise ValidationError(FIX, code="invalid_features", details=problems)
     return out
+
+
+_END = b"\xff\xff\xff\xff\x00\x00\x00\x00"  # the end-of-stream marker Arrow's writers close with
+
+
+def _read_stream(raw: bytes, max_rows: int) -> tuple[pa.Schema, list[pa.RecordBatch]]:
+    """The schema and the checked batches of an IPC stream; a 422 for anything else."""
+
+    def refuse(why: str) -> ValidationError:
+        return ValidationError(
+            f"the body is not an Arrow IPC stream Pitstop reads: {why}", code="invalid_arrow"
+        )
+
+    if raw.startswith(b"ARROW1"):
+        raise refuse("it is an Arrow IPC file; send the stream format (pyarrow.ipc.new_stream)")
+    if not raw.endswith(_END):
+        raise refuse("it does not end with the end-of-stream marker (cut short?)")
+    batches: list[pa.RecordBatch] = []
+    rows = 0
+    try:
+        messages = pa.ipc.MessageReader.open_stream(raw)
+        first = messages.read_next_message()
+        if first.type != "schema":
+            raise refuse(f"it starts with a {first.type} message, not a schema")
+        schema = pa.ipc.read_schema(first)
+        schema.names  # noqa: B018 (names that are not UTF-8 fail here, as a 422)
+        for message in messages:  # Arrow has verified each message's header
+            if message.type != "record batch":
+                raise refuse(f"a {message.type} message (dictionary-encoded columns are not taken)")
+            length, compressed = _batch_header(message.metadata.to_pybytes())
+            if compressed:
+                raise refuse("its buffers are compressed; send them uncompressed")
+            rows += length
+            if rows > max_rows:
+                raise ValidationError(
+                    f"more than {max_rows} rows in one request (max_predict_rows): send them in parts",
+                    code="too_many_rows",
+                )
+            batch = pa.ipc.read_record_batch(message, schema)
+            batch.validate(full=True)  # its declared lengths against its buffers, before any read
+            batches.append(batch)
+    except (pa.ArrowException, OSError, ValueError, struct.error) as exc:
+        raise refuse(first_line(exc)) from None
+    return schema, batches
+
+
+def _batch_header(meta: bytes) -> tuple[int, bool]:
+    """(rows, whether its buffers are compressed) of a record batch message, from its flatbuffer
+    header (Arrow's Message.fbs: Message.header is a RecordBatch table whose field 0 is the length
+    and field 3 the compression). Read before the batch is, so a compressed body is never
+    unpacked."""
+
+    def field(table: int, index: int) -> int | None:
+        vtable = table - struct.unpack_from("<i", meta, table)[0]
+        size = struct.unpack_from("<H", meta, vtable)[0]
+        if 4 + 2 * index >= size:
+            return None
+        offset = struct.unpack_from("<H", meta, vtable + 4 + 2 * index)[0]
+        return table + offset if offset else None
+
+    root = struct.unpack_from("<I", meta, 0)[0]
+    header = field(root, 2)
+    if header is None:
+        raise ValueError("a record batch message without its header")
+    batch = header + struct.unpack_from("<I", meta, header)[0]
+    length = field(batch, 0)
+    rows = struct.unpack_from("<q", meta, length)[0] if length is not None else 0
+    return rows, field(batch, 3) is not None
 
 
 def _storage(kind: pa.DataType) -> pa.DataType:
@@ -213,6 +288,8 @@ def _vectors(schema: pa.Schema, batches: list[pa.RecordBatch]) -> tuple[list[str
             code="invalid_features",
         )
     width, value = kind.list_size, kind.value_type
+    if width == 0:
+        raise ValidationError("feature vectors of no values", code="invalid_features")
     if width != len(columns):
         raise ValidationError(
             f"the vectors hold {width} values and 'pitstop.features' names {len(columns)}",
@@ -245,18 +322,16 @@ def _table(schema: pa.Schema, batches: list[pa.RecordBatch], names: list[str]) -
     makes each batch's row-major matrix in one call (``to_tensor``); numpy puts its columns in
     ``names`` order. A batch Arrow cannot convert (nulls, half floats) is read column by column,
     naming what is wrong."""
-    kinds = set(schema.types)
-    if all(pa.types.is_floating(k) or pa.types.is_integer(k) for k in kinds):
-        try:
-            parts = [np.asarray(b.to_tensor(row_major=True), dtype=np.float64) for b in batches]
-        except pa.ArrowException:
-            parts = []
-        if parts:
-            out = parts[0] if len(parts) == 1 else np.concatenate(parts)
-            if schema.names != names:
-                where = {c: i for i, c in enumerate(schema.names)}
-                out = out[:, [where[n] for n in names]]
-            return np.ascontiguousarray(out)
+    try:  # integer and float columns only: any other type (extension types too) or a null raises
+        parts = [np.asarray(b.to_tensor(row_major=True), dtype=np.float64) for b in batches]
+    except pa.ArrowException:
+        parts = []
+    if parts:
+        out = parts[0] if len(parts) == 1 else np.concatenate(parts)
+        if schema.names != names:
+            where = {c: i for i, c in enumerate(schema.names)}
+            out = out[:, [where[n] for n in names]]
+        return np.ascontiguousarray(out)
     problems: list[dict[str, Any]] = [
         {"column": field.name, "type": str(field.type)}
         for field in schema

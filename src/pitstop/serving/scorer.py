@@ -225,10 +225,11 @@ class Scorer:
         spec = self.model.bundle.spec
         return matrix.from_columns(columns, data, spec.names, spec.name_set)
 
-    def matrix_from_arrow(self, raw: bytes) -> np.ndarray:
-        """Build a feature matrix from an Arrow IPC stream (``serving.matrix.from_arrow``)."""
+    def matrix_from_arrow(self, raw: bytes, max_rows: int) -> np.ndarray:
+        """Build a feature matrix from an Arrow IPC stream of at most ``max_rows`` rows
+        (``serving.matrix.from_arrow``)."""
         spec = self.model.bundle.spec
-        return matrix.from_arrow(raw, spec.names, spec.name_set)
+        return matrix.from_arrow(raw, spec.names, spec.name_set, max_rows)
 
     def score_dicts(self, features: np.ndarray) -> list[dict[str, Any]]:
         """``[s.to_dict() for s in score_matrix(features)]``, without a ``Score`` per row."""

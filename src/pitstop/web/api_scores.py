@@ -113,6 +113,7 @@ def score_rows(platform: Platform, body: _Body) -> bytes:
     """The answer (JSON) to a body of feature rows or of columns with data, scored by the champion
     of its machine type; a ``ValidationError`` for a body that cannot be scored."""
     scorer = platform.deployment_for(body.machine_type or platform.default_type).champion
+    _at_most(platform, len(body.rows if body.rows is not None else body.data or ()))
     if body.rows is not None:
         if not body.rows:
             raise ValidationError("'rows' is empty", code="invalid_request")
@@ -136,7 +137,18 @@ def score_arrow(platform: Platform, raw: bytes, machine_type: str | None) -> byt
     (``serving.matrix.from_arrow``), scored by the champion of ``machine_type`` (the query
     parameter; default: the fleet's first type)."""
     scorer = platform.deployment_for(machine_type or platform.default_type).champion
-    return orjson.dumps({"predictions": scorer.score_dicts(scorer.matrix_from_arrow(raw))})
+    features = scorer.matrix_from_arrow(raw, platform.settings.max_predict_rows)
+    return orjson.dumps({"predictions": scorer.score_dicts(features)})
+
+
+def _at_most(platform: Platform, rows: int) -> None:
+    """A 422 ``too_many_rows`` past ``max_predict_rows`` (the rows are scored on the event loop)."""
+    limit = platform.settings.max_predict_rows
+    if rows > limit:
+        raise ValidationError(
+            f"more than {limit} rows in one request (max_predict_rows): send them in parts",
+            code="too_many_rows",
+        )
 
 
 def usual_body(raw: bytes) -> _Body | None:
