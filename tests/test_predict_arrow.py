@@ -191,6 +191,12 @@ def _bad_streams(names: list[str], matrix: np.ndarray) -> dict[str, tuple[bytes,
             "fixed_size_list",
         ),
         "an IPC file": (ipc_file(table), "invalid_arrow", "stream format"),
+        "only the end-of-stream marker": (
+            b"\xff\xff\xff\xff\x00\x00\x00\x00",
+            "invalid_arrow",
+            "not a schema",
+        ),
+        "two streams end to end": (stream(table) + stream(table), "invalid_arrow", "follow"),
         "compressed buffers": (stream(table, compression="zstd"), "invalid_arrow", "compressed"),
         "cut at a batch boundary": (cut_after_first_batch(table), "invalid_arrow", "end-of-stream"),
         "a batch longer than its buffers": (longer_than_its_buffers(names), "invalid_arrow", "Arrow IPC"),
@@ -267,6 +273,16 @@ def test_the_reader_alone_keeps_the_models_column_order() -> None:
     names = ["a", "b", "c"]
     matrix = np.arange(12, dtype=np.float64).reshape(4, 3)
     shuffled = pa.table({"c": matrix[:, 2], "a": matrix[:, 0], "b": pa.array(matrix[:, 1].astype(np.int64))})
+    huge = pa.table(  # integers alone: Arrow's own conversion would put these in int64 and wrap
+        {
+            "a": pa.array([2**63 + 1, 5, 6, 7], pa.uint64()),
+            "b": pa.array(matrix[:, 1].astype(np.int64)),
+            "c": pa.array(matrix[:, 2].astype(np.int64)),
+        }
+    )
+    wide = from_arrow(stream(huge), names)
+    assert wide[0, 0] == float(2**63 + 1) and wide[1:, 0].tolist() == [5.0, 6.0, 7.0]
+    np.testing.assert_array_equal(wide[:, 1:], matrix[:, 1:])
     halves = pa.table({"b": pa.array(matrix[:, 1], pa.float16()), "a": matrix[:, 0], "c": matrix[:, 2]})
     got: dict[str, Any] = {
         "table": from_arrow(stream(shuffled), names),

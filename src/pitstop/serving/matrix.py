@@ -214,15 +214,20 @@ def _read_stream(raw: bytes, max_rows: int) -> tuple[pa.Schema, list[pa.RecordBa
     batches: list[pa.RecordBatch] = []
     rows = 0
     try:
-        messages = pa.ipc.MessageReader.open_stream(raw)
-        first = messages.read_next_message()
-        if first.type != "schema":
-            raise refuse(f"it starts with a {first.type} message, not a schema")
+        source = pa.BufferReader(raw)
+        messages = pa.ipc.MessageReader.open_stream(source)
+        first = next(iter(messages), None)
+        if first is None or first.type != "schema":
+            raise refuse(
+                f"it starts with {'a ' + first.type + ' message' if first else 'nothing'}, not a schema"
+            )
         schema = pa.ipc.read_schema(first)
         schema.names  # noqa: B018 (names that are not UTF-8 fail here, as a 422)
         for message in messages:  # Arrow has verified each message's header
+            if message.type == "dictionary batch":
+                raise refuse("a dictionary batch (dictionary-encoded columns are not taken)")
             if message.type != "record batch":
-                raise refuse(f"a {message.type} message (dictionary-encoded columns are not taken)")
+                raise refuse(f"a message of type {message.type!r} where record batches belong")
             length, compressed = _batch_header(message.metadata.to_pybytes())
             if compressed:
                 raise refuse("its buffers are compressed; send them uncompressed")
@@ -235,6 +240,8 @@ def _read_stream(raw: bytes, max_rows: int) -> tuple[pa.Schema, list[pa.RecordBa
             batch = pa.ipc.read_record_batch(message, schema)
             batch.validate(full=True)  # its declared lengths against its buffers, before any read
             batches.append(batch)
+        if source.tell() != len(raw):  # a second stream, or bytes, after the end-of-stream marker
+            raise refuse(f"{len(raw) - source.tell()} bytes follow its end-of-stream marker")
     except (pa.ArrowException, OSError, ValueError, struct.error) as exc:
         raise refuse(first_line(exc)) from None
     return schema, batches
@@ -323,7 +330,12 @@ def _table(schema: pa.Schema, batches: list[pa.RecordBatch], names: list[str]) -
     ``names`` order. A batch Arrow cannot convert (nulls, half floats) is read column by column,
     naming what is wrong."""
     try:  # integer and float columns only: any other type (extension types too) or a null raises
-        parts = [np.asarray(b.to_tensor(row_major=True), dtype=np.float64) for b in batches]
+        tensors = [b.to_tensor(row_major=True) for b in batches]
+        # with a float column Arrow converts to floats; integers alone it may put in a type that
+        # does not hold them all (uint64 beside int64 wraps): column by column then
+        parts = [np.asarray(t, dtype=np.float64) for t in tensors if pa.types.is_floating(t.type)]
+        if len(parts) != len(tensors):
+            parts = []
     except pa.ArrowException:
         parts = []
     if parts:
@@ -337,7 +349,8 @@ def _table(schema: pa.Schema, batches: list[pa.RecordBatch], names: list[str]) -
         for field in schema
         if not (pa.types.is_floating(field.type) or pa.types.is_integer(field.type))
     ]
-    nulls = {name: sum(b.column(name).null_count for b in batches) for name in names}
+    typed = {p["column"] for p in problems}
+    nulls = {name: sum(b.column(name).null_count for b in batches) for name in names if name not in typed}
     problems += [{"column": name, "nulls": count} for name, count in nulls.items() if count]
     if problems:
         raise ValidationError(FIX, code="invalid_features", details=problems)
