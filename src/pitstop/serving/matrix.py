@@ -168,6 +168,8 @@ def from_arrow(
         raise ValidationError("the Arrow stream has no rows", code="invalid_request")
     if len(schema) == 1 and pa.types.is_fixed_size_list(_storage(schema.field(0).type)):
         columns, out = _vectors(schema, batches)
+        if columns != names:
+            _check_columns(columns, names, expected)
     else:
         if len(schema) == 1 and (
             pa.types.is_list(schema.types[0]) or pa.types.is_large_list(schema.types[0])
@@ -180,10 +182,8 @@ def from_arrow(
         columns = schema.names
         if columns != names:
             _check_columns(columns, names, expected)
-        out = _table(schema, batches, names)
-        columns = names
+        out = _table(schema, batches, columns)
     if columns != names:
-        _check_columns(columns, names, expected)
         where = {c: i for i, c in enumerate(columns)}
         out = np.ascontiguousarray(out[:, [where[n] for n in names]])
     if not np.isfinite(out).all():
@@ -233,10 +233,7 @@ def _read_stream(raw: bytes, max_rows: int) -> tuple[pa.Schema, list[pa.RecordBa
                 raise refuse("its buffers are compressed; send them uncompressed")
             rows += length
             if rows > max_rows:
-                raise ValidationError(
-                    f"more than {max_rows} rows in one request (max_predict_rows): send them in parts",
-                    code="too_many_rows",
-                )
+                raise too_many_rows(max_rows)
             batch = pa.ipc.read_record_batch(message, schema)
             batch.validate(full=True)  # its declared lengths against its buffers, before any read
             batches.append(batch)
@@ -324,41 +321,42 @@ def _vectors(schema: pa.Schema, batches: list[pa.RecordBatch]) -> tuple[list[str
     return columns, parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
-def _table(schema: pa.Schema, batches: list[pa.RecordBatch], names: list[str]) -> np.ndarray:
-    """The form of one column per feature: each must be integers or floats without nulls. Arrow
-    makes each batch's row-major matrix in one call (``to_tensor``); numpy puts its columns in
-    ``names`` order. A batch Arrow cannot convert (nulls, half floats) is read column by column,
-    naming what is wrong."""
+def _table(schema: pa.Schema, batches: list[pa.RecordBatch], columns: list[str]) -> np.ndarray:
+    """The form of one column per feature (``columns``, the schema's names): each must be integers
+    or floats without nulls. Arrow makes each batch's row-major matrix in one call
+    (``to_tensor``), in the schema's column order. A batch Arrow cannot convert (nulls, half
+    floats) is read column by column, naming what is wrong."""
     try:  # integer and float columns only: any other type (extension types too) or a null raises
         tensors = [b.to_tensor(row_major=True) for b in batches]
         # with a float column Arrow converts to floats; integers alone it may put in a type that
         # does not hold them all (uint64 beside int64 wraps): column by column then
         parts = [np.asarray(t, dtype=np.float64) for t in tensors if pa.types.is_floating(t.type)]
-        if len(parts) != len(tensors):
-            parts = []
+        if len(parts) == len(tensors):
+            return parts[0] if len(parts) == 1 else np.concatenate(parts)
     except pa.ArrowException:
-        parts = []
-    if parts:
-        out = parts[0] if len(parts) == 1 else np.concatenate(parts)
-        if schema.names != names:
-            where = {c: i for i, c in enumerate(schema.names)}
-            out = out[:, [where[n] for n in names]]
-        return np.ascontiguousarray(out)
+        pass
     problems: list[dict[str, Any]] = [
         {"column": field.name, "type": str(field.type)}
         for field in schema
         if not (pa.types.is_floating(field.type) or pa.types.is_integer(field.type))
     ]
     typed = {p["column"] for p in problems}
-    nulls = {name: sum(b.column(name).null_count for b in batches) for name in names if name not in typed}
+    nulls = {c: sum(b.column(j).null_count for b in batches) for j, c in enumerate(columns) if c not in typed}
     problems += [{"column": name, "nulls": count} for name, count in nulls.items() if count]
     if problems:
         raise ValidationError(FIX, code="invalid_features", details=problems)
-    out = np.empty((sum(b.num_rows for b in batches), len(names)))
+    out = np.empty((sum(b.num_rows for b in batches), len(columns)))
     start = 0
     for batch in batches:
         end = start + batch.num_rows
-        for j, name in enumerate(names):
-            out[start:end, j] = batch.column(name).to_numpy(zero_copy_only=False)
+        for j in range(len(columns)):
+            out[start:end, j] = batch.column(j).to_numpy(zero_copy_only=False)
         start = end
     return out
+
+
+def too_many_rows(limit: int) -> ValidationError:
+    """The 422 for a predict request of more than ``limit`` (``max_predict_rows``) rows."""
+    return ValidationError(
+        f"more than {limit} rows in one request (max_predict_rows): send them in parts", code="too_many_rows"
+    )

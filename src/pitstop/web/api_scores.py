@@ -16,7 +16,7 @@ from sqlalchemy import select
 from pitstop.errors import NotFoundError, ValidationError
 from pitstop.features import build_features
 from pitstop.platform import Platform
-from pitstop.serving.matrix import ARROW_STREAM
+from pitstop.serving.matrix import ARROW_STREAM, too_many_rows
 from pitstop.store import Machine
 from pitstop.web.routing import OrjsonRoute, RequestRoute, body_schema, loads_body, validate_body
 
@@ -145,10 +145,7 @@ def _at_most(platform: Platform, rows: int) -> None:
     """A 422 ``too_many_rows`` past ``max_predict_rows`` (the rows are scored on the event loop)."""
     limit = platform.settings.max_predict_rows
     if rows > limit:
-        raise ValidationError(
-            f"more than {limit} rows in one request (max_predict_rows): send them in parts",
-            code="too_many_rows",
-        )
+        raise too_many_rows(limit)
 
 
 def usual_body(raw: bytes) -> _Body | None:
