@@ -221,3 +221,19 @@ def test_processor_features_equal_the_offline_build_and_survive_a_restart(traine
         restarted.run_once()
         compared += check(restarted)
     assert compared > 100
+
+
+def test_each_row_lands_with_the_bus_position_of_its_own_message(trained: Platform) -> None:
+    publish(trained, "eng-001", 1, 0, 7)
+    publish(trained, "eng-002", 2, 0, 1)
+    publish(trained, "eng-001", 1, 7, 3)
+    head = trained.bus.head()
+    proc = Processor(trained)
+    proc.bootstrap()
+    assert proc.run_once().written == 11
+    landed = trained.lake.read(
+        "telemetry", columns=["machine_id", "seq", "bus_position"], machine_ids=["eng-001", "eng-002"]
+    ).sort("bus_position", "machine_id", "seq")
+    positions = landed["bus_position"].to_list()
+    assert positions == [head - 2] * 7 + [head - 1] + [head] * 3
+    assert landed.filter(landed["bus_position"] == head)["seq"].to_list() == [8, 9, 10]
