@@ -9,7 +9,8 @@ a target machine starts: it posts an FD001 training engine's history up to ``--h
 before its failure in one batch, then the rest one reading per ``--tick`` seconds, as a machine
 wearing out would. The processor opens a work order when the RUL interval's lower bound crosses
 the threshold; the work order names the reading that opened it (``seq``). A poller reads the
-work-order list every ``--poll`` seconds; latency =
+newest ``POLL_PAGE`` work orders every ``--poll`` seconds (the whole list when none of them was
+read before); latency =
 first seen − the 202 of the batch that carried that reading.
 
     python bench/latency.py [--seconds 30] [--rate 10000] [--machines 200] [--every 0.5]
@@ -40,6 +41,8 @@ from loadgen import Connection
 
 from pitstop.schema import TURBOFAN
 from pitstop.sim import shipped
+
+POLL_PAGE = 10  # work orders read per poll, newest first
 
 
 def body(machine: str, first_seq: int, rows: list[dict[str, float]]) -> bytes:
@@ -130,14 +133,21 @@ class Run:
 
     async def poll(self) -> None:
         conn = self.connection()
+        known: set[int] = set()  # work orders already read
         while not self.done or any(m not in self.seen for m in self.acks):
-            status, reply = await conn.get("/api/v1/work-orders?status=all&limit=100", self.admin)
+            # the newest few (newest first): a client reading them all 50 times a second would load
+            # the server it measures; the whole list when none of the few was read before
+            status, reply = await conn.get(f"/api/v1/work-orders?status=all&limit={POLL_PAGE}", self.admin)
             now = time.monotonic()
-            if status == 200:
-                for order in orjson.loads(reply)["work_orders"]:
-                    m = order["machine_id"]
-                    if m in self.acks and m not in self.seen:
-                        self.seen[m] = (now, int(order["seq"] or 0))
+            orders = orjson.loads(reply)["work_orders"] if status == 200 else []
+            if len(orders) == POLL_PAGE and orders[-1]["id"] not in known:
+                status, reply = await conn.get("/api/v1/work-orders?status=all&limit=5000", self.admin)
+                orders = orjson.loads(reply)["work_orders"] if status == 200 else []
+            known.update(order["id"] for order in orders)
+            for order in orders:
+                m = order["machine_id"]
+                if m in self.acks and m not in self.seen:
+                    self.seen[m] = (now, int(order["seq"] or 0))
             if self.done and now > self.stop_at + self.args.grace:
                 break
             await asyncio.sleep(self.args.poll)
