@@ -233,3 +233,76 @@ def test_a_machine_at_risk_in_its_first_batch_gets_its_order_then(trained: Platf
     with trained.db.session() as s:
         orders = s.scalars(select(WorkOrder).where(WorkOrder.machine_id == "eng-031")).all()
     assert len(orders) == 1 and orders[0].status == "open"
+
+
+def test_open_work_orders_steps_each_machine_as_its_policy_does_with_or_without_an_open_order(
+    tmp_path: Path,
+) -> None:
+    """Only machines that could fire or re-arm are looked up for an open order; the others step
+    alike either way. Every case of the policy's memory against one batch."""
+    from datetime import UTC, datetime
+
+    from sqlalchemy import select
+
+    from pitstop.maintenance.work_orders import Reading, open_work_orders
+    from pitstop.serving import Score
+    from pitstop.store import Machine, MachineState, WorkOrder
+
+    db = Database(f"sqlite:///{tmp_path / 'ops.db'}")
+    db.migrate()
+    policy = RiskPolicy(lead_time=20, threshold=35, hysteresis=10, recheck_after=15)
+    now = datetime.now(UTC)
+    # machine: (armed, has an open order, lower bound of this batch's score)
+    cases = {
+        "armed-open-low": (True, True, 10.0),  # an order is open: no second one
+        "armed-open-high": (True, True, 100.0),  # nothing fires, stays armed
+        "armed-none-low": (True, False, 10.0),  # fires
+        "armed-none-high": (True, False, 100.0),  # nothing
+        "unarmed-open-high": (False, True, 100.0),  # an open order: does not re-arm
+        "unarmed-none-high": (False, False, 100.0),  # re-arms above threshold + hysteresis
+        "unarmed-none-low": (False, False, 10.0),  # not armed: does not fire
+        "armed-none-nan": (True, False, float("nan")),  # no bound: nothing
+    }
+    with db.session() as s:
+        for m, (armed, has_order, _) in cases.items():
+            s.add(Machine(machine_id=m, machine_type="turbofan", installed_at=now, created_at=now))
+            s.flush()
+            s.add(MachineState(machine_id=m, readings=1, policy_armed=armed))
+            if has_order:
+                s.add(
+                    WorkOrder(
+                        machine_id=m,
+                        status="open",
+                        priority="normal",
+                        reason="by hand",
+                        predicted_rul=50.0,
+                        rul_lower=10.0,
+                        rul_upper=90.0,
+                        model_version="1",
+                        opened_at=now,
+                    )
+                )
+    with db.session() as s:
+        states = {st.machine_id: st for st in s.scalars(select(MachineState))}
+        scores = {m: Score(50.0, low, 90.0, "rul", "1", "champion") for m, (_, _, low) in cases.items()}
+        opened = open_work_orders(
+            s,
+            lambda t: policy,
+            scores,
+            {m: Reading(5, now) for m in cases},
+            states,
+            {m: "turbofan" for m in cases},
+            lambda *a: None,
+        )
+        assert [o.machine_id for o in opened] == ["armed-none-low"]
+        armed = {m: st.policy_armed for m, st in states.items()}
+    assert armed == {
+        "armed-open-low": True,
+        "armed-open-high": True,
+        "armed-none-low": False,
+        "armed-none-high": True,
+        "unarmed-open-high": False,
+        "unarmed-none-high": True,
+        "unarmed-none-low": False,
+        "armed-none-nan": True,
+    }

@@ -59,12 +59,25 @@ def open_work_orders(
     if not scores:
         return []
     ids = sorted(scores)
-    already = set(
-        session.scalars(
-            select(WorkOrder.machine_id).where(
-                WorkOrder.machine_id.in_(ids), WorkOrder.status.in_(OPEN_STATES)
+    policies = {t: policy_for(t) for t in {types.get(m, "") for m in ids}}
+    # an armed machine whose lower bound is at or above its threshold steps alike whether or not
+    # it has an open order (nothing fires, nothing changes): only the others need the lookup
+    ask = [
+        m
+        for m in ids
+        if (st := states.get(m)) is not None
+        and (st.policy_armed is False or scores[m].lower < policies[types.get(m, "")].threshold)
+    ]
+    already = (
+        set(
+            session.scalars(
+                select(WorkOrder.machine_id).where(
+                    WorkOrder.machine_id.in_(ask), WorkOrder.status.in_(OPEN_STATES)
+                )
             )
         )
+        if ask
+        else set()
     )
     opened = []
     now = utcnow()
@@ -73,7 +86,7 @@ def open_work_orders(
         if state is None or reading is None:
             continue
         machine_type = types.get(machine_id, "")
-        policy = policy_for(machine_type)
+        policy = policies[machine_type]
         memory = PolicyState(
             armed=state.policy_armed is not False,
             open=machine_id in already,
