@@ -271,23 +271,37 @@ def test_stuck_runs_match_a_reading_by_reading_count_over_any_batching(stream: S
     rng = np.random.default_rng(7)
     n = 400
     machines = rng.choice(["a", "b", "c"], n)
-    values = rng.choice([1.0, 2.0, np.nan], n, p=[0.6, 0.2, 0.2])
-    values[100:180] = 3.0  # a long run
-    values[250:] = 5.0  # runs that last to the end, across many batches,
-    values[250::3] = np.nan  # with gaps in them
-    expected: dict[str, tuple[float | None, int]] = {}
-    for m, v in zip(machines, values, strict=True):
-        last, run = expected.get(m, (None, 0))
-        if not np.isnan(v):
-            last, run = (last, run + 1) if v == last else (float(v), 1)
-        expected[m] = (last, run)
+    temp = rng.choice([1.0, 2.0, np.nan], n, p=[0.6, 0.2, 0.2])
+    temp[100:180] = 3.0  # a long run
+    temp[250:] = 5.0  # runs that last to the end, across many batches,
+    temp[250::3] = np.nan  # with gaps in them
+    flow = rng.choice([7.0, 8.0, np.nan], n, p=[0.3, 0.3, 0.4])  # a second sensor, its own runs
+    flow[:60] = 9.0
+    flow[300:] = np.nan  # missing to the end: its runs stop where they were
+
+    def reference(values: np.ndarray) -> dict[str, tuple[float | None, int]]:
+        expected: dict[str, tuple[float | None, int]] = {}
+        for m, v in zip(machines, values, strict=True):
+            last, run = expected.get(m, (None, 0))
+            if not np.isnan(v):
+                last, run = (last, run + 1) if v == last else (float(v), 1)
+            expected[m] = (last, run)
+        return expected
+
     fleet = parse_fleet(FLEET)
     cuts = np.sort(rng.choice(np.arange(1, n), 25, replace=False))
     for lo, hi in zip(np.r_[0, cuts], np.r_[cuts, n], strict=True):
         frame = pl.DataFrame(
-            {"machine_id": machines[lo:hi], "temp": values[lo:hi], "quarantine": [None] * (hi - lo)},
+            {
+                "machine_id": machines[lo:hi],
+                "temp": temp[lo:hi],
+                "flow": flow[lo:hi],
+                "quarantine": [None] * (hi - lo),
+            },
             schema_overrides={"quarantine": pl.String},
-        ).with_columns(pl.col("temp").fill_nan(None))
+        ).with_columns(pl.col("temp", "flow").fill_nan(None))
         stream.monitor._stuck(fleet.type_of("pump"), frame)
-    got = {m: (float(last[0]), int(run[0])) for m, (last, run) in stream.monitor._runs["pump"].items()}
-    assert got == {m: (last, run) for m, (last, run) in expected.items() if last is not None}
+    runs = stream.monitor._runs["pump"]
+    for j, values in enumerate([temp, flow]):  # the type's informative sensors: temp, flow
+        got = {m: (float(last[j]), int(run[j])) for m, (last, run) in runs.items() if not np.isnan(last[j])}
+        assert got == {m: (last, run) for m, (last, run) in reference(values).items() if last is not None}
