@@ -205,8 +205,13 @@ def fd001(units: int) -> pl.DataFrame:
     )
 
 
+@pytest.mark.parametrize("advance_rows", [None, 40])
 @pytest.mark.parametrize("regimes", [0, 3])
-def test_online_equals_offline_on_fd001_with_resets_and_regimes(regimes: int) -> None:
+def test_online_equals_offline_on_fd001_with_resets_and_regimes(
+    regimes: int, advance_rows: int | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if advance_rows is not None:  # batches of 97 rows advanced a few machines at a time
+        monkeypatch.setattr("pitstop.features.online.ADVANCE_ROWS", advance_rows)
     frame = fd001(6)
     spec = fit_regimes(frame, replace(TURBOFAN.feature_spec, hours_since_reset=True, regime_count=regimes))
     assert (spec.regimes is not None) == bool(regimes)
@@ -277,3 +282,21 @@ def test_spec_is_declared_per_machine_type_and_hashed_stably() -> None:
         FeatureSpec(("x",), stats=("median",))
     with pytest.raises(ValueError, match="at least one reading"):
         FeatureSpec(("x",), windows=(0,))
+
+
+def test_group_spans_cover_every_row_once_in_whole_groups() -> None:
+    from pitstop.features.online import group_spans
+
+    rng = np.random.default_rng(3)
+    for _ in range(2000):
+        n = int(rng.integers(1, 300))
+        groups = np.sort(rng.integers(0, int(rng.integers(1, 40)), n))
+        starts = np.flatnonzero(np.r_[True, groups[1:] != groups[:-1]])
+        size = int(rng.integers(1, 100))
+        spans = group_spans(starts, n, size)
+        assert spans[0][0] == 0 and spans[-1][1] == n
+        assert all(a[1] == b[0] for a, b in itertools.pairwise(spans))
+        for lo, hi in spans:
+            assert lo < hi and lo in starts and (hi == n or hi in starts)  # whole groups
+            inside = starts[(starts >= lo) & (starts < hi)]
+            assert hi - lo <= size or len(inside) == 1  # larger than size: one group alone

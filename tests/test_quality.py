@@ -265,9 +265,15 @@ def test_the_processor_checks_quality_on_what_intake_stamped(tmp_path: Path) -> 
         p.close()
 
 
-def test_stuck_runs_match_a_reading_by_reading_count_over_any_batching(stream: Stream) -> None:
+@pytest.mark.parametrize("stuck_rows", [None, 7])
+def test_stuck_runs_match_a_reading_by_reading_count_over_any_batching(
+    stream: Stream, stuck_rows: int | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The columnar run lengths equal the plain loop's, whatever the batch boundaries, with missing
-    values (which neither break nor extend a run) and machines interleaved."""
+    values (which neither break nor extend a run) and machines interleaved; also a few machines
+    at a time within a batch (``stuck_rows``)."""
+    if stuck_rows is not None:
+        monkeypatch.setattr("pitstop.monitoring.quality.STUCK_ROWS", stuck_rows)
     rng = np.random.default_rng(7)
     n = 400
     machines = rng.choice(["a", "b", "c"], n)

@@ -26,6 +26,9 @@ from pitstop.features.spec import FeatureSpec, settle
 
 _US_PER_HOUR = 3_600_000_000
 _GET_CHUNK = 2048
+# rows advanced at a time (whole machines): a large batch's temporaries (rows × sensors × alphas)
+# would be tens of MB, each mapped fresh from the OS and faulted in page by page
+ADVANCE_ROWS = 16_384
 # chunks of a large ``get`` run on this many threads (numpy leaves the GIL in its array loops)
 _GET_THREADS = max(1, min(4, os.cpu_count() or 1))
 _get_pool: ThreadPoolExecutor | None = None
@@ -218,7 +221,16 @@ class OnlineFeatures:
                     del self.pending[machine_id]
 
     def _advance(self, slot: np.ndarray, seqs: np.ndarray, ts_us: np.ndarray, x: np.ndarray) -> None:
-        """Rows grouped by machine (one contiguous segment each), in seq order."""
+        """Rows grouped by machine (one contiguous segment each), in seq order; about
+        ``ADVANCE_ROWS`` at a time (a machine's rows only change its own state)."""
+        if len(slot) <= ADVANCE_ROWS:
+            self._advance_rows(slot, seqs, ts_us, x)
+            return
+        starts = np.flatnonzero(np.r_[True, slot[1:] != slot[:-1]])
+        for lo, hi in group_spans(starts, len(slot), ADVANCE_ROWS):
+            self._advance_rows(slot[lo:hi], seqs[lo:hi], ts_us[lo:hi], x[lo:hi])
+
+    def _advance_rows(self, slot: np.ndarray, seqs: np.ndarray, ts_us: np.ndarray, x: np.ndarray) -> None:
         bounds = np.flatnonzero(np.r_[True, slot[1:] != slot[:-1], True])
         starts, ends = bounds[:-1], bounds[1:]
         lengths = ends - starts
@@ -357,6 +369,23 @@ class OnlineFeatures:
         online.slots = {m: i for i, m in enumerate(meta["machines"])}
         online.pending = {m: list(v) for m, v in meta["pending"].items()}
         return online, meta.get("extra")
+
+
+def group_spans(starts: np.ndarray, n: int, size: int) -> list[tuple[int, int]]:
+    """Row ranges ``[lo, hi)`` of whole groups, about ``size`` rows each (a group larger than
+    that alone), for ``n`` rows grouped in order: ``starts`` is each group's first row."""
+    spans = []
+    lo = 0
+    while lo < n:
+        hi = n
+        if lo + size < n:
+            hi = int(starts[np.searchsorted(starts, lo + size, side="right") - 1])
+            if hi <= lo:  # one group longer than size: it alone
+                after = int(np.searchsorted(starts, lo, side="right"))
+                hi = int(starts[after]) if after < len(starts) else n
+        spans.append((lo, hi))
+        lo = hi
+    return spans
 
 
 def _segment_cummax_before(seqs: np.ndarray, seg: np.ndarray) -> np.ndarray:

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from pitstop.features.online import group_spans
 from pitstop.monitoring.metrics import Metrics
 from pitstop.schema import FleetSchema, MachineType
 
@@ -39,6 +40,7 @@ log = logging.getLogger(__name__)
 CHECKS = ("missing", "out_of_range", "stuck", "gap", "clock_skew")
 GAP_WARMUP = 3  # intervals a machine must have shown before a gap can be judged
 GAP_MEMORY = 50  # intervals the usual interval is averaged over (older ones weigh less)
+STUCK_ROWS = 16_384  # readings the stuck check takes at a time (whole machines)
 
 AuditMany = Callable[[list[tuple[str, str, dict[str, Any]]]], None]  # [(actor, action, detail)], one commit
 Key = tuple[str, str, str | None, str | None]  # machine type, check, sensor, machine id
@@ -221,43 +223,22 @@ class QualityMonitor:
             "machine_id", maintain_order=True
         )
         machines = rows["machine_id"].to_numpy()
-        # a sensor per row, readings along it: the running maxima and sums below walk contiguous
-        # memory (along the first axis of a row-major matrix they ran ~3x slower)
+        # a sensor per row, readings along it: the running maxima and sums walk contiguous memory
+        # (along the first axis of a row-major matrix they ran ~3x slower)
         values = np.ascontiguousarray(rows.select(sensors).to_numpy().T, np.float64)  # (k, n)
-        n = values.shape[1]
         starts = np.flatnonzero(np.r_[True, machines[1:] != machines[:-1]])
-        ends = np.r_[starts[1:], n] - 1
-        group = np.repeat(np.arange(len(starts)), np.diff(np.r_[starts, n]))
-        ids = machines[starts].tolist()
         state = self._runs.setdefault(mt.name, {})
-        k = len(sensors)
-        prev_last = np.array([state.get(m, (np.full(k, np.nan), None))[0] for m in ids]).reshape(-1, k).T
-        prev_run = (
-            np.array([state[m][1] if m in state else np.zeros(k, np.int64) for m in ids], np.int64)
-            .reshape(-1, k)
-            .T
-        )
-        # carry each value forward over missing ones, within a machine, then from its state
-        at = np.arange(n)
-        index = np.where(np.isnan(values), -1, at)
-        index[:, starts] = np.where(index[:, starts] < 0, starts, index[:, starts])
-        filled = np.take_along_axis(values, np.maximum.accumulate(index, axis=1), axis=1)
-        filled = np.where(np.isnan(filled), prev_last[:, group], filled)
-        before = np.empty_like(filled)
-        before[:, 0] = np.nan
-        before[:, 1:] = filled[:, :-1]
-        before[:, starts] = prev_last
-        same = (filled == before) | (np.isnan(filled) & np.isnan(before))
-        last_break = np.maximum.accumulate(np.where(same, -1, at), axis=1)[:, ends]  # (k, machines)
-        counted = np.zeros((k, n + 1), np.int64)
-        np.cumsum(~np.isnan(values), axis=1, out=counted[:, 1:])
-        since_break = counted[:, ends + 1] - np.take_along_axis(counted, np.maximum(last_break, 0), axis=1)
-        unbroken = last_break < starts
-        run = np.where(unbroken, prev_run + counted[:, ends + 1] - counted[:, starts], since_break).T
-        last = np.ascontiguousarray(filled[:, ends].T)  # (machines, k)
-        run = np.ascontiguousarray(run)
-        for row, m in enumerate(ids):
-            state[m] = (last[row], run[row])
+        ids: list[str] = []
+        runs: list[np.ndarray] = []
+        # a group of machines at a time: the temporaries stay small (a batch's whole matrix
+        # many times over would be mapped fresh from the OS, and faulted in page by page)
+        for lo, hi in group_spans(starts, len(machines), STUCK_ROWS):
+            chunk_ids, last, run = _runs(values[:, lo:hi], machines[lo:hi], state)
+            for row, m in enumerate(chunk_ids):
+                state[m] = (last[row], run[row])
+            ids += chunk_ids
+            runs.append(run)
+        run = np.concatenate(runs)
         constant = self._constant.get(mt.name, frozenset())
         checked = [j for j, s in enumerate(sensors) if s not in constant]
         failing: list[Finding] = []
@@ -401,3 +382,40 @@ class QualityMonitor:
             self.alerts[key] = finding
         for key in cleared:
             del self.alerts[key]
+
+
+def _runs(
+    values: np.ndarray, machines: np.ndarray, state: dict[str, tuple[np.ndarray, np.ndarray]]
+) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """For readings ``values`` (sensors, readings) of ``machines`` (grouped, in order), each
+    machine's last value and run length per sensor, carried on from ``state``: its machines
+    (in order), ``last`` and ``run`` (machines, sensors)."""
+    k, n = values.shape
+    starts = np.flatnonzero(np.r_[True, machines[1:] != machines[:-1]])
+    ends = np.r_[starts[1:], n] - 1
+    group = np.repeat(np.arange(len(starts)), np.diff(np.r_[starts, n]))
+    ids = machines[starts].tolist()
+    prev_last = np.array([state.get(m, (np.full(k, np.nan), None))[0] for m in ids]).reshape(-1, k).T
+    prev_run = (
+        np.array([state[m][1] if m in state else np.zeros(k, np.int64) for m in ids], np.int64)
+        .reshape(-1, k)
+        .T
+    )
+    # carry each value forward over missing ones, within a machine, then from its state
+    at = np.arange(n)
+    index = np.where(np.isnan(values), -1, at)
+    index[:, starts] = np.where(index[:, starts] < 0, starts, index[:, starts])
+    filled = np.take_along_axis(values, np.maximum.accumulate(index, axis=1), axis=1)
+    filled = np.where(np.isnan(filled), prev_last[:, group], filled)
+    before = np.empty_like(filled)
+    before[:, 0] = np.nan
+    before[:, 1:] = filled[:, :-1]
+    before[:, starts] = prev_last
+    same = (filled == before) | (np.isnan(filled) & np.isnan(before))
+    last_break = np.maximum.accumulate(np.where(same, -1, at), axis=1)[:, ends]  # (k, machines)
+    counted = np.zeros((k, n + 1), np.int64)
+    np.cumsum(~np.isnan(values), axis=1, out=counted[:, 1:])
+    since_break = counted[:, ends + 1] - np.take_along_axis(counted, np.maximum(last_break, 0), axis=1)
+    unbroken = last_break < starts
+    run = np.where(unbroken, prev_run + counted[:, ends + 1] - counted[:, starts], since_break)
+    return ids, np.ascontiguousarray(filled[:, ends].T), np.ascontiguousarray(run.T)

@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -35,6 +36,10 @@ from pitstop.store import MachineState
 log = logging.getLogger(__name__)
 
 CONSUMER = "processor"
+
+# a lane's scored rows for the drift windows: the model's reference profile and feature names,
+# the feature matrix, the predictions, each row's machine type and machine
+Observed = tuple[dict[str, dict[str, Any]], list[str], np.ndarray, np.ndarray, list[str], list[str]]
 
 
 @dataclass(frozen=True)
@@ -336,12 +341,12 @@ class Processor:
         clean = fresh.filter(pl.col("quarantine").is_null())
         held = fresh.filter(pl.col("quarantine").is_not_null())
         types = self.types.of(fresh["machine_id"].unique().to_list())
-        self.monitor.check_quality(fresh, self.p.fleet, types)
         written = self._append_to_lake(fresh, position)
 
         scores: dict[str, Score] = {}
         shadow: dict[str, Score] = {}
         features: dict[str, np.ndarray] = {}
+        observed: list[Observed] = []
         for lane in self.lanes.values():
             ids = sorted(m for m, t in types.items() if t == lane.machine_type)
             if not ids or not lane.ready:
@@ -353,7 +358,7 @@ class Processor:
             if not ids:
                 continue
             try:
-                self._score_lane(lane, ids, scores, shadow, features)
+                observed.append(self._score_lane(lane, ids, scores, shadow, features))
             except Exception as exc:  # one type's broken model must not stop the others
                 log.exception(
                     "scoring %s failed; its machines are not scored in this batch", lane.machine_type
@@ -371,6 +376,12 @@ class Processor:
         self._check_lease()
         self.bus.commit(self.consumer, position)
         self._committed = position
+        # monitoring once the batch's results are stored: the lake and the work orders do not
+        # wait for it (a check that fails is logged and skipped; a crash here skips one batch's
+        # checks, never its readings)
+        self.monitor.check_quality(fresh, self.p.fleet, types)
+        for lane_rows in observed:
+            self.monitor.observe(*lane_rows)
         if time.monotonic() - self._snapshot_at >= self.p.settings.feature_snapshot_s:
             self.snapshot()
 
@@ -451,7 +462,9 @@ class Processor:
         scores: dict[str, Score],
         shadow: dict[str, Score],
         features: dict[str, np.ndarray],
-    ) -> None:
+    ) -> Observed:
+        """Score a lane's machines into ``scores``, ``shadow`` and ``features``; returns what the
+        drift windows take of them (``LiveMonitor.observe``'s arguments)."""
         assert lane.online is not None
         matrix = lane.online.get(ids)
         self.store.publish(
@@ -466,9 +479,7 @@ class Processor:
         features.update(zip(ids, matrix, strict=True))
         bundle = lane.deployment.champion.model.bundle
         predictions = np.array([acting[m].rul if m in acting else np.nan for m in ids])
-        self.monitor.observe(
-            bundle.reference, bundle.spec.names, matrix, predictions, [lane.machine_type] * len(ids), ids
-        )
+        return bundle.reference, bundle.spec.names, matrix, predictions, [lane.machine_type] * len(ids), ids
 
     def _publish_lane(self, lane: Lane) -> None:
         """Every machine of a (re)built lane into the online store, replacing what it held."""
