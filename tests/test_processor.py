@@ -237,3 +237,32 @@ def test_each_row_lands_with_the_bus_position_of_its_own_message(trained: Platfo
     positions = landed["bus_position"].to_list()
     assert positions == [head - 2] * 7 + [head - 1] + [head] * 3
     assert landed.filter(landed["bus_position"] == head)["seq"].to_list() == [8, 9, 10]
+
+
+def test_monitoring_runs_after_the_batch_is_stored_and_a_failing_check_does_not_stop_it(
+    trained: Platform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    proc = Processor(trained)
+    proc.bootstrap()
+    seen: list[tuple[str, int]] = []
+
+    def quality(*args: object) -> None:
+        # the batch is in the lake and its bus position committed before any check runs
+        seen.append(("quality", live_rows(trained)))
+        assert proc.lag() == 0
+        raise RuntimeError("a broken check")
+
+    def drift(*args: object) -> None:
+        seen.append(("drift", live_rows(trained)))
+        raise RuntimeError("a broken trigger")
+
+    monkeypatch.setattr(proc.monitor, "check_quality", quality)
+    monkeypatch.setattr(proc.monitor, "observe", drift)
+    publish(trained, "eng-001", 1, 0, 10)
+    publish(trained, "eng-002", 2, 0, 10)
+    report = proc.run_once()  # does not raise: the failures are logged
+    assert (report.written, report.scored) == (20, 2)
+    assert seen == [("quality", 20), ("drift", 20)]  # every check tried, once, after the store
+    publish(trained, "eng-001", 1, 10, 5)
+    assert proc.run_once().written == 5  # the stream goes on; nothing read again
+    assert [what for what, _ in seen] == ["quality", "drift"] * 2

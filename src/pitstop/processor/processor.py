@@ -6,6 +6,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -376,12 +377,7 @@ class Processor:
         self._check_lease()
         self.bus.commit(self.consumer, position)
         self._committed = position
-        # monitoring once the batch's results are stored: the lake and the work orders do not
-        # wait for it (a check that fails is logged and skipped; a crash here skips one batch's
-        # checks, never its readings)
-        self.monitor.check_quality(fresh, self.p.fleet, types)
-        for lane_rows in observed:
-            self.monitor.observe(*lane_rows)
+        self._monitor(fresh, types, observed)
         if time.monotonic() - self._snapshot_at >= self.p.settings.feature_snapshot_s:
             self.snapshot()
 
@@ -397,6 +393,18 @@ class Processor:
         return BatchReport(
             len(messages), total, written, held.height, total - fresh.height, len(scores), opened
         )
+
+    def _monitor(self, fresh: pl.DataFrame, types: dict[str, str], observed: list[Observed]) -> None:
+        """Data quality and drift once the batch's results are stored: the lake and the work
+        orders do not wait for them. The batch is committed, so a check that fails is logged and
+        skipped, never retried (a crash here skips one batch's checks, never its readings)."""
+        checks = [partial(self.monitor.check_quality, fresh, self.p.fleet, types)]
+        checks += [partial(self.monitor.observe, *rows) for rows in observed]
+        for check in checks:
+            try:
+                check()
+            except Exception:
+                log.exception("monitoring failed on this batch (its readings are stored)")
 
     def _record(
         self,
