@@ -85,7 +85,6 @@ def group_medians(values: np.ndarray, group: np.ndarray, starts: np.ndarray) -> 
     finite = np.add.reduceat(np.isfinite(v), starts) > 0
     lo = starts + np.maximum(counts - 1, 0) // 2
     hi = starts + counts // 2
-    hi = np.minimum(hi, len(v) - 1)
     a, b = v[lo], v[hi]
     with np.errstate(invalid="ignore", over="ignore"):
         middle = np.where(lo == hi, a, (a + b) / 2)
