@@ -125,23 +125,13 @@ def train_rul_model(
     rounds = int(p.pop("num_boost_round"))
     lgb_params = _lgb_params(p, seed)
 
-    total = folds + 1
-    binned = _binned(data, lgb_params)
-    oof, members = _cross_validate(data, folds, lgb_params, rounds, progress, total, binned)
-    if progress:
-        progress("final model", folds, total)
-    if binned is None:
-        final = _fit(data.X, data.y, data.spec.names, lgb_params, rounds)
-    else:
-        final = lgb.train(lgb_params, binned, num_boost_round=rounds)
-    if progress:
-        progress("done", total, total)
+    oof, boosters = fit_ensemble(data, folds, lgb_params, rounds, progress)
 
     sampled = max_train_rows if data.weight is not None else None  # recorded when it made a sample
     targets = Targets(rul_cap, folds, coverage, interval_horizon, failure_horizon, unit_seconds, sampled)
     classifier = train_component_model(data, rul_cap, folds, seed)
     reference = _reference(data.X, data.spec.names, oof, data.machines)
-    bundle = assemble_bundle(data, oof, [final, *members], lgb_params, rounds, targets, classifier, reference)
+    bundle = assemble_bundle(data, oof, boosters, lgb_params, rounds, targets, classifier, reference)
     if tuning:
         bundle.metrics["tune_best_cv_rmse"] = tuning["best_cv_rmse"]
         bundle.metrics["tune_trials"] = float(tune_trials)
@@ -154,6 +144,25 @@ def train_rul_model(
         censored_rows=int(np.isnan(data.uncapped).sum()),
         tuning=tuning,
     )
+
+
+def fit_ensemble(
+    data: _Data, folds: int, lgb_params: dict[str, Any], rounds: int, progress: Progress | None = None
+) -> tuple[np.ndarray, list[lgb.Booster]]:
+    """The out-of-fold predictions and the ensemble's boosters (the model fit on every row of
+    ``data`` first, then the fold models). A weighted set (a sample) is binned once for all."""
+    total = folds + 1
+    binned = _binned(data, lgb_params)
+    oof, members = _cross_validate(data, folds, lgb_params, rounds, progress, total, binned)
+    if progress:
+        progress("final model", folds, total)
+    if binned is None:
+        final = _fit(data.X, data.y, data.spec.names, lgb_params, rounds)
+    else:
+        final = lgb.train(lgb_params, binned, num_boost_round=rounds)
+    if progress:
+        progress("done", total, total)
+    return oof, [final, *members]
 
 
 @dataclass(frozen=True)
@@ -230,19 +239,41 @@ def _prepare(
         labelled = labelled_rows(telemetry, events, spec, rul_cap, failure_horizon, unit_seconds)
     else:
         labelled = sample.rows
-    machines = labelled["machine_id"].to_numpy()
-    fold = assign_folds(machines, ~labelled["censored"].to_numpy(), folds, seed)
-    return _Data(
-        spec=spec,
-        X=labelled.select(spec.names).to_numpy(),
-        y=labelled["rul"].to_numpy().astype(np.float64),
-        uncapped=labelled["rul_uncapped"].to_numpy().astype(np.float64),
-        fails_within=labelled["fails_within"].cast(pl.Float64).to_numpy(),
-        machines=machines,
-        fold=fold,
-        component=labelled["failure_component"].fill_null("").to_numpy().astype(str),
+    return prepared(
+        spec,
+        labelled.select(spec.names).to_numpy(),
+        labelled,
+        folds,
+        seed,
         weight=None if sample is None else sample.weight,
         total=None if sample is None else sample.total,
+    )
+
+
+def prepared(
+    spec: FeatureSpec,
+    X: np.ndarray,
+    labels: pl.DataFrame,
+    folds: int,
+    seed: int,
+    weight: np.ndarray | None = None,
+    total: int | None = None,
+) -> _Data:
+    """The training data of the feature matrix ``X`` (a fitted ``spec``'s columns) and its rows'
+    labels (``labelled_rows``' label columns, the same rows in the same order), in grouped folds."""
+    machines = labels["machine_id"].to_numpy()
+    fold = assign_folds(machines, ~labels["censored"].to_numpy(), folds, seed)
+    return _Data(
+        spec=spec,
+        X=X,
+        y=labels["rul"].to_numpy().astype(np.float64),
+        uncapped=labels["rul_uncapped"].to_numpy().astype(np.float64),
+        fails_within=labels["fails_within"].cast(pl.Float64).to_numpy(),
+        machines=machines,
+        fold=fold,
+        component=labels["failure_component"].fill_null("").to_numpy().astype(str),
+        weight=weight,
+        total=total,
     )
 
 
