@@ -168,6 +168,11 @@ def rmse(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.sqrt(np.mean((a - b) ** 2)))
 
 
+def peak_rss_gib() -> float:
+    """This process's peak resident memory so far, in GiB."""
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)
+
+
 def run(
     scale: float, max_rows: int | None, seed: int, max_train_rows: int | None, reference: bool = False
 ) -> dict[str, Any]:
@@ -195,7 +200,7 @@ def run(
     ref: dict[str, Any] = {}
     if reference:
         t2, c2 = time.perf_counter(), time.process_time()
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # the sample's run
+        peak = peak_rss_gib()  # the sample's run
         ref_bundle = every_row(
             train_tel, train_ev, bundle.spec, targets, options, result.rows, result.machines
         )
@@ -229,9 +234,9 @@ def run(
         ref["rmse_every_row"] = round(rmse(y, ref_rul), 3)
         ref["rmse_near_failure_every_row"] = round(rmse(truth[near], ref_rul[near]), 3)
         ref["rmse_vs_every_row_pct"] = round(100 * (rmse(y, rul) / rmse(y, ref_rul) - 1), 2)
-        ref["every_row_peak_rss_gib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)
+        ref["every_row_peak_rss_gib"] = peak_rss_gib()
     else:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+        peak = peak_rss_gib()
     return {
         "scale": scale,
         "rows": result.rows,
@@ -251,7 +256,7 @@ def run(
         "members": len(bundle.boosters),
         "max_train_rows": bundle.params.get("max_train_rows", "all"),
         "simulate_s": round(sim_s, 1),
-        "peak_rss_gib": round(peak, 2),  # with --every-row: before the reference
+        "peak_rss_gib": peak,  # with --every-row: before the reference
         **ref,
     }
 
